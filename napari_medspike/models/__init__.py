@@ -1,0 +1,21 @@
+"""Spiking segmenters: MedSpikeFormer, its ANN twin and MedQKFormer."""
+
+from .attention import INTERACTIONS
+from .base import InputError, Segmenter
+from .losses import alignment_loss, segmentation_loss
+from .medqkformer import MedQKFormer
+from .medspikeformer import ANNTwin, MedSpikeFormer
+from .registry import ARCHITECTURES, create_model
+
+__all__ = [
+    "ARCHITECTURES",
+    "ANNTwin",
+    "INTERACTIONS",
+    "InputError",
+    "MedQKFormer",
+    "MedSpikeFormer",
+    "Segmenter",
+    "alignment_loss",
+    "create_model",
+    "segmentation_loss",
+]

@@ -1,0 +1,152 @@
+"""Decomposed attention: SDSA (MedSpikeFormer and its ANN twin) and SDQK-A (MedQKFormer).
+
+Names used everywhere: the four *interactions* ``AA, AI, IA, II`` pair the activated (A) or
+inactivated (I) part of Q with that of K.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import ConvBN, DepthwiseSeparable, MLP, Neuron, seq_apply
+from .neurons import NISF
+
+INTERACTIONS: tuple[str, ...] = ("AA", "AI", "IA", "II")
+
+
+def decomposed_channel_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
+) -> torch.Tensor:
+    """The four SDSA interactions ``O = (q_x k_yᵀ) · C^-1/2 · v`` for x, y in {A, I}.
+
+    ``q, k, v`` are ``[T, B, C, H, W]``; returns ``[T, B, 4C, H, W]`` with the interactions
+    stacked along channels in the order of :data:`INTERACTIONS`. Each head's ``d x d``
+    channel-attention matrix mixes channels only, never pixels (cost O(N d^2)). With
+    ``Q_I = 1 - Q`` and ``K_I = 1 - K`` all four matrices follow from one product:
+    ``AI = s_q 1ᵀ - AA``, ``IA = 1 s_kᵀ - AA``, ``II = N - s_q 1ᵀ - 1 s_kᵀ + AA`` where
+    ``s_q, s_k`` are the per-channel sums over pixels (exact for spikes, whose values are small
+    integers).
+    """
+    t, b, c, h, w = v.shape
+    n, d = h * w, c // heads
+    q = q.reshape(t, b, heads, d, n)
+    k = k.reshape(t, b, heads, d, n)
+    v = v.reshape(t, b, heads, d, n)
+    aa = q @ k.transpose(-2, -1)  # [T, B, heads, d, d]
+    sq = q.sum(-1).unsqueeze(-1)  # [.., d, 1]
+    sk = k.sum(-1).unsqueeze(-2)  # [.., 1, d]
+    ai = sq - aa
+    ia = sk - aa
+    ii = (n - sq - sk) + aa
+    m = torch.stack((aa, ai, ia, ii), dim=2) * c**-0.5  # [T, B, 4, heads, d, d]
+    out = m @ v.unsqueeze(2)  # [T, B, 4, heads, d, N]
+    return out.reshape(t, b, 4 * c, h, w)
+
+
+class SDSA(nn.Module):
+    """Spike-based Decomposed Self-Attention (``kind="lif"``) or its ANN twin (``kind="ann"``).
+
+    Q, K, V = neuron(BN(depth-wise 3x3 conv(x))) from one grouped conv; the four interactions
+    (:func:`decomposed_channel_attention`) each go through their own depth-wise separable
+    block (run side by side as one grouped block); then
+    ``concat(O_AA + O_II, O_AI + O_IA) -> 1x1 conv (2C -> C) + V -> BN -> MLP + residual``.
+
+    Set :attr:`record` to a dict to capture Q/K/V spikes and the raw interaction maps ``O``.
+    """
+
+    def __init__(self, channels: int, kind: str, timesteps: int, heads: int = 4) -> None:
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
+        self.channels, self.heads = channels, heads
+        # One depth-wise conv with three outputs per channel: q, k, v interleaved.
+        self.qkv = ConvBN(channels, 3 * channels, 3, groups=channels)
+        self.qkv_neuron = Neuron(kind, timesteps, gate=True)
+        self.interaction_blocks = DepthwiseSeparable(4 * channels, kind, timesteps, branches=4)
+        self.project = nn.Conv2d(2 * channels, channels, 1)
+        self.norm = nn.BatchNorm2d(channels)
+        self.mlp = MLP(channels, channels, kind, timesteps)
+        self.record: dict[str, torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.channels
+        qkv = self.qkv_neuron(seq_apply(self.qkv, x))  # [T, B, 3C, H, W], interleaved
+        q, k, v = qkv.unflatten(2, (c, 3)).unbind(3)
+        raw = decomposed_channel_attention(q, k, v, self.heads)
+        o = self.interaction_blocks(raw)
+        o_aa, o_ai, o_ia, o_ii = o.chunk(4, dim=2)
+        attn = torch.cat((o_aa + o_ii, o_ai + o_ia), dim=2)
+        out = seq_apply(self.norm, seq_apply(self.project, attn) + v)
+        out = self.mlp(out) + out
+        if self.record is not None:
+            self.record.update(q=q.detach(), k=k.detach(), v=v.detach())
+            for name, o_raw in zip(INTERACTIONS, raw.detach().chunk(4, dim=2)):
+                self.record[name] = o_raw
+        return out
+
+
+class MaskSpikeConv(nn.Module):
+    """MedQKFormer's residual NISF conv block: two (NISF -> 3x3 conv + BN) units sharing one BN.
+
+    ``x -> BN(conv1(NISF(x)) + x) -> BN(conv2(NISF(.)) + x)`` (the residual is the block input
+    both times), as in the reference whose parameter count we reproduce.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.neuron1, self.conv1 = NISF(), ConvBN(channels, channels, 3)
+        self.neuron2, self.conv2 = NISF(), ConvBN(channels, channels, 3)
+        self.norm = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(self.conv1(self.neuron1(x)) + x)
+        return self.norm(self.conv2(self.neuron2(y)) + x)
+
+
+class SDQK(nn.Module):
+    """Spike-Decomposed Q-K attention (SDQK-A) of MedQKFormer, on 4D ``[B, C, H, W]`` tensors.
+
+    Q, K = NISF(BN(grouped 3x3 conv C -> C/2)) (one grouped conv gives both, interleaved);
+    per head, token weights ``W_A = NISF(Σ_c Q_A)``, ``W_I = NISF(Σ_c Q_I)``;
+    ``same = W_A K_A + W_I K_I``, ``cross = W_A K_I + W_I K_A``; concat -> residual NISF conv
+    block + input -> BN -> another block with residual. Cost O(N C).
+
+    Set :attr:`record` to a dict to capture Q/K spikes and the four terms
+    ``AA = W_A K_A, AI = W_A K_I, IA = W_I K_A, II = W_I K_I`` (``same = AA + II``,
+    ``cross = AI + IA``), each ``[B, C/2, H, W]``.
+    """
+
+    def __init__(self, channels: int, heads: int = 4) -> None:
+        super().__init__()
+        half = channels // 2
+        if channels % 2 or half % heads:
+            raise ValueError(f"channels ({channels}) must be divisible by {2 * heads}")
+        self.half, self.heads = half, heads
+        self.qk = ConvBN(channels, channels, 3, groups=half)
+        self.q_neuron, self.k_neuron = NISF(), NISF()
+        self.weight_active, self.weight_inactive = NISF(), NISF()
+        self.mix = MaskSpikeConv(channels)
+        self.norm = nn.BatchNorm2d(channels)
+        self.refine = MaskSpikeConv(channels)
+        self.record: dict[str, torch.Tensor] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        q, k = self.qk(x).unflatten(1, (self.half, 2)).unbind(2)
+        q_a, k_a = self.q_neuron(q), self.k_neuron(k)
+        q_i, k_i = 1.0 - q_a, 1.0 - k_a
+        heads = (b, self.heads, self.half // self.heads, h * w)
+        w_a = self.weight_active(q_a.reshape(heads).sum(2, keepdim=True))
+        w_i = self.weight_inactive(q_i.reshape(heads).sum(2, keepdim=True))
+        k_a4, k_i4 = k_a.reshape(heads), k_i.reshape(heads)
+        terms = {"AA": w_a * k_a4, "AI": w_a * k_i4, "IA": w_i * k_a4, "II": w_i * k_i4}
+        same = (terms["AA"] + terms["II"]).reshape(b, self.half, h, w)
+        cross = (terms["AI"] + terms["IA"]).reshape(b, self.half, h, w)
+        out = self.norm(self.mix(torch.cat((same, cross), dim=1)) + x)
+        out = self.refine(out) + out
+        if self.record is not None:
+            self.record.update(q=q_a.detach(), k=k_a.detach())
+            for name, term in terms.items():
+                self.record[name] = term.detach().reshape(b, self.half, h, w)
+        return out

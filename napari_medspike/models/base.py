@@ -1,0 +1,129 @@
+"""What every segmenter shares: input checks, padding to the network's stride, recording."""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from spikingjelly.activation_based import functional
+from torch import nn
+
+#: Four 2x downsamplings: spatial sizes must be multiples of this (we pad to it).
+STRIDE = 16
+
+
+class InputError(ValueError):
+    """An input the network cannot take; the message says what to change."""
+
+
+def check_input(x: Any, in_channels: int) -> None:
+    """Validate a batch for a segmenter and raise :class:`InputError` with advice if it is wrong."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"expected a torch.Tensor of shape [B, C, H, W], got {type(x).__name__}")
+    if x.ndim != 4:
+        hint = " (add a batch axis: x[None])" if x.ndim == 3 else ""
+        raise InputError(f"expected a 4D tensor [B, C, H, W], got shape {tuple(x.shape)}{hint}")
+    if x.shape[1] != in_channels:
+        hint = ""
+        if x.shape[1] == 1 and in_channels == 3:
+            hint = " (replicate a grey image: x.expand(-1, 3, -1, -1))"
+        elif x.shape[1] == 4 and in_channels == 3:
+            hint = " (drop the alpha channel: x[:, :3])"
+        elif x.shape[-1] == in_channels:
+            hint = " (channels-last array? permute to [B, C, H, W])"
+        raise InputError(
+            f"expected {in_channels} channels, got {x.shape[1]} in shape {tuple(x.shape)}{hint}"
+        )
+    if not x.is_floating_point():
+        raise InputError(f"expected a floating-point tensor scaled to [0, 1], got {x.dtype}")
+    if min(x.shape[-2:]) < STRIDE:
+        raise InputError(f"image {tuple(x.shape[-2:])} is too small: both sides must be >= {STRIDE}")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("input contains NaN or infinite values")
+
+
+def pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Replicate-pad the bottom/right of ``x`` to multiples of ``stride``; return it and (H, W)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % stride, (-w) % stride
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x, (h, w)
+
+
+class Segmenter(nn.Module, abc.ABC):
+    """Base of all segmenters: ``forward(x) -> logits [B, 1, H, W]`` at the input's resolution.
+
+    Subclasses implement :meth:`_forward` on padded input and list their attention modules in
+    :attr:`attention_modules` (one per encoder stage) for :meth:`forward_intermediates`.
+    """
+
+    arch: str = ""
+    spiking: bool = True
+    timesteps: int = 1
+
+    def __init__(self, in_channels: int) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        #: Set False to skip the input checks (e.g. in a tight training loop on trusted data).
+        self.check_inputs = True
+
+    @property
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this model with :func:`create_model`."""
+
+    @abc.abstractmethod
+    def attention_modules(self) -> list[nn.Module]:
+        """The attention module of each encoder stage, in order."""
+
+    @abc.abstractmethod
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for input already checked and padded to a multiple of :data:`STRIDE`."""
+
+    def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        if self.check_inputs:
+            check_input(x, self.in_channels)
+        functional.reset_net(self)
+        return pad_to_stride(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Foreground logits ``[B, 1, H, W]`` for images ``x`` ``[B, C, H, W]`` in ``[0, 1]``.
+
+        Sizes that are not multiples of 16 are replicate-padded and the logits cropped back.
+        Neuron state is reset before every call, so identical inputs give identical outputs.
+        """
+        x, (h, w) = self._prepare(x)
+        return self._forward(x)[..., :h, :w]
+
+    @contextlib.contextmanager
+    def _recording(self) -> Iterator[list[dict[str, torch.Tensor]]]:
+        records: list[dict[str, torch.Tensor]] = [{} for _ in self.attention_modules()]
+        for module, record in zip(self.attention_modules(), records):
+            module.record = record
+        try:
+            yield records
+        finally:
+            for module in self.attention_modules():
+                module.record = None
+
+    def forward_intermediates(self, x: torch.Tensor) -> dict[str, Any]:
+        """Logits plus what the spiking network did, per encoder stage (timm-style).
+
+        Returns ``{"logits": [B, 1, H, W], "stages": [stage, ...]}`` where each stage is
+        ``{"spikes": {"q", "k", ...}, "interactions": {"AA", "AI", "IA", "II"}}`` of tensors
+        ``[T, B, C, h, w]`` at that stage's (padded) resolution ``h, w``. Only this method
+        records; a plain ``model(x)`` stores nothing.
+        """
+        with self._recording() as records:
+            logits = self(x)
+        stages = []
+        for record in records:
+            record = {k: v if v.ndim == 5 else v.unsqueeze(0) for k, v in record.items()}
+            interactions = {k: record.pop(k) for k in ("AA", "AI", "IA", "II")}
+            stages.append({"spikes": record, "interactions": interactions})
+        return {"logits": logits, "stages": stages}

@@ -1,0 +1,144 @@
+"""Building blocks on ``[T, B, C, H, W]`` tensors.
+
+Convolutions and norms fold T into the batch. A tensor may carry ``T = 1`` while the model runs
+``T > 1`` timesteps: with direct encoding everything before the first spiking neuron is the same
+at every timestep, so it is computed once and broadcast over T only when a neuron needs it
+(:class:`Neuron`). Batch-norm statistics of T identical copies equal those of one copy, so this
+is exact in training too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .neurons import make_neuron
+
+
+def seq_apply(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply a 4D module to ``[T, B, C, H, W]`` by folding T into the batch."""
+    t, b = x.shape[:2]
+    y = module(x.flatten(0, 1))
+    return y.unflatten(0, (t, b))
+
+
+class Neuron(nn.Module):
+    """A neuron on ``[T, B, ...]`` that first broadcasts a ``T = 1`` input to the model's T."""
+
+    def __init__(self, kind: str, timesteps: int, gate: bool = False) -> None:
+        super().__init__()
+        self.timesteps = timesteps
+        self.node = make_neuron(kind, gate=gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != self.timesteps:
+            x = x.expand(self.timesteps, *x.shape[1:])
+        return self.node(x)
+
+
+class ConvBN(nn.Sequential):
+    """``Conv2d`` (with bias) followed by ``BatchNorm2d``; applied to 4D tensors."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+    ) -> None:
+        padding = kernel_size // 2 if stride == 1 else 0
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups),
+            nn.BatchNorm2d(out_channels),
+        )
+
+
+class SeqConvBN(ConvBN):
+    """:class:`ConvBN` on ``[T, B, C, H, W]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return seq_apply(super().forward, x)
+
+
+class DepthwiseSeparable(nn.Module):
+    """Depth-wise 3x3 conv + BN -> neuron -> point-wise 1x1 conv.
+
+    ``branches > 1`` runs that many independent blocks of ``channels // branches`` channels side
+    by side in one call (grouped point-wise conv): SDSA's four interaction blocks.
+    """
+
+    def __init__(self, channels: int, kind: str, timesteps: int, branches: int = 1) -> None:
+        super().__init__()
+        self.depthwise = ConvBN(channels, channels, 3, groups=channels)
+        self.neuron = Neuron(kind, timesteps)
+        self.pointwise = nn.Conv2d(channels, channels, 1, groups=branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.neuron(seq_apply(self.depthwise, x))
+        return seq_apply(self.pointwise, x)
+
+
+class MLP(nn.Module):
+    """Point-wise conv + BN -> depth-wise 3x3 conv + BN -> neuron -> point-wise conv."""
+
+    def __init__(self, in_channels: int, out_channels: int, kind: str, timesteps: int) -> None:
+        super().__init__()
+        self.expand = nn.Sequential(
+            ConvBN(in_channels, out_channels, 1),
+            ConvBN(out_channels, out_channels, 3, groups=out_channels),
+        )
+        self.neuron = Neuron(kind, timesteps)
+        self.project = nn.Conv2d(out_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.neuron(seq_apply(self.expand, x))
+        return seq_apply(self.project, x)
+
+
+class ResidualSpikingConv(nn.Module):
+    """Two residual depth-wise separable spiking units, each followed by BN (decoder block core)."""
+
+    def __init__(self, channels: int, kind: str, timesteps: int) -> None:
+        super().__init__()
+        self.unit1 = DepthwiseSeparable(channels, kind, timesteps)
+        self.norm1 = nn.BatchNorm2d(channels)
+        self.unit2 = DepthwiseSeparable(channels, kind, timesteps)
+        self.norm2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = seq_apply(self.norm1, self.unit1(x) + x)
+        return seq_apply(self.norm2, self.unit2(x) + x)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Bilinear x2 upsampling of a 4D tensor."""
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class SideHead(nn.Module):
+    """Time-averaged features -> depth-wise separable conv + BN -> 1-channel logit map."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.merge = nn.Sequential(
+            ConvBN(channels, channels, 3, groups=channels),
+            ConvBN(channels, channels, 1),
+        )
+        self.out = nn.Conv2d(channels, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.merge(x.mean(0)))
+
+
+class SegmentationHead(nn.Module):
+    """Time-averaged features -> 3x3 conv + BN -> 1x1 conv to one logit channel."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.merge = ConvBN(channels, channels, 3)
+        self.out = nn.Conv2d(channels, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.merge(x.mean(0)))

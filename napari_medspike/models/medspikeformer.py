@@ -1,0 +1,156 @@
+"""MedSpikeFormer (multi-step LIF, SDSA) and its ANN twin on the shared U-shaped skeleton."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attention import SDSA
+from .base import Segmenter
+from .blocks import ResidualSpikingConv, SegmentationHead, SeqConvBN, SideHead, seq_apply, upsample2x
+
+
+class EncoderStage(nn.Module):
+    """3x3 conv + BN patch embedding -> SDSA -> (side head) -> 2x2 stride-2 conv + BN."""
+
+    def __init__(self, in_channels: int, channels: int, kind: str, timesteps: int, heads: int) -> None:
+        super().__init__()
+        self.embed = SeqConvBN(in_channels, channels, 3)
+        self.attention = SDSA(channels, kind, timesteps, heads)
+        self.side_head = SideHead(channels)
+        self.downsample = SeqConvBN(channels, channels, kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.attention(self.embed(x))
+        return self.downsample(features), features
+
+
+class DecoderBlock(nn.Module):
+    """Residual spiking conv block -> BN -> bilinear x2 -> 3x3 conv + BN."""
+
+    def __init__(self, in_channels: int, out_channels: int, kind: str, timesteps: int) -> None:
+        super().__init__()
+        self.residual = ResidualSpikingConv(in_channels, kind, timesteps)
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.up = SeqConvBN(in_channels, out_channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = seq_apply(self.norm, self.residual(x) + x)
+        return self.up(seq_apply(upsample2x, x))
+
+
+class MedSpikeFormer(Segmenter):
+    """MedSpikeFormer: spiking U-shaped transformer with SDSA (all four neuron interactions).
+
+    Args:
+        in_channels: image channels (3 for RGB; grey images are replicated).
+        widths: channels of the four encoder stages (outputs at H/2 ... H/16).
+        timesteps: T, the number of LIF timesteps (direct encoding repeats the image T times).
+        heads: attention heads in SDSA (each width must be divisible by it).
+
+    Tensors inside are ``[T, B, C, H, W]``; the heads average over T. The side heads feed the
+    distribution-alignment loss (:meth:`forward_with_side_outputs`) and cost nothing in
+    :meth:`forward`.
+    """
+
+    arch = "medspikeformer"
+    neuron_kind = "lif"
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        timesteps: int = 4,
+        heads: int = 4,
+    ) -> None:
+        super().__init__(in_channels)
+        if len(widths) != 4:
+            raise ValueError(f"widths must list 4 stage widths, got {list(widths)}")
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        self.widths, self.timesteps, self.heads = tuple(int(w) for w in widths), int(timesteps), heads
+        kind = self.neuron_kind
+        dims = (in_channels, *self.widths)
+        self.stages = nn.ModuleList(
+            EncoderStage(dims[i], dims[i + 1], kind, self.timesteps, heads) for i in range(4)
+        )
+        dec = (*self.widths[::-1], self.widths[0])  # 256 -> 128 -> 64 -> 32 -> 32
+        self.decoders = nn.ModuleList(
+            DecoderBlock(dec[i], dec[i + 1], kind, self.timesteps) for i in range(4)
+        )
+        self.head = SegmentationHead(self.widths[0])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "widths": list(self.widths),
+            "timesteps": self.timesteps,
+            "heads": self.heads,
+        }
+
+    def attention_modules(self) -> list[nn.Module]:
+        return [stage.attention for stage in self.stages]
+
+    def _encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        h = x.unsqueeze(0)  # [1, B, C, H, W]: broadcast over T at the first neuron
+        skips, features = [], []
+        for stage in self.stages:
+            h, f = stage(h)
+            skips.append(h)
+            features.append(f)
+        return skips, features
+
+    def _decode(self, skips: list[torch.Tensor]) -> torch.Tensor:
+        h = skips[-1]
+        for i, decoder in enumerate(self.decoders):
+            h = decoder(h)
+            if i < 3:
+                h = h + skips[2 - i]
+        return self.head(h)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips, _ = self._encode(x)
+        return self._decode(skips)
+
+    def forward_with_side_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and the four side-head logit maps (stage resolutions H, H/2, H/4, H/8).
+
+        For training with the distribution-alignment loss; sizes must be multiples of 16.
+        """
+        x, (h, w) = self._prepare(x)
+        if (h, w) != tuple(x.shape[-2:]):
+            raise ValueError(f"side outputs need sides that are multiples of 16, got {(h, w)}")
+        skips, features = self._encode(x)
+        sides = [stage.side_head(f) for stage, f in zip(self.stages, features)]
+        return self._decode(skips), sides
+
+
+class ANNTwin(MedSpikeFormer):
+    """MedSpikeFormer's ANN twin: same skeleton and parameters, single pass (T = 1).
+
+    Q, K, V are sigmoid gates instead of LIF spikes and GELU replaces every other LIF; the
+    decomposed attention is the same softmax-free one. Its state dict is interchangeable with
+    MedSpikeFormer's of the same widths (useful to initialise the SNN from a trained twin).
+    """
+
+    arch = "ann_twin"
+    neuron_kind = "ann"
+    spiking = False
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        heads: int = 4,
+    ) -> None:
+        super().__init__(in_channels, widths, timesteps=1, heads=heads)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        cfg = super().config
+        del cfg["timesteps"]
+        return cfg

@@ -1,0 +1,37 @@
+"""Model registry: build any architecture by name with :func:`create_model`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Segmenter
+from .medqkformer import MedQKFormer
+from .medspikeformer import ANNTwin, MedSpikeFormer
+
+ARCHITECTURES: dict[str, type[Segmenter]] = {
+    "medspikeformer": MedSpikeFormer,
+    "medqkformer": MedQKFormer,
+    "ann_twin": ANNTwin,
+}
+
+
+def create_model(arch: str, **config: Any) -> Segmenter:
+    """Build an untrained segmenter.
+
+    Args:
+        arch: ``"medspikeformer"`` (LIF, T timesteps, SDSA), ``"medqkformer"`` (NISF, SDQK-A)
+            or ``"ann_twin"`` (MedSpikeFormer's ANN twin).
+        **config: architecture options: ``in_channels`` (3), ``widths`` ((32, 64, 128, 256)),
+            ``heads`` (4), and for MedSpikeFormer ``timesteps`` (T, default 4).
+
+    Example:
+        >>> model = create_model("medspikeformer", timesteps=2, widths=(16, 32, 64, 128))
+    """
+    key = arch.lower().replace("-", "_")
+    if key not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    cls = ARCHITECTURES[key]
+    try:
+        return cls(**config)
+    except TypeError as err:
+        raise TypeError(f"bad config for {key}: {err}") from None
