@@ -1,0 +1,1 @@
+"""Analysis of what the spiking network does: energy, firing rates, display maps."""

@@ -1,0 +1,235 @@
+"""Energy accounting with the SNN field's convention (MODEL.md).
+
+Every synaptic operation (convolution, matrix product) is observed as it runs, with the module it
+belongs to. An operation whose input is analog costs ``MACs · E_MAC``; one fed spikes costs
+``SOPs · E_AC`` with ``SOPs = mean spike count per input element · MACs`` over all timesteps
+(binary spikes: firing rate · T · per-timestep MACs; NISF: mean integer count · MACs).
+The dense-network reference is the ANN twin (MedSpikeFormer) or the same network run as an ANN
+(MedQKFormer): its ``MACs · E_MAC``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from spikingjelly.activation_based import monitor
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+from torch.utils.module_tracker import ModuleTracker
+
+from ..models import create_model
+from ..models.base import Segmenter, pad_to_stride
+from ..models.neurons import NISF_LEVELS, SPIKING_NEURONS
+
+#: Energy of one multiply-accumulate and one accumulate, 45 nm CMOS (Horowitz 2014), in pJ.
+E_MAC_PJ = 4.6
+E_AC_PJ = 0.9
+
+_SYNAPTIC_OPS = {
+    torch.ops.aten.convolution,
+    torch.ops.aten.mm,
+    torch.ops.aten.bmm,
+    torch.ops.aten.addmm,
+    torch.ops.aten.baddbmm,
+}
+
+
+def spike_levels(model: Segmenter) -> int:
+    """Spike counts per output of the model's neurons: 1 (LIF), 4 (NISF), 0 (ANN, no spikes)."""
+    if not model.spiking:
+        return 0
+    return NISF_LEVELS if model.arch == "medqkformer" else 1
+
+
+def _spike_count_rate(x: torch.Tensor, levels: int) -> float | None:
+    """Mean spike count per element if ``x`` holds spikes ``{0, 1/L, .., 1}``, else None."""
+    if levels == 0 or not x.is_floating_point() or x.numel() == 0:
+        return None
+    lo, hi = torch.aminmax(x)
+    if lo < 0 or hi > 1:
+        return None
+    counts = x * levels
+    if not torch.equal(counts, counts.round()):
+        return None
+    return float(counts.mean(dtype=torch.float64))
+
+
+@dataclass
+class LayerEnergy:
+    """One layer's synaptic work. ``input_rate`` is None for analog input."""
+
+    name: str
+    op: str
+    macs: int
+    input_rate: float | None
+    sops: float
+    energy_pj: float
+
+
+@dataclass
+class EnergyReport:
+    """Per-layer work, firing rates and the energy estimate of one forward pass."""
+
+    arch: str
+    timesteps: int
+    input_shape: tuple[int, ...]
+    layers: list[LayerEnergy]
+    firing_rates: dict[str, float]
+    ann_macs: int
+    e_mac_pj: float = E_MAC_PJ
+    e_ac_pj: float = E_AC_PJ
+    stage_firing_rates: list[float] = field(default_factory=list)
+
+    @property
+    def analog_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers if layer.input_rate is None)
+
+    @property
+    def sops(self) -> float:
+        return sum(layer.sops for layer in self.layers)
+
+    @property
+    def energy_pj(self) -> float:
+        return sum(layer.energy_pj for layer in self.layers)
+
+    @property
+    def ann_energy_pj(self) -> float:
+        return self.ann_macs * self.e_mac_pj
+
+    @property
+    def mean_firing_rate(self) -> float:
+        rates = list(self.firing_rates.values())
+        return sum(rates) / len(rates) if rates else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary with the per-layer table."""
+        out = asdict(self)
+        out.update(
+            analog_macs=self.analog_macs,
+            sops=self.sops,
+            energy_pj=self.energy_pj,
+            ann_energy_pj=self.ann_energy_pj,
+            mean_firing_rate=self.mean_firing_rate,
+        )
+        return out
+
+    def summary(self) -> str:
+        """A few lines for people: totals, ratio to the ANN, firing rate per stage."""
+        lines = [
+            f"{self.arch} on {list(self.input_shape)} (T={self.timesteps})",
+            f"  analog MACs {self.analog_macs / 1e9:.3f} G, synaptic ops {self.sops / 1e9:.3f} G",
+            f"  energy {self.energy_pj / 1e9:.3f} mJ vs dense ANN {self.ann_energy_pj / 1e9:.3f} mJ"
+            f" ({self.energy_pj / max(self.ann_energy_pj, 1e-12):.1%})",
+            f"  mean firing rate {self.mean_firing_rate:.3f}",
+        ]
+        if self.stage_firing_rates:
+            rates = ", ".join(f"{r:.3f}" for r in self.stage_firing_rates)
+            lines.append(f"  firing rate per encoder stage: {rates}")
+        return "\n".join(lines)
+
+
+class _SynapticOpRecorder(TorchDispatchMode):
+    """Records MACs and input spike rate of each convolution / matrix product."""
+
+    def __init__(self, tracker: ModuleTracker, root_name: str, levels: int) -> None:
+        super().__init__()
+        self.tracker, self.root, self.levels = tracker, root_name, levels
+        self.layers: list[LayerEnergy] = []
+
+    def _owner(self) -> str:
+        name = max(self.tracker.parents, key=len)
+        return name[len(self.root) + 1 :] if name.startswith(self.root + ".") else name
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        if packet in _SYNAPTIC_OPS:
+            macs = flop_registry[packet](*args, **kwargs, out_val=out) // 2
+            operands = args[:1] if packet is torch.ops.aten.convolution else args[:2]
+            if packet in (torch.ops.aten.addmm, torch.ops.aten.baddbmm):
+                operands = args[1:3]
+            rates = [_spike_count_rate(t, self.levels) for t in operands]
+            rates = [r for r in rates if r is not None]
+            rate = min(rates) if rates else None
+            op = "conv" if packet is torch.ops.aten.convolution else "matmul"
+            if rate is None:
+                layer = LayerEnergy(self._owner(), op, macs, None, 0.0, macs * E_MAC_PJ)
+            else:
+                sops = rate * macs
+                layer = LayerEnergy(self._owner(), op, macs, rate, sops, sops * E_AC_PJ)
+            self.layers.append(layer)
+        return out
+
+
+def count_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Dense multiply-accumulates of one forward pass (convolutions and matrix products)."""
+    with torch.inference_mode(), torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+def dense_reference(model: Segmenter) -> Segmenter:
+    """The ANN a spiking model is compared with: its ANN twin, or itself for MedQKFormer."""
+    if model.arch == "medspikeformer":
+        cfg = dict(model.config)
+        cfg.pop("timesteps")
+        return create_model("ann_twin", **cfg)
+    return model
+
+
+@contextlib.contextmanager
+def record_synaptic_ops(levels: int, root: torch.nn.Module | None = None) -> Iterator[list[LayerEnergy]]:
+    """Record every convolution / matrix product run inside the block as a :class:`LayerEnergy`.
+
+    ``levels`` is the spike count of a full spike (1 for LIF, 4 for NISF, 0 for an ANN: all
+    input analog). Layer names are module paths below ``root`` when given. Use under
+    ``torch.no_grad()``, not ``inference_mode`` (which hides the aten ops counted here).
+    """
+    with ModuleTracker() as tracker:
+        recorder = _SynapticOpRecorder(tracker, type(root).__name__ if root else "", levels)
+        with recorder:
+            yield recorder.layers
+
+
+@torch.no_grad()  # not inference_mode: it hides the decomposed aten ops we count
+def estimate_energy(model: Segmenter, x: torch.Tensor) -> EnergyReport:
+    """Run ``model`` on ``x`` ([B, C, H, W] in [0, 1]) and account its synaptic work and energy.
+
+    Per-layer firing rates come from spikingjelly's ``OutputMonitor`` on every neuron.
+    """
+    levels = spike_levels(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with monitor.OutputMonitor(model, SPIKING_NEURONS, lambda y: float(y.float().mean())) as mon:
+            with record_synaptic_ops(levels, model) as layers:
+                model(x)
+        firing: dict[str, list[float]] = defaultdict(list)
+        for name in mon.monitored_layers:
+            firing[name].extend(mon[name])
+    finally:
+        model.train(was_training)
+    rates = {name: sum(v) / len(v) for name, v in firing.items() if v}
+    stage_rates = []
+    for i in range(len(getattr(model, "stages", []))):
+        values = [r for n, r in rates.items() if n.startswith(f"stages.{i}.")]
+        stage_rates.append(sum(values) / len(values) if values else math.nan)
+    padded, _ = pad_to_stride(x)
+    reference = dense_reference(model).to(x.device)
+    ann_macs = count_macs(reference, padded)
+    return EnergyReport(
+        arch=model.arch,
+        timesteps=model.timesteps,
+        input_shape=tuple(x.shape),
+        layers=layers,
+        firing_rates=rates,
+        ann_macs=ann_macs,
+        stage_firing_rates=stage_rates,
+    )

@@ -1,0 +1,1 @@
+"""Images and masks: reading, synthetic data, datasets."""

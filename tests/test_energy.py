@@ -1,0 +1,64 @@
+"""Energy accounting: synaptic ops, firing rates and the pJ estimate."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from napari_medspike.analysis.energy import (
+    E_AC_PJ,
+    E_MAC_PJ,
+    estimate_energy,
+    record_synaptic_ops,
+)
+
+
+def test_spike_input_costs_accumulates_at_its_rate():
+    conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+    macs = 8 * 16 * 9 * 32 * 32
+    with torch.no_grad(), record_synaptic_ops(levels=1) as layers:
+        conv((torch.rand(1, 8, 32, 32) < 0.1).float())
+        conv((torch.rand(1, 8, 32, 32) < 0.5).float())
+        conv(torch.rand(1, 8, 32, 32))  # analog
+    sparse, dense, analog = layers
+    assert sparse.macs == dense.macs == analog.macs == macs
+    assert sparse.input_rate == pytest.approx(0.1, abs=0.02)
+    assert sparse.energy_pj == pytest.approx(sparse.input_rate * macs * E_AC_PJ)
+    assert sparse.energy_pj < dense.energy_pj < analog.energy_pj
+    assert analog.input_rate is None and analog.energy_pj == pytest.approx(macs * E_MAC_PJ)
+
+
+def test_integer_spikes_cost_their_mean_count():
+    conv = torch.nn.Conv2d(4, 4, 1)
+    x = torch.randint(0, 5, (1, 4, 8, 8)).float() / 4
+    with torch.no_grad(), record_synaptic_ops(levels=4) as layers:
+        conv(x)
+    assert layers[0].input_rate == pytest.approx(float((x * 4).mean()))
+
+
+def test_sparser_activity_costs_less_energy(calibrated):
+    model = calibrated("medspikeformer", timesteps=2)
+    x = torch.rand(1, 3, 64, 64)
+    busy = estimate_energy(model, x)
+    for m in model.modules():
+        if hasattr(m, "v_threshold"):
+            m.v_threshold = 2.0  # fewer spikes everywhere
+    quiet = estimate_energy(model, x)
+    assert quiet.mean_firing_rate < busy.mean_firing_rate
+    assert quiet.sops < busy.sops
+    assert quiet.energy_pj < busy.energy_pj
+
+
+def test_report_for_each_architecture(calibrated):
+    for arch in ("medspikeformer", "medqkformer", "ann_twin"):
+        model = calibrated(arch)
+        report = estimate_energy(model, torch.rand(1, 3, 64, 64))
+        assert report.layers and report.ann_macs > 0
+        names = {layer.name for layer in report.layers}
+        assert any(n.startswith("stages.0.") for n in names)
+        if arch == "ann_twin":
+            assert report.sops == 0 and report.energy_pj == pytest.approx(report.ann_energy_pj)
+        else:
+            assert report.sops > 0 and len(report.stage_firing_rates) == 4
+            assert 0 < report.mean_firing_rate < 1
+        assert "energy" in report.summary() and report.to_dict()["energy_pj"] == report.energy_pj

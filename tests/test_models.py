@@ -1,0 +1,178 @@
+"""The three architectures: shapes, spikes, determinism, gradients, input checks, sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from napari_medspike import InputError, create_model
+from napari_medspike.models import ARCHITECTURES, INTERACTIONS
+
+ARCHS = sorted(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("size", [(64, 64), (48, 80), (50, 70)])
+def test_logits_have_input_shape(arch: str, size: tuple[int, int]) -> None:
+    model = create_model(arch).eval()
+    x = torch.rand(2, 3, *size)
+    with torch.inference_mode():
+        y = model(x)
+    assert y.shape == (2, 1, *size)
+    assert torch.isfinite(y).all()
+
+
+def test_padding_does_not_crop_the_image(calibrated) -> None:
+    # 50x70 is padded to 64x80 inside; the output covers every input pixel and equals the
+    # corresponding crop of a forward on the explicitly padded image.
+    model = calibrated("medqkformer")
+    x = torch.rand(1, 3, 50, 70)
+    padded = torch.nn.functional.pad(x, (0, 10, 0, 14), mode="replicate")
+    with torch.inference_mode():
+        y, y_pad = model(x), model(padded)
+    assert y.shape[-2:] == (50, 70)
+    torch.testing.assert_close(y, y_pad[..., :50, :70])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_forward_intermediates_layout(arch: str, calibrated) -> None:
+    model = calibrated(arch)
+    x = torch.rand(1, 3, 64, 96)
+    with torch.inference_mode():
+        out = model.forward_intermediates(x)
+        plain = model(x)
+    torch.testing.assert_close(out["logits"], plain)
+    assert len(out["stages"]) == 4
+    t = model.timesteps
+    for i, stage in enumerate(out["stages"]):
+        h, w = 64 >> i, 96 >> i
+        assert set(stage["interactions"]) == set(INTERACTIONS)
+        for tensor in (*stage["spikes"].values(), *stage["interactions"].values()):
+            assert tensor.ndim == 5 and tensor.shape[0] == t and tensor.shape[1] == 1
+            assert tensor.shape[-2:] == (h, w)
+
+
+def test_medspikeformer_spikes_are_binary_with_time_axis(calibrated) -> None:
+    model = calibrated("medspikeformer", timesteps=3)
+    with torch.inference_mode():
+        out = model.forward_intermediates(torch.rand(1, 3, 64, 64))
+    fired = 0.0
+    for stage in out["stages"]:
+        for name in ("q", "k", "v"):
+            s = stage["spikes"][name]
+            assert s.shape[0] == 3
+            assert set(s.unique().tolist()) <= {0.0, 1.0}
+            fired += float(s.sum())
+    assert fired > 0, "a calibrated network should fire"
+    # Spike trains differ across timesteps (the LIF integrates), they are not T copies.
+    v = out["stages"][0]["spikes"]["v"]
+    assert not torch.equal(v[0], v[-1])
+
+
+def test_medqkformer_spikes_are_normalised_integers(calibrated) -> None:
+    model = calibrated("medqkformer")
+    with torch.inference_mode():
+        out = model.forward_intermediates(torch.rand(1, 3, 64, 64))
+    q = out["stages"][0]["spikes"]["q"]
+    assert set((q * 4).unique().tolist()) <= {0.0, 1.0, 2.0, 3.0, 4.0}
+    assert len(q.unique()) > 2
+
+
+def test_plain_forward_records_nothing() -> None:
+    model = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2).eval()
+    with torch.inference_mode():
+        model(torch.rand(1, 3, 32, 32))
+    assert all(m.record is None for m in model.attention_modules())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_identical_forwards_are_identical(arch: str, calibrated) -> None:
+    model = calibrated(arch)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        a, b = model(x), model(x)
+    assert torch.equal(a, b)
+
+
+def test_state_would_leak_without_reset(calibrated) -> None:
+    # Guards the test above: LIF membranes persist between calls unless reset_net runs.
+    from napari_medspike.models.medspikeformer import MedSpikeFormer
+
+    model = calibrated("medspikeformer")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        padded, _ = model._prepare(x)
+        a = model._forward(padded)
+        b = model._forward(padded)  # no reset in between
+    assert isinstance(model, MedSpikeFormer)
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_parameter_gets_a_finite_gradient(arch: str) -> None:
+    from napari_medspike import alignment_loss, segmentation_loss
+
+    model = create_model(arch, widths=(8, 16, 32, 64)).train()
+    x = torch.rand(2, 3, 32, 32)
+    target = (torch.rand(2, 1, 32, 32) > 0.5).float()
+    if hasattr(model, "forward_with_side_outputs"):
+        logits, sides = model.forward_with_side_outputs(x)
+        loss = segmentation_loss(logits, target) + alignment_loss(
+            sides, [torch.zeros_like(s) for s in sides]
+        )
+    else:
+        loss = segmentation_loss(model(x), target)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"no gradient for {missing}"
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+    # The surrogate carries signal into the first layer through all the spiking blocks.
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.weight.grad.abs().sum() > 0
+
+
+def test_medqkformer_size_matches_reference() -> None:
+    model = create_model("medqkformer").eval()
+    assert sum(p.numel() for p in model.parameters()) == 7_429_345
+    with torch.inference_mode(False), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.rand(1, 3, 256, 256))
+    conv_macs = counter.get_flop_counts()["Global"][torch.ops.aten.convolution] / 2
+    assert conv_macs == pytest.approx(18.5e9, rel=0.02)
+
+
+def test_ann_twin_shares_the_snn_parameters() -> None:
+    snn = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2)
+    twin = create_model("ann_twin", widths=(8, 16, 32, 64))
+    snn.load_state_dict(twin.state_dict(), strict=True)
+    assert twin.timesteps == 1 and not twin.spiking
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.rand(3, 64, 64), "4D tensor.*x\\[None\\]"),
+        (torch.rand(1, 1, 64, 64), "3 channels.*grey"),
+        (torch.rand(1, 4, 64, 64), "alpha"),
+        (torch.rand(1, 64, 64, 3), "channels-last"),
+        (torch.randint(0, 255, (1, 3, 64, 64)), "floating-point"),
+        (torch.rand(1, 3, 8, 64), "too small"),
+        (torch.full((1, 3, 64, 64), float("nan")), "NaN"),
+        (torch.rand(1, 3, 64, 64).numpy(), "torch.Tensor"),
+    ],
+)
+def test_bad_inputs_raise_helpful_errors(bad, match: str) -> None:
+    model = create_model("medqkformer", widths=(8, 16, 32, 64))
+    with pytest.raises(InputError, match=match):
+        model(bad)
+
+
+def test_create_model_errors() -> None:
+    with pytest.raises(ValueError, match="unknown architecture"):
+        create_model("unet")
+    with pytest.raises(TypeError, match="bad config for medqkformer"):
+        create_model("medqkformer", timesteps=4)
+    with pytest.raises(ValueError, match="divisible"):
+        create_model("medspikeformer", widths=(6, 16, 32, 64))
+    assert create_model("MedSpikeFormer", timesteps=2).config["timesteps"] == 2
