@@ -1,0 +1,94 @@
+"""Reading images and masks from disk into the layouts the models expect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be used as a 2D image or mask; the message names the file."""
+
+
+def _read_array(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            return np.asarray(tifffile.imread(path))
+        from skimage import io
+
+        return np.asarray(io.imread(path))
+    except Exception as err:  # decoders raise many types; all mean "unreadable"
+        raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
+
+
+def to_rgb_float(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """Grey, RGB or RGBA (8-bit, 16-bit or float) -> float32 ``[H, W, 3]`` in ``[0, 1]``."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
+        a = np.moveaxis(a, 0, -1)  # channel-first TIFF
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
+        raise ImageReadError(
+            f"{name}: expected a 2D grey, RGB or RGBA image, got an array of shape {a.shape}"
+        )
+    if a.shape[-1] == 2:  # grey + alpha
+        a = a[..., :1]
+    a = a[..., :3]
+    if a.dtype == np.bool_:
+        out = a.astype(np.float32)
+    elif np.issubdtype(a.dtype, np.integer):
+        # 8-bit: full range; 16-bit and wider: scale by the image's own maximum (12-bit
+        # cameras fill only part of the 16-bit range).
+        top = 255.0 if a.dtype == np.uint8 else float(max(a.max(initial=0), 1))
+        out = np.clip(a.astype(np.float32) / top, 0.0, 1.0)
+    elif np.issubdtype(a.dtype, np.floating):
+        out = a.astype(np.float32)
+        if not np.isfinite(out).all():
+            raise ImageReadError(f"{name}: contains NaN or infinite values")
+        lo, hi = float(out.min(initial=0)), float(out.max(initial=0))
+        if lo < 0 or hi > 1:
+            out = (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+    else:
+        raise ImageReadError(f"{name}: unsupported pixel type {a.dtype}")
+    if out.shape[-1] == 1:
+        out = np.repeat(out, 3, axis=-1)
+    return np.ascontiguousarray(out)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a 2D image file as float32 ``[H, W, 3]`` in ``[0, 1]`` (png, jpg, bmp, tif)."""
+    path = Path(path)
+    return to_rgb_float(_read_array(path), name=str(path))
+
+
+def to_binary_mask(array: np.ndarray, name: str = "mask") -> np.ndarray:
+    """Any two-valued (or 0/255, or anti-aliased 8-bit) mask -> bool ``[H, W]``."""
+    a = np.asarray(array)
+    if a.ndim == 3:
+        a = a[..., 0] if a.shape[-1] in (1, 3, 4) else a
+    if a.ndim != 2:
+        raise ImageReadError(f"{name}: expected a 2D mask, got an array of shape {a.shape}")
+    values = np.unique(a)
+    if len(values) <= 2:
+        return a == values.max() if len(values) == 2 else np.zeros(a.shape, bool)
+    return a > (float(values.min()) + float(values.max())) / 2
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask file as bool ``[H, W]``: the larger of two values (e.g. 255) is foreground."""
+    path = Path(path)
+    return to_binary_mask(_read_array(path), name=str(path))
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """float ``[H, W, 3]`` -> ``[1, 3, H, W]`` tensor for a model."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
