@@ -1,0 +1,1 @@
+"""Training engine: checkpoints, metrics, the train / fine-tune loop."""

@@ -1,0 +1,1 @@
+"""Inference: pre/post-processing, resize or tiled prediction, device choice."""

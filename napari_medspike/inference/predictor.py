@@ -1,0 +1,170 @@
+"""Whole-image (resize) or tiled prediction of a foreground probability map.
+
+The core is a generator (stardist-napari style): :func:`predict_steps` yields
+:class:`Progress` events and returns the probability map, so a GUI worker can report progress and
+stop between steps; :func:`predict` runs it to the end with an optional callback and cancel flag.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.io import to_rgb_float
+from ..models.base import Segmenter
+
+MODES = ("resize", "tiled")
+
+
+class Cancelled(RuntimeError):
+    """Raised when a caller's cancel flag stops a long job."""
+
+
+@dataclass
+class Progress:
+    """``done`` of ``total`` steps of a job, with a short description."""
+
+    done: int
+    total: int
+    message: str = ""
+
+
+def pick_device(requested: str = "auto") -> tuple[torch.device, str]:
+    """``"auto"`` -> cuda, then mps, then cpu. Returns the device and a note for the user.
+
+    An unavailable explicit request falls back to the CPU and says so in the note.
+    """
+    requested = (requested or "auto").lower()
+    cuda, mps = torch.cuda.is_available(), bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if requested == "auto":
+        if cuda:
+            return torch.device("cuda"), f"using CUDA ({torch.cuda.get_device_name(0)})"
+        if mps:
+            return torch.device("mps"), "using Apple MPS"
+        return torch.device("cpu"), "using the CPU (no GPU found)"
+    if requested.startswith("cuda"):
+        if cuda:
+            return torch.device(requested), f"using {requested}"
+        return torch.device("cpu"), "CUDA requested but not available: using the CPU"
+    if requested == "mps":
+        if mps:
+            return torch.device("mps"), "using Apple MPS"
+        return torch.device("cpu"), "MPS requested but not available: using the CPU"
+    if requested == "cpu":
+        return torch.device("cpu"), "using the CPU"
+    raise ValueError(f"unknown device {requested!r}; use auto, cuda, mps or cpu")
+
+
+def model_input_size(model: Segmenter) -> int:
+    """The square input size the model was trained at (256 unless its checkpoint says)."""
+    info = getattr(model, "checkpoint_info", None) or {}
+    return int(info.get("input_size", 256))
+
+
+def _to_batch(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
+
+
+def tile_window(size: int, overlap: int) -> torch.Tensor:
+    """A separable blending weight for one tile: flat in the middle, tapering over ``overlap``."""
+    ramp = torch.ones(size)
+    if overlap > 0:
+        edge = torch.linspace(0, math.pi / 2, overlap + 2)[1:-1]
+        ramp[:overlap] = torch.sin(edge) ** 2
+        ramp[-overlap:] = torch.flip(torch.sin(edge) ** 2, [0])
+    return ramp[:, None] * ramp[None, :]
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Tile origins covering ``[0, length)``; the last tile is shifted to end at the border."""
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return sorted(set(starts))
+
+
+def predict_steps(
+    model: Segmenter,
+    image: np.ndarray,
+    mode: str = "resize",
+    device: torch.device | str = "cpu",
+    tile_size: int | None = None,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+) -> Generator[Progress, None, np.ndarray]:
+    """Yield progress while predicting; return the probability map ``[H, W]`` float32.
+
+    ``image`` is any 2D grey/RGB/RGBA array (see :func:`to_rgb_float`). ``mode="resize"`` resizes
+    to the model's input size and the probabilities back; ``"tiled"`` runs overlapping tiles of
+    the model's size at full resolution, blended smoothly (memory bounded by the tile batch).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+    device = torch.device(device)
+    rgb = to_rgb_float(image)
+    h, w = rgb.shape[:2]
+    size = tile_size or model_input_size(model)
+    model = model.to(device).eval()
+    with torch.inference_mode():
+        if mode == "resize":
+            yield Progress(0, 1, "segmenting")
+            x = _to_batch(rgb, device)
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            logits = model(x)
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            prob = torch.sigmoid(logits)[0, 0].float().cpu().numpy()
+            yield Progress(1, 1, "done")
+            return prob
+
+        pad_h, pad_w = max(0, size - h), max(0, size - w)
+        if pad_h or pad_w:
+            rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
+        ph, pw = rgb.shape[:2]
+        ov = int(round(size * min(max(overlap, 0.0), 0.5)))
+        stride = max(1, size - ov)
+        origins = [(y, x) for y in tile_starts(ph, size, stride) for x in tile_starts(pw, size, stride)]
+        window = tile_window(size, ov).to(device)
+        acc = torch.zeros(ph, pw, device=device)
+        weight = torch.zeros(ph, pw, device=device)
+        total = len(origins)
+        yield Progress(0, total, f"{total} tiles")
+        for i in range(0, total, batch_size):
+            chunk = origins[i : i + batch_size]
+            tiles = np.stack([rgb[y : y + size, x : x + size] for y, x in chunk])
+            batch = torch.from_numpy(tiles.transpose(0, 3, 1, 2)).to(device)
+            prob = torch.sigmoid(model(batch)[:, 0].float())
+            for (y, x), p in zip(chunk, prob):
+                acc[y : y + size, x : x + size] += p * window
+                weight[y : y + size, x : x + size] += window
+            yield Progress(min(i + batch_size, total), total, "tiles")
+        return (acc / weight.clamp_min(1e-6))[:h, :w].cpu().numpy()
+
+
+def predict(
+    model: Segmenter,
+    image: np.ndarray,
+    mode: str = "resize",
+    device: torch.device | str = "cpu",
+    progress: Callable[[Progress], None] | None = None,
+    cancel: threading.Event | None = None,
+    **options,
+) -> np.ndarray:
+    """Run :func:`predict_steps` to completion; raise :class:`Cancelled` when ``cancel`` is set."""
+    steps = predict_steps(model, image, mode=mode, device=device, **options)
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(event)
+        if cancel is not None and cancel.is_set():
+            steps.close()
+            raise Cancelled("prediction cancelled")

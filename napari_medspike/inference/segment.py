@@ -1,0 +1,31 @@
+"""One call from an image to a probability map and a mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..engine.checkpoint import load_model
+from ..models.base import Segmenter
+from .predictor import pick_device, predict
+
+
+def segment(
+    image: np.ndarray,
+    model: Segmenter | str | Path = "default",
+    threshold: float = 0.5,
+    mode: str = "resize",
+    device: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Segment a 2D image; returns ``(probability [H, W] float32, mask [H, W] uint8 in {0, 1})``.
+
+    ``model`` is a model, a shipped model's name or a checkpoint path; ``mode`` is ``"resize"``
+    or ``"tiled"``; ``device`` is ``auto``, ``cuda``, ``mps`` or ``cpu``.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+    dev, _ = pick_device(device)
+    net = model if isinstance(model, Segmenter) else load_model(model)
+    prob = predict(net, image, mode=mode, device=dev)
+    return prob, (prob >= threshold).astype(np.uint8)
