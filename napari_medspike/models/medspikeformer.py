@@ -52,8 +52,8 @@ class MedSpikeFormer(Segmenter):
         heads: attention heads in SDSA (each width must be divisible by it).
 
     Tensors inside are ``[T, B, C, H, W]``; the heads average over T. The side heads feed the
-    distribution-alignment loss (:meth:`forward_with_side_outputs`) and cost nothing in
-    :meth:`forward`.
+    distribution-alignment loss (``forward(x, side_outputs=True)``) and cost nothing
+    otherwise.
     """
 
     arch = "medspikeformer"
@@ -116,11 +116,14 @@ class MedSpikeFormer(Segmenter):
         skips, _ = self._encode(x)
         return self._decode(skips)
 
-    def forward_with_side_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits and the four side-head logit maps (stage resolutions H, H/2, H/4, H/8).
+    def forward(self, x: torch.Tensor, side_outputs: bool = False):  # type: ignore[override]
+        """Logits ``[B, 1, H, W]``; with ``side_outputs=True`` also the four side-head logit maps.
 
-        For training with the distribution-alignment loss; sizes must be multiples of 16.
+        The side maps (stage resolutions H, H/2, H/4, H/8) feed the distribution-alignment loss
+        and are computed only when asked; they need sides that are multiples of 16.
         """
+        if not side_outputs:
+            return super().forward(x)
         x, (h, w) = self._prepare(x)
         if (h, w) != tuple(x.shape[-2:]):
             raise ValueError(f"side outputs need sides that are multiples of 16, got {(h, w)}")

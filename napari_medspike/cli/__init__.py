@@ -1,0 +1,1 @@
+"""Command-line fronts: ``medspike-train``, ``medspike-finetune``, ``medspike-evaluate``."""

@@ -1,0 +1,161 @@
+"""``medspike-train`` and ``medspike-finetune``: train or fine-tune a segmenter on image folders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from tqdm import tqdm
+
+from ..engine.trainer import DEFAULT_LR, TrainConfig, TrainProgress, finetune, train
+from ..models import ARCHITECTURES
+
+EPILOG = """
+A DATA folder holds images/ and masks/ with matching file stems (png, jpg, bmp, tif; masks 0/255
+or any two values). Give several folders to train on all of them.
+
+Examples
+  # ANN twin first, then MedSpikeFormer initialised from it and aligned to it:
+  medspike-train --arch ann_twin --data kvasir-seg --out runs/twin --epochs 60
+  medspike-train --arch medspikeformer --data kvasir-seg --out runs/snn \\
+      --init-from runs/twin/best.safetensors --teacher runs/twin/best.safetensors
+  # MedQKFormer at 128x128 with a 90-minute budget, then resume if interrupted:
+  medspike-train --arch medqkformer --data kvasir-seg --out runs/qk --size 128 --minutes 90
+  medspike-train --arch medqkformer --data kvasir-seg --out runs/qk --size 128 --resume
+  # several GPUs or CPU processes:
+  torchrun --nproc_per_node=2 -m napari_medspike.cli.train --arch medqkformer --data kvasir-seg --out runs/ddp
+
+The run folder receives best.safetensors (+ best.md model card), last.pt (for --resume),
+split.json, history.csv/json and curves.png.
+"""
+
+
+def _tqdm_progress() -> tuple[callable, callable]:
+    bar: dict[str, tqdm] = {}
+
+    def report(p: TrainProgress) -> None:
+        if p.message == "epoch done":
+            if "bar" in bar:
+                bar.pop("bar").close()
+            m = p.metrics
+            tqdm.write(
+                f"epoch {p.epoch}/{p.epochs}: train {m['train_loss']:.4f}  val {m['val_loss']:.4f}  "
+                f"Dice {m['val_dice']:.4f}  IoU {m['val_iou']:.4f}  lr {m['lr']:.2e}  {m['time_s']:.0f}s"
+            )
+            return
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=p.steps, desc=f"epoch {p.epoch}/{p.epochs}", leave=False, file=sys.stderr)
+        bar["bar"].n = p.step
+        bar["bar"].set_postfix(loss=f"{p.loss:.4f}", refresh=False)
+        bar["bar"].refresh()
+
+    def close() -> None:
+        if "bar" in bar:
+            bar.pop("bar").close()
+
+    return report, close
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="medspike-train",
+        description="Train a spiking segmenter on folders of images and masks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", nargs="+", required=True, help="folder(s) with images/ and masks/")
+    parser.add_argument("--out", required=True, help="run folder (created)")
+    parser.add_argument("--arch", default="medspikeformer", choices=sorted(ARCHITECTURES))
+    parser.add_argument("--config", default="{}", help='model options as JSON, e.g. \'{"timesteps": 2}\'')
+    parser.add_argument("--init-from", help="checkpoint whose weights start the run (e.g. the ANN twin)")
+    parser.add_argument("--teacher", help="frozen ANN-twin checkpoint: adds the distribution-alignment loss")
+    parser.add_argument("--align-stages", default="0,1,2,3", help="encoder stages to align (default all)")
+    parser.add_argument("--align-weight", type=float, default=1.0)
+    parser.add_argument("--size", type=int, default=256, help="model input size (default 256)")
+    parser.add_argument("--mode", choices=["resize", "crop"], default="resize",
+                        help="resize whole images (default) or take random crops (histology)")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {DEFAULT_LR})")
+    parser.add_argument("--val-fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    parser.add_argument("--minutes", type=float, help="time budget: stop after the epoch that crosses it")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    parser.add_argument("--description", default="", help="text for the model card")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    cfg = TrainConfig(
+        data=args.data,
+        out_dir=args.out,
+        arch=args.arch,
+        model_config=json.loads(args.config),
+        init_from=args.init_from,
+        teacher=args.teacher,
+        align_stages=[int(s) for s in args.align_stages.split(",") if s.strip()],
+        align_weight=args.align_weight,
+        size=args.size,
+        mode=args.mode,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        augment=not args.no_augment,
+        workers=args.workers,
+        device=args.device,
+        max_minutes=args.minutes,
+        description=args.description,
+    )
+    report, close = _tqdm_progress()
+    try:
+        result = train(cfg, progress=report, resume=args.resume)
+    except KeyboardInterrupt:
+        close()
+        print("interrupted: the best checkpoint so far is kept; continue with --resume", file=sys.stderr)
+        return 130
+    close()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    best = result.best
+    print(f"best epoch {best.get('epoch')}: Dice {best.get('val_dice', float('nan')):.4f} "
+          f"IoU {best.get('val_iou', float('nan')):.4f} -> {result.checkpoint}")
+    return 0
+
+
+def finetune_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="medspike-finetune",
+        description="Fine-tune a checkpoint (or a shipped model) on a folder of images and masks.",
+    )
+    parser.add_argument("--checkpoint", default="default", help="shipped model name or checkpoint path")
+    parser.add_argument("--data", nargs="+", required=True, help="folder(s) with images/ and masks/")
+    parser.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--replay", nargs="*", help="original training folder(s) to mix in")
+    parser.add_argument("--replay-samples", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    report, close = _tqdm_progress()
+    result = finetune(
+        args.checkpoint, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        val_fraction=args.val_fraction, replay=args.replay, replay_samples=args.replay_samples,
+        device=args.device, seed=args.seed, progress=report,
+    )
+    close()
+    print(f"held-out Dice before {result.dice_before:.4f} after {result.dice_after:.4f} -> {result.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(train_main())

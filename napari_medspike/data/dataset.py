@@ -1,0 +1,165 @@
+"""Folders of images and masks: pairing, seeded splits, and a decoded-once training cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .io import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
+
+log = logging.getLogger(__name__)
+
+MODES = ("resize", "crop")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An image file, its mask file, and a key unique across folders (``folder/stem``)."""
+
+    image: Path
+    mask: Path
+    key: str
+
+
+def _files_by_stem(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            files.setdefault(p.stem, p)
+    return files
+
+
+def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], list[str]]:
+    """Pair ``images/<stem>.*`` with ``masks/<stem>.*`` in each folder.
+
+    Returns the pairs and a list of problems (missing masks, missing folders) naming the files;
+    what can be paired stays usable. Raises ``FileNotFoundError`` if no folder exists at all.
+    """
+    if isinstance(folders, (str, Path)):
+        folders = [folders]
+    pairs: list[Pair] = []
+    problems: list[str] = []
+    for folder in map(Path, folders):
+        images_dir, masks_dir = folder / "images", folder / "masks"
+        if not images_dir.is_dir() or not masks_dir.is_dir():
+            problems.append(f"{folder}: expected sub-folders images/ and masks/")
+            continue
+        images, masks = _files_by_stem(images_dir), _files_by_stem(masks_dir)
+        for stem, image in images.items():
+            if stem in masks:
+                pairs.append(Pair(image, masks[stem], f"{folder.name}/{stem}"))
+            else:
+                problems.append(f"{image}: no mask named {stem}.* in {masks_dir}")
+        for stem in sorted(set(masks) - set(images)):
+            problems.append(f"{masks[stem]}: mask without an image")
+    if not pairs and all("expected sub-folders" in p for p in problems) and problems:
+        raise FileNotFoundError("; ".join(problems))
+    return pairs, problems
+
+
+def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """Seeded train/validation split by pair key (one image is never in both)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    keys = sorted({p.key for p in pairs})
+    if len(keys) != len(pairs):
+        raise ValueError("duplicate image keys: the same image is listed twice")
+    rng = random.Random(seed)
+    rng.shuffle(keys)
+    n_val = int(round(len(keys) * val_fraction))
+    if val_fraction > 0 and len(keys) >= 2:
+        n_val = max(1, min(n_val, len(keys) - 1))
+    val_keys = set(keys[:n_val])
+    train = [p for p in pairs if p.key not in val_keys]
+    val = [p for p in pairs if p.key in val_keys]
+    return train, val
+
+
+def write_split(path: Path, train: Sequence[Pair], val: Sequence[Pair], seed: int) -> None:
+    """Record a split as JSON (keys and files) so that it can be checked and reused."""
+    payload = {
+        "seed": seed,
+        "train": [{"key": p.key, "image": str(p.image), "mask": str(p.mask)} for p in train],
+        "val": [{"key": p.key, "image": str(p.image), "mask": str(p.mask)} for p in val],
+    }
+    path.write_text(json.dumps(payload, indent=1))
+
+
+def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one pair: float image ``[H, W, 3]`` and bool mask ``[H, W]`` of the same size."""
+    image, mask = read_image(pair.image), read_mask(pair.mask)
+    if image.shape[:2] != mask.shape:
+        raise ImageReadError(f"{pair.mask}: mask size {mask.shape} differs from image {image.shape[:2]}")
+    return image, mask
+
+
+class CachedPairs(torch.utils.data.Dataset):
+    """Images and masks decoded once and kept in memory as uint8 tensors.
+
+    ``mode="resize"`` stores every pair resized to ``size x size`` (whole-object modalities);
+    ``mode="crop"`` stores them at full resolution (at least ``size`` on the short side) and
+    serves random ``size x size`` crops (``random_crops=False``: the centre crop). Unreadable or
+    inconsistent pairs are skipped and listed in :attr:`problems`.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[Pair],
+        size: int = 256,
+        mode: str = "resize",
+        random_crops: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+        self.size, self.mode, self.random_crops = size, mode, random_crops
+        self.images: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor] = []
+        self.pairs: list[Pair] = []
+        self.problems: list[str] = []
+        for i, pair in enumerate(pairs):
+            try:
+                image, mask = load_pair(pair)
+            except ImageReadError as err:
+                self.problems.append(str(err))
+                log.warning("skipping %s", err)
+                continue
+            img = torch.from_numpy(image.transpose(2, 0, 1))[None]
+            msk = torch.from_numpy(mask)[None, None].float()
+            if mode == "resize":
+                img = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+                msk = F.interpolate(msk, size=(size, size), mode="nearest")
+            elif min(img.shape[-2:]) < size:
+                scale = size / min(img.shape[-2:])
+                new = [max(size, round(s * scale)) for s in img.shape[-2:]]
+                img = F.interpolate(img, size=new, mode="bilinear", align_corners=False)
+                msk = F.interpolate(msk, size=new, mode="nearest")
+            self.images.append((img[0].clamp(0, 1) * 255).round().to(torch.uint8))
+            self.masks.append(msk[0].to(torch.uint8))
+            self.pairs.append(pair)
+            if progress is not None:
+                progress(i + 1, len(pairs))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.images[index], self.masks[index]
+        if self.mode == "crop":
+            h, w = image.shape[-2:]
+            s = self.size
+            if self.random_crops:
+                y = int(torch.randint(0, h - s + 1, ()))
+                x = int(torch.randint(0, w - s + 1, ()))
+            else:
+                y, x = (h - s) // 2, (w - s) // 2
+            image, mask = image[:, y : y + s, x : x + s], mask[:, y : y + s, x : x + s]
+        return image.float() / 255.0, mask.float()

@@ -1,0 +1,574 @@
+"""Train, fine-tune and validate the segmenters.
+
+One loop serves the command line (``training/``), the plugin's fine-tune widget and
+``torchrun`` (DistributedDataParallel: gloo on CPU, nccl on GPU). Callers pass an optional
+``progress`` callback and a ``cancel`` event; cancelling keeps the best checkpoint so far.
+
+Run folder contents: ``best.safetensors`` (+ ``best.md`` model card), ``last.pt`` (resume state,
+tensors only, loaded with ``weights_only=True``), ``split.json``, ``history.csv``,
+``history.json``, ``curves.png``, ``config.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from spikingjelly.activation_based import monitor
+
+from ..data.dataset import CachedPairs, Pair, find_pairs, split_pairs, write_split
+from ..inference.predictor import pick_device
+from ..models import alignment_loss, create_model, segmentation_loss
+from ..models.base import Segmenter
+from ..models.neurons import SPIKING_NEURONS
+from .checkpoint import atomic_write, load_model, read_metadata, resolve_checkpoint, save_checkpoint
+from .metrics import per_image_metrics
+
+log = logging.getLogger(__name__)
+
+#: Adam learning rates of MODEL.md.
+DEFAULT_LR = {"medspikeformer": 1e-4, "medqkformer": 1e-3, "ann_twin": 1e-3}
+MAX_SAFE_LR = 1e-2
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved as ``config.json`` in the run folder."""
+
+    data: list[str]
+    out_dir: str
+    arch: str = "medspikeformer"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # checkpoint whose weights start the run (e.g. the ANN twin)
+    teacher: str | None = None  # frozen ANN twin for distribution alignment (MedSpikeFormer)
+    align_stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    align_weight: float = 1.0
+    size: int = 256
+    mode: str = "resize"  # "resize" whole images, or "crop" random crops (histology)
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float | None = None  # default per architecture (DEFAULT_LR)
+    weight_decay: float = 0.0
+    plateau_patience: int = 5
+    val_fraction: float = 0.1
+    seed: int = 0
+    augment: bool = True
+    workers: int = 0
+    device: str = "auto"
+    max_minutes: float | None = None  # stop after the epoch that crosses this budget
+    replay: list[str] = field(default_factory=list)  # extra training folders (fine-tune replay)
+    replay_samples: int = 0  # how many replay pairs to mix in (0: none)
+    keep_initial_as_best: bool = False  # fine-tune: the starting weights count as a candidate
+    description: str = ""
+
+
+@dataclass
+class TrainProgress:
+    """A training step or epoch end. ``metrics`` is filled at epoch end."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`."""
+
+    checkpoint: Path | None
+    history: list[dict[str, float]]
+    best: dict[str, float]
+    cancelled: bool
+    out_dir: Path
+    initial: dict[str, float] | None = None  # validation of the starting weights, if measured
+
+
+@dataclass
+class FinetuneResult:
+    """Outcome of :func:`finetune`."""
+
+    checkpoint: Path
+    history: list[dict[str, float]]
+    dice_before: float
+    dice_after: float
+    cancelled: bool
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _is_distributed() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python and torch (all data order and augmentation use torch's RNG)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_augment() -> torch.nn.Module:
+    """MODEL.md's augmentation with kornia on batches: flips, rotation ±35°, coarse dropout."""
+    import kornia.augmentation as K
+
+    geometric = K.AugmentationSequential(
+        K.RandomHorizontalFlip(),
+        K.RandomVerticalFlip(),
+        K.RandomRotation(35.0, p=0.7),
+        data_keys=["input", "mask"],
+    )
+    dropout = K.RandomErasing(scale=(0.01, 0.06), ratio=(0.5, 2.0), p=0.3)
+
+    class Augment(torch.nn.Module):
+        def forward(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x, m = geometric(x, m)
+            return dropout(x), (m > 0.5).to(x.dtype)
+
+    return Augment()
+
+
+def _firing_rate(model: Segmenter, x: torch.Tensor) -> float:
+    if not model.spiking:
+        return float("nan")
+    with monitor.OutputMonitor(model, SPIKING_NEURONS, lambda y: float(y.float().mean())) as mon:
+        model(x)
+    return sum(mon.records) / max(len(mon.records), 1)
+
+
+@torch.no_grad()
+def validate(model: Segmenter, loader: torch.utils.data.DataLoader, device: torch.device) -> dict[str, float]:
+    """Mean loss, Dice and IoU (per image, threshold 0.5) and firing rate on a loader."""
+    model.eval()
+    losses, dice, iou, rate = [], [], [], float("nan")
+    for i, (x, y) in enumerate(loader):
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        losses.append(float(segmentation_loss(logits, y)) * len(x))
+        m = per_image_metrics(logits > 0, y > 0.5)
+        dice.extend(m["dice"].tolist())
+        iou.extend(m["iou"].tolist())
+        if i == 0:
+            rate = _firing_rate(model, x)
+    n = max(len(dice), 1)
+    return {
+        "val_loss": sum(losses) / n,
+        "val_dice": sum(dice) / n,
+        "val_iou": sum(iou) / n,
+        "firing_rate": rate,
+    }
+
+
+def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(epochs, [h["train_loss"] for h in history], label="train")
+    a.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
+    b.plot(epochs, [h["val_dice"] for h in history], label="Dice")
+    b.plot(epochs, [h["val_iou"] for h in history], label="IoU")
+    b.set_xlabel("epoch"), b.set_ylim(0, 1), b.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def _write_logs(out: Path, history: list[dict[str, float]]) -> None:
+    atomic_write(out / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+    atomic_write(out / "history.csv", write_csv)
+    _plot_curves(history, out / "curves.png")
+
+
+def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
+    """A markdown card beside the checkpoint: architecture, data, split, metrics, training."""
+    train = meta.get("training", {})
+    metrics = meta.get("metrics", {})
+    lines = [
+        f"# {checkpoint.stem}",
+        "",
+        f"- Architecture: `{meta['arch']}` {json.dumps(meta['config'])}",
+        f"- Input: {meta.get('input_size')}×{meta.get('input_size')}, {meta.get('normalisation')}",
+        f"- Training data: {', '.join(train.get('data', []))} (mode {train.get('mode')})",
+        f"- Split: seed {train.get('seed')}, {train.get('n_train')} train / {train.get('n_val')} validation images"
+        " (by image; `split.json` in the run folder lists them)",
+        f"- Validation (per-image mean, threshold 0.5, at model resolution): Dice {metrics.get('val_dice', float('nan')):.4f},"
+        f" IoU {metrics.get('val_iou', float('nan')):.4f} at epoch {metrics.get('epoch')}",
+        f"- Firing rate (first validation batch): {metrics.get('firing_rate', float('nan')):.4f}",
+        f"- Training: {train.get('epochs_run')} epochs, {train.get('minutes', 0):.1f} min on {train.get('device')}"
+        f", Adam lr {train.get('lr')}, batch {train.get('batch_size')}",
+        f"- Initialised from: {train.get('init_from') or 'scratch'}; alignment teacher: {train.get('teacher') or 'none'}",
+        f"- Package version: {meta.get('package_version')}",
+    ]
+    if train.get("description"):
+        lines += ["", train["description"]]
+    path = checkpoint.with_suffix(".md")
+    atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    return path
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _datasets(cfg: TrainConfig, out: Path) -> tuple[CachedPairs, CachedPairs, list[str]]:
+    pairs, problems = find_pairs(cfg.data)
+    if not pairs:
+        raise ValueError(f"no image/mask pairs found in {cfg.data}" + (f": {problems[0]}" if problems else ""))
+    train_pairs, val_pairs = split_pairs(pairs, cfg.val_fraction, cfg.seed)
+    if cfg.replay and cfg.replay_samples > 0:
+        replay, replay_problems = find_pairs(cfg.replay)
+        problems += replay_problems
+        rng = random.Random(cfg.seed)
+        train_pairs = train_pairs + rng.sample(replay, min(cfg.replay_samples, len(replay)))
+    if _rank() == 0:
+        write_split(out / "split.json", train_pairs, val_pairs, cfg.seed)
+    train_set = CachedPairs(train_pairs, cfg.size, cfg.mode, random_crops=True)
+    val_set = CachedPairs(val_pairs, cfg.size, cfg.mode, random_crops=False)
+    problems += train_set.problems + val_set.problems
+    if len(train_set) == 0:
+        raise ValueError("no readable training pairs" + (f": {problems[0]}" if problems else ""))
+    return train_set, val_set, problems
+
+
+def _build_model(cfg: TrainConfig) -> Segmenter:
+    if cfg.init_from:
+        source = load_model(cfg.init_from)
+        model = create_model(cfg.arch, **(cfg.model_config or _compatible_config(cfg.arch, source)))
+        model.load_state_dict(source.state_dict(), strict=True)
+        return model
+    return create_model(cfg.arch, **cfg.model_config)
+
+
+def _compatible_config(arch: str, source: Segmenter) -> dict[str, Any]:
+    cfg = dict(source.config)
+    if arch == "ann_twin":
+        cfg.pop("timesteps", None)
+    elif arch == "medspikeformer" and "timesteps" not in cfg:
+        cfg["timesteps"] = 4
+    return cfg
+
+
+def train(
+    cfg: TrainConfig,
+    progress: Callable[[TrainProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+    resume: bool = False,
+) -> TrainResult:
+    """Train ``cfg.arch`` on ``cfg.data``; write the run folder; return the best checkpoint.
+
+    Works unchanged under ``torchrun --nproc_per_node=N`` (DDP; rank 0 writes files).
+    """
+    out = Path(cfg.out_dir)
+    distributed = _is_distributed()
+    if distributed and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = _rank()
+    world = dist.get_world_size() if distributed else 1
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.arch, 1e-3)
+    if not 0 < lr <= MAX_SAFE_LR:
+        raise ValueError(f"learning rate {lr} is unsafe: use a value in (0, {MAX_SAFE_LR}]")
+    seed_everything(cfg.seed)
+
+    if distributed:
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    else:
+        device, note = pick_device(cfg.device)
+        log.info(note)
+    use_amp = device.type == "cuda"
+
+    train_set, val_set, problems = _datasets(cfg, out)
+    for p in problems:
+        log.warning(p)
+    model = _build_model(cfg).to(device)
+    model.check_inputs = False  # data come from our own loader
+    if use_amp:
+        model = model.to(memory_format=torch.channels_last)
+    teacher = None
+    if cfg.teacher:
+        if cfg.arch != "medspikeformer":
+            raise ValueError("distribution alignment (teacher) applies to medspikeformer only")
+        teacher = load_model(cfg.teacher, device=device)
+        teacher.requires_grad_(False)
+    with_sides = teacher is not None
+
+    sampler = None
+    if distributed:
+        sampler = torch.utils.data.distributed.DistributedSampler(train_set, num_replicas=world, rank=rank, seed=cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        generator=generator if sampler is None else None,
+        num_workers=cfg.workers,
+        drop_last=len(train_set) > cfg.batch_size,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.workers > 0,
+    )
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=0)
+    net: torch.nn.Module = model
+    if distributed:
+        has_unused = model.arch == "medspikeformer" and not with_sides
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=has_unused or model.arch == "ann_twin",
+        )
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=cfg.plateau_patience)
+    augment = build_augment().to(device) if cfg.augment else None
+
+    history: list[dict[str, float]] = []
+    best: dict[str, float] = {"val_dice": -1.0}
+    start_epoch = 1
+    state_path = out / "last.pt"
+    best_path = out / "best.safetensors"
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best = state["history"], state["best"]
+        start_epoch = int(state["epoch"]) + 1
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["loader_rng"])
+        random.setstate(_to_python_state(state["python_rng"]))
+        log.info("resuming after epoch %d", start_epoch - 1)
+
+    began = time.time() - sum(h.get("time_s", 0.0) for h in history)
+    meta_training = {
+        "data": [str(d) for d in cfg.data],
+        "mode": cfg.mode,
+        "seed": cfg.seed,
+        "n_train": len(train_set),
+        "n_val": len(val_set),
+        "lr": lr,
+        "batch_size": cfg.batch_size * world,
+        "device": f"{device.type} x{world}",
+        "init_from": cfg.init_from,
+        "teacher": cfg.teacher,
+        "align_stages": cfg.align_stages if with_sides else [],
+        "val_keys": [p.key for p in val_set.pairs],
+        "description": cfg.description,
+        "torch": torch.__version__,
+    }
+
+    def save_best(metrics: dict[str, float]) -> None:
+        meta_training.update(epochs_run=len(history), minutes=(time.time() - began) / 60)
+        meta = {"input_size": cfg.size, "training": meta_training, "metrics": metrics}
+        save_checkpoint(model, best_path, **meta)
+        write_model_card(best_path, read_metadata(best_path))
+
+    initial = None
+    if cfg.keep_initial_as_best and not history and len(val_set):
+        initial = validate(model, val_loader, device)
+        best = {**initial, "epoch": 0}
+        if rank == 0:
+            save_best(best)
+
+    cancelled = False
+    steps = len(loader)
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.time()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        running, seen = 0.0, 0
+        for step, (x, y) in enumerate(loader, 1):
+            if cancel is not None and cancel.is_set():
+                cancelled = True
+                break
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if augment is not None:
+                x, y = augment(x, y)
+            if use_amp:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                if with_sides:
+                    logits, sides = net(x, side_outputs=True)
+                    with torch.no_grad():
+                        _, teacher_sides = teacher(x, side_outputs=True)
+                    loss = segmentation_loss(logits.float(), y) + alignment_loss(
+                        sides, teacher_sides, cfg.align_stages, cfg.align_weight
+                    )
+                else:
+                    loss = segmentation_loss(net(x).float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += loss.item() * len(x)
+            seen += len(x)
+            if progress is not None and rank == 0:
+                progress(TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message="training"))
+        if cancelled:  # a partial epoch is neither validated nor recorded: stop now
+            break
+        metrics = validate(model, val_loader, device) if len(val_set) else {
+            "val_loss": running / max(seen, 1), "val_dice": float("nan"), "val_iou": float("nan"), "firing_rate": float("nan")}
+        scheduler.step(metrics["val_loss"])
+        row = {
+            "epoch": epoch,
+            "train_loss": running / max(seen, 1),
+            **metrics,
+            "lr": optimizer.param_groups[0]["lr"],
+            "time_s": time.time() - t0,
+        }
+        history.append(row)
+        # Without a validation set the latest weights are the best we know.
+        improved = not len(val_set) or metrics["val_dice"] > best["val_dice"]
+        if rank == 0:
+            if improved:
+                best = {**metrics, "epoch": epoch}
+                save_best(best)
+            torch_state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "history": history,
+                "best": best,
+                "torch_rng": torch.get_rng_state(),
+                "loader_rng": generator.get_state(),
+                "python_rng": _from_python_state(random.getstate()),
+            }
+            atomic_write(state_path, lambda tmp: torch.save(torch_state, tmp))
+            _write_logs(out, history)
+            if progress is not None:
+                progress(TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row}, message="epoch done"))
+        elif improved:
+            best = {**metrics, "epoch": epoch}
+        if cfg.max_minutes is not None and (time.time() - began) / 60 >= cfg.max_minutes:
+            log.info("time budget of %.1f min reached after epoch %d", cfg.max_minutes, epoch)
+            break
+    if rank == 0:
+        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
+    if distributed:
+        dist.barrier()
+    return TrainResult(best_path if best_path.exists() else None, history, best, cancelled, out, initial)
+
+
+def _from_python_state(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _to_python_state(state: list) -> tuple:
+    version, internal, gauss = state
+    return (int(version), tuple(int(i) for i in internal), gauss)
+
+
+# --------------------------------------------------------------------------- fine-tuning
+
+
+def finetune(
+    start: str | Path | Segmenter,
+    data: str | Path | Sequence[str | Path],
+    out: str | Path,
+    epochs: int = 5,
+    lr: float = 1e-4,
+    batch_size: int = 4,
+    val_fraction: float = 0.2,
+    replay: str | Path | Sequence[str | Path] | None = None,
+    replay_samples: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+    progress: Callable[[TrainProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> FinetuneResult:
+    """Fine-tune a model (shipped name, checkpoint or model) on folder(s) of corrections.
+
+    Holds out ``val_fraction`` of the pairs to measure Dice before and after; the starting
+    weights stay the best candidate until an epoch beats them, so fine-tuning never returns a
+    worse model on the held-out pairs. Writes ``out`` (``.safetensors``) and its model card; the
+    run folder ``<out stem>_run/`` beside it keeps logs and the split.
+    """
+    if not 0 < lr <= MAX_SAFE_LR:
+        raise ValueError(f"learning rate {lr} is unsafe for fine-tuning: use a value in (0, {MAX_SAFE_LR}]")
+    if epochs < 1:
+        raise ValueError("epochs must be >= 1")
+    folders = [data] if isinstance(data, (str, Path)) else list(data)
+    pairs, problems = find_pairs(folders)
+    if not pairs:
+        raise ValueError("no corrections to learn from: no image/mask pairs in " + ", ".join(map(str, folders)))
+    from ..data.io import read_mask
+
+    if not any(read_mask(p.mask).any() for p in pairs):
+        raise ValueError("every correction mask is empty: paint the foreground before fine-tuning")
+    out = Path(out)
+    run_dir = out.with_name(out.stem + "_run")
+    if isinstance(start, Segmenter):
+        start_path = run_dir / "start.safetensors"
+        save_checkpoint(start, start_path, **{k: v for k, v in (getattr(start, "checkpoint_info", None) or {}).items()
+                                              if k in ("input_size", "training", "metrics")})
+        source_model = start
+    else:
+        start_path = resolve_checkpoint(start)
+        source_model = load_model(start_path)
+    in_ch = source_model.in_channels
+    if in_ch != 3:
+        raise ValueError(f"model expects {in_ch} input channels; corrections are RGB images")
+    size = int((getattr(source_model, "checkpoint_info", None) or {}).get("input_size", 256))
+    replay_list = [] if replay is None else ([str(replay)] if isinstance(replay, (str, Path)) else [str(r) for r in replay])
+    cfg = TrainConfig(
+        data=[str(f) for f in folders],
+        out_dir=str(run_dir),
+        arch=source_model.arch,
+        init_from=str(start_path),
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        val_fraction=val_fraction if len(pairs) >= 2 else 0.0,
+        seed=seed,
+        device=device,
+        replay=replay_list,
+        replay_samples=replay_samples,
+        keep_initial_as_best=True,
+        plateau_patience=max(1, epochs),
+        description=f"Fine-tuned from {start_path.name} on {len(pairs)} corrections.",
+    )
+    result = train(cfg, progress=progress, cancel=cancel)
+    best_file = run_dir / "best.safetensors"
+    if not best_file.exists():  # nothing held out and cancelled before an epoch: keep the start
+        save_checkpoint(source_model, best_file, input_size=size)
+    dice_before = result.initial["val_dice"] if result.initial else float("nan")
+    dice_after = float(result.best.get("val_dice", float("nan")))
+    payload = best_file.read_bytes()
+    atomic_write(out, lambda tmp: tmp.write_bytes(payload))
+    write_model_card(out, read_metadata(out))
+    return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled)

@@ -1,0 +1,114 @@
+"""Reading images and masks in every supported format, pairing folders, splits, bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import io
+
+from napari_medspike.data.dataset import CachedPairs, find_pairs, split_pairs
+from napari_medspike.data.io import ImageReadError, read_image, read_mask
+
+
+def _save(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".tif", ".tiff"):
+        tifffile.imwrite(path, array)
+    else:
+        io.imsave(path, array, check_contrast=False)
+    return path
+
+
+FORMATS = [(s, c) for s in (".png", ".jpg", ".bmp", ".tif") for c in (1, 3, 4) if not (s in (".jpg", ".bmp") and c == 4)]
+
+
+@pytest.mark.parametrize("suffix, channels", FORMATS)
+def test_read_image_formats(tmp_path, suffix, channels):
+    rng = np.random.default_rng(0)
+    shape = (20, 30) if channels == 1 else (20, 30, channels)
+    array = rng.integers(0, 256, shape, dtype=np.uint8)
+    image = read_image(_save(tmp_path / f"x{suffix}", array))
+    assert image.shape == (20, 30, 3) and image.dtype == np.float32
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    if suffix != ".jpg":  # lossless: exact values
+        expected = array if channels == 1 else array[..., 0]
+        np.testing.assert_allclose(image[..., 0], expected / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_read_16_bit(tmp_path, suffix):
+    array = np.linspace(0, 4095, 600, dtype=np.uint16).reshape(20, 30)  # 12-bit camera in 16 bits
+    image = read_image(_save(tmp_path / f"x{suffix}", array))
+    assert image.max() == pytest.approx(1.0) and image.min() == 0.0
+
+
+@pytest.mark.parametrize("values", [(0, 255), (0, 1), (3, 7)])
+def test_masks_with_any_two_values(tmp_path, values):
+    array = np.full((10, 12), values[0], np.uint8)
+    array[2:5, 3:9] = values[1]
+    mask = read_mask(_save(tmp_path / "m.png", array))
+    assert mask.dtype == bool and mask.sum() == 18
+
+
+def test_unreadable_and_3d_files_name_the_file(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    with pytest.raises(ImageReadError, match="broken.png"):
+        read_image(bad)
+    stack = _save(tmp_path / "stack.tif", np.zeros((5, 20, 30), np.uint8))
+    with pytest.raises(ImageReadError, match="stack.tif.*shape"):
+        read_image(stack)
+    with pytest.raises(ImageReadError, match="no such file"):
+        read_image(tmp_path / "missing.png")
+
+
+def make_folder(root: Path, n: int, size=(32, 40)) -> Path:
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        _save(root / "images" / f"s{i}.png", rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+        mask = np.zeros(size, np.uint8)
+        mask[4:20, 5 + i : 25] = 255
+        _save(root / "masks" / f"s{i}.png", mask)
+    return root
+
+
+def test_bad_pairs_are_reported_and_the_rest_stays_usable(tmp_path):
+    root = make_folder(tmp_path / "set", 5)
+    _save(root / "images" / "nomask.png", np.zeros((32, 40, 3), np.uint8))
+    _save(root / "images" / "wrongsize.png", np.zeros((32, 40, 3), np.uint8))
+    _save(root / "masks" / "wrongsize.png", np.zeros((16, 16), np.uint8))
+    (root / "images" / "garbage.jpg").write_bytes(b"\x00\x01")
+    _save(root / "masks" / "garbage.png", np.zeros((32, 40), np.uint8))
+    pairs, problems = find_pairs(root)
+    assert any("nomask.png" in p and "no mask" in p for p in problems)
+    assert len(pairs) == 7
+    data = CachedPairs(pairs, size=32)
+    assert len(data) == 5
+    assert any("wrongsize" in p and "differs" in p for p in data.problems)
+    assert any("garbage.jpg" in p for p in data.problems)
+    x, y = data[0]
+    assert x.shape == (3, 32, 32) and y.shape == (1, 32, 32) and set(y.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_missing_folders_raise(tmp_path):
+    with pytest.raises(FileNotFoundError, match="images/ and masks/"):
+        find_pairs(tmp_path)
+
+
+def test_split_is_seeded_and_disjoint(tmp_path):
+    pairs, _ = find_pairs([make_folder(tmp_path / "a", 10), make_folder(tmp_path / "b", 10)])
+    train, val = split_pairs(pairs, 0.2, seed=3)
+    assert len(val) == 4 and len(train) == 16
+    assert not {p.key for p in train} & {p.key for p in val}
+    assert split_pairs(pairs, 0.2, seed=3) == (train, val)
+    assert split_pairs(pairs, 0.2, seed=4)[1] != val
+
+
+def test_crop_mode_serves_crops_of_large_images(tmp_path):
+    pairs, _ = find_pairs(make_folder(tmp_path / "h", 2, size=(64, 80)))
+    data = CachedPairs(pairs, size=32, mode="crop")
+    x, y = data[0]
+    assert x.shape == (3, 32, 32) and y.shape == (1, 32, 32)

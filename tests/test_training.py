@@ -1,0 +1,177 @@
+"""The training engine: learning, resume, cancel, atomic checkpoints, DDP, fine-tune, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from skimage import io
+
+from napari_medspike import create_model, load_model, save_checkpoint
+from napari_medspike.data.synthetic import synthetic_lesion
+from napari_medspike.engine.checkpoint import atomic_write, read_metadata
+from napari_medspike.engine.trainer import TrainConfig, finetune, train
+
+TINY = {"widths": [8, 16, 32, 64]}
+
+
+@pytest.fixture(scope="module")
+def lesions(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("lesions")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i in range(16):
+        image, mask = synthetic_lesion((48, 64), seed=i)
+        io.imsave(root / "images" / f"l{i:02d}.png", image, check_contrast=False)
+        io.imsave(root / "masks" / f"l{i:02d}.png", mask * 255, check_contrast=False)
+    return root
+
+
+def config(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=[str(data)], out_dir=str(out), arch="medqkformer", model_config=TINY, size=32,
+                epochs=3, batch_size=4, val_fraction=0.25, augment=False, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_lowers_the_loss_and_writes_the_run_folder(lesions, tmp_path):
+    result = train(config(lesions, tmp_path / "run", epochs=4, lr=3e-3))
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    for name in ("best.safetensors", "best.md", "last.pt", "split.json", "history.csv", "history.json", "curves.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert len(split["val"]) == 4 and not {r["key"] for r in split["train"]} & {r["key"] for r in split["val"]}
+    meta = read_metadata(result.checkpoint)
+    assert meta["arch"] == "medqkformer" and meta["input_size"] == 32
+    assert sorted(meta["training"]["val_keys"]) == sorted(r["key"] for r in split["val"])
+    assert meta["metrics"]["val_dice"] == pytest.approx(result.best["val_dice"])
+
+
+def test_resume_continues_exactly(lesions, tmp_path):
+    full = train(config(lesions, tmp_path / "full", epochs=3, augment=True))
+    train(config(lesions, tmp_path / "part", epochs=2, augment=True))
+    resumed = train(config(lesions, tmp_path / "part", epochs=3, augment=True), resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-4)
+
+
+def test_cancel_keeps_the_best_checkpoint(lesions, tmp_path):
+    cancel = threading.Event()
+
+    def progress(p):
+        if p.epoch == 2 and p.step == 1:
+            cancel.set()
+
+    result = train(config(lesions, tmp_path / "c", epochs=5), progress=progress, cancel=cancel)
+    assert result.cancelled and len(result.history) == 1
+    assert load_model(result.checkpoint).arch == "medqkformer"
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "best.safetensors"
+    save_checkpoint(create_model("medqkformer", **TINY), target)
+    before = target.read_bytes()
+
+    def half_write(tmp: Path) -> None:
+        tmp.write_bytes(before[: len(before) // 2])
+        raise KeyboardInterrupt  # the run dies mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, half_write)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["best.safetensors"]
+
+
+@pytest.mark.parametrize("arch", ["medspikeformer", "medqkformer", "ann_twin"])
+def test_checkpoint_round_trip(tmp_path, arch):
+    model = create_model(arch, **TINY).eval()
+    path = save_checkpoint(model, tmp_path / f"{arch}.safetensors", input_size=64)
+    loaded = load_model(path)
+    assert loaded.config == model.config and loaded.checkpoint_info["input_size"] == 64
+    x = torch.rand(1, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_load_model_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_model(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a napari-medspike checkpoint"):
+        load_model(junk)
+
+
+def test_alignment_training_with_ann_twin_teacher(lesions, tmp_path):
+    twin = train(config(lesions, tmp_path / "twin", arch="ann_twin", epochs=1))
+    snn = train(config(lesions, tmp_path / "snn", arch="medspikeformer", model_config={**TINY, "timesteps": 2},
+                       init_from=str(twin.checkpoint), teacher=str(twin.checkpoint), epochs=1))
+    meta = read_metadata(snn.checkpoint)
+    assert meta["training"]["teacher"] == str(twin.checkpoint) and meta["training"]["align_stages"] == [0, 1, 2, 3]
+    assert 0 <= snn.history[0]["firing_rate"] <= 1
+
+
+def test_finetune_on_corrections(lesions, tmp_path):
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
+    result = finetune(start, lesions, tmp_path / "tuned.safetensors", epochs=2, lr=1e-3, device="cpu")
+    assert result.checkpoint.is_file() and result.checkpoint.with_suffix(".md").is_file()
+    assert len(result.history) == 2 and result.dice_after >= result.dice_before
+    assert load_model(result.checkpoint).arch == "medqkformer"
+
+
+def test_finetune_guardrails(lesions, tmp_path):
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "s.safetensors")
+    with pytest.raises(ValueError, match="unsafe"):
+        finetune(start, lesions, tmp_path / "x.safetensors", lr=0.5)
+    nothing = tmp_path / "nothing"
+    (nothing / "images").mkdir(parents=True)
+    (nothing / "masks").mkdir()
+    with pytest.raises(ValueError, match="no corrections"):
+        finetune(start, nothing, tmp_path / "x.safetensors")
+    empty = tmp_path / "blank"
+    (empty / "images").mkdir(parents=True)
+    (empty / "masks").mkdir()
+    io.imsave(empty / "images" / "a.png", np.zeros((32, 32, 3), np.uint8), check_contrast=False)
+    io.imsave(empty / "masks" / "a.png", np.zeros((32, 32), np.uint8), check_contrast=False)
+    with pytest.raises(ValueError, match="empty"):
+        finetune(start, empty, tmp_path / "x.safetensors")
+
+
+def test_evaluate_cli(lesions, tmp_path):
+    from napari_medspike.cli.evaluate import main
+
+    ckpt = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "m.safetensors", input_size=32)
+    out = tmp_path / "eval.json"
+    assert main(["--checkpoint", str(ckpt), "--data", str(lesions), "--json", str(out),
+                 "--report", str(tmp_path / "rep"), "--device", "cpu"]) == 0
+    payload = json.loads(out.read_text())
+    assert payload["count"] == 16 and len(payload["images"]) == 16
+    assert payload["mean_dice"] == pytest.approx(np.mean([r["dice"] for r in payload["images"]]))
+    assert (tmp_path / "rep" / "gallery.png").stat().st_size > 1000
+
+
+def test_torchrun_two_cpu_processes(lesions, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           "-m", "napari_medspike.cli.train", "--arch", "medqkformer", "--config", json.dumps(TINY),
+           "--data", str(lesions), "--out", str(out), "--size", "32", "--epochs", "2", "--batch-size", "4",
+           "--device", "cpu", "--no-augment"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    meta = read_metadata(out / "best.safetensors")
+    assert meta["training"]["device"] == "cpu x2" and meta["training"]["batch_size"] == 8
