@@ -1,0 +1,238 @@
+"""``medspike-bench``: speed, memory and cost of the segmenters side by side, in one process.
+
+Models are alternated (A B C A B C ...) after a warm-up so that drift of the machine hits all of
+them alike; each figure is the median (min-max) over the repeats. MONAI's ``BasicUNet`` is the
+outside baseline when MONAI is installed (``pip install .[bench]``). Results go to JSON and a
+markdown table. Benchmarks are not tests: correctness of fast paths is tested in ``tests/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..models import create_model
+
+def build_models(names: list[str], timesteps: int) -> dict[str, torch.nn.Module]:
+    models: dict[str, torch.nn.Module] = {}
+    for name in names:
+        if name == "basicunet":
+            try:
+                from monai.networks.nets import BasicUNet
+            except ImportError:
+                print("MONAI not installed: skipping the BasicUNet baseline (pip install .[bench])", file=sys.stderr)
+                continue
+            models[name] = BasicUNet(spatial_dims=2, in_channels=3, out_channels=1)
+        elif name == "medspikeformer":
+            models[name] = create_model(name, timesteps=timesteps)
+        else:
+            models[name] = create_model(name)
+    return models
+
+
+def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, int]:
+    """Seconds and (CUDA) peak allocated memory of one call; CPU memory comes from
+    :func:`probe_peak_rss`."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0, torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+
+
+def probe_peak_rss(name: str, timesteps: int, size: int, batch: int, train: bool, threads: int) -> float:
+    """Peak RSS (MB) of a fresh process that builds one model and runs one forward or training
+    step: in a shared process freed memory is reused, so only a fresh process tells."""
+    import subprocess
+
+    code = (
+        "import resource, sys, torch\n"
+        f"torch.set_num_threads({threads})\n"
+        "from napari_medspike.cli.bench import build_models\n"
+        "from napari_medspike.models import segmentation_loss\n"
+        f"m = build_models([{name!r}], {timesteps})[{name!r}]\n"
+        f"x = torch.rand({batch}, 3, {size}, {size})\n"
+        f"if {train}:\n"
+        "    opt = torch.optim.Adam(m.parameters())\n"
+        f"    loss = segmentation_loss(m(x), (torch.rand({batch}, 1, {size}, {size}) > 0.5).float())\n"
+        "    loss.backward(); opt.step()\n"
+        "else:\n"
+        "    with torch.inference_mode(): m.eval()(x)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    models = {k: m.to(device) for k, m in build_models(args.models, args.timesteps).items()}
+    dtypes = ["fp32"] + (["bf16"] if device.type == "cuda" and args.bf16 else [])
+    s = args.size
+    results: dict[str, Any] = {
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+            "torch": torch.__version__,
+        },
+        "size": s,
+        "models": {},
+    }
+    for name, model in models.items():
+        x1 = torch.rand(1, 3, s, s, device=device)
+        results["models"][name] = {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "gflops": count_flops(model.eval(), x1) / 1e9,
+        }
+    for dtype in dtypes:
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+        for batch in args.batches:
+            x = torch.rand(batch, 3, s, s, device=device)
+            times: dict[str, list[float]] = {n: [] for n in models}
+            mems: dict[str, list[int]] = {n: [] for n in models}
+            with torch.inference_mode(), autocast:
+                for model in models.values():
+                    model.eval()(x)  # warm-up
+                for _ in range(args.repeats):
+                    for name, model in models.items():
+                        dt, mem = timed(lambda: model(x), device)
+                        times[name].append(dt)
+                        mems[name].append(mem)
+            for name in models:
+                entry = results["models"][name].setdefault(f"forward_{dtype}", {})
+                entry[f"batch{batch}"] = {
+                    "seconds": summary(times[name]),
+                    "images_per_s": batch / statistics.median(times[name]),
+                    "peak_mem_mb": (max(mems[name]) / 2**20 if device.type == "cuda"
+                                    else probe_peak_rss(name, args.timesteps, s, batch, False, args.threads)),
+                }
+                print(f"{name:15s} forward {dtype} batch {batch}: {statistics.median(times[name]) * 1e3:8.1f} ms "
+                      f"({batch / statistics.median(times[name]):.1f} img/s)", file=sys.stderr)
+        if args.train_repeats > 0:
+            b = args.train_batch
+            x = torch.rand(b, 3, s, s, device=device)
+            y = (torch.rand(b, 1, s, s, device=device) > 0.5).float()
+            from ..models import segmentation_loss
+
+            optimisers = {n: torch.optim.Adam(m.parameters(), lr=1e-4) for n, m in models.items()}
+
+            def step(name: str) -> None:
+                model, opt = models[name].train(), optimisers[name]
+                with autocast:
+                    loss = segmentation_loss(model(x).float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            times = {n: [] for n in models}
+            mems = {n: [] for n in models}
+            for name in models:
+                step(name)  # warm-up (allocates optimiser state)
+            for _ in range(args.train_repeats):
+                for name in models:
+                    dt, mem = timed(lambda: step(name), device)
+                    times[name].append(dt)
+                    mems[name].append(mem)
+            for name in models:
+                peak = (max(mems[name]) / 2**20 if device.type == "cuda"
+                        else probe_peak_rss(name, args.timesteps, s, b, True, args.threads))
+                results["models"][name][f"train_{dtype}"] = {
+                    "batch": b,
+                    "seconds": summary(times[name]),
+                    "seconds_per_image": statistics.median(times[name]) / b,
+                    "peak_mem_mb": peak,
+                }
+                print(f"{name:15s} train {dtype} batch {b}: {statistics.median(times[name]):8.2f} s/step", file=sys.stderr)
+    return results
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The results as a markdown table (one row per model and precision)."""
+    m = results["machine"]
+    lines = [
+        f"Machine: {m['device']} ({m['processor']}, {m['cpus']} CPUs, {m['threads']} threads), torch {m['torch']}, "
+        f"input {results['size']}², median (min-max) over repeats, models alternated in one process.",
+        "",
+        "| model | params | GFLOP | precision | fwd b1 ms | fwd b8 ms | img/s (b8) | train b8 s/img | train peak MB |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    def ms(entry: dict | None) -> str:
+        if not entry:
+            return "–"
+        t = entry["seconds"]
+        return f"{t['median'] * 1e3:.0f} ({t['min'] * 1e3:.0f}–{t['max'] * 1e3:.0f})"
+
+    for name, r in results["models"].items():
+        for dtype in ("fp32", "bf16"):
+            fwd = r.get(f"forward_{dtype}")
+            if not fwd:
+                continue
+            b1, b8, tr = fwd.get("batch1"), fwd.get("batch8"), r.get(f"train_{dtype}")
+            rate = f"{b8['images_per_s']:.1f}" if b8 else "–"
+            train = f"{tr['seconds_per_image']:.2f} | {tr['peak_mem_mb']:.0f}" if tr else "– | –"
+            lines.append(
+                f"| {name} | {r['parameters'] / 1e6:.2f} M | {r['gflops']:.1f} | {dtype} | {ms(b1)} | {ms(b8)} "
+                f"| {rate} | {train} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="medspike-bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["medspikeformer", "medqkformer", "ann_twin", "basicunet"])
+    parser.add_argument("--timesteps", type=int, default=4, help="MedSpikeFormer T")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--train-repeats", type=int, default=2, help="0 skips the training step")
+    parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="CUDA: skip the bf16 runs")
+    parser.add_argument("--out", type=Path, default=Path("bench"), help="folder for bench.json and bench.md")
+    args = parser.parse_args(argv)
+    results = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(results, indent=1))
+    table = markdown(results)
+    (args.out / "bench.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
