@@ -1,0 +1,98 @@
+"""Prediction: resize and tiled modes, blending, progress, cancel, device choice, segment()."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medspike import create_model, save_checkpoint, segment
+from napari_medspike.inference.predictor import (
+    Cancelled,
+    pick_device,
+    predict,
+    predict_steps,
+    tile_starts,
+)
+from napari_medspike.models.base import Segmenter
+
+TINY = {"widths": (8, 16, 32, 64)}
+
+
+class ConstantLogit(Segmenter):
+    """A stand-in network whose logit is 0.7 at every pixel (tests blending, not learning)."""
+
+    arch = "constant"
+
+    def __init__(self):
+        super().__init__(3)
+        self.dummy = torch.nn.Parameter(torch.zeros(()))
+
+    @property
+    def config(self):
+        return {}
+
+    def attention_modules(self):
+        return []
+
+    def _forward(self, x):
+        return torch.full_like(x[:, :1], 0.7)
+
+
+def test_tiled_equals_whole_image_when_one_tile_covers_it():
+    model = create_model("medqkformer", **TINY).eval()
+    image = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    whole = predict(model, image, mode="resize", tile_size=64)
+    tiled = predict(model, image, mode="tiled", tile_size=64)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_tiles_blend_to_a_seamless_map():
+    image = np.random.default_rng(1).random((150, 230, 3)).astype(np.float32)
+    prob = predict(ConstantLogit(), image, mode="tiled", tile_size=64, overlap=0.25)
+    assert prob.shape == (150, 230)
+    np.testing.assert_allclose(prob, 1 / (1 + np.exp(-0.7)), rtol=1e-5)
+
+
+def test_tile_starts_cover_the_image():
+    for length in (64, 65, 100, 257):
+        starts = tile_starts(length, 64, 48)
+        covered = np.zeros(length, bool)
+        for s in starts:
+            covered[s : s + 64] = True
+        assert covered.all() and starts[-1] + 64 == max(length, 64)
+
+
+def test_progress_and_cancel():
+    image = np.random.default_rng(2).random((200, 200, 3)).astype(np.float32)
+    events = list(predict_steps(ConstantLogit(), image, mode="tiled", tile_size=64, batch_size=2))
+    assert events[-1].done == events[-1].total > 1
+    cancel = threading.Event()
+
+    def stop_after_first(event):
+        if event.done >= 2:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        predict(ConstantLogit(), image, mode="tiled", tile_size=64, batch_size=2, progress=stop_after_first, cancel=cancel)
+
+
+def test_segment_accepts_grey_and_rgba_and_checks_threshold(tmp_path):
+    ckpt = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "m.safetensors", input_size=32)
+    for image in (np.zeros((40, 50), np.uint8), np.zeros((40, 50, 4), np.uint16)):
+        prob, mask = segment(image, ckpt, device="cpu")
+        assert prob.shape == mask.shape == (40, 50) and set(np.unique(mask)) <= {0, 1}
+    with pytest.raises(ValueError, match="threshold"):
+        segment(np.zeros((40, 50)), ckpt, threshold=1.5)
+
+
+def test_pick_device_falls_back_honestly():
+    device, note = pick_device("auto")
+    assert device.type in ("cpu", "cuda", "mps") and note
+    if not torch.cuda.is_available():
+        device, note = pick_device("cuda")
+        assert device.type == "cpu" and "not available" in note
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("tpu")
