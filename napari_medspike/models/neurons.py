@@ -20,12 +20,51 @@ from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
 NISF_LEVELS = 4
 
 
-def make_lif() -> neuron.LIFNode:
+class LIFNode(neuron.LIFNode):
+    """spikingjelly's multi-step LIF with a lean CPU inference path.
+
+    Training, autograd and GPUs use spikingjelly's own kernels (it picks CUDA/Triton itself).
+    Without autograd on the CPU, spikingjelly's reference loop still copies the input to float
+    and stacks the pre-reset potentials it would need for a backward pass; this path runs the
+    same arithmetic (``h = v + (x - v) / tau``, spike ``h >= threshold``, hard reset) without
+    them. Tests check that both give identical spikes and potentials.
+    """
+
+    #: Set False to always use spikingjelly's own kernels (for comparisons).
+    fast_inference: bool = True
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):  # type: ignore[override]
+        fast = (
+            self.fast_inference
+            and not torch.is_grad_enabled()
+            and x_seq.device.type == "cpu"
+            and x_seq.dtype == torch.float32
+            and self.decay_input
+            and self.v_reset is not None
+            and not self.store_v_seq
+            and not args
+            and not kwargs
+        )
+        if not fast:
+            return super().multi_step_forward(x_seq, *args, **kwargs)
+        v = self.v
+        v = torch.zeros_like(x_seq[0]) if not isinstance(v, torch.Tensor) else v.expand_as(x_seq[0]).clone()
+        spikes = torch.empty_like(x_seq, memory_format=torch.preserve_format)
+        for t in range(x_seq.shape[0]):
+            h = v + (x_seq[t] - (v - self.v_reset)) / self.tau
+            fired = h >= self.v_threshold
+            spikes[t] = fired
+            v = h.masked_fill_(fired, self.v_reset)
+        self.v = v
+        return spikes
+
+
+def make_lif() -> LIFNode:
     """Multi-step LIF of MODEL.md: tau 2, threshold 1, hard reset to 0, sigmoid surrogate (alpha 4).
 
     spikingjelly 2.0 chooses the kernel itself (a torch loop over T on CPU, CUDA/Triton on GPU).
     """
-    return neuron.LIFNode(
+    return LIFNode(
         tau=2.0,
         decay_input=True,
         v_threshold=1.0,
