@@ -1,4 +1,4 @@
-"""``python -m napari_medspike``: open napari with the plugin and its sample image."""
+"""``python -m napari_medspike``: napari with the three widgets docked on a bundled sample."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from __future__ import annotations
 def main() -> None:
     import napari
 
+    from .demo import open_plugin
+
     viewer = napari.Viewer(title="napari-medspike")
-    viewer.open_sample("napari-medspike", "synthetic")
+    open_plugin(viewer, "kvasir")
     napari.run()
 
 

@@ -1,13 +1,46 @@
-"""Sample data for napari's File > Open Sample menu."""
+"""Sample data for napari's File > Open Sample menu: three real images and a synthetic one."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from .data.io import read_mask
 from .data.synthetic import synthetic_lesion
 
+SAMPLES = Path(__file__).resolve().parent / "samples"
+LayerData = tuple[Any, dict[str, Any], str]
 
-def synthetic_sample() -> list[tuple[Any, dict[str, Any], str]]:
+
+def _real(name: str, title: str) -> list[LayerData]:
+    import imageio.v3 as iio
+
+    path = SAMPLES / f"{name}.jpg"
+    image = iio.imread(path)
+    mask = read_mask(SAMPLES / f"{name}_mask.png").astype("uint8")
+    meta = {"path": str(path), "licence": "see samples/SOURCES.md"}
+    return [
+        (image, {"name": title, "rgb": True, "metadata": meta}, "image"),
+        (mask, {"name": f"{title} ground truth", "opacity": 0.4, "visible": False}, "labels"),
+    ]
+
+
+def kvasir_sample() -> list[LayerData]:
+    """A colonoscopy polyp image from Kvasir-SEG and its expert mask."""
+    return _real("kvasir", "polyp (Kvasir-SEG)")
+
+
+def ph2_sample() -> list[LayerData]:
+    """A dermoscopy image from PH2 and its expert mask."""
+    return _real("ph2", "skin lesion (PH2)")
+
+
+def busi_sample() -> list[LayerData]:
+    """A breast ultrasound image from BUSI and its expert mask."""
+    return _real("busi", "breast ultrasound (BUSI)")
+
+
+def synthetic_sample() -> list[LayerData]:
     """A synthetic lesion image and its ground-truth mask."""
     image, mask = synthetic_lesion((256, 256), seed=0)
     return [

@@ -1,0 +1,108 @@
+"""Turn what ``forward_intermediates`` recorded into maps a person can look at.
+
+Maps stay at their stage resolution; :func:`stage_placement` gives the napari ``scale`` and
+``translate`` that lay them exactly over the image they came from (no resampling, no blur).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.io import to_rgb_float
+from ..models.attention import INTERACTIONS
+from ..models.base import Segmenter
+
+REDUCTIONS = ("mean", "max", "channel")
+
+
+def reduce_channels(tensor: torch.Tensor, how: str = "mean", channel: int = 0) -> np.ndarray:
+    """``[T, B, C, h, w]`` -> ``[T, h, w]`` float32 for the first batch item.
+
+    ``how`` is ``"mean"`` (for spikes: the fraction of channels firing), ``"max"`` or
+    ``"channel"`` (the single channel ``channel``).
+    """
+    x = tensor[:, 0].float()
+    if how == "mean":
+        out = x.mean(1)
+    elif how == "max":
+        out = x.amax(1)
+    elif how == "channel":
+        if not 0 <= channel < x.shape[1]:
+            raise ValueError(f"channel {channel} out of range: this stage has {x.shape[1]} channels")
+        out = x[:, channel]
+    else:
+        raise ValueError(f"unknown reduction {how!r}; use one of {REDUCTIONS}")
+    return out.cpu().numpy().astype(np.float32)
+
+
+def stage_placement(image_shape: tuple[int, int], map_shape: tuple[int, int], padded_shape: tuple[int, int],
+                    input_shape: tuple[int, int]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """napari ``scale`` and ``translate`` (image pixels) of a stage map.
+
+    The model saw the image resized to ``input_shape`` and padded to ``padded_shape``; a stage
+    map of ``map_shape`` covers the padded input, so one map pixel spans
+    ``padded / map * image / input`` image pixels. The translate puts map pixel centres at the
+    centres of the image regions they summarise.
+    """
+    scale = tuple(
+        (padded_shape[i] / map_shape[i]) * (image_shape[i] / input_shape[i]) for i in range(2)
+    )
+    translate = tuple(s / 2 - 0.5 for s in scale)
+    return scale, translate  # type: ignore[return-value]
+
+
+@dataclass
+class StageMaps:
+    """Maps of one encoder stage, ready for napari layers."""
+
+    stage: int
+    spikes: np.ndarray  # [T, h, w]
+    firing_rate: np.ndarray  # [h, w]
+    interactions: dict[str, np.ndarray]  # name -> [T, h, w]
+    scale: tuple[float, float]
+    translate: tuple[float, float]
+    spike_name: str
+    timesteps: int
+    stage_firing_rates: list[float] = field(default_factory=list)
+
+
+def model_input(image: np.ndarray, size: int) -> torch.Tensor:
+    """The tensor the model sees for an image in resize mode: ``[1, 3, size, size]``."""
+    rgb = torch.from_numpy(to_rgb_float(image)).permute(2, 0, 1)[None]
+    return F.interpolate(rgb, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+@torch.inference_mode()
+def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = "v", how: str = "mean",
+                  channel: int = 0, size: int | None = None) -> StageMaps:
+    """Run the model on an image and reduce one stage's spikes and interactions to maps.
+
+    ``spike`` names the recorded spike tensor (``q``, ``k``, ``v``; MedQKFormer has ``q``, ``k``).
+    """
+    if not 0 <= stage < len(model.attention_modules()):
+        raise ValueError(f"stage must be 0..{len(model.attention_modules()) - 1}, got {stage}")
+    size = size or int((getattr(model, "checkpoint_info", None) or {}).get("input_size", 256))
+    x = model_input(image, size)
+    out = model.forward_intermediates(x)
+    record = out["stages"][stage]
+    if spike not in record["spikes"]:
+        raise ValueError(f"stage {stage} records spikes {sorted(record['spikes'])}, not {spike!r}")
+    spikes = record["spikes"][spike]
+    maps = {name: reduce_channels(record["interactions"][name], how, channel) for name in INTERACTIONS}
+    rate = spikes[:, 0].float().mean(dim=(0, 1)).cpu().numpy()
+    h_pad = -(-size // 16) * 16
+    scale, translate = stage_placement(image.shape[:2], tuple(spikes.shape[-2:]), (h_pad, h_pad), (size, size))
+    rates = [float(torch.cat([v[:, 0].flatten() for v in s["spikes"].values()]).float().mean()) for s in out["stages"]]
+    return StageMaps(stage, reduce_channels(spikes, how, channel), rate.astype(np.float32), maps, scale, translate,
+                     spike, spikes.shape[0], rates)
+
+
+def describe(maps: StageMaps) -> dict[str, Any]:
+    """Names and shapes, for logs and tests."""
+    return {"spikes": maps.spikes.shape, "firing_rate": maps.firing_rate.shape,
+            **{k: v.shape for k, v in maps.interactions.items()}}

@@ -1,0 +1,101 @@
+"""The main job, scripted: open a sample, segment it, inspect the spikes, save a correction.
+
+    python -m napari_medspike.demo --screenshot OUT.png     (headless: run under Xvfb)
+
+Everything goes through the dock widgets themselves, as a user would click them; the script
+prints the layers it created and exits 0 (1 if a step failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def wait_for(worker: Any, timeout: float = 600.0) -> None:
+    """Process Qt events until a napari worker has finished (the GUI stays live meanwhile)."""
+    from qtpy.QtWidgets import QApplication
+
+    if worker is None:
+        raise RuntimeError("the widget did not start a job (see the notification above)")
+    done = {"flag": False}
+    worker.finished.connect(lambda: done.update(flag=True))
+    start = time.time()
+    while not done["flag"]:
+        QApplication.processEvents()
+        time.sleep(0.01)
+        if time.time() - start > timeout:
+            raise TimeoutError("job did not finish in time")
+
+
+def open_plugin(viewer: Any, sample: str = "kvasir", model: str | None = None) -> dict[str, Any]:
+    """Dock the three widgets and open a bundled sample; return the widgets by name."""
+    widgets = {}
+    for name in ("Segment", "Spike inspector", "Correct & fine-tune"):
+        _, widgets[name] = viewer.window.add_plugin_dock_widget("napari-medspike", name)
+    viewer.open_sample("napari-medspike", sample)
+    segment = widgets["Segment"]
+    if model:
+        segment.model_choice.value = segment.model_choice.choices[-1]
+        segment.checkpoint.value = model
+    for w in widgets.values():
+        w.reset_choices()
+    image_layers = [layer for layer in viewer.layers if layer._type_string == "image"]
+    for w in widgets.values():
+        w.image.value = image_layers[-1]
+    return widgets
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--screenshot", type=Path, help="save a PNG of the whole window here")
+    parser.add_argument("--sample", default="kvasir", choices=["kvasir", "ph2", "busi", "synthetic"])
+    parser.add_argument("--model", help="checkpoint file instead of the shipped default model")
+    parser.add_argument("--store", type=Path, help="correction folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+
+    import napari
+
+    viewer = napari.Viewer(title="napari-medspike demo", show=True)
+    try:
+        widgets = open_plugin(viewer, args.sample, args.model)
+        wait_for(widgets["Segment"].run())
+        inspector = widgets["Spike inspector"]
+        wait_for(inspector.run())
+        tune = widgets["Correct & fine-tune"]
+        tune.store_dir.value = str(args.store or Path(tempfile.mkdtemp(prefix="medspike-corrections-")))
+        tune.reset_choices()
+        masks = [layer for layer in viewer.layers if layer.name.endswith(" mask")]
+        truth = [layer for layer in viewer.layers if layer.name.endswith("ground truth")]
+        if truth:  # stand in for a user's painting: correct the mask with the expert annotation
+            masks[-1].data = truth[-1].data.astype(masks[-1].data.dtype)
+        tune.mask.value = masks[-1]
+        entry = tune.save_correction()
+        if entry is None:
+            raise RuntimeError("saving the correction failed")
+        print(f"saved correction {entry.stem} in {tune.store_dir.value}")
+        print(inspector.summary.value)
+        for layer in viewer.layers:
+            print(f"layer {layer.name!r}: {type(layer).__name__} {tuple(layer.data.shape)}")
+        if args.screenshot:
+            from qtpy.QtWidgets import QApplication
+
+            for _ in range(20):
+                QApplication.processEvents()
+                time.sleep(0.02)
+            viewer.screenshot(str(args.screenshot), canvas_only=False)
+            print(f"screenshot: {args.screenshot}")
+    except Exception as err:
+        print(f"demo failed: {err}", file=sys.stderr)
+        viewer.close()
+        return 1
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Correct & fine-tune dock widget: save painted masks, fine-tune on them, re-segment."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import napari
+from magicgui.widgets import (
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    Select,
+    SpinBox,
+    create_widget,
+)
+
+from ..data.corrections import CorrectionStore, default_store
+from ..engine.checkpoint import load_model
+from ..engine.trainer import MAX_SAFE_LR, finetune
+from ..inference.predictor import predict
+from ._common import SESSION, add_segmentation_layers, image_data_2d, start_worker
+
+
+class CurvePlot:
+    """A small matplotlib canvas in the dock: training loss, validation loss and Dice per epoch."""
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.2, 2.0), dpi=90, tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.ax = self.figure.add_subplot(111)
+        self.history: list[dict[str, float]] = []
+        self.clear()
+
+    def clear(self) -> None:
+        self.history = []
+        self.ax.clear()
+        self.ax.set_xlabel("epoch", fontsize=8)
+        self.ax.set_title("fine-tuning", fontsize=8)
+        self.canvas.draw_idle()
+
+    def add(self, row: dict[str, float]) -> None:
+        self.history.append(row)
+        epochs = [h["epoch"] for h in self.history]
+        self.ax.clear()
+        self.ax.plot(epochs, [h["train_loss"] for h in self.history], "o-", label="train loss")
+        self.ax.plot(epochs, [h["val_loss"] for h in self.history], "s-", label="val loss")
+        self.ax.plot(epochs, [h["val_dice"] for h in self.history], "^-", label="val Dice")
+        self.ax.set_xlabel("epoch", fontsize=8)
+        self.ax.legend(fontsize=7)
+        self.ax.tick_params(labelsize=7)
+        self.canvas.draw_idle()
+
+
+class FinetuneWidget(Container):
+    """Store corrections of a mask and fine-tune the current model on all of them."""
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.cancel_event = threading.Event()
+        self.image = create_widget(annotation=napari.layers.Image, label="image")
+        self.mask = create_widget(annotation=napari.layers.Labels, label="mask")
+        self.store_dir = FileEdit(label="corrections", mode="d", value=str(default_store()))
+        self.save_button = PushButton(text="Save correction")
+        self.corrections = Select(label="stored", choices=[], allow_multiple=False)
+        self.reload_button = PushButton(text="Load selected")
+        self.epochs = SpinBox(label="epochs", min=1, max=500, value=5)
+        self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-5, value=1e-4)
+        self.replay = FileEdit(label="replay data", mode="d", value="", tooltip="optional: original training folder")
+        self.replay_samples = SpinBox(label="replay pairs", min=0, max=10000, value=0)
+        self.run_button = PushButton(text="Fine-tune")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.result = Label(value="")
+        self.plot = CurvePlot()
+        self.extend([self.image, self.mask, self.store_dir, self.save_button, self.corrections, self.reload_button,
+                     self.epochs, self.lr, self.replay, self.replay_samples, self.run_button, self.cancel_button,
+                     self.result])
+        self.native.layout().addWidget(self.plot.canvas)
+        self.lr.native.setDecimals(6)
+        self.save_button.changed.connect(self.save_correction)
+        self.reload_button.changed.connect(self.load_selected)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.store_dir.changed.connect(self.refresh)
+        self.viewer.layers.events.inserted.connect(self.reset_choices)
+        self.viewer.layers.events.removed.connect(self.reset_choices)
+        self.refresh()
+
+    @property
+    def store(self) -> CorrectionStore:
+        return CorrectionStore(Path(self.store_dir.value))
+
+    def refresh(self, *_: Any) -> None:
+        """Re-list the stored corrections."""
+        self.corrections.choices = [c.stem for c in self.store.list()]
+
+    def save_correction(self) -> Any:
+        """Store the image and the painted mask (atomically) with provenance; returns the entry."""
+        image, labels = self.image.value, self.mask.value
+        if image is None or labels is None:
+            napari.utils.notifications.show_error("choose an image and its mask (a Labels layer)")
+            return None
+        try:
+            data = image_data_2d(image)
+            provenance = {
+                "source": str(image.source.path or image.metadata.get("path", "")),
+                "image_layer": image.name,
+                "labels_layer": labels.name,
+                "model": SESSION.source,
+            }
+            entry = self.store.save(data, labels.data > 0, provenance, name=image.name)
+        except Exception as err:
+            napari.utils.notifications.show_error(f"correction not saved: {err}")
+            return None
+        self.refresh()
+        napari.utils.notifications.show_info(f"saved correction {entry.stem} in {self.store.root}")
+        return entry
+
+    def load_selected(self) -> None:
+        """Open the selected stored correction as an image and a Labels layer."""
+        chosen = self.corrections.value
+        if not chosen:
+            napari.utils.notifications.show_error("select a stored correction first")
+            return
+        stem = chosen[0] if isinstance(chosen, (list, tuple)) else chosen
+        image, mask, meta = self.store.load(stem)
+        self.viewer.add_image(image, name=stem, rgb=True, metadata={"path": meta.get("source", "")})
+        self.viewer.add_labels(mask.astype("uint8"), name=f"{stem} mask", opacity=0.5)
+
+    def run(self) -> Any:
+        """Fine-tune the current model on every stored correction in a worker."""
+        entries = self.store.list()
+        lr = float(self.lr.value)
+        if not entries:
+            napari.utils.notifications.show_error("no stored corrections: paint a mask and press Save correction")
+            return None
+        if not 0 < lr <= MAX_SAFE_LR:
+            napari.utils.notifications.show_error(f"learning rate {lr:g} is unsafe: use at most {MAX_SAFE_LR:g}")
+            return None
+        try:
+            model = SESSION.get()
+        except Exception as err:
+            napari.utils.notifications.show_error(str(err))
+            return None
+        replay = str(self.replay.value) if str(self.replay.value) not in ("", ".") else None
+        out = self.store.root / "models" / f"finetuned_{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+        epochs, replay_samples, root = int(self.epochs.value), int(self.replay_samples.value), self.store.root
+        self.cancel_event = threading.Event()
+        cancel = self.cancel_event
+
+        def job():
+            events: queue.Queue = queue.Queue()
+            outcome: dict[str, Any] = {}
+
+            def target() -> None:
+                try:
+                    outcome["result"] = finetune(model, root, out, epochs=epochs, lr=lr, replay=replay,
+                                                 replay_samples=replay_samples, progress=events.put, cancel=cancel)
+                except Exception as err:  # re-raised in the worker thread below
+                    outcome["error"] = err
+                finally:
+                    events.put(None)
+
+            threading.Thread(target=target, daemon=True).start()
+            while (event := events.get()) is not None:
+                yield event
+            if "error" in outcome:
+                raise outcome["error"]
+            return outcome["result"]
+
+        self.plot.clear()
+        self.result.value = f"fine-tuning on {len(entries)} corrections…"
+        self.run_button.enabled, self.cancel_button.enabled = False, True
+        self.worker = start_worker(job, "Fine-tune", on_yield=self._progress, on_return=self._finished,
+                                   on_finish=self._idle)
+        return self.worker
+
+    def cancel(self) -> None:
+        """Stop after the current step; the best weights so far are kept."""
+        self.cancel_event.set()
+        self.result.value = "cancelling: keeping the best weights so far…"
+
+    def _idle(self) -> None:
+        self.run_button.enabled, self.cancel_button.enabled = True, False
+        self.worker = None
+
+    def _progress(self, event: Any) -> None:
+        if event.message == "epoch done":
+            self.plot.add(event.metrics)
+
+    def _finished(self, result: Any) -> None:
+        model = load_model(result.checkpoint)
+        SESSION.set(model, str(result.checkpoint))
+        state = "cancelled, best weights kept" if result.cancelled else "done"
+        self.result.value = (f"{state}: held-out Dice {result.dice_before:.3f} -> {result.dice_after:.3f}\n"
+                             f"saved {result.checkpoint.name}")
+        image = self.image.value
+        if image is not None:
+            data = image_data_2d(image)
+            threshold = float(self.mask.value.metadata.get("threshold", 0.5)) if self.mask.value else 0.5
+
+            def resegment():
+                yield None
+                return predict(model, data)
+
+            start_worker(resegment, "Re-segment",
+                         on_return=lambda prob: add_segmentation_layers(self.viewer, image, prob, threshold,
+                                                                           suffix=" (fine-tuned)"))
