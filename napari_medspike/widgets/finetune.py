@@ -67,6 +67,7 @@ class FinetuneWidget(Container):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.worker: Any = None
+        self.resegment_worker: Any = None
         self.cancel_event = threading.Event()
         self.image = create_widget(annotation=napari.layers.Image, label="image")
         self.mask = create_widget(annotation=napari.layers.Labels, label="mask")
@@ -213,6 +214,7 @@ class FinetuneWidget(Container):
                 yield None
                 return predict(model, data)
 
-            start_worker(resegment, "Re-segment",
-                         on_return=lambda prob: add_segmentation_layers(self.viewer, image, prob, threshold,
+            self.resegment_worker = start_worker(
+                resegment, "Re-segment", on_finish=lambda: setattr(self, "resegment_worker", None),
+                on_return=lambda prob: add_segmentation_layers(self.viewer, image, prob, threshold,
                                                                            suffix=" (fine-tuned)"))

@@ -1,0 +1,52 @@
+"""GUI fixtures: a viewer with the plugin's widgets, a tiny checkpoint, collected notifications."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_medspike import create_model, save_checkpoint
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    model = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2)
+    return save_checkpoint(model, tmp_path / "tiny.safetensors", input_size=64)
+
+
+@pytest.fixture(autouse=True)
+def fresh_session():
+    from napari_medspike.widgets._common import SESSION
+
+    SESSION.model, SESSION.source, SESSION._listeners = None, "", []
+    yield
+    SESSION.model, SESSION.source, SESSION._listeners = None, "", []
+
+
+@pytest.fixture
+def notes():
+    """Messages of napari notifications shown during the test."""
+    from napari.utils.notifications import notification_manager
+
+    messages: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: messages.append(str(n.message)))
+    yield messages
+    notification_manager.notification_ready.disconnect()
+
+
+@pytest.fixture
+def plugin(make_napari_viewer, tiny_checkpoint):
+    """A viewer with the three widgets docked, the tiny model chosen, and an RGB image."""
+    viewer = make_napari_viewer()
+    widgets = {}
+    for name in ("Segment", "Spike inspector", "Correct & fine-tune"):
+        _, widgets[name] = viewer.window.add_plugin_dock_widget("napari-medspike", name)
+    segment = widgets["Segment"]
+    segment.model_choice.value = segment.model_choice.choices[-1]  # "checkpoint file…"
+    segment.checkpoint.value = str(tiny_checkpoint)
+    rgb = (np.random.default_rng(0).random((70, 90, 3)) * 255).astype(np.uint8)
+    layer = viewer.add_image(rgb, name="photo", rgb=True, scale=(2.0, 3.0), translate=(5.0, -4.0))
+    for w in widgets.values():
+        w.reset_choices()
+        w.image.value = layer
+    return viewer, widgets, layer

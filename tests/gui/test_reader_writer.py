@@ -1,0 +1,59 @@
+"""Reader and writer contributions through napari itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from skimage import io
+
+from napari_medspike._reader import napari_get_reader
+from napari_medspike.data.io import read_mask
+
+
+@pytest.mark.parametrize("name, array", [
+    ("grey.png", np.arange(1200, dtype=np.uint8).reshape(30, 40)),
+    ("rgb.jpg", np.full((30, 40, 3), 120, np.uint8)),
+    ("rgba.png", np.full((30, 40, 4), 200, np.uint8)),
+    ("deep.tif", np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50),
+    ("planar.tif", np.zeros((3, 30, 40), np.uint8)),
+    ("pic.bmp", np.full((30, 40, 3), 7, np.uint8)),
+])
+def test_reader_opens_2d_images(make_napari_viewer, tmp_path, name, array):
+    path = tmp_path / name
+    tifffile.imwrite(path, array) if name.endswith(".tif") else io.imsave(path, array, check_contrast=False)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin="napari-medspike")
+    assert len(layers) == 1 and layers[0].data.shape[:2] == (30, 40)
+    assert layers[0].rgb == (array.ndim == 3)
+
+
+def test_reader_refuses_stacks_with_a_message(tmp_path, notes):
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.zeros((5, 30, 40), np.uint8))
+    reader = napari_get_reader(str(path))
+    assert reader(str(path)) == []
+    assert any("not a 2D grey or RGB" in n for n in notes)
+    assert napari_get_reader(str(tmp_path / "volume.nii")) is None
+
+
+def test_writer_round_trip(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    labels = np.zeros((30, 40), np.uint8)
+    labels[5:15, 10:30] = 3
+    viewer.add_labels(labels, name="mask")
+    for suffix in (".png", ".tif"):
+        path = tmp_path / f"mask{suffix}"
+        written = viewer.layers.save(str(path), plugin="napari-medspike")
+        assert written == [str(path)]
+        np.testing.assert_array_equal(read_mask(path), labels > 0)
+
+
+def test_samples_open(make_napari_viewer):
+    viewer = make_napari_viewer()
+    for key in ("kvasir", "ph2", "busi", "synthetic"):
+        viewer.open_sample("napari-medspike", key)
+    images = [layer for layer in viewer.layers if layer._type_string == "image"]
+    assert len(images) == 4 and all(layer.rgb for layer in images)
+    truths = [layer for layer in viewer.layers if layer.name.endswith("ground truth")]
+    assert len(truths) == 4 and all(layer.data.any() for layer in truths)

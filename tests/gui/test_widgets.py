@@ -1,0 +1,162 @@
+"""The three dock widgets, driven like a user would, under Xvfb."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+from napari_medspike import load_model
+from napari_medspike.widgets._common import SESSION
+
+WAIT = 120_000  # ms
+
+
+def test_segment_adds_aligned_probability_and_mask(plugin, qtbot):
+    viewer, widgets, image = plugin
+    worker = widgets["Segment"].run()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    prob, mask = viewer.layers["photo probability"], viewer.layers["photo mask"]
+    assert prob.data.shape == mask.data.shape == (70, 90)
+    assert 0.0 <= prob.data.min() and prob.data.max() <= 1.0
+    assert set(np.unique(mask.data)) <= {0, 1}
+    for layer in (prob, mask):
+        np.testing.assert_allclose(layer.scale, image.scale)
+        np.testing.assert_allclose(layer.translate, image.translate)
+    assert "segmented 'photo'" in widgets["Segment"].status.value
+
+
+def test_event_loop_keeps_running_during_a_job_and_cancel_stops_it(plugin, qtbot):
+    viewer, widgets, _ = plugin
+    big = viewer.add_image(np.random.default_rng(1).random((600, 600)).astype(np.float32), name="big")
+    segment = widgets["Segment"]
+    segment.reset_choices()
+    segment.image.value = big
+    segment.mode.value = "tiled"
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    worker = segment.run()
+    assert segment.cancel_button.enabled and not segment.run_button.enabled
+    qtbot.waitUntil(lambda: len(ticks) >= 5, timeout=WAIT)  # the GUI thread is free meanwhile
+    with qtbot.waitSignal(worker.aborted, timeout=WAIT):
+        segment.cancel()
+    timer.stop()
+    assert "big mask" not in viewer.layers
+    qtbot.waitUntil(lambda: segment.run_button.enabled, timeout=WAIT)
+
+
+def test_bad_layers_become_notifications(plugin, notes):
+    viewer, widgets, _ = plugin
+    stack = viewer.add_image(np.zeros((3, 40, 40), np.float32), name="stack")
+    segment = widgets["Segment"]
+    segment.reset_choices()
+    segment.image.value = stack
+    assert segment.run() is None
+    assert any("3 dimensions" in n for n in notes)
+
+
+def test_bad_checkpoint_is_reported_not_raised(plugin, tmp_path, notes):
+    _, widgets, _ = plugin
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk")
+    widgets["Segment"].checkpoint.value = str(junk)
+    assert "cannot load" in widgets["Segment"].card.value
+    assert any("cannot load model" in n for n in notes)
+
+
+def test_inspector_shows_timesteps_and_interactions_over_the_image(plugin, qtbot):
+    viewer, widgets, image = plugin
+    inspector = widgets["Spike inspector"]
+    inspector.stage.value = 1
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    spikes = viewer.layers["spikes v (stage 1)"]
+    assert spikes.data.shape == (2, 32, 32)  # [T, h, w] at stage 1 of a 64² input
+    # The map spans the image: 32 map pixels x scale = 90 image pixels x image scale (columns).
+    assert spikes.data.shape[-1] * spikes.scale[-1] == pytest.approx(90 * image.scale[-1])
+    assert spikes.data.shape[-2] * spikes.scale[-2] == pytest.approx(70 * image.scale[-2])
+    for name in ("AA", "AI", "IA", "II"):
+        assert viewer.layers[f"{name} (stage 1)"].data.shape == (2, 32, 32)
+    assert viewer.layers["firing rate (stage 1)"].data.shape == (32, 32)
+    assert "energy" in inspector.summary.value and "firing rate per stage" in inspector.summary.value
+
+
+def test_inspector_channel_reduction(plugin, qtbot):
+    viewer, widgets, _ = plugin
+    inspector = widgets["Spike inspector"]
+    inspector.reduce.value = "channel"
+    inspector.channel.value = 3
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    spikes = viewer.layers["spikes v (stage 0)"].data
+    assert set(np.unique(spikes)) <= {0.0, 1.0}  # one channel of binary spikes
+
+
+def test_save_correction_and_guardrails(plugin, tmp_path, notes):
+    viewer, widgets, image = plugin
+    tune = widgets["Correct & fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    empty = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = image, empty
+    assert tune.run() is None and any("no stored corrections" in n for n in notes)
+    assert tune.save_correction() is None and any("empty" in n for n in notes)
+    empty.data[10:30, 20:50] = 1
+    entry = tune.save_correction()
+    assert entry is not None and tune.corrections.choices == (entry.stem,)
+    assert entry.provenance["image_layer"] == "photo" and entry.provenance["model"].endswith("tiny.safetensors")
+    tune.lr.value = 0.5
+    assert tune.run() is None and any("unsafe" in n for n in notes)
+    wrong = viewer.add_labels(np.ones((10, 10), np.uint8), name="wrong size")
+    tune.mask.value = wrong
+    assert tune.save_correction() is None and any("differ in size" in n for n in notes)
+
+
+def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot):
+    viewer, widgets, image = plugin
+    tune = widgets["Correct & fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
+    mask.data[10:40, 20:60] = 1
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = image, mask
+    tune.save_correction()
+    mask.data[:] = 0
+    mask.data[30:60, 10:40] = 1
+    tune.save_correction()
+    tune.epochs.value = 2
+    tune.lr.value = 1e-3
+    worker = tune.run()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    assert len(tune.plot.history) == 2
+    assert SESSION.source.endswith(".safetensors") and "finetuned_" in SESSION.source
+    assert load_model(SESSION.source).arch == "medspikeformer"
+    assert "held-out Dice" in tune.result.value
+    qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
+    assert "photo mask (fine-tuned)" in viewer.layers
+    np.testing.assert_array_equal(viewer.layers["photo mask"].data[30:60, 10:40], 1)  # user's mask intact
+
+
+def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot):
+    viewer, widgets, image = plugin
+    tune = widgets["Correct & fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="m")
+    for i in range(3):
+        mask.data[:] = 0
+        mask.data[5 + 10 * i : 30 + 10 * i, 10:50] = 1
+        tune.reset_choices()
+        tune.image.value, tune.mask.value = image, mask
+        tune.save_correction()
+    tune.epochs.value = 50
+    worker = tune.run()
+    worker.yielded.connect(lambda e: tune.cancel())
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    assert "cancelled" in tune.result.value
+    qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
+    assert load_model(SESSION.source).arch == "medspikeformer"
