@@ -538,6 +538,8 @@ def finetune(
         raise ValueError("epochs must be >= 1")
     folders = [data] if isinstance(data, (str, Path)) else list(data)
     pairs, problems = find_pairs(folders)
+    for problem in problems:
+        log.warning("fine-tune: %s", problem)
     if not pairs:
         raise ValueError("no corrections to learn from: no image/mask pairs in " + ", ".join(map(str, folders)))
     from ..data.io import read_mask
