@@ -6,7 +6,6 @@ import pytest
 import torch
 from spikingjelly.activation_based import functional
 
-from napari_medspike import create_model
 from napari_medspike.models.neurons import LIFNode, make_lif
 
 

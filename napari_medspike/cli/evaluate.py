@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from ..data.dataset import find_pairs, load_pair

@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from spikingjelly.activation_based import monitor
 
-from ..data.dataset import CachedPairs, Pair, find_pairs, split_pairs, write_split
+from ..data.dataset import CachedPairs, find_pairs, split_pairs, write_split
 from ..inference.predictor import pick_device
 from ..models import alignment_loss, create_model, segmentation_loss
 from ..models.base import Segmenter

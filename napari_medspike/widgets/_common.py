@@ -66,6 +66,25 @@ def image_data_2d(layer: Any) -> np.ndarray:
     return np.asarray(layer.data)
 
 
+def follow_layers(widget: Any, viewer: Any) -> None:
+    """Refresh a widget's layer pickers whenever layers are added or removed."""
+    viewer.layers.events.inserted.connect(widget.reset_choices)
+    viewer.layers.events.removed.connect(widget.reset_choices)
+
+
+def selected_image_and_model(layer: Any, source: str | None = None) -> tuple[np.ndarray, Segmenter] | None:
+    """The 2D pixels of the chosen image layer and the model to use, or None after telling the
+    user (as a notification) what is missing."""
+    if layer is None:
+        show_error("open an image first")
+        return None
+    try:
+        return image_data_2d(layer), SESSION.get(source)
+    except Exception as err:
+        show_error(str(err))
+        return None
+
+
 def start_worker(
     job: Callable[[], Generator[Any, None, Any]],
     description: str,

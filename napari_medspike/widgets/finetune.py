@@ -24,7 +24,7 @@ from ..data.corrections import CorrectionStore, default_store
 from ..engine.checkpoint import load_model
 from ..engine.trainer import MAX_SAFE_LR, finetune
 from ..inference.predictor import predict
-from ._common import SESSION, add_segmentation_layers, image_data_2d, start_worker
+from ._common import SESSION, add_segmentation_layers, follow_layers, image_data_2d, start_worker
 
 
 class CurvePlot:
@@ -93,8 +93,7 @@ class FinetuneWidget(Container):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.store_dir.changed.connect(self.refresh)
-        self.viewer.layers.events.inserted.connect(self.reset_choices)
-        self.viewer.layers.events.removed.connect(self.reset_choices)
+        follow_layers(self, self.viewer)
         self.refresh()
 
     @property

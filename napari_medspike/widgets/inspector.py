@@ -11,7 +11,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, cr
 from ..analysis.energy import estimate_energy
 from ..analysis.maps import REDUCTIONS, inspect_stage, model_input
 from ..inference.predictor import Progress
-from ._common import SESSION, image_data_2d, start_worker
+from ._common import follow_layers, selected_image_and_model, start_worker
 
 INTERACTION_COLORMAPS = {"AA": "viridis", "AI": "plasma", "IA": "cividis", "II": "twilight"}
 
@@ -36,20 +36,14 @@ class InspectorWidget(Container):
         self.reduce.changed.connect(lambda v: setattr(self.channel, "visible", v == "channel"))
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(lambda: self.worker is not None and self.worker.quit())
-        self.viewer.layers.events.inserted.connect(self.reset_choices)
-        self.viewer.layers.events.removed.connect(self.reset_choices)
+        follow_layers(self, self.viewer)
 
     def run(self) -> Any:
         layer = self.image.value
-        if layer is None:
-            napari.utils.notifications.show_error("open an image first")
+        chosen = selected_image_and_model(layer)
+        if chosen is None:
             return None
-        try:
-            data = image_data_2d(layer)
-            model = SESSION.get()
-        except Exception as err:
-            napari.utils.notifications.show_error(str(err))
-            return None
+        data, model = chosen
         stage, spike, how, channel = self.stage.value, self.spikes.value, self.reduce.value, self.channel.value
         if spike not in ("q", "k") and model.arch == "medqkformer":
             spike = "q"

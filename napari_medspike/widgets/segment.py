@@ -9,7 +9,14 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSlider, Label, 
 
 from ..engine.checkpoint import list_models
 from ..inference.predictor import MODES, Progress, pick_device, predict_steps
-from ._common import SESSION, add_segmentation_layers, image_data_2d, start_worker, summary_of
+from ._common import (
+    SESSION,
+    add_segmentation_layers,
+    follow_layers,
+    selected_image_and_model,
+    start_worker,
+    summary_of,
+)
 
 CHECKPOINT_FILE = "checkpoint file…"
 
@@ -42,8 +49,7 @@ class SegmentWidget(Container):
         self.device.changed.connect(lambda v: setattr(self.device_note, "value", pick_device(v)[1]))
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        self.viewer.layers.events.inserted.connect(self.reset_choices)
-        self.viewer.layers.events.removed.connect(self.reset_choices)
+        follow_layers(self, self.viewer)
         SESSION.subscribe(self._session_changed)
         self._model_changed()
 
@@ -75,15 +81,10 @@ class SegmentWidget(Container):
     def run(self) -> Any:
         """Start segmentation of the selected image layer; returns the worker."""
         layer = self.image.value
-        if layer is None:
-            napari.utils.notifications.show_error("open an image first")
+        chosen = selected_image_and_model(layer, self.model_source())
+        if chosen is None:
             return None
-        try:
-            data = image_data_2d(layer)
-            model = SESSION.get(self.model_source()) if self.model_source() else SESSION.get()
-        except Exception as err:
-            napari.utils.notifications.show_error(str(err))
-            return None
+        data, model = chosen
         device, note = pick_device(self.device.value)
         self.device_note.value = note
         mode, threshold = self.mode.value, float(self.threshold.value)
