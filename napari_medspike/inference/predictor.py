@@ -114,12 +114,14 @@ def predict_steps(
     size = tile_size or model_input_size(model)
     # channels_last: depth-wise and point-wise convolutions run 2-3x faster in it (BENCHMARKS.md)
     model = model.to(device, memory_format=torch.channels_last).eval()
-    with torch.inference_mode():
+    # bf16 autocast on CUDA (probabilities are computed in fp32); plain fp32 elsewhere
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with torch.inference_mode(), autocast:
         if mode == "resize":
             yield Progress(0, 1, "segmenting")
             x = _to_batch(rgb, device)
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            logits = model(x)
+            logits = model(x).float()
             logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
             prob = torch.sigmoid(logits)[0, 0].float().cpu().numpy()
             yield Progress(1, 1, "done")
