@@ -134,11 +134,52 @@ def start_worker(
     return worker
 
 
+_DRAFT_SAVERS: dict[int, Any] = {}
+
+
+def drafts_folder() -> Path:
+    """Where painted masks are autosaved: ``<user data dir>/napari-medspike/drafts``."""
+    from ..data.corrections import default_store
+
+    return default_store().parent / "drafts"
+
+
+class DraftSaver:
+    """Autosave a mask layer shortly after each paint stroke, so a crash or a closed viewer
+    loses nothing that was painted (``drafts/<layer name>.png``, written atomically)."""
+
+    def __init__(self, layer: Any, folder: Path | None = None, delay_ms: int = 1500) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.layer, self.folder = layer, folder
+        self.timer = QTimer()
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(delay_ms)
+        self.timer.timeout.connect(self.save)
+
+    def schedule(self, *_: Any) -> None:
+        self.timer.start()
+
+    def save(self) -> Path:
+        import re
+
+        from ..data.corrections import png_bytes
+        from ..engine.checkpoint import atomic_write
+
+        folder = self.folder or drafts_folder()
+        name = re.sub(r"[^A-Za-z0-9_-]+", "_", self.layer.name).strip("_") or "mask"
+        encoded = png_bytes((np.asarray(self.layer.data) > 0).astype(np.uint8) * 255)
+        return atomic_write(folder / f"{name}.png", lambda tmp: tmp.write_bytes(encoded))
+
+
 def _mark_edits(layer: Any) -> None:
-    """Remember that the user painted on a mask layer, so no later result overwrites it."""
+    """Remember that the user painted on a mask layer (no later result overwrites it) and
+    autosave it after each stroke."""
     paint = getattr(layer.events, "paint", None)
     if paint is not None:
+        saver = _DRAFT_SAVERS[id(layer)] = DraftSaver(layer)
         paint.connect(lambda *_: layer.metadata.__setitem__("edited", True))
+        paint.connect(saver.schedule)
 
 
 def add_segmentation_layers(

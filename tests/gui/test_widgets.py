@@ -160,3 +160,23 @@ def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot):
     assert "cancelled" in tune.result.value
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
     assert load_model(SESSION.source).arch == "medspikeformer"
+
+
+def test_painting_marks_the_mask_and_autosaves_a_draft(plugin, qtbot, tmp_path, monkeypatch):
+    from napari_medspike.widgets import _common
+
+    monkeypatch.setattr(_common, "drafts_folder", lambda: tmp_path / "drafts")
+    viewer, widgets, _ = plugin
+    with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
+        pass
+    mask = viewer.layers["photo mask"]
+    mask.paint((20, 30), 1)  # a brush stroke, as the Labels tool makes it
+    assert mask.metadata["edited"]
+    qtbot.waitUntil(lambda: (tmp_path / "drafts" / "photo_mask.png").is_file(), timeout=10_000)
+    from napari_medspike.data.io import read_mask
+
+    np.testing.assert_array_equal(read_mask(tmp_path / "drafts" / "photo_mask.png"), mask.data > 0)
+    # a second segmentation leaves the painted mask alone and adds a new layer
+    with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
+        pass
+    assert "photo mask [2]" in viewer.layers and viewer.layers["photo mask"].data[20, 30] == 1
