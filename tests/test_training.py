@@ -102,6 +102,18 @@ def test_checkpoint_round_trip(tmp_path, arch):
         torch.testing.assert_close(loaded(x), model(x))
 
 
+def test_half_precision_storage_is_smaller_and_close(tmp_path):
+    model = create_model("medqkformer", **TINY).eval()
+    full = save_checkpoint(model, tmp_path / "full.safetensors")
+    half = save_checkpoint(model, tmp_path / "half.safetensors", half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_model(half)
+    assert next(loaded.parameters()).dtype == torch.float32
+    x = torch.rand(1, 3, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(torch.sigmoid(loaded(x)), torch.sigmoid(model(x)), atol=0.02, rtol=0)
+
+
 def test_load_model_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         load_model(tmp_path / "missing.safetensors")

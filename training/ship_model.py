@@ -64,7 +64,7 @@ def main() -> None:
     state_model = load_model(best)
     state_model.load_state_dict(load_file(str(best)))
     extra = {k: v for k, v in meta.items() if k not in ("format", "arch", "config", "normalisation", "package_version")}
-    save_checkpoint(state_model, target, **extra)
+    save_checkpoint(state_model, target, half=True, **extra)
     card = write_model_card(target, read_metadata(target))
     print(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB) and {card}")
 

@@ -58,10 +58,22 @@ def describe(model: Segmenter, **extra: Any) -> dict[str, Any]:
     return meta
 
 
-def save_checkpoint(model: Segmenter, path: str | Path, **metadata: Any) -> Path:
-    """Write ``model``'s weights and metadata (see :func:`describe`) atomically to ``path``."""
+def save_checkpoint(model: Segmenter, path: str | Path, half: bool = False, **metadata: Any) -> Path:
+    """Write ``model``'s weights and metadata (see :func:`describe`) atomically to ``path``.
+
+    ``half=True`` stores weights as float16 (half the size, for shipped models); batch-norm
+    statistics stay float32. :func:`load_model` restores float32 either way.
+    """
     meta = describe(model, **metadata)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        meta["storage_dtype"] = "float16"
+
+    def stored(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.detach().cpu().contiguous()
+        keep = name.endswith(("running_mean", "running_var")) or not tensor.is_floating_point()
+        return tensor if (keep or not half) else tensor.half()
+
+    state = {k: stored(k, v) for k, v in model.state_dict().items()}
     header = {METADATA_KEY: json.dumps(meta, default=str)}
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=header))
 
