@@ -92,6 +92,6 @@ class InspectorWidget(Container):
         self.summary.value = (
             f"T = {maps.timesteps} (slider steps through time)\nfiring rate per stage: {rates}\n"
             f"synaptic ops {report.sops / 1e9:.2f} G, analog MACs {report.analog_macs / 1e9:.2f} G\n"
-            f"energy {report.energy_pj / 1e9:.2f} mJ vs ANN twin {report.ann_energy_pj / 1e9:.2f} mJ "
+            f"energy {report.energy_pj / 1e9:.2f} mJ vs dense ANN {report.ann_energy_pj / 1e9:.2f} mJ "
             f"({report.energy_pj / max(report.ann_energy_pj, 1e-9):.0%})"
         )
