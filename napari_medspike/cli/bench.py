@@ -70,7 +70,7 @@ def probe_peak_rss(name: str, timesteps: int, size: int, batch: int, train: bool
     import subprocess
 
     code = (
-        "import resource, sys, torch\n"
+        "import sys, torch\n"
         f"torch.set_num_threads({threads})\n"
         "from napari_medspike.cli.bench import build_models\n"
         "from napari_medspike.models import segmentation_loss\n"
@@ -82,7 +82,8 @@ def probe_peak_rss(name: str, timesteps: int, size: int, batch: int, train: bool
         "    loss.backward(); opt.step()\n"
         "else:\n"
         "    with torch.inference_mode(): m.eval()(x)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
+        # VmHWM is this process's own peak; ru_maxrss would carry the parent's peak over exec
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -187,7 +188,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m['device']} ({m['processor']}, {m['cpus']} CPUs, {m['threads']} threads), torch {m['torch']}, "
         f"input {results['size']}², median (min-max) over repeats, models alternated in one process.",
         "",
-        "| model | params | GFLOP | precision | fwd b1 ms | fwd b8 ms | img/s (b8) | train b8 s/img | train peak MB |",
+        "| model | params | GFLOP | precision | fwd b1 ms | fwd b8 ms | img/s (b8) | train s/img | train peak MB |",
         "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     def ms(entry: dict | None) -> str:
