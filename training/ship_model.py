@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from napari_medspike.analysis.energy import estimate_energy
 from napari_medspike.data.io import image_to_tensor, read_image
@@ -61,10 +60,8 @@ def main() -> None:
     if args.note:
         meta["training"]["description"] = "\n".join([meta["training"].get("description", ""), *args.note]).strip()
     target = WEIGHTS_DIR / f"{args.name}.safetensors"
-    state_model = load_model(best)
-    state_model.load_state_dict(load_file(str(best)))
     extra = {k: v for k, v in meta.items() if k not in ("format", "arch", "config", "normalisation", "package_version")}
-    save_checkpoint(state_model, target, half=True, **extra)
+    save_checkpoint(model, target, half=True, **extra)
     card = write_model_card(target, read_metadata(target))
     print(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB) and {card}")
 

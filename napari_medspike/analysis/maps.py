@@ -7,7 +7,6 @@ Maps stay at their stage resolution; :func:`stage_placement` gives the napari ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -101,8 +100,3 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     return StageMaps(stage, reduce_channels(spikes, how, channel), rate.astype(np.float32), maps, scale, translate,
                      spike, spikes.shape[0], rates)
 
-
-def describe(maps: StageMaps) -> dict[str, Any]:
-    """Names and shapes, for logs and tests."""
-    return {"spikes": maps.spikes.shape, "firing_rate": maps.firing_rate.shape,
-            **{k: v.shape for k, v in maps.interactions.items()}}
