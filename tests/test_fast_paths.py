@@ -1,4 +1,4 @@
-"""Fast inference paths give the same results as the plain ones."""
+"""Fast inference paths give the same results as the plain ones (the benchmark reports speed)."""
 
 from __future__ import annotations
 
@@ -6,36 +6,104 @@ import pytest
 import torch
 from spikingjelly.activation_based import functional
 
-from napari_medspike.models.neurons import LIFNode, make_lif
+from napari_medspike.models import fastpath
+from napari_medspike.models.attention import SDSA
+from napari_medspike.models.blocks import ConvBN, ResidualSpikingConv
+from napari_medspike.models.neurons import make_lif
+from napari_medspike.runtime import tune_malloc
+
+
+def _randomise_bn(module: torch.nn.Module) -> torch.nn.Module:
+    """Non-trivial eval-mode BN statistics and affine parameters."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return module.eval()
 
 
 @pytest.mark.parametrize("expanded", [False, True])
-def test_fast_lif_matches_spikingjelly(expanded):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_lif_matches_spikingjelly(expanded, channels_last):
     node = make_lif()
     x = torch.randn(1 if expanded else 4, 2, 8, 16, 16) * 1.5
+    if channels_last:
+        x = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, x.shape[:2])
     if expanded:  # direct encoding: the same input at every timestep
         x = x.expand(4, *x.shape[1:])
     with torch.no_grad():
         fast = node(x)
         v_fast = node.v.clone()
+        fast_again = node(x)  # carried state (no reset in between)
     functional.reset_net(node)
     with torch.enable_grad():  # autograd on: spikingjelly's own kernel
         reference = node(x.clone().requires_grad_()).detach()
         v_ref = node.v.detach()
+        reference_again = node(x.clone().requires_grad_()).detach()
     assert torch.equal(fast, reference) and torch.equal(v_fast, v_ref)
+    assert torch.equal(fast_again, reference_again)
     assert 0 < float(fast.mean()) < 1
 
 
-def test_medspikeformer_fast_paths_match(calibrated):
-    model = calibrated("medspikeformer", timesteps=3)
+def test_folded_batchnorm_matches_conv_then_bn():
+    block = _randomise_bn(ConvBN(8, 16, 3, groups=8))
+    x = torch.randn(2, 8, 12, 12)
+    with torch.no_grad():
+        fast = block(x)
+        with fastpath.disabled():
+            plain = block(x)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["lif", "ann"])
+def test_merged_sdsa_tail_matches_the_plain_modules(kind):
+    # The same arithmetic regrouped: equal to rounding (no spike sits that close to threshold
+    # in this seeded example).
+    torch.manual_seed(1)
+    sdsa = _randomise_bn(SDSA(16, kind, timesteps=3 if kind == "lif" else 1, heads=4))
+    x = torch.randn(3 if kind == "lif" else 1, 2, 16, 10, 12)
+    with torch.no_grad():
+        functional.reset_net(sdsa)
+        fast = sdsa(x)
+        functional.reset_net(sdsa)
+        with fastpath.disabled():
+            plain = sdsa(x)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
+
+
+def test_time_averaged_decoder_matches_averaging_at_the_end():
+    block = _randomise_bn(ResidualSpikingConv(8, "lif", timesteps=4))
+    x = torch.randn(4, 2, 8, 10, 10)
+    with torch.no_grad():
+        functional.reset_net(block)
+        early = block(x, average=True)
+        functional.reset_net(block)
+        late = block(x).mean(0, keepdim=True)
+    assert early.shape == (1, 2, 8, 10, 10)
+    torch.testing.assert_close(early, late, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["medspikeformer", "ann_twin", "medqkformer"])
+def test_whole_model_fast_paths_match(arch, calibrated):
+    config = {"timesteps": 3} if arch == "medspikeformer" else {}
+    model = calibrated(arch, **config)
     x = torch.rand(1, 3, 64, 48)
     with torch.inference_mode():
-        LIFNode.fast_inference = False
-        try:
+        with fastpath.disabled():
             plain = model(x)
-        finally:
-            LIFNode.fast_inference = True
         fast = model(x)
         channels_last = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
-    torch.testing.assert_close(fast, plain, rtol=0, atol=0)
-    torch.testing.assert_close(channels_last, plain, rtol=1e-4, atol=1e-4)
+    # A spike can flip where a membrane potential sits within rounding of the threshold; the
+    # masks must agree almost everywhere and the logits closely.
+    for out in (fast, channels_last):
+        assert ((out > 0) == (plain > 0)).float().mean() > 0.995
+        assert (out - plain).abs().median() < 1e-3
+
+
+def test_tune_malloc_is_idempotent_and_harmless():
+    first = tune_malloc()
+    assert tune_malloc() is first
+    x = torch.ones(64, 1024, 1024)  # 256 MB: above glibc's mmap threshold
+    assert float(x.sum()) == 64 * 1024 * 1024

@@ -23,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..models import create_model
+from ..runtime import tune_malloc
 
 def build_models(names: list[str], timesteps: int) -> dict[str, torch.nn.Module]:
     models: dict[str, torch.nn.Module] = {}
@@ -96,6 +97,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     device = torch.device(args.device)
+    malloc_tuned = tune_malloc() if args.malloc == "tuned" else False
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     models = {k: m.to(device) for k, m in build_models(args.models, args.timesteps).items()}
@@ -109,6 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "threads": torch.get_num_threads() if device.type == "cpu" else None,
             "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
             "torch": torch.__version__,
+            "malloc_tuned": malloc_tuned,
         },
         "size": s,
         "models": {},
@@ -224,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="CUDA: skip the bf16 runs")
+    parser.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
+                        help="glibc allocator: keep freed large buffers (tuned, as the plugin does) or not")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="folder for bench.json and bench.md")
     args = parser.parse_args(argv)
     results = run(args)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..data.io import to_rgb_float
 from ..models.base import Segmenter
+from ..runtime import tune_malloc
 
 MODES = ("resize", "tiled")
 
@@ -109,6 +110,7 @@ def predict_steps(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
     device = torch.device(device)
+    tune_malloc()
     rgb = to_rgb_float(image)
     h, w = rgb.shape[:2]
     size = tile_size or model_input_size(model)

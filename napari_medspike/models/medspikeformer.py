@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import fastpath
 from .attention import SDSA
 from .base import Segmenter
 from .blocks import ResidualSpikingConv, SegmentationHead, SeqConvBN, SideHead, seq_apply, upsample2x
@@ -37,8 +38,14 @@ class DecoderBlock(nn.Module):
         self.norm = nn.BatchNorm2d(in_channels)
         self.up = SeqConvBN(in_channels, out_channels, 3)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = seq_apply(self.norm, self.residual(x) + x)
+    def forward(self, x: torch.Tensor, average: bool = False) -> torch.Tensor:
+        """``average=True`` (eval mode only) returns the mean over timesteps, taken right after
+        the last neuron: everything behind it is affine, so the mean commutes with it and the
+        upsampling and convolution run once instead of T times."""
+        y = self.residual(x, average=average)
+        if average:
+            x = x.mean(0, keepdim=True)
+        x = seq_apply(self.norm, y + x)
         return self.up(seq_apply(upsample2x, x))
 
 
@@ -106,8 +113,10 @@ class MedSpikeFormer(Segmenter):
 
     def _decode(self, skips: list[torch.Tensor]) -> torch.Tensor:
         h = skips[-1]
+        # The head averages over T; in eval mode the last block averages early (exact, cheaper).
+        average_early = not self.training and fastpath.enabled()
         for i, decoder in enumerate(self.decoders):
-            h = decoder(h)
+            h = decoder(h, average=average_early and i == len(self.decoders) - 1)
             if i < 3:
                 h = h + skips[2 - i]
         return self.head(h)
