@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from spikingjelly.activation_based import functional
@@ -107,3 +109,39 @@ def test_tune_malloc_is_idempotent_and_harmless():
     assert tune_malloc() is first
     x = torch.ones(64, 1024, 1024)  # 256 MB: above glibc's mmap threshold
     assert float(x.sum()) == 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize("expanded", [False, True])
+def test_lean_lif_training_path_matches_spikingjelly_gradients(expanded):
+    node = make_lif()
+    base = torch.randn(1 if expanded else 4, 2, 6, 8, 8) * 1.5
+    grad_out = torch.randn(4, 2, 6, 8, 8)
+    results = []
+    for lean in (True, False):
+        x = base.clone().requires_grad_()
+        functional.reset_net(node)
+        with contextlib.nullcontext() if lean else fastpath.disabled():
+            spikes = node(x.expand(4, *x.shape[1:]) if expanded else x)
+        (spikes * grad_out).sum().backward()
+        results.append((spikes.detach(), node.v.detach(), x.grad))
+    (s1, v1, g1), (s2, v2, g2) = results
+    assert torch.equal(s1, s2) and torch.equal(v1, v2)
+    assert 0 < float(s1.mean()) < 1
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-6)
+    assert float(g1.abs().sum()) > 0
+
+
+def test_merged_sdsa_tail_trains_like_the_plain_modules():
+    torch.manual_seed(2)
+    sdsa = SDSA(8, "ann", timesteps=1, heads=2).train()
+    x = torch.randn(1, 2, 8, 6, 6)
+    grads = []
+    for context in (contextlib.nullcontext, fastpath.disabled):
+        sdsa.zero_grad()
+        with context():
+            out = sdsa(x)
+        (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in sdsa.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5, msg=name)

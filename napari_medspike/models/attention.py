@@ -82,12 +82,14 @@ class SDSA(nn.Module):
         self.mlp = MLP(channels, channels, kind, timesteps)
         self.record: dict[str, torch.Tensor] | None = None
 
-    def _merged_tail(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Eval mode: the interaction blocks' point-wise convs, the two sums, the 2C -> C
-        projection and the norm after ``+ V`` are all linear, so
-        ``BN(project(cat(O_AA + O_II, O_AI + O_IA)) + V) == conv_4C->C(spikes) + scale * V``.
-        Returns that conv's weight and bias and ``scale`` ``[C, 1, 1]`` (one dense conv with
-        4C² MACs per pixel instead of 6C², and no 4C-channel intermediate)."""
+    def _merged_tail(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The interaction blocks' point-wise convs, the two sums and the 2C -> C projection are
+        all linear after the blocks' neurons, so
+        ``project(cat(O_AA + O_II, O_AI + O_IA)) == conv_4C->C(spikes)``: returns that dense
+        conv's weight ``[C, 4C, 1, 1]`` and bias, built from the original parameters (so
+        gradients reach them). One dense conv costs 4C² MACs per pixel instead of 6C², needs
+        no 4C-channel intermediate, and its backward is a plain matrix product where the
+        grouped conv's is slow on the CPU."""
         c = self.channels
         pointwise = self.interaction_blocks.pointwise  # 4 groups of C -> C
         w_groups = pointwise.weight.reshape(4, c, c)
@@ -96,16 +98,14 @@ class SDSA(nn.Module):
         halves = (same, cross, cross, same)  # AA, AI, IA, II
         weight = torch.cat([half @ w for half, w in zip(halves, w_groups)], dim=1)
         bias = self.project.bias + sum(half @ b for half, b in zip(halves, b_groups))
-        scale, shift = bn_affine(self.norm)
-        weight = (weight * scale[:, None]).reshape(c, 4 * c, 1, 1)
-        return weight, bias * scale + shift, scale.reshape(c, 1, 1)
+        return weight.reshape(c, 4 * c, 1, 1), bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.channels
         qkv = self.qkv_neuron(seq_apply(self.qkv, x))  # [T, B, 3C, H, W], interleaved
         q, k, v = qkv.unflatten(2, (c, 3)).unbind(3)
         raw = decomposed_channel_attention(q, k, v, self.heads)
-        if self.training or not fastpath.enabled():
+        if not fastpath.enabled():
             o = self.interaction_blocks(raw)
             o_aa, o_ai, o_ia, o_ii = o.chunk(4, dim=2)
             attn = torch.cat((o_aa + o_ii, o_ai + o_ia), dim=2)
@@ -113,9 +113,15 @@ class SDSA(nn.Module):
         else:
             blocks = self.interaction_blocks
             spikes = blocks.neuron(seq_apply(blocks.depthwise, raw))
-            weight, bias, scale = self._merged_tail()
-            out = seq_apply(lambda s: F.conv2d(s, weight, bias), spikes)
-            out = torch.addcmul(out, v, scale)
+            weight, bias = self._merged_tail()
+            if self.norm.training:
+                out = seq_apply(lambda s: F.conv2d(s, weight, bias), spikes)
+                out = seq_apply(self.norm, out + v)
+            else:  # fold the norm in too: BN(z + v) = scale * z + shift + scale * v
+                scale, shift = bn_affine(self.norm)
+                weight, bias = weight * scale.reshape(-1, 1, 1, 1), bias * scale + shift
+                out = seq_apply(lambda s: F.conv2d(s, weight, bias), spikes)
+                out = torch.addcmul(out, v, scale.reshape(-1, 1, 1))
         out = self.mlp(out) + out
         if self.record is not None:
             self.record.update(q=q.detach(), k=k.detach(), v=v.detach())

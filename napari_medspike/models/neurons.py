@@ -24,21 +24,19 @@ NISF_LEVELS = 4
 
 
 class LIFNode(neuron.LIFNode):
-    """spikingjelly's multi-step LIF with a lean CPU inference path.
+    """spikingjelly's multi-step LIF with lean CPU paths for inference and training.
 
-    Training, autograd and GPUs use spikingjelly's own kernels (it picks CUDA/Triton itself).
-    Without autograd on the CPU, spikingjelly's reference loop still copies the input to float
-    and stacks the pre-reset potentials it would need for a backward pass; this path runs the
-    same arithmetic (``h = v + (x - v) / tau``, spike ``h >= threshold``, hard reset to 0) in
-    place in two preallocated buffers, 2.4x faster than the reference loop on a
-    ``[4, 1, 128, 256, 256]`` input (BENCHMARKS.md). Tests check that both give identical
-    spikes and potentials.
+    GPUs use spikingjelly's own kernels (it picks CUDA/Triton itself). On the CPU spikingjelly
+    runs a reference loop that records every per-step operation for autograd and stacks copies;
+    here the same arithmetic runs in place (:func:`lif_charge_fire`), and under autograd a
+    hand-written BPTT (:class:`_LIFSigmoidSurrogate`) saves one tensor instead of the recorded
+    graph. Tests check identical spikes, potentials and gradients; BENCHMARKS.md has the
+    speed-ups. ``fastpath.disabled()`` restores spikingjelly's path.
     """
 
-    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):  # type: ignore[override]
-        fast = (
+    def _lean_path_applies(self, x_seq: torch.Tensor, args: tuple, kwargs: dict) -> bool:
+        return (
             fastpath.enabled()
-            and not torch.is_grad_enabled()
             and x_seq.device.type == "cpu"
             and x_seq.dtype == torch.float32
             and self.decay_input
@@ -47,29 +45,90 @@ class LIFNode(neuron.LIFNode):
             and not args
             and not kwargs
         )
-        if not fast:
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):  # type: ignore[override]
+        if not self._lean_path_applies(x_seq, args, kwargs):
             return super().multi_step_forward(x_seq, *args, **kwargs)
-        # spikingjelly's charge is h = v + (x - v) / tau; computed in place into one buffer
-        # (``v += (x - v) * (1 / tau)`` is bit-identical when 1/tau is a power of two).
-        exact_scale = math.frexp(self.tau)[0] == 0.5
-        v = self.v
-        spikes = torch.empty_like(x_seq, memory_format=torch.preserve_format)
-        diff = torch.empty_like(x_seq[0], memory_format=torch.preserve_format)
-        if isinstance(v, torch.Tensor):
-            v = v.expand_as(diff).clone(memory_format=torch.preserve_format)
-        else:  # fresh state v = v_reset = 0: the first charge is x / tau
-            v = torch.div(x_seq[0], self.tau)
-        for t in range(x_seq.shape[0]):
-            if t or isinstance(self.v, torch.Tensor):
-                torch.sub(x_seq[t], v, out=diff)
-                if exact_scale:
-                    v.add_(diff, alpha=1.0 / self.tau)
-                else:
-                    v.add_(diff.div_(self.tau))
-            fired = torch.ge(v, self.v_threshold, out=spikes[t])  # 0/1 floats
-            v.addcmul_(v, fired, value=-1.0)  # hard reset to 0: v - v * s (exact)
-        self.v = v
-        return spikes
+        if not torch.is_grad_enabled():
+            spikes, self.v, _ = lif_charge_fire(x_seq, self.v, self.tau, self.v_threshold)
+            return spikes
+        fresh = not isinstance(self.v, torch.Tensor)
+        if fresh and self.detach_reset and isinstance(self.surrogate_function, surrogate.Sigmoid):
+            spikes, v = _LIFSigmoidSurrogate.apply(
+                x_seq, self.tau, self.v_threshold, self.surrogate_function.alpha
+            )
+            self.v = v
+            return spikes
+        return super().multi_step_forward(x_seq, *args, **kwargs)
+
+
+def lif_charge_fire(
+    x_seq: torch.Tensor, v: float | torch.Tensor, tau: float, threshold: float, keep_charge: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """spikingjelly's multi-step LIF (decay_input, hard reset to 0) as an in-place loop.
+
+    Charge ``h = v + (x - v) / tau``, spike ``h >= threshold``, reset ``v = h - h * s``. ``v``
+    is the state before the first step (a float 0 for a fresh neuron). Returns the spikes
+    ``[T, ...]``, the final state and, with ``keep_charge``, the pre-reset potentials ``h``
+    (what a surrogate gradient needs). ``v + (x - v) * (1 / tau)`` is bit-identical to
+    spikingjelly's ``v + (x - v) / tau`` when ``1 / tau`` is a power of two.
+    """
+    exact_scale = math.frexp(tau)[0] == 0.5
+    spikes = torch.empty_like(x_seq, memory_format=torch.preserve_format)
+    charge = torch.empty_like(x_seq, memory_format=torch.preserve_format) if keep_charge else None
+    diff = torch.empty_like(x_seq[0], memory_format=torch.preserve_format)
+    carried = isinstance(v, torch.Tensor)
+    if carried:
+        v = v.expand_as(diff).clone(memory_format=torch.preserve_format)
+    else:  # fresh state v = 0: the first charge is x / tau
+        v = torch.div(x_seq[0], tau)
+    for t in range(x_seq.shape[0]):
+        if t or carried:
+            torch.sub(x_seq[t], v, out=diff)
+            if exact_scale:
+                v.add_(diff, alpha=1.0 / tau)
+            else:
+                v.add_(diff.div_(tau))
+        if charge is not None:
+            charge[t].copy_(v)
+        fired = torch.ge(v, threshold, out=spikes[t])  # 0/1 floats
+        v.addcmul_(v, fired, value=-1.0)  # hard reset to 0: v - v * s (exact)
+    return spikes, v, charge
+
+
+class _LIFSigmoidSurrogate(torch.autograd.Function):
+    """Multi-step LIF from a fresh state with a sigmoid surrogate gradient and detached reset.
+
+    Saves only the pre-reset potentials (one ``[T, ...]`` tensor) and runs BPTT by hand:
+    ``g_h[t] = g_s[t] σ'(h[t] - θ) + g_v[t] (1 - s[t])``, ``g_x[t] = g_h[t] / tau``,
+    ``g_v[t-1] = g_h[t] (1 - 1/tau)``, where ``σ' = α σ(α·)(1 - σ(α·))``. spikingjelly's CPU
+    path records every per-step operation for autograd instead; tests check both give the same
+    spikes and gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, x_seq: torch.Tensor, tau: float, threshold: float, alpha: float):  # type: ignore[override]
+        spikes, v, charge = lif_charge_fire(x_seq.detach(), 0.0, tau, threshold, keep_charge=True)
+        ctx.save_for_backward(charge)
+        ctx.constants = (tau, threshold, alpha)
+        ctx.mark_non_differentiable(v)
+        return spikes, v
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor, _grad_v: torch.Tensor | None):  # type: ignore[override]
+        (charge,) = ctx.saved_tensors
+        tau, threshold, alpha = ctx.constants
+        grad_x = torch.empty_like(charge)
+        grad_v = None
+        for t in reversed(range(charge.shape[0])):
+            h = charge[t]
+            sig = torch.sigmoid((h - threshold).mul_(alpha))
+            grad_h = sig.mul_(1.0 - sig).mul_(alpha).mul_(grad_spikes[t])
+            if grad_v is not None:
+                grad_h += grad_v.masked_fill_(h >= threshold, 0.0)
+            torch.div(grad_h, tau, out=grad_x[t])
+            grad_v = grad_h.mul_(1.0 - 1.0 / tau)
+        return grad_x, None, None, None
 
 
 def make_lif() -> LIFNode:
