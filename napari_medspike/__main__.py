@@ -4,6 +4,9 @@ from __future__ import annotations
 
 
 def main() -> None:
+    from .runtime import reexec_with_huge_pages
+
+    reexec_with_huge_pages()  # huge-page malloc for training from the GUI (napari_medspike.runtime)
     import napari
 
     from .demo import open_plugin

@@ -1,14 +1,20 @@
-"""Process-level tuning for CPU work: keep large freed buffers instead of returning them.
+"""Process-level tuning of glibc's allocator for CPU work with large activation tensors.
 
 glibc's ``malloc`` serves every block above 32 MB with a fresh ``mmap`` and unmaps it on free,
-so each large activation tensor (a ``[4, 1, 128, 256, 256]`` spike map is 134 MB) costs page
-faults and zeroing of all its pages, on every forward pass. MedSpikeFormer at 256² on two cores
-spends about 40 % of its time there (BENCHMARKS.md). :func:`tune_malloc` makes glibc take large
-blocks from its heap and keep up to ``keep_mb`` of freed memory for reuse, the effect of
-``GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...``.
+so each large activation (a ``[4, 1, 128, 256, 256]`` spike map is 134 MB) costs a page fault
+and the zeroing of every 4 KB page, on every pass. On these machines that was 40 % of
+MedSpikeFormer's CPU inference time (BENCHMARKS.md). Two remedies, used where each is best:
 
-The cost is memory: the process keeps its peak heap (up to ``keep_mb`` beyond what is in use).
-Set the environment variable ``MEDSPIKE_MALLOC=default`` to leave glibc alone.
+- :func:`tune_malloc` (in-process, inference): large blocks come from the heap and up to
+  ``keep_mb`` of freed memory is kept for reuse. Fastest for the repeated, identical
+  allocations of inference; the prediction functions call it. Costs memory when allocation
+  sizes vary (training), because freed heap blocks fragment.
+- :func:`reexec_with_huge_pages` (command-line tools): restarts the process once with
+  ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, so large blocks are still returned to the system
+  but are backed by transparent huge pages (512x fewer faults). Must be set before start-up,
+  hence the re-exec; ``tools/run.sh`` sets it for napari too.
+
+Set ``MEDSPIKE_MALLOC=default`` to leave glibc alone.
 """
 
 from __future__ import annotations
@@ -21,26 +27,68 @@ import sys
 
 log = logging.getLogger(__name__)
 
+HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+_DEFAULT_MMAP_MAX = 65536
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
 _tuned: bool | None = None
 
 
-def tune_malloc(keep_mb: int = 1024) -> bool:
-    """Tune glibc's allocator once per process (Linux only); return whether it is tuned."""
-    global _tuned
-    if _tuned is not None:
-        return _tuned
-    _tuned = False
-    if sys.platform != "linux" or os.environ.get("MEDSPIKE_MALLOC", "").lower() == "default":
-        return False
+def _opted_out() -> bool:
+    return sys.platform != "linux" or os.environ.get("MEDSPIKE_MALLOC", "").lower() == "default"
+
+
+def _mallopt():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt  # absent from musl
     except (OSError, AttributeError):
-        return False
+        return None
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    keep = min(int(keep_mb) << 20, 2**31 - 1)
-    _tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, keep))
-    log.debug("glibc malloc tuned: %s", _tuned)
+    return mallopt
+
+
+def tune_malloc(keep_mb: int = 1024) -> bool:
+    """Serve large blocks from glibc's heap and keep freed memory (once per process, Linux);
+    return whether it is tuned."""
+    global _tuned
+    if _tuned is not None:
+        return _tuned
+    _tuned = False
+    mallopt = None if _opted_out() else _mallopt()
+    if mallopt is not None:
+        keep = min(int(keep_mb) << 20, 2**31 - 1)
+        _tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, keep))
+        log.debug("glibc malloc tuned: %s", _tuned)
     return _tuned
+
+
+def reset_malloc() -> None:
+    """Undo :func:`tune_malloc` (glibc's defaults: mmap for large blocks, trim at 128 KB)."""
+    global _tuned
+    mallopt = _mallopt() if _tuned else None
+    if mallopt is not None:
+        mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    _tuned = None
+
+
+def huge_pages_requested() -> bool:
+    """Whether this process started with glibc's huge-page tunable."""
+    return "glibc.malloc.hugetlb=" in os.environ.get("GLIBC_TUNABLES", "")
+
+
+def reexec_with_huge_pages() -> None:
+    """Restart this command once with huge-page backed ``malloc`` (Linux/glibc; no-op otherwise,
+    when already set, or with ``MEDSPIKE_MALLOC=default``). Call first thing in a ``main()``."""
+    if _opted_out() or huge_pages_requested() or _mallopt() is None or not getattr(sys, "orig_argv", None):
+        return
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    env = dict(os.environ, GLIBC_TUNABLES=f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    except OSError as err:  # keep going without it
+        log.debug("re-exec with huge pages failed: %s", err)

@@ -23,7 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..models import create_model
-from ..runtime import tune_malloc
+from ..runtime import huge_pages_requested, reexec_with_huge_pages, reset_malloc, tune_malloc
 
 def build_models(names: list[str], timesteps: int) -> dict[str, torch.nn.Module]:
     models: dict[str, torch.nn.Module] = {}
@@ -97,6 +97,7 @@ def summary(values: list[float]) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     device = torch.device(args.device)
+    # forward passes as the plugin runs them (heap-tuned malloc); training as the trainer does
     malloc_tuned = tune_malloc() if args.malloc == "tuned" else False
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "threads": torch.get_num_threads() if device.type == "cpu" else None,
             "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
             "torch": torch.__version__,
-            "malloc_tuned": malloc_tuned,
+            "malloc": {"inference_heap_tuned": malloc_tuned, "huge_pages": huge_pages_requested()},
         },
         "size": s,
         "models": {},
@@ -123,6 +124,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "gflops": count_flops(model.eval(), x1) / 1e9,
         }
     for dtype in dtypes:
+        if args.malloc == "tuned":
+            tune_malloc()
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
         for batch in args.batches:
             x = torch.rand(batch, 3, s, s, device=device)
@@ -147,6 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{name:15s} forward {dtype} batch {batch}: {statistics.median(times[name]) * 1e3:8.1f} ms "
                       f"({batch / statistics.median(times[name]):.1f} img/s)", file=sys.stderr)
         if args.train_repeats > 0:
+            reset_malloc()
             b = args.train_batch
             x = torch.rand(b, 3, s, s, device=device)
             y = (torch.rand(b, 1, s, s, device=device) > 0.5).float()
@@ -216,6 +220,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a real command line (not a call from Python): huge-page malloc
+        reexec_with_huge_pages()
     parser = argparse.ArgumentParser(prog="medspike-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["medspikeformer", "medqkformer", "ann_twin", "basicunet"])
     parser.add_argument("--timesteps", type=int, default=4, help="MedSpikeFormer T")

@@ -14,6 +14,7 @@ from ..data.io import ImageReadError
 from ..engine.checkpoint import atomic_write, load_model
 from ..engine.metrics import METRICS, binary_metrics, summarise
 from ..inference.predictor import pick_device, predict
+from ..runtime import reexec_with_huge_pages
 
 
 def select_subset(pairs, subset: str, model, split_file: str | None):
@@ -58,6 +59,8 @@ def write_gallery(rows: list[dict], images: dict[str, tuple], path: Path, n: int
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a real command line (not a call from Python): huge-page malloc
+        reexec_with_huge_pages()
     parser = argparse.ArgumentParser(
         prog="medspike-evaluate",
         description="Evaluate a checkpoint on folders of images and masks (per-image metrics at the "

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from ..engine.trainer import DEFAULT_LR, TrainConfig, TrainProgress, finetune, train
 from ..models import ARCHITECTURES
+from ..runtime import reexec_with_huge_pages
 
 EPILOG = """
 A DATA folder holds images/ and masks/ with matching file stems (png, jpg, bmp, tif; masks 0/255
@@ -60,6 +61,8 @@ def _tqdm_progress() -> tuple[callable, callable]:
 
 
 def train_main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a real command line (not a call from Python): huge-page malloc
+        reexec_with_huge_pages()
     parser = argparse.ArgumentParser(
         prog="medspike-train",
         description="Train a spiking segmenter on folders of images and masks.",
@@ -129,6 +132,8 @@ def train_main(argv: list[str] | None = None) -> int:
 
 
 def finetune_main(argv: list[str] | None = None) -> int:
+    if argv is None:  # a real command line (not a call from Python): huge-page malloc
+        reexec_with_huge_pages()
     parser = argparse.ArgumentParser(
         prog="medspike-finetune",
         description="Fine-tune a checkpoint (or a shipped model) on a folder of images and masks.",

@@ -32,7 +32,6 @@ from ..inference.predictor import pick_device
 from ..models import alignment_loss, create_model, segmentation_loss
 from ..models.base import Segmenter
 from ..models.neurons import SPIKING_NEURONS
-from ..runtime import tune_malloc
 from .checkpoint import atomic_write, load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .metrics import per_image_metrics
 
@@ -326,8 +325,6 @@ def train(
         device, note = pick_device(cfg.device)
         log.info(note)
     use_amp = device.type == "cuda"
-    if device.type == "cpu":
-        tune_malloc()
 
     train_set, val_set, problems = _datasets(cfg, out)
     for p in problems:

@@ -65,6 +65,7 @@ class MedSpikeFormer(Segmenter):
 
     arch = "medspikeformer"
     neuron_kind = "lif"
+    supports_checkpointing = True
 
     def __init__(
         self,
@@ -106,7 +107,7 @@ class MedSpikeFormer(Segmenter):
         h = x.unsqueeze(0)  # [1, B, C, H, W]: broadcast over T at the first neuron
         skips, features = [], []
         for stage in self.stages:
-            h, f = stage(h)
+            h, f = self._run_block(stage, h)
             skips.append(h)
             features.append(f)
         return skips, features
@@ -116,7 +117,7 @@ class MedSpikeFormer(Segmenter):
         # The head averages over T; in eval mode the last block averages early (exact, cheaper).
         average_early = not self.training and fastpath.enabled()
         for i, decoder in enumerate(self.decoders):
-            h = decoder(h, average=average_early and i == len(self.decoders) - 1)
+            h = self._run_block(decoder, h, average=average_early and i == len(self.decoders) - 1)
             if i < 3:
                 h = h + skips[2 - i]
         return self.head(h)

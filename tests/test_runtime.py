@@ -1,0 +1,49 @@
+"""Allocator tuning: harmless in-process, and the command-line re-exec sets huge pages once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from napari_medspike.runtime import reset_malloc, tune_malloc
+
+linux_glibc = pytest.mark.skipif(
+    sys.platform != "linux" or not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc only"
+)
+
+
+def test_tune_malloc_is_idempotent_and_reversible():
+    first = tune_malloc()
+    assert tune_malloc() is first
+    x = torch.ones(64, 1024, 1024)  # 256 MB: above glibc's mmap threshold
+    assert float(x.sum()) == 64 * 1024 * 1024
+    reset_malloc()
+    y = torch.ones(64, 1024, 1024)
+    assert float(y.sum()) == 64 * 1024 * 1024
+
+
+CHILD = (
+    "import os\n"
+    "from napari_medspike.runtime import reexec_with_huge_pages\n"
+    "reexec_with_huge_pages()\n"
+    "print(os.environ.get('GLIBC_TUNABLES', ''))\n"
+)
+
+
+@linux_glibc
+def test_command_line_restarts_once_with_huge_pages():
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MEDSPIKE_MALLOC")}
+    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "glibc.malloc.hugetlb=1"
+
+
+@linux_glibc
+def test_opting_out_keeps_glibc_defaults():
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env["MEDSPIKE_MALLOC"] = "default"
+    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
