@@ -187,3 +187,11 @@ def test_torchrun_two_cpu_processes(lesions, tmp_path):
     assert [h["epoch"] for h in history] == [1, 2]
     meta = read_metadata(out / "best.safetensors")
     assert meta["training"]["device"] == "cpu x2" and meta["training"]["batch_size"] == 8
+
+
+def test_checkpointed_training_runs_and_is_refused_where_unsupported(lesions, tmp_path):
+    snn = dict(arch="medspikeformer", model_config={"widths": [8, 16, 16, 32], "heads": 2, "timesteps": 2})
+    result = train(config(lesions, tmp_path / "ckpt", epochs=1, checkpointing=True, **snn))
+    assert result.checkpoint.is_file() and len(result.history) == 1
+    with pytest.raises(ValueError, match="checkpointing"):
+        train(config(lesions, tmp_path / "qk", epochs=1, checkpointing=True))

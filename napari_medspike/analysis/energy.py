@@ -23,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 from torch.utils.module_tracker import ModuleTracker
 
-from ..models import create_model
+from ..models import create_model, fastpath
 from ..models.base import Segmenter, pad_to_stride
 from ..models.neurons import NISF_LEVELS, SPIKING_NEURONS
 
@@ -170,8 +170,9 @@ class _SynapticOpRecorder(TorchDispatchMode):
 
 def count_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
     """Dense multiply-accumulates of one forward pass (convolutions and matrix products)."""
-    with torch.inference_mode(), torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
-        model(x)
+    with torch.inference_mode(), fastpath.disabled():
+        with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+            model(x)
     return counter.get_total_flops() // 2
 
 
@@ -202,14 +203,16 @@ def record_synaptic_ops(levels: int, root: torch.nn.Module | None = None) -> Ite
 def estimate_energy(model: Segmenter, x: torch.Tensor) -> EnergyReport:
     """Run ``model`` on ``x`` ([B, C, H, W] in [0, 1]) and account its synaptic work and energy.
 
-    Per-layer firing rates come from spikingjelly's ``OutputMonitor`` on every neuron.
+    Per-layer firing rates come from spikingjelly's ``OutputMonitor`` on every neuron. The
+    accounting follows the architecture as specified (MODEL.md), so the model runs its plain
+    path here, not the algebraically merged inference fast paths (which do fewer MACs).
     """
     levels = spike_levels(model)
     was_training = model.training
     model.eval()
     try:
         with monitor.OutputMonitor(model, SPIKING_NEURONS, lambda y: float(y.float().mean())) as mon:
-            with record_synaptic_ops(levels, model) as layers:
+            with record_synaptic_ops(levels, model) as layers, fastpath.disabled():
                 model(x)
         firing: dict[str, list[float]] = defaultdict(list)
         for name in mon.monitored_layers:

@@ -65,7 +65,9 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, int]:
     return time.perf_counter() - t0, torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
 
 
-def probe_peak_rss(name: str, timesteps: int, size: int, batch: int, train: bool, threads: int) -> float:
+def probe_peak_rss(
+    name: str, timesteps: int, size: int, batch: int, train: bool, threads: int, checkpointing: bool = False
+) -> float:
     """Peak RSS (MB) of a fresh process that builds one model and runs one forward or training
     step: in a shared process freed memory is reused, so only a fresh process tells."""
     import subprocess
@@ -76,6 +78,7 @@ def probe_peak_rss(name: str, timesteps: int, size: int, batch: int, train: bool
         "from napari_medspike.cli.bench import build_models\n"
         "from napari_medspike.models import segmentation_loss\n"
         f"m = build_models([{name!r}], {timesteps})[{name!r}]\n"
+        f"m.gradient_checkpointing = {checkpointing} and getattr(m, 'supports_checkpointing', False)\n"
         f"x = torch.rand({batch}, 3, {size}, {size})\n"
         f"if {train}:\n"
         "    opt = torch.optim.Adam(m.parameters())\n"
@@ -102,6 +105,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     models = {k: m.to(device) for k, m in build_models(args.models, args.timesteps).items()}
+    for model in models.values():
+        model.gradient_checkpointing = args.checkpointing and getattr(model, "supports_checkpointing", False)
     dtypes = ["fp32"] + (["bf16"] if device.type == "cuda" and args.bf16 else [])
     s = args.size
     results: dict[str, Any] = {
@@ -177,9 +182,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     mems[name].append(mem)
             for name in models:
                 peak = (max(mems[name]) / 2**20 if device.type == "cuda"
-                        else probe_peak_rss(name, args.timesteps, s, b, True, args.threads))
+                        else probe_peak_rss(name, args.timesteps, s, b, True, args.threads, args.checkpointing))
                 results["models"][name][f"train_{dtype}"] = {
                     "batch": b,
+                    "checkpointing": bool(getattr(models[name], "gradient_checkpointing", False)),
                     "seconds": summary(times[name]),
                     "seconds_per_image": statistics.median(times[name]) / b,
                     "peak_mem_mb": peak,
@@ -195,8 +201,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"Machine: {m['device']} ({m['processor']}, {m['cpus']} CPUs, {m['threads']} threads), torch {m['torch']}, "
         f"input {results['size']}², median (min-max) over repeats, models alternated in one process.",
         "",
-        "| model | params | GFLOP | precision | fwd b1 ms | fwd b8 ms | img/s (b8) | train s/img | train peak MB |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| model | params | GFLOP | precision | fwd b1 ms | fwd b8 ms | img/s (b8) | train s/img | train peak MB | train batch |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     def ms(entry: dict | None) -> str:
         if not entry:
@@ -211,7 +217,8 @@ def markdown(results: dict[str, Any]) -> str:
                 continue
             b1, b8, tr = fwd.get("batch1"), fwd.get("batch8"), r.get(f"train_{dtype}")
             rate = f"{b8['images_per_s']:.1f}" if b8 else "–"
-            train = f"{tr['seconds_per_image']:.2f} | {tr['peak_mem_mb']:.0f}" if tr else "– | –"
+            train = (f"{tr['seconds_per_image']:.2f} | {tr['peak_mem_mb']:.0f} | {tr['batch']}"
+                     + (" (checkpointed)" if tr.get("checkpointing") else "")) if tr else "– | – | –"
             lines.append(
                 f"| {name} | {r['parameters'] / 1e6:.2f} M | {r['gflops']:.1f} | {dtype} | {ms(b1)} | {ms(b8)} "
                 f"| {rate} | {train} |"
@@ -233,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="CUDA: skip the bf16 runs")
+    parser.add_argument("--checkpointing", action="store_true",
+                        help="train with activation checkpointing where a model supports it")
     parser.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
                         help="glibc allocator: keep freed large buffers (tuned, as the plugin does) or not")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="folder for bench.json and bench.md")

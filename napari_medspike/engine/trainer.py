@@ -65,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     augment: bool = True
     workers: int = 0
+    checkpointing: bool = False  # activation checkpointing (MedSpikeFormer/twin): less memory, ~1/3 more compute
     device: str = "auto"
     max_minutes: float | None = None  # stop after the epoch that crosses this budget
     replay: list[str] = field(default_factory=list)  # extra training folders (fine-tune replay)
@@ -331,6 +332,10 @@ def train(
         log.warning(p)
     model = _build_model(cfg).to(device)
     model.check_inputs = False  # data come from our own loader
+    if cfg.checkpointing:
+        if not model.supports_checkpointing:
+            raise ValueError(f"{cfg.arch} does not support activation checkpointing")
+        model.gradient_checkpointing = True
     if use_amp:
         model = model.to(memory_format=torch.channels_last)
     teacher = None
