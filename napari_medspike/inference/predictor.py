@@ -77,6 +77,8 @@ def memory_format_for(device: torch.device) -> torch.memory_format:
 def _to_batch(tiles: np.ndarray, device: torch.device) -> torch.Tensor:
     """``[N, H, W, 3]`` float -> ``[N, 3, H, W]`` on ``device`` in its preferred layout."""
     x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2)
+    if device.type == "cuda":
+        x = x.pin_memory()  # lets the copy below run asynchronously
     return x.to(device, non_blocking=True).contiguous(memory_format=memory_format_for(device))
 
 
