@@ -25,6 +25,8 @@ from napari_medspike.models.attention import SDSA
 from napari_medspike.models.neurons import make_lif
 from napari_medspike.runtime import reset_malloc, tune_malloc
 
+from model_summary import calibrate_bn  # this folder's script (run as python benchmarks/...)
+
 
 def compare(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
     """Median seconds of each case, alternating them after one warm-up each."""
@@ -44,16 +46,6 @@ def plain(fn: Callable[[], object]) -> Callable[[], object]:
         with fastpath.disabled():
             return fn()
     return run
-
-
-def calibrate(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
-    """BN statistics from ``x`` (an untrained SNN is silent with initial statistics)."""
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None
-    with torch.no_grad():
-        model.train()(x)
-    return model.eval()
 
 
 def main() -> None:
@@ -102,7 +94,7 @@ def main() -> None:
 
     # 3. Whole MedSpikeFormer forward, 256², batch 1: fast paths x allocator.
     image = torch.rand(1, 3, 256, 256)
-    model = calibrate(create_model("medspikeformer"), image)
+    model = calibrate_bn(create_model("medspikeformer"), image)
 
     def forward() -> object:
         with torch.inference_mode():

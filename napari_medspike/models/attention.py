@@ -114,13 +114,13 @@ class SDSA(nn.Module):
             blocks = self.interaction_blocks
             spikes = blocks.neuron(seq_apply(blocks.depthwise, raw))
             weight, bias = self._merged_tail()
-            if self.norm.training:
-                out = seq_apply(lambda s: F.conv2d(s, weight, bias), spikes)
-                out = seq_apply(self.norm, out + v)
-            else:  # fold the norm in too: BN(z + v) = scale * z + shift + scale * v
+            if not self.norm.training:  # fold the norm in too: BN(z + v) = scale*z + shift + scale*v
                 scale, shift = bn_affine(self.norm)
                 weight, bias = weight * scale.reshape(-1, 1, 1, 1), bias * scale + shift
-                out = seq_apply(lambda s: F.conv2d(s, weight, bias), spikes)
+            out = seq_apply(lambda s: F.conv2d(s, weight, bias), spikes)
+            if self.norm.training:
+                out = seq_apply(self.norm, out + v)
+            else:
                 out = torch.addcmul(out, v, scale.reshape(-1, 1, 1))
         out = self.mlp(out) + out
         if self.record is not None:

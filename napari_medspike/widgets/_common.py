@@ -134,9 +134,6 @@ def start_worker(
     return worker
 
 
-_DRAFT_SAVERS: dict[int, Any] = {}
-
-
 def drafts_folder() -> Path:
     """Where painted masks are autosaved: ``<user data dir>/napari-medspike/drafts``."""
     from ..data.corrections import default_store
@@ -177,9 +174,9 @@ def _mark_edits(layer: Any) -> None:
     autosave it after each stroke."""
     paint = getattr(layer.events, "paint", None)
     if paint is not None:
-        saver = _DRAFT_SAVERS[id(layer)] = DraftSaver(layer)
+        saver = DraftSaver(layer)  # kept alive by the connection below, as long as the layer
         paint.connect(lambda *_: layer.metadata.__setitem__("edited", True))
-        paint.connect(saver.schedule)
+        paint.connect(lambda *_: saver.schedule())
 
 
 def add_segmentation_layers(
