@@ -189,6 +189,24 @@ def test_torchrun_two_cpu_processes(lesions, tmp_path):
     assert meta["training"]["device"] == "cpu x2" and meta["training"]["batch_size"] == 8
 
 
+def test_train_cli_continues_from_a_checkpoint_with_its_own_schedule(lesions, tmp_path):
+    from napari_medspike.cli.train import train_main
+
+    start = train(config(lesions, tmp_path / "start", epochs=1)).checkpoint
+    out = tmp_path / "more"
+    code = train_main(["--arch", "medqkformer", "--init-from", str(start), "--data", str(lesions),
+                       "--out", str(out), "--size", "32", "--epochs", "2", "--batch-size", "4",
+                       "--val-fraction", "0.25", "--lr", "2e-4", "--plateau-patience", "1",
+                       "--device", "cpu", "--no-augment"])
+    assert code == 0
+    meta = read_metadata(out / "best.safetensors")
+    assert meta["config"]["widths"] == TINY["widths"]
+    assert meta["training"]["init_from"] == str(start)
+    assert meta["training"]["lr"] == 2e-4 and meta["training"]["plateau_patience"] == 1
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and history[0]["lr"] <= 2e-4
+
+
 def test_checkpointed_training_runs_and_is_refused_where_unsupported(lesions, tmp_path):
     snn = dict(arch="medspikeformer", model_config={"widths": [8, 16, 16, 32], "heads": 2, "timesteps": 2})
     result = train(config(lesions, tmp_path / "ckpt", epochs=1, checkpointing=True, **snn))

@@ -83,6 +83,8 @@ def train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {DEFAULT_LR})")
+    parser.add_argument("--plateau-patience", type=int, default=5,
+                        help="epochs without a lower validation loss before the learning rate halves (default 5)")
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
@@ -110,6 +112,7 @@ def train_main(argv: list[str] | None = None) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        plateau_patience=args.plateau_patience,
         val_fraction=args.val_fraction,
         seed=args.seed,
         augment=not args.no_augment,

@@ -398,6 +398,7 @@ def train(
         "n_train": len(train_set),
         "n_val": len(val_set),
         "lr": lr,
+        "plateau_patience": cfg.plateau_patience,
         "batch_size": cfg.batch_size * world,
         "device": f"{device.type} x{world}",
         "init_from": cfg.init_from,
