@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medspike import create_model, save_checkpoint, segment
+from napari_medspike import create_model, load_model, save_checkpoint, segment
 from napari_medspike.inference.predictor import (
     Cancelled,
+    flip_averaged_logits,
     pick_device,
     predict,
     predict_steps,
@@ -96,3 +97,28 @@ def test_pick_device_falls_back_honestly():
         assert device.type == "cpu" and "not available" in note
     with pytest.raises(ValueError, match="unknown device"):
         pick_device("tpu")
+
+
+def test_mirror_tta_is_exactly_flip_equivariant():
+    torch.manual_seed(0)
+    model = create_model("medqkformer", **TINY).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        for dims in ((-1,), (-2,)):
+            plain, plain_flipped = model(x), model(x.flip(dims)).flip(dims)
+            assert not torch.allclose(plain, plain_flipped, atol=1e-3)  # the network alone is not
+            tta = flip_averaged_logits(model, x)
+            torch.testing.assert_close(flip_averaged_logits(model, x.flip(dims)).flip(dims), tta, atol=1e-5, rtol=0)
+        torch.testing.assert_close(flip_averaged_logits(model, x, flips=False), plain)
+
+
+def test_flips_follow_the_checkpoint_unless_told(tmp_path):
+    net = create_model("medqkformer", **TINY)
+    image = np.random.default_rng(2).random((40, 50, 3)).astype(np.float32)
+    plain = save_checkpoint(net, tmp_path / "plain.safetensors", input_size=32)
+    tta = save_checkpoint(net, tmp_path / "tta.safetensors", input_size=32, inference={"flips": True})
+    off, on = (predict(load_model(plain), image, flips=f) for f in (False, True))
+    assert not np.allclose(off, on, atol=1e-4)
+    np.testing.assert_allclose(predict(load_model(plain), image), off, atol=1e-6)
+    np.testing.assert_allclose(predict(load_model(tta), image), on, atol=1e-6)
+    np.testing.assert_allclose(segment(image, tta, flips=False, device="cpu")[0], off, atol=1e-6)

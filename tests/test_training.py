@@ -207,6 +207,16 @@ def test_train_cli_continues_from_a_checkpoint_with_its_own_schedule(lesions, tm
     assert [h["epoch"] for h in history] == [1, 2] and history[0]["lr"] <= 2e-4
 
 
+def test_recommended_inference_settings_survive_training_and_finetuning(lesions, tmp_path):
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors",
+                            input_size=32, inference={"flips": True})
+    trained = train(config(lesions, tmp_path / "run", epochs=1, init_from=str(start))).checkpoint
+    assert read_metadata(trained)["inference"] == {"flips": True}
+    tuned = finetune(load_model(trained), lesions, tmp_path / "tuned.safetensors", epochs=1, device="cpu")
+    assert read_metadata(tuned.checkpoint)["inference"] == {"flips": True}
+    assert "mirror test-time augmentation on" in (tmp_path / "tuned.md").read_text()
+
+
 def test_checkpointed_training_runs_and_is_refused_where_unsupported(lesions, tmp_path):
     snn = dict(arch="medspikeformer", model_config={"widths": [8, 16, 16, 32], "heads": 2, "timesteps": 2})
     result = train(config(lesions, tmp_path / "ckpt", epochs=1, checkpointing=True, **snn))

@@ -3,7 +3,7 @@
     python training/ship_model.py --run runs/qk128 --name default --eval val.json \
         --unet-anchor "MONAI BasicUNet, 60 min CPU at 256²: validation Dice 0.73" --licence "..."
 
-Adds the run's validation keys to the metadata (so ``medspike-evaluate --subset val`` finds
+Adds the recommended inference settings (``--flips``), the run's validation keys to the metadata (so ``medspike-evaluate --subset val`` finds
 them), the evaluation at original resolution, the energy estimate on validation images, and
 writes ``napari_medspike/weights/NAME.safetensors`` + ``NAME.md``.
 """
@@ -26,7 +26,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--name", default="default")
-    parser.add_argument("--eval", type=Path, help="medspike-evaluate --json output on the validation subset")
+    parser.add_argument("--eval", type=Path, action="append", default=[],
+                        help="medspike-evaluate --json output on the validation subset (repeat for flips on and off)")
+    parser.add_argument("--flips", action="store_true",
+                        help="recommend mirror test-time augmentation (the plugin and medspike-evaluate then use it by default)")
     parser.add_argument("--energy-images", type=int, default=8, help="validation images for the energy estimate")
     parser.add_argument("--note", action="append", default=[], help="extra lines for the model card")
     args = parser.parse_args()
@@ -38,9 +41,13 @@ def main() -> None:
     history = json.loads((args.run / "history.json").read_text())
     meta["training"]["epochs_run"] = len(history)
     meta["training"]["minutes"] = sum(h["time_s"] for h in history) / 60
-    if args.eval:
-        ev = json.loads(args.eval.read_text())
-        meta["metrics"]["original_resolution"] = {k: ev[k] for k in ev if k.startswith("mean_") or k == "count"}
+    meta["inference"] = {"flips": bool(args.flips)}
+    for path in args.eval:
+        ev = json.loads(path.read_text())
+        figures = {k: ev[k] for k in ev if k.startswith("mean_") or k == "count"}
+        figures["flips"] = bool(ev.get("flips", False))
+        key = "original_resolution" if figures["flips"] == args.flips else "original_resolution_alternative"
+        meta["metrics"][key] = figures
     model = load_model(best)
     size = int(meta["input_size"])
     energies = []

@@ -13,7 +13,7 @@ from ..data.dataset import find_pairs, load_pair
 from ..data.io import ImageReadError
 from ..engine.checkpoint import atomic_write, load_model
 from ..engine.metrics import METRICS, binary_metrics, summarise
-from ..inference.predictor import pick_device, predict
+from ..inference.predictor import pick_device, predict, recommended_flips
 from ..runtime import reexec_with_huge_pages
 
 
@@ -75,12 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", help="split.json of a run (instead of the checkpoint's own record)")
     parser.add_argument("--mode", choices=["resize", "tiled"], default="resize")
     parser.add_argument("--threshold", type=float, default=0.5)
+    parser.add_argument("--flips", choices=["auto", "on", "off"], default="auto",
+                        help="test-time augmentation, logits averaged over the four mirror images "
+                        "(auto: as the checkpoint recommends)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
 
     model = load_model(args.checkpoint)
     device, note = pick_device(args.device)
-    print(f"{model.checkpoint_info['path']} ({model.arch}); {note}", file=sys.stderr)
+    flips = recommended_flips(model) if args.flips == "auto" else args.flips == "on"
+    print(f"{model.checkpoint_info['path']} ({model.arch}, flips {'on' if flips else 'off'}); {note}", file=sys.stderr)
     pairs, problems = find_pairs(args.data)
     for p in problems:
         print("skipped:", p, file=sys.stderr)
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         except ImageReadError as err:
             print("skipped:", err, file=sys.stderr)
             continue
-        prob = predict(model, image, mode=args.mode, device=device)
+        prob = predict(model, image, mode=args.mode, device=device, flips=flips)
         pred = prob >= args.threshold
         row = {"key": pair.key, "image": str(pair.image), **binary_metrics(pred, mask)}
         rows.append(row)
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{summary['count']:>8} " + " ".join(f"{summary['mean_' + m]:>12.4f}" for m in METRICS))
     if args.json:
         payload = {"checkpoint": model.checkpoint_info["path"], "arch": model.arch, "subset": args.subset,
-                   "mode": args.mode, "threshold": args.threshold, **summary, "images": rows}
+                   "mode": args.mode, "flips": flips, "threshold": args.threshold, **summary, "images": rows}
         atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
     if args.report:
         args.report.mkdir(parents=True, exist_ok=True)

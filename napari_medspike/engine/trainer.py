@@ -230,13 +230,19 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
         f"- Initialised from: {train.get('init_from') or 'scratch'}; alignment teacher: {train.get('teacher') or 'none'}",
         f"- Package version: {meta.get('package_version')}",
     ]
-    orig = metrics.get("original_resolution")
-    if orig:
-        lines.append(
-            f"- Validation at the original image resolution ({orig.get('count')} images, `medspike-evaluate"
-            f" --subset val`): Dice {orig['mean_dice']:.4f}, IoU {orig['mean_iou']:.4f}, sensitivity"
-            f" {orig['mean_sensitivity']:.4f}, specificity {orig['mean_specificity']:.4f}"
-        )
+    if "inference" in meta:
+        flips = meta["inference"].get("flips", False)
+        lines.append(f"- Recommended inference: mirror test-time augmentation {'on' if flips else 'off'}"
+                     " (the plugin and `medspike-evaluate` follow it unless told otherwise)")
+    for key in ("original_resolution", "original_resolution_alternative"):
+        orig = metrics.get(key)
+        if orig:
+            tta = {True: ", mirror TTA on (`--flips on`)", False: ", mirror TTA off (`--flips off`)"}.get(orig.get("flips"), "")
+            lines.append(
+                f"- Validation at the original image resolution ({orig.get('count')} images, `medspike-evaluate"
+                f" --subset val`{tta}): Dice {orig['mean_dice']:.4f}, IoU {orig['mean_iou']:.4f}, sensitivity"
+                f" {orig['mean_sensitivity']:.4f}, specificity {orig['mean_specificity']:.4f}"
+            )
     energy = metrics.get("energy")
     if energy:
         lines.append(
@@ -409,9 +415,15 @@ def train(
         "torch": torch.__version__,
     }
 
+    # weights that start from a checkpoint keep its recommended inference settings (e.g. flips)
+    inherited = {}
+    if cfg.init_from:
+        source_meta = read_metadata(resolve_checkpoint(cfg.init_from))
+        inherited = {k: source_meta[k] for k in ("inference",) if k in source_meta}
+
     def save_best(metrics: dict[str, float]) -> None:
         meta_training.update(epochs_run=len(history), minutes=(time.time() - began) / 60)
-        meta = {"input_size": cfg.size, "training": meta_training, "metrics": metrics}
+        meta = {"input_size": cfg.size, "training": meta_training, "metrics": metrics, **inherited}
         save_checkpoint(model, best_path, **meta)
         write_model_card(best_path, read_metadata(best_path))
 
@@ -557,7 +569,7 @@ def finetune(
     if isinstance(start, Segmenter):
         start_path = run_dir / "start.safetensors"
         save_checkpoint(start, start_path, **{k: v for k, v in (getattr(start, "checkpoint_info", None) or {}).items()
-                                              if k in ("input_size", "training", "metrics")})
+                                              if k in ("input_size", "training", "metrics", "inference")})
         source_model = start
     else:
         start_path = resolve_checkpoint(start)
@@ -588,7 +600,8 @@ def finetune(
     result = train(cfg, progress=progress, cancel=cancel)
     best_file = run_dir / "best.safetensors"
     if not best_file.exists():  # nothing held out and cancelled before an epoch: keep the start
-        save_checkpoint(source_model, best_file, input_size=size)
+        kept = {k: v for k, v in (getattr(source_model, "checkpoint_info", None) or {}).items() if k == "inference"}
+        save_checkpoint(source_model, best_file, input_size=size, **kept)
     dice_before = result.initial["val_dice"] if result.initial else float("nan")
     dice_after = float(result.best.get("val_dice", float("nan")))
     payload = best_file.read_bytes()

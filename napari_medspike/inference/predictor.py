@@ -101,6 +101,28 @@ def tile_starts(length: int, tile: int, stride: int) -> list[int]:
     return sorted(set(starts))
 
 
+FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def flip_averaged_logits(model: Segmenter, x: torch.Tensor, flips: bool = True) -> torch.Tensor:
+    """Logits ``[B, 1, H, W]`` of ``x``; with ``flips`` the mean over the four mirror images.
+
+    Test-time augmentation: the batch is run once with all four flips stacked (identity,
+    left-right, up-down, both) and each result is flipped back before averaging the logits.
+    """
+    if not flips:
+        return model(x).float()
+    stacked = torch.cat([x.flip(dims) if dims else x for dims in FLIPS])
+    out = model(stacked).float().chunk(len(FLIPS))
+    return torch.stack([o.flip(dims) if dims else o for o, dims in zip(out, FLIPS)]).mean(0)
+
+
+def recommended_flips(model: Segmenter) -> bool:
+    """Whether ``model``'s checkpoint recommends flip test-time augmentation (``inference.flips``)."""
+    info = getattr(model, "checkpoint_info", None) or {}
+    return bool(info.get("inference", {}).get("flips", False))
+
+
 def predict_steps(
     model: Segmenter,
     image: np.ndarray,
@@ -109,6 +131,7 @@ def predict_steps(
     tile_size: int | None = None,
     overlap: float = 0.25,
     batch_size: int = 4,
+    flips: bool | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Yield progress while predicting; return the probability map ``[H, W]`` float32.
 
@@ -119,6 +142,8 @@ def predict_steps(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
     device = torch.device(device)
+    if flips is None:
+        flips = recommended_flips(model)
     tune_malloc()
     rgb = to_rgb_float(image)
     h, w = rgb.shape[:2]
@@ -131,7 +156,7 @@ def predict_steps(
             yield Progress(0, 1, "segmenting")
             x = _to_batch(rgb[None], device)
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-            logits = model(x).float()
+            logits = flip_averaged_logits(model, x, flips)
             logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
             prob = torch.sigmoid(logits)[0, 0].float().cpu().numpy()
             yield Progress(1, 1, "done")
@@ -153,7 +178,7 @@ def predict_steps(
             chunk = origins[i : i + batch_size]
             tiles = np.stack([rgb[y : y + size, x : x + size] for y, x in chunk])
             batch = _to_batch(tiles, device)
-            prob = torch.sigmoid(model(batch)[:, 0].float())
+            prob = torch.sigmoid(flip_averaged_logits(model, batch, flips)[:, 0])
             for (y, x), p in zip(chunk, prob):
                 acc[y : y + size, x : x + size] += p * window
                 weight[y : y + size, x : x + size] += window

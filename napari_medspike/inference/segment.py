@@ -17,15 +17,17 @@ def segment(
     threshold: float = 0.5,
     mode: str = "resize",
     device: str = "auto",
+    flips: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment a 2D image; returns ``(probability [H, W] float32, mask [H, W] uint8 in {0, 1})``.
 
     ``model`` is a model, a shipped model's name or a checkpoint path; ``mode`` is ``"resize"``
-    or ``"tiled"``; ``device`` is ``auto``, ``cuda``, ``mps`` or ``cpu``.
+    or ``"tiled"``; ``device`` is ``auto``, ``cuda``, ``mps`` or ``cpu``; ``flips`` turns flip
+    test-time augmentation on or off (``None``: as the checkpoint recommends).
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
     dev, _ = pick_device(device)
     net = model if isinstance(model, Segmenter) else load_model(model)
-    prob = predict(net, image, mode=mode, device=dev)
+    prob = predict(net, image, mode=mode, device=dev, flips=flips)
     return prob, (prob >= threshold).astype(np.uint8)

@@ -27,6 +27,22 @@ def test_segment_adds_aligned_probability_and_mask(plugin, qtbot):
     assert "segmented 'photo'" in widgets["Segment"].status.value
 
 
+def test_mirror_tta_checkbox_follows_the_model_and_is_used(plugin, qtbot, tmp_path):
+    from napari_medspike import create_model, save_checkpoint
+
+    viewer, widgets, _ = plugin
+    segment = widgets["Segment"]
+    assert segment.flips.value is False  # the tiny checkpoint recommends nothing
+    tta = save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), tmp_path / "tta.safetensors",
+                          input_size=32, inference={"flips": True})
+    segment.checkpoint.value = str(tta)
+    assert segment.flips.value is True
+    worker = segment.run()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    assert "mirror TTA" in segment.status.value and "photo mask" in viewer.layers
+
+
 def test_event_loop_keeps_running_during_a_job_and_cancel_stops_it(plugin, qtbot):
     viewer, widgets, _ = plugin
     big = viewer.add_image(np.random.default_rng(1).random((600, 600)).astype(np.float32), name="big")
