@@ -6,6 +6,8 @@ Prints, per size, the process's peak resident memory before predicting (model an
 loaded) and after, their difference, and the time. The model's working set is that of one tile
 batch, whatever the image size; what grows with the image are its own buffers (the uint8 input,
 its float32 copy, the blending accumulators and the output map: about 25 bytes per pixel).
+Mirror test-time augmentation is off here (with it, each tile batch is four times larger and the
+time about 3.8 times longer: ``benchmarks/tta_cost.py --mode tiled``).
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ model = load_model({model!r})
 rng = np.random.default_rng(0)
 image = (rng.random((size // 8, size // 8, 3)) * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
 with torch.inference_mode():
-    predict(model, image[:256, :256], mode="tiled", batch_size=batch)  # warm-up
+    predict(model, image[:256, :256], mode="tiled", batch_size=batch, flips=False)  # warm-up
 before = peak_mb()
 t0 = time.perf_counter()
-prob = predict(model, image, mode="tiled", batch_size=batch)
+prob = predict(model, image, mode="tiled", batch_size=batch, flips=False)
 seconds = time.perf_counter() - t0
 print(json.dumps(dict(size=size, before_mb=before, peak_mb=peak_mb(), seconds=seconds, shape=list(prob.shape))))
 """
