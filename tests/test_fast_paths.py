@@ -135,8 +135,11 @@ def test_merged_sdsa_tail_trains_like_the_plain_modules():
         (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
         grads.append({n: p.grad.clone() for n, p in sdsa.named_parameters()})
     assert grads[0].keys() == grads[1].keys()
+    # float32 rounding is relative to the largest gradients: biases in front of a train-mode norm
+    # have an exact gradient of 0 and come out as noise of about 1e-5 whose size depends on the CPU
+    scale = max(float(g.abs().max()) for g in grads[1].values())
     for name in grads[0]:
-        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5, msg=name)
+        torch.testing.assert_close(grads[0][name], grads[1][name], rtol=1e-4, atol=2e-6 * scale, msg=name)
 
 
 def test_gradient_checkpointing_gives_the_same_step():
