@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The commands behind the shipped per-modality models (napari_medspike/weights/<modality>.*):
+# the default polyp MedQKFormer (128²) fine-tuned on one dataset each, on 2 CPU cores, seeded
+# 80/20 split by image. Run from the repository root after the default model is in place.
+set -euo pipefail
+DATA=${DATA:-../shared/data}
+RUNS=${RUNS:-runs}
+
+ship() {  # ship NAME RUN LICENCE DATA: ship, measure the shipped (float16) file, ship with its figures
+    local name=$1 run=$2 licence=$3 data=$4
+    python training/ship_model.py --run "$run" --name "$name" --flips
+    for flips in on off; do
+        medspike-evaluate --checkpoint "$name" --data "$data" --subset val --flips $flips \
+            --json "$run/shipped_val_flips_$flips.json"
+    done
+    python training/ship_model.py --run "$run" --name "$name" --flips \
+        --eval "$run/shipped_val_flips_on.json" --eval "$run/shipped_val_flips_off.json" \
+        --note "Fine-tuned from the shipped default polyp model (init_from above) on 2 CPU cores: lr 3e-4, halved after 3 epochs without a lower validation loss, at most 25 epochs or 13 minutes (BUSI: 50 epochs, 26 minutes); the shipped weights are the best validation epoch (a selection on the same images as the figures above)." \
+        --note "Training data licence: $licence"
+}
+
+medspike-train --arch medqkformer --data "$DATA/ph2" --out "$RUNS/ph2" --size 128 --epochs 25 --minutes 13 \
+    --val-fraction 0.2 --seed 0 --lr 3e-4 --plateau-patience 3 --init-from default \
+    --description "Dermoscopy model: the default polyp MedQKFormer (128²) fine-tuned on PH2 skin lesions, 2 CPU cores."
+ship dermoscopy "$RUNS/ph2" "PH2, free for research and benchmarking (Mendonça et al., EMBC 2013)." "$DATA/ph2"
+
+medspike-train --arch medqkformer --data "$DATA/busi" --out "$RUNS/busi" --size 128 --epochs 25 --minutes 13 \
+    --val-fraction 0.2 --seed 0 --lr 3e-4 --plateau-patience 3 --init-from default \
+    --description "Breast-ultrasound model: the default polyp MedQKFormer (128²) fine-tuned on BUSI (benign, malignant, normal), 2 CPU cores."
+# still rising after 25 epochs (validation Dice 0.57): continued exactly to 50 epochs
+medspike-train --arch medqkformer --data "$DATA/busi" --out "$RUNS/busi" --size 128 --epochs 50 --minutes 26 \
+    --val-fraction 0.2 --seed 0 --lr 3e-4 --plateau-patience 3 --init-from default --resume \
+    --description "Breast-ultrasound model: the default polyp MedQKFormer (128²) fine-tuned on BUSI (benign, malignant, normal), 2 CPU cores."
+ship breast-ultrasound "$RUNS/busi" "BUSI, open-access article (Al-Dhabyani et al., Data in Brief 2020); check before redistribution." "$DATA/busi"
