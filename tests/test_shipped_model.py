@@ -1,8 +1,10 @@
-"""The shipped default model: present, self-describing, and segments a bundled polyp image."""
+"""The shipped models: present, light, self-describing, and each segments its bundled sample."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 import napari_medspike
 from napari_medspike import list_models, load_model
@@ -31,3 +33,25 @@ def test_default_segments_the_bundled_polyp():
     prob = predict(model, read_image(SAMPLES / "kvasir.jpg"))
     dice = binary_metrics(prob >= 0.5, read_mask(SAMPLES / "kvasir_mask.png"))["dice"]
     assert dice > 0.5, f"Dice {dice:.3f} on the bundled polyp"
+
+
+MODALITY_SAMPLES = {"dermoscopy": "ph2", "breast-ultrasound": "busi"}
+
+
+def test_shipped_models_stay_light_and_describe_themselves():
+    models = list_models()
+    assert sum(p.stat().st_size for p in models.values()) < 60e6
+    for name, path in models.items():
+        card = model_card_path(path).read_text()
+        assert "Validation at the original image resolution" in card and "licence" in card.lower(), name
+        info = load_model(name).checkpoint_info
+        assert info["training"]["val_keys"] and "original_resolution" in info["metrics"], name
+
+
+@pytest.mark.parametrize("name", sorted(MODALITY_SAMPLES))
+def test_modality_model_segments_its_bundled_sample(name):
+    # as above, both samples were in their model's training split: an end-to-end check only
+    sample = MODALITY_SAMPLES[name]
+    prob = predict(load_model(name), read_image(SAMPLES / f"{sample}.jpg"))
+    dice = binary_metrics(prob >= 0.5, read_mask(SAMPLES / f"{sample}_mask.png"))["dice"]
+    assert dice > 0.5, f"{name}: Dice {dice:.3f} on the bundled {sample} image"
