@@ -1,11 +1,13 @@
 """Copy a run's best checkpoint into the package as a shipped model, with its model card.
 
-    python training/ship_model.py --run runs/qk128 --name default --eval val.json \
-        --unet-anchor "MONAI BasicUNet, 60 min CPU at 256²: validation Dice 0.73" --licence "..."
+    python training/ship_model.py --run runs/qk128 --name default --flips \
+        --eval val_flips_on.json --eval val_flips_off.json --note "Training data licence: ..."
 
-Adds the recommended inference settings (``--flips``), the run's validation keys to the metadata (so ``medspike-evaluate --subset val`` finds
-them), the evaluation at original resolution, the energy estimate on validation images, and
-writes ``napari_medspike/weights/NAME.safetensors`` + ``NAME.md``.
+Adds the recommended inference settings (``--flips``: mirror test-time augmentation), the run's
+validation keys (so ``medspike-evaluate --subset val`` finds them), the evaluations at original
+resolution (``medspike-evaluate --json`` outputs; the one matching the recommendation comes
+first on the card), the energy estimate on validation images and the notes, and writes
+``napari_medspike/weights/NAME.safetensors`` (float16) + ``NAME.md``.
 """
 
 from __future__ import annotations
