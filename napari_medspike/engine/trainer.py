@@ -417,9 +417,8 @@ def train(
 
     # weights that start from a checkpoint keep its recommended inference settings (e.g. flips)
     inherited = {}
-    if cfg.init_from:
-        source_meta = read_metadata(resolve_checkpoint(cfg.init_from))
-        inherited = {k: source_meta[k] for k in ("inference",) if k in source_meta}
+    if cfg.init_from and "inference" in (source_meta := read_metadata(resolve_checkpoint(cfg.init_from))):
+        inherited["inference"] = source_meta["inference"]
 
     def save_best(metrics: dict[str, float]) -> None:
         meta_training.update(epochs_run=len(history), minutes=(time.time() - began) / 60)
@@ -600,8 +599,7 @@ def finetune(
     result = train(cfg, progress=progress, cancel=cancel)
     best_file = run_dir / "best.safetensors"
     if not best_file.exists():  # nothing held out and cancelled before an epoch: keep the start
-        kept = {k: v for k, v in (getattr(source_model, "checkpoint_info", None) or {}).items() if k == "inference"}
-        save_checkpoint(source_model, best_file, input_size=size, **kept)
+        save_checkpoint(source_model, best_file, input_size=size, **{k: v for k, v in read_metadata(start_path).items() if k == "inference"})
     dice_before = result.initial["val_dice"] if result.initial else float("nan")
     dice_after = float(result.best.get("val_dice", float("nan")))
     payload = best_file.read_bytes()
