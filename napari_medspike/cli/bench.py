@@ -1,7 +1,10 @@
-"""``medspike-bench``: speed, memory and cost of the segmenters side by side, in one process.
+"""``medspike-bench``: speed, memory and cost of the segmenters side by side.
 
-Models are alternated (A B C A B C ...) after a warm-up so that drift of the machine hits all of
-them alike; each figure is the median (min-max) over the repeats. MONAI's ``BasicUNet`` is the
+Forward passes run in one process with models alternated (A B C A B C ...) after a warm-up, so
+that drift of the machine hits all of them alike. On the CPU each model's training steps run in
+a fresh process of its own, with the allocator as the command-line trainer has it (the in-process
+malloc tuning used for inference would fix glibc's mmap threshold and slow training down); on
+CUDA they alternate in-process. Each figure is the median (min-max) over the repeats. MONAI's ``BasicUNet`` is the
 outside baseline when MONAI is installed (``pip install .[bench]``). Results go to JSON and a
 markdown table. Benchmarks are not tests: correctness of fast paths is tested in ``tests/``.
 """
@@ -23,11 +26,20 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..models import create_model
-from ..runtime import huge_pages_requested, reexec_with_huge_pages, reset_malloc, tune_malloc
+from ..runtime import huge_pages_requested, reexec_with_huge_pages, tune_malloc
+
+#: Bench names for the paper's layout of MedSpikeFormer and its twin (``layout="reference"``).
+REFERENCE_SUFFIX = "-reference"
+
 
 def build_models(names: list[str], timesteps: int) -> dict[str, torch.nn.Module]:
+    """Untrained models by bench name: an architecture, ``basicunet``, or
+    ``medspikeformer-reference`` / ``ann_twin-reference`` for the paper's layout."""
     models: dict[str, torch.nn.Module] = {}
     for name in names:
+        arch, layout = name, {}
+        if name.endswith(REFERENCE_SUFFIX):
+            arch, layout = name[: -len(REFERENCE_SUFFIX)], {"layout": "reference"}
         if name == "basicunet":
             try:
                 from monai.networks.nets import BasicUNet
@@ -35,10 +47,10 @@ def build_models(names: list[str], timesteps: int) -> dict[str, torch.nn.Module]
                 print("MONAI not installed: skipping the BasicUNet baseline (pip install .[bench])", file=sys.stderr)
                 continue
             models[name] = BasicUNet(spatial_dims=2, in_channels=3, out_channels=1)
-        elif name == "medspikeformer":
-            models[name] = create_model(name, timesteps=timesteps)
+        elif arch == "medspikeformer":
+            models[name] = create_model(arch, timesteps=timesteps, **layout)
         else:
-            models[name] = create_model(name)
+            models[name] = create_model(arch, **layout)
     return models
 
 
@@ -65,32 +77,74 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, int]:
     return time.perf_counter() - t0, torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
 
 
-def probe_peak_rss(
-    name: str, timesteps: int, size: int, batch: int, train: bool, threads: int, checkpointing: bool = False
-) -> float:
-    """Peak RSS (MB) of a fresh process that builds one model and runs one forward or training
-    step: in a shared process freed memory is reused, so only a fresh process tells."""
+def _fresh_process(code: str) -> dict[str, Any]:
+    """Run ``code`` in a fresh Python (same environment: huge-page malloc, no in-process malloc
+    tuning); it prints one JSON line, which is returned with the process's own peak RSS (MB)."""
     import subprocess
 
-    code = (
-        "import sys, torch\n"
+    code += (
+        # VmHWM is this process's own peak; ru_maxrss would carry the parent's peak over exec
+        "\nout['peak_mb'] = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024"
+        "\nimport json; print(json.dumps(out))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"benchmark subprocess failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def probe_peak_rss(name: str, timesteps: int, size: int, batch: int, threads: int) -> float:
+    """Peak RSS (MB) of a fresh process that builds one model and runs one forward pass: in a
+    shared process freed memory is reused, so only a fresh process tells."""
+    return _fresh_process(
+        "import torch\n"
         f"torch.set_num_threads({threads})\n"
         "from napari_medspike.cli.bench import build_models\n"
-        "from napari_medspike.models import segmentation_loss\n"
         f"m = build_models([{name!r}], {timesteps})[{name!r}]\n"
+        "with torch.inference_mode(): m.eval()(torch.rand({batch}, 3, {size}, {size}))\n".format(batch=batch, size=size)
+        + "out = {}"
+    )["peak_mb"]
+
+
+def probe_training(
+    name: str, timesteps: int, size: int, batch: int, threads: int, repeats: int,
+    checkpointing: bool = False, sltt: int = 0,
+) -> dict[str, Any]:
+    """Seconds per training step (after one warm-up step) and peak RSS (MB) of a fresh process
+    that trains one model as the trainer does: the allocator as the command-line trainer leaves
+    it (in-process malloc tuning would slow training down), optimiser state included."""
+    return _fresh_process(
+        "import time, torch\n"
+        f"torch.set_num_threads({threads})\n"
+        "from napari_medspike.cli.bench import build_models, train_forward\n"
+        "from napari_medspike.models import segmentation_loss\n"
+        f"m = build_models([{name!r}], {timesteps})[{name!r}].train()\n"
         f"m.gradient_checkpointing = {checkpointing} and getattr(m, 'supports_checkpointing', False)\n"
-        f"x = torch.rand({batch}, 3, {size}, {size})\n"
-        f"if {train}:\n"
-        "    opt = torch.optim.Adam(m.parameters())\n"
-        f"    loss = segmentation_loss(m(x), (torch.rand({batch}, 1, {size}, {size}) > 0.5).float())\n"
-        "    loss.backward(); opt.step()\n"
-        "else:\n"
-        "    with torch.inference_mode(): m.eval()(x)\n"
-        # VmHWM is this process's own peak; ru_maxrss would carry the parent's peak over exec
-        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024)\n"
+        "m.check_inputs = False\n"
+        f"x = torch.rand({batch}, 3, {size}, {size}); y = (torch.rand({batch}, 1, {size}, {size}) > 0.5).float()\n"
+        "opt = torch.optim.Adam(m.parameters(), lr=1e-4)\n"
+        "times = []\n"
+        f"for i in range({repeats} + 1):\n"
+        "    t0 = time.perf_counter()\n"
+        f"    loss = segmentation_loss(train_forward(m, x, {sltt}).float(), y)\n"
+        "    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()\n"
+        "    times.append(time.perf_counter() - t0)\n"
+        "out = {'seconds': times[1:]}"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+
+
+def uses_sltt(model: torch.nn.Module, sltt: int) -> bool:
+    """Whether a training step of ``model`` runs SLTT-``sltt`` (LIF models with T > 1 only)."""
+    return bool(sltt) and getattr(model, "neuron_kind", "") == "lif" and getattr(model, "timesteps", 1) > 1
+
+
+def train_forward(model: torch.nn.Module, x: torch.Tensor, sltt: int = 0) -> torch.Tensor:
+    """The forward of a training step: SLTT-``sltt`` where it applies, else plain."""
+    if uses_sltt(model, sltt):
+        from ..models.sltt import sltt_forward
+
+        return sltt_forward(model, x, k=sltt)
+    return model(x)
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -150,12 +204,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "seconds": summary(times[name]),
                     "images_per_s": batch / statistics.median(times[name]),
                     "peak_mem_mb": (max(mems[name]) / 2**20 if device.type == "cuda"
-                                    else probe_peak_rss(name, args.timesteps, s, batch, False, args.threads)),
+                                    else probe_peak_rss(name, args.timesteps, s, batch, args.threads)),
                 }
                 print(f"{name:15s} forward {dtype} batch {batch}: {statistics.median(times[name]) * 1e3:8.1f} ms "
                       f"({batch / statistics.median(times[name]):.1f} img/s)", file=sys.stderr)
         if args.train_repeats > 0:
-            reset_malloc()
             b = args.train_batch
             x = torch.rand(b, 3, s, s, device=device)
             y = (torch.rand(b, 1, s, s, device=device) > 0.5).float()
@@ -166,26 +219,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             def step(name: str) -> None:
                 model, opt = models[name].train(), optimisers[name]
                 with autocast:
-                    loss = segmentation_loss(model(x).float(), y)
+                    loss = segmentation_loss(train_forward(model, x, args.sltt).float(), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
 
-            times = {n: [] for n in models}
-            mems = {n: [] for n in models}
-            for name in models:
-                step(name)  # warm-up (allocates optimiser state)
-            for _ in range(args.train_repeats):
+            times: dict[str, list[float]] = {n: [] for n in models}
+            peaks: dict[str, float] = {}
+            if device.type == "cuda":
                 for name in models:
-                    dt, mem = timed(lambda: step(name), device)
-                    times[name].append(dt)
-                    mems[name].append(mem)
+                    step(name)  # warm-up (allocates optimiser state)
+                for _ in range(args.train_repeats):
+                    for name in models:
+                        dt, mem = timed(lambda: step(name), device)
+                        times[name].append(dt)
+                        peaks[name] = max(peaks.get(name, 0.0), mem / 2**20)
+            else:  # one fresh process per model: the allocator state of a real training run
+                for name in models:
+                    probe = probe_training(name, args.timesteps, s, b, args.threads, args.train_repeats,
+                                           args.checkpointing, args.sltt)
+                    times[name], peaks[name] = probe["seconds"], probe["peak_mb"]
             for name in models:
-                peak = (max(mems[name]) / 2**20 if device.type == "cuda"
-                        else probe_peak_rss(name, args.timesteps, s, b, True, args.threads, args.checkpointing))
+                peak = peaks[name]
                 results["models"][name][f"train_{dtype}"] = {
                     "batch": b,
                     "checkpointing": bool(getattr(models[name], "gradient_checkpointing", False)),
+                    "sltt": args.sltt if uses_sltt(models[name], args.sltt) else 0,
                     "seconds": summary(times[name]),
                     "seconds_per_image": statistics.median(times[name]) / b,
                     "peak_mem_mb": peak,
@@ -217,8 +276,10 @@ def markdown(results: dict[str, Any]) -> str:
                 continue
             b1, b8, tr = fwd.get("batch1"), fwd.get("batch8"), r.get(f"train_{dtype}")
             rate = f"{b8['images_per_s']:.1f}" if b8 else "–"
+            notes = [n for n, on in (("checkpointed", tr and tr.get("checkpointing")),
+                                     (f"SLTT-{tr and tr.get('sltt')}", tr and tr.get("sltt"))) if on]
             train = (f"{tr['seconds_per_image']:.2f} | {tr['peak_mem_mb']:.0f} | {tr['batch']}"
-                     + (" (checkpointed)" if tr.get("checkpointing") else "")) if tr else "– | – | –"
+                     + (f" ({', '.join(notes)})" if notes else "")) if tr else "– | – | –"
             lines.append(
                 f"| {name} | {r['parameters'] / 1e6:.2f} M | {r['gflops']:.1f} | {dtype} | {ms(b1)} | {ms(b8)} "
                 f"| {rate} | {train} |"
@@ -240,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="CUDA: skip the bf16 runs")
+    parser.add_argument("--sltt", type=int, default=0, metavar="K",
+                        help="train MedSpikeFormer with SLTT-K (K random timesteps, spatial gradients; 0: BPTT)")
     parser.add_argument("--checkpointing", action="store_true",
                         help="train with activation checkpointing where a model supports it")
     parser.add_argument("--malloc", choices=["tuned", "default"], default="tuned",

@@ -91,6 +91,10 @@ def train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpointing", action="store_true",
                         help="activation checkpointing (medspikeformer, ann_twin): about half the memory, "
                         "about a third more time per step")
+    parser.add_argument("--sltt", type=int, default=0, metavar="K",
+                        help="medspikeformer: spatial learning through time, backpropagating through K random "
+                        "timesteps with the membrane's path through time detached (about K/T of BPTT's memory; "
+                        "0, the default: full BPTT)")
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     parser.add_argument("--minutes", type=float, help="time budget: stop after the epoch that crosses it")
     parser.add_argument("--no-augment", action="store_true")
@@ -118,6 +122,7 @@ def train_main(argv: list[str] | None = None) -> int:
         augment=not args.no_augment,
         workers=args.workers,
         checkpointing=args.checkpointing,
+        sltt=args.sltt,
         device=args.device,
         max_minutes=args.minutes,
         description=args.description,

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from ..models import create_model
 from ..models.base import Segmenter
+from ..models.registry import model_class
 
 METADATA_KEY = "medspike"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -120,7 +121,7 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
     """
     path = resolve_checkpoint(name_or_path)
     meta = read_metadata(path)
-    model = create_model(meta["arch"], **meta["config"])
+    model = create_model(meta["arch"], **model_class(meta["arch"]).upgrade_config(meta["config"]))
     state = load_file(str(path), device="cpu")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

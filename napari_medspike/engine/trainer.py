@@ -32,6 +32,7 @@ from ..inference.predictor import pick_device
 from ..models import alignment_loss, create_model, segmentation_loss
 from ..models.base import Segmenter
 from ..models.neurons import SPIKING_NEURONS
+from ..models.sltt import sltt_forward
 from .checkpoint import atomic_write, load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .metrics import per_image_metrics
 
@@ -66,6 +67,7 @@ class TrainConfig:
     augment: bool = True
     workers: int = 0
     checkpointing: bool = False  # activation checkpointing (MedSpikeFormer/twin): less memory, ~1/3 more compute
+    sltt: int = 0  # MedSpikeFormer: backpropagate through this many random timesteps, spatially only (0: full BPTT)
     device: str = "auto"
     max_minutes: float | None = None  # stop after the epoch that crosses this budget
     replay: list[str] = field(default_factory=list)  # extra training folders (fine-tune replay)
@@ -344,6 +346,13 @@ def train(
         model.gradient_checkpointing = True
     if use_amp:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.sltt:
+        if not (model.spiking and model.timesteps > 1 and getattr(model, "neuron_kind", "") == "lif"):
+            raise ValueError(f"--sltt applies to LIF models with several timesteps, not {cfg.arch}")
+        if not 1 <= cfg.sltt <= model.timesteps:
+            raise ValueError(f"--sltt K needs 1 <= K <= T = {model.timesteps}, got {cfg.sltt}")
+        if distributed:
+            raise ValueError("--sltt is not supported with torchrun (several processes) yet")
     teacher = None
     if cfg.teacher:
         if cfg.arch != "medspikeformer":
@@ -410,6 +419,7 @@ def train(
         "init_from": cfg.init_from,
         "teacher": cfg.teacher,
         "align_stages": cfg.align_stages if with_sides else [],
+        "gradient": f"SLTT-{cfg.sltt} (spatial only, {cfg.sltt} of {model.timesteps} timesteps)" if cfg.sltt else "BPTT",
         "val_keys": [p.key for p in val_set.pairs],
         "description": cfg.description,
         "torch": torch.__version__,
@@ -451,16 +461,17 @@ def train(
                 x, y = augment(x, y)
             if use_amp:
                 x = x.contiguous(memory_format=torch.channels_last)
+            forward = (lambda inputs, **kw: sltt_forward(model, inputs, k=cfg.sltt, **kw)) if cfg.sltt else net
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if with_sides:
-                    logits, sides = net(x, side_outputs=True)
+                    logits, sides = forward(x, side_outputs=True)
                     with torch.no_grad():
                         _, teacher_sides = teacher(x, side_outputs=True)
                     loss = segmentation_loss(logits.float(), y) + alignment_loss(
                         sides, teacher_sides, cfg.align_stages, cfg.align_weight
                     )
                 else:
-                    loss = segmentation_loss(net(x).float(), y)
+                    loss = segmentation_loss(forward(x).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

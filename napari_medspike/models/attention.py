@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fastpath
-from .blocks import ConvBN, DepthwiseSeparable, MLP, Neuron, bn_affine, seq_apply
+from .blocks import ConvBN, DepthwiseSeparable, MLP, Neuron, bn_affine, fire, optional_neuron, seq_apply
 from .neurons import NISF
 
 INTERACTIONS: tuple[str, ...] = ("AA", "AI", "IA", "II")
@@ -65,21 +65,29 @@ class SDSA(nn.Module):
     block (run side by side as one grouped block); then
     ``concat(O_AA + O_II, O_AI + O_IA) -> 1x1 conv (2C -> C) + V -> BN -> MLP + residual``.
 
+    Spike-driven layout (``spike_driven=True``): the input fires before the Q/K/V conv, the
+    interaction maps ``O`` go through a norm and a neuron before their blocks, the sums fire
+    before the projection, and the MLP fires before each conv, so every convolution reads spikes.
+
     Set :attr:`record` to a dict to capture Q/K/V spikes and the raw interaction maps ``O``.
     """
 
-    def __init__(self, channels: int, kind: str, timesteps: int, heads: int = 4) -> None:
+    def __init__(self, channels: int, kind: str, timesteps: int, heads: int = 4, spike_driven: bool = False) -> None:
         super().__init__()
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
-        self.channels, self.heads = channels, heads
+        self.channels, self.heads, self.spike_driven = channels, heads, spike_driven
+        self.input_neuron = optional_neuron(spike_driven, kind, timesteps)
         # One depth-wise conv with three outputs per channel: q, k, v interleaved.
         self.qkv = ConvBN(channels, 3 * channels, 3, groups=channels)
         self.qkv_neuron = Neuron(kind, timesteps, gate=True)
+        self.interaction_norm = nn.BatchNorm2d(4 * channels) if spike_driven else None
+        self.interaction_neuron = optional_neuron(spike_driven, kind, timesteps)
         self.interaction_blocks = DepthwiseSeparable(4 * channels, kind, timesteps, branches=4)
+        self.project_neuron = optional_neuron(spike_driven, kind, timesteps)
         self.project = nn.Conv2d(2 * channels, channels, 1)
         self.norm = nn.BatchNorm2d(channels)
-        self.mlp = MLP(channels, channels, kind, timesteps)
+        self.mlp = MLP(channels, channels, kind, timesteps, spike_driven=spike_driven)
         self.record: dict[str, torch.Tensor] | None = None
 
     def _merged_tail(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,12 +108,21 @@ class SDSA(nn.Module):
         bias = self.project.bias + sum(half @ b for half, b in zip(halves, b_groups))
         return weight.reshape(c, 4 * c, 1, 1), bias
 
+    def _spike_driven_tail(self, raw: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``O -> norm -> neuron -> interaction blocks -> sums -> neuron -> projection + V -> norm``."""
+        o = self.interaction_blocks(self.interaction_neuron(seq_apply(self.interaction_norm, raw)))
+        o_aa, o_ai, o_ia, o_ii = o.chunk(4, dim=2)
+        attn = self.project_neuron(torch.cat((o_aa + o_ii, o_ai + o_ia), dim=2))
+        return seq_apply(self.norm, seq_apply(self.project, attn) + v)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.channels
-        qkv = self.qkv_neuron(seq_apply(self.qkv, x))  # [T, B, 3C, H, W], interleaved
+        qkv = self.qkv_neuron(seq_apply(self.qkv, fire(self.input_neuron, x)))  # [T, B, 3C, H, W], interleaved
         q, k, v = qkv.unflatten(2, (c, 3)).unbind(3)
         raw = decomposed_channel_attention(q, k, v, self.heads)
-        if not fastpath.enabled():
+        if self.spike_driven:
+            out = self._spike_driven_tail(raw, v)
+        elif not fastpath.enabled():
             o = self.interaction_blocks(raw)
             o_aa, o_ai, o_ia, o_ii = o.chunk(4, dim=2)
             attn = torch.cat((o_aa + o_ii, o_ai + o_ia), dim=2)

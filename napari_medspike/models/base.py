@@ -122,6 +122,11 @@ class Segmenter(nn.Module, abc.ABC):
             return checkpointed(block, *inputs, **kwargs)
         return block(*inputs, **kwargs)
 
+    @classmethod
+    def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """A config read from an older checkpoint, completed with the values it implied."""
+        return dict(config)
+
     @property
     @abc.abstractmethod
     def config(self) -> dict[str, Any]:
@@ -161,19 +166,50 @@ class Segmenter(nn.Module, abc.ABC):
             for module in self.attention_modules():
                 module.record = None
 
+    def spiking_layers(self) -> dict[str, nn.Module]:
+        """Every spiking neuron layer by module path (empty for an ANN)."""
+        if not self.spiking:
+            return {}
+        from .neurons import SPIKING_NEURONS
+
+        return {name: m for name, m in self.named_modules() if isinstance(m, SPIKING_NEURONS)}
+
+    @contextlib.contextmanager
+    def _rate_recording(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Record each spiking layer's mean output per timestep (``[T]``; NISF: per count level
+        ``k/D`` averaged, i.e. its mean normalised count)."""
+        rates: dict[str, torch.Tensor] = {}
+
+        def hook(name: str):
+            def record(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+                y = out.detach().float()
+                y = y.flatten(1).mean(1) if y.ndim == 5 else y.mean().reshape(1)
+                rates[name] = y.cpu()
+
+            return record
+
+        handles = [m.register_forward_hook(hook(name)) for name, m in self.spiking_layers().items()]
+        try:
+            yield rates
+        finally:
+            for handle in handles:
+                handle.remove()
+
     def forward_intermediates(self, x: torch.Tensor) -> dict[str, Any]:
         """Logits plus what the spiking network did, per encoder stage (timm-style).
 
-        Returns ``{"logits": [B, 1, H, W], "stages": [stage, ...]}`` where each stage is
-        ``{"spikes": {"q", "k", ...}, "interactions": {"AA", "AI", "IA", "II"}}`` of tensors
-        ``[T, B, C, h, w]`` at that stage's (padded) resolution ``h, w``. Only this method
-        records; a plain ``model(x)`` stores nothing.
+        Returns ``{"logits": [B, 1, H, W], "stages": [stage, ...], "firing_rates": {...}}``
+        where each stage is ``{"spikes": {"q", "k", ...}, "interactions": {"AA", "AI", "IA",
+        "II"}}`` of tensors ``[T, B, C, h, w]`` at that stage's (padded) resolution ``h, w``,
+        and ``firing_rates`` maps every spiking layer's module path to its mean firing rate per
+        timestep (a ``[T]`` tensor; empty for an ANN). Only this method records; a plain
+        ``model(x)`` stores nothing.
         """
-        with self._recording() as records:
+        with self._recording() as records, self._rate_recording() as rates:
             logits = self(x)
         stages = []
         for record in records:
             record = {k: v if v.ndim == 5 else v.unsqueeze(0) for k, v in record.items()}
             interactions = {k: record.pop(k) for k in ("AA", "AI", "IA", "II")}
             stages.append({"spikes": record, "interactions": interactions})
-        return {"logits": logits, "stages": stages}
+        return {"logits": logits, "stages": stages, "firing_rates": dict(rates)}

@@ -93,15 +93,28 @@ class SeqConvBN(ConvBN):
         return seq_apply(super().forward, x)
 
 
+def optional_neuron(wanted: bool, kind: str, timesteps: int) -> Neuron | None:
+    """A :class:`Neuron` where the spike-driven layout puts one, else ``None``."""
+    return Neuron(kind, timesteps) if wanted else None
+
+
+def fire(neuron: nn.Module | None, x: torch.Tensor) -> torch.Tensor:
+    """``neuron(x)``, or ``x`` unchanged where the layout has no neuron."""
+    return x if neuron is None else neuron(x)
+
+
 class DepthwiseSeparable(nn.Module):
-    """Depth-wise 3x3 conv + BN -> neuron -> point-wise 1x1 conv.
+    """(neuron ->) depth-wise 3x3 conv + BN -> neuron -> point-wise 1x1 conv.
 
     ``branches > 1`` runs that many independent blocks of ``channels // branches`` channels side
     by side in one call (grouped point-wise conv): SDSA's four interaction blocks.
+    ``input_neuron=True`` (spike-driven layout) fires the input first, so the depth-wise conv
+    reads spikes instead of analog values.
     """
 
-    def __init__(self, channels: int, kind: str, timesteps: int, branches: int = 1) -> None:
+    def __init__(self, channels: int, kind: str, timesteps: int, branches: int = 1, input_neuron: bool = False) -> None:
         super().__init__()
+        self.input_neuron = optional_neuron(input_neuron, kind, timesteps)
         self.depthwise = ConvBN(channels, channels, 3, groups=channels)
         self.neuron = Neuron(kind, timesteps)
         self.pointwise = nn.Conv2d(channels, channels, 1, groups=branches)
@@ -109,37 +122,48 @@ class DepthwiseSeparable(nn.Module):
     def forward(self, x: torch.Tensor, average: bool = False) -> torch.Tensor:
         """``average=True`` returns the mean over timesteps (T = 1), computed as the point-wise
         conv of the mean spike map: T times cheaper, equal by linearity."""
-        x = self.neuron(seq_apply(self.depthwise, x))
+        x = self.neuron(seq_apply(self.depthwise, fire(self.input_neuron, x)))
         if average:
             x = x.mean(0, keepdim=True)
         return seq_apply(self.pointwise, x)
 
 
 class MLP(nn.Module):
-    """Point-wise conv + BN -> depth-wise 3x3 conv + BN -> neuron -> point-wise conv."""
+    """Point-wise conv + BN -> depth-wise 3x3 conv + BN -> neuron -> point-wise conv.
 
-    def __init__(self, in_channels: int, out_channels: int, kind: str, timesteps: int) -> None:
+    Spike-driven layout (``spike_driven=True``): a neuron before each of the first two convs as
+    well, so every conv reads spikes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kind: str, timesteps: int, spike_driven: bool = False) -> None:
         super().__init__()
+        self.input_neuron = optional_neuron(spike_driven, kind, timesteps)
         self.expand = nn.Sequential(
             ConvBN(in_channels, out_channels, 1),
             ConvBN(out_channels, out_channels, 3, groups=out_channels),
         )
+        self.middle_neuron = optional_neuron(spike_driven, kind, timesteps)
         self.neuron = Neuron(kind, timesteps)
         self.project = nn.Conv2d(out_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.neuron(seq_apply(self.expand, x))
-        return seq_apply(self.project, x)
+        x = seq_apply(self.expand[0], fire(self.input_neuron, x))
+        x = seq_apply(self.expand[1], fire(self.middle_neuron, x))
+        return seq_apply(self.project, self.neuron(x))
 
 
 class ResidualSpikingConv(nn.Module):
-    """Two residual depth-wise separable spiking units, each followed by BN (decoder block core)."""
+    """Two residual depth-wise separable spiking units, each followed by BN (decoder block core).
 
-    def __init__(self, channels: int, kind: str, timesteps: int) -> None:
+    In the spike-driven layout each unit fires its input first: the residuals add analog
+    values (membrane shortcuts) and only spikes reach a convolution.
+    """
+
+    def __init__(self, channels: int, kind: str, timesteps: int, spike_driven: bool = False) -> None:
         super().__init__()
-        self.unit1 = DepthwiseSeparable(channels, kind, timesteps)
+        self.unit1 = DepthwiseSeparable(channels, kind, timesteps, input_neuron=spike_driven)
         self.norm1 = nn.BatchNorm2d(channels)
-        self.unit2 = DepthwiseSeparable(channels, kind, timesteps)
+        self.unit2 = DepthwiseSeparable(channels, kind, timesteps, input_neuron=spike_driven)
         self.norm2 = nn.BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor, average: bool = False) -> torch.Tensor:
@@ -172,12 +196,25 @@ class SideHead(nn.Module):
 
 
 class SegmentationHead(nn.Module):
-    """Time-averaged features -> 3x3 conv + BN -> 1x1 conv to one logit channel."""
+    """Time-averaged features -> 3x3 conv + BN -> 1x1 conv to one logit channel.
 
-    def __init__(self, channels: int) -> None:
+    Spike-driven layout (``spike_driven=True``): neuron -> 3x3 conv + BN -> neuron -> 1x1 conv,
+    per timestep, then the mean over time. The 1x1 conv is linear, so the fast path applies it
+    once to the mean spike map instead of T times (equal up to rounding; the energy accounting
+    runs the plain path, where it reads binary spikes).
+    """
+
+    def __init__(self, channels: int, kind: str = "lif", timesteps: int = 1, spike_driven: bool = False) -> None:
         super().__init__()
+        self.input_neuron = optional_neuron(spike_driven, kind, timesteps)
         self.merge = ConvBN(channels, channels, 3)
+        self.out_neuron = optional_neuron(spike_driven, kind, timesteps)
         self.out = nn.Conv2d(channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.merge(x.mean(0)))
+        if self.input_neuron is None:
+            return self.out(self.merge(x.mean(0)))
+        spikes = self.out_neuron(seq_apply(self.merge, self.input_neuron(x)))
+        if fastpath.enabled():
+            return self.out(spikes.mean(0))
+        return seq_apply(self.out, spikes).mean(0)

@@ -11,41 +11,73 @@ from torch import nn
 from . import fastpath
 from .attention import SDSA
 from .base import Segmenter
-from .blocks import ResidualSpikingConv, SegmentationHead, SeqConvBN, SideHead, seq_apply, upsample2x
+from .blocks import (
+    ResidualSpikingConv,
+    SegmentationHead,
+    SeqConvBN,
+    SideHead,
+    fire,
+    optional_neuron,
+    seq_apply,
+    upsample2x,
+)
+
+#: Where the neurons sit. ``spike_driven`` (the default): every convolution and matrix product
+#: after the encoding layer reads spikes, residuals add membrane potentials (Spike-driven
+#: Transformer V2). ``reference``: the layout of the MedSpikeFormer paper's code, in which many
+#: convolutions read analog values at every timestep (kept to reproduce the paper).
+LAYOUTS: tuple[str, ...] = ("spike_driven", "reference")
 
 
 class EncoderStage(nn.Module):
-    """3x3 conv + BN patch embedding -> SDSA -> (side head) -> 2x2 stride-2 conv + BN."""
+    """3x3 conv + BN patch embedding -> SDSA -> (side head) -> 2x2 stride-2 conv + BN.
 
-    def __init__(self, in_channels: int, channels: int, kind: str, timesteps: int, heads: int) -> None:
+    Spike-driven layout: the stage's input (except the image itself: the encoding layer) and
+    the attention's output fire before their convolutions.
+    """
+
+    def __init__(
+        self, in_channels: int, channels: int, kind: str, timesteps: int, heads: int,
+        spike_driven: bool = False, encoding: bool = False,
+    ) -> None:
         super().__init__()
+        self.embed_neuron = optional_neuron(spike_driven and not encoding, kind, timesteps)
         self.embed = SeqConvBN(in_channels, channels, 3)
-        self.attention = SDSA(channels, kind, timesteps, heads)
+        self.attention = SDSA(channels, kind, timesteps, heads, spike_driven=spike_driven)
         self.side_head = SideHead(channels)
+        self.downsample_neuron = optional_neuron(spike_driven, kind, timesteps)
         self.downsample = SeqConvBN(channels, channels, kernel_size=2, stride=2)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.attention(self.embed(x))
-        return self.downsample(features), features
+        features = self.attention(self.embed(fire(self.embed_neuron, x)))
+        return self.downsample(fire(self.downsample_neuron, features)), features
 
 
 class DecoderBlock(nn.Module):
-    """Residual spiking conv block -> BN -> bilinear x2 -> 3x3 conv + BN."""
+    """Residual spiking conv block -> BN -> bilinear x2 -> 3x3 conv + BN.
 
-    def __init__(self, in_channels: int, out_channels: int, kind: str, timesteps: int) -> None:
+    Spike-driven layout: residual units that fire first, then neuron -> 3x3 conv + BN ->
+    bilinear x2: the convolution reads spikes, at a quarter of the pixels (the upsampling of its
+    analog output is interpolation, not a synaptic operation).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kind: str, timesteps: int, spike_driven: bool = False) -> None:
         super().__init__()
-        self.residual = ResidualSpikingConv(in_channels, kind, timesteps)
+        self.residual = ResidualSpikingConv(in_channels, kind, timesteps, spike_driven=spike_driven)
         self.norm = nn.BatchNorm2d(in_channels)
+        self.up_neuron = optional_neuron(spike_driven, kind, timesteps)
         self.up = SeqConvBN(in_channels, out_channels, 3)
 
     def forward(self, x: torch.Tensor, average: bool = False) -> torch.Tensor:
-        """``average=True`` (eval mode only) returns the mean over timesteps, taken right after
-        the last neuron: everything behind it is affine, so the mean commutes with it and the
-        upsampling and convolution run once instead of T times."""
+        """``average=True`` (eval mode, reference layout only) returns the mean over timesteps,
+        taken right after the last neuron: everything behind it is affine, so the mean commutes
+        with it and the upsampling and convolution run once instead of T times."""
         y = self.residual(x, average=average)
         if average:
             x = x.mean(0, keepdim=True)
         x = seq_apply(self.norm, y + x)
+        if self.up_neuron is not None:
+            return seq_apply(upsample2x, self.up(self.up_neuron(x)))
         return self.up(seq_apply(upsample2x, x))
 
 
@@ -57,6 +89,8 @@ class MedSpikeFormer(Segmenter):
         widths: channels of the four encoder stages (outputs at H/2 ... H/16).
         timesteps: T, the number of LIF timesteps (direct encoding repeats the image T times).
         heads: attention heads in SDSA (each width must be divisible by it).
+        layout: ``"spike_driven"`` (default; only the encoding layer reads analog values) or
+            ``"reference"`` (the paper's layout); see :data:`LAYOUTS`.
 
     Tensors inside are ``[T, B, C, H, W]``; the heads average over T. The side heads feed the
     distribution-alignment loss (``forward(x, side_outputs=True)``) and cost nothing
@@ -73,23 +107,34 @@ class MedSpikeFormer(Segmenter):
         widths: Sequence[int] = (32, 64, 128, 256),
         timesteps: int = 4,
         heads: int = 4,
+        layout: str = "spike_driven",
     ) -> None:
         super().__init__(in_channels)
         if len(widths) != 4:
             raise ValueError(f"widths must list 4 stage widths, got {list(widths)}")
         if timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
         self.widths, self.timesteps, self.heads = tuple(int(w) for w in widths), int(timesteps), heads
+        self.layout = layout
+        sd = layout == "spike_driven"
         kind = self.neuron_kind
         dims = (in_channels, *self.widths)
         self.stages = nn.ModuleList(
-            EncoderStage(dims[i], dims[i + 1], kind, self.timesteps, heads) for i in range(4)
+            EncoderStage(dims[i], dims[i + 1], kind, self.timesteps, heads, spike_driven=sd, encoding=i == 0)
+            for i in range(4)
         )
         dec = (*self.widths[::-1], self.widths[0])  # 256 -> 128 -> 64 -> 32 -> 32
         self.decoders = nn.ModuleList(
-            DecoderBlock(dec[i], dec[i + 1], kind, self.timesteps) for i in range(4)
+            DecoderBlock(dec[i], dec[i + 1], kind, self.timesteps, spike_driven=sd) for i in range(4)
         )
-        self.head = SegmentationHead(self.widths[0])
+        self.head = SegmentationHead(self.widths[0], kind, self.timesteps, spike_driven=sd)
+
+    @classmethod
+    def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Checkpoints written before layouts existed hold the reference layout."""
+        return {"layout": "reference", **config}
 
     @property
     def config(self) -> dict[str, Any]:
@@ -98,6 +143,7 @@ class MedSpikeFormer(Segmenter):
             "widths": list(self.widths),
             "timesteps": self.timesteps,
             "heads": self.heads,
+            "layout": self.layout,
         }
 
     def attention_modules(self) -> list[nn.Module]:
@@ -114,8 +160,9 @@ class MedSpikeFormer(Segmenter):
 
     def _decode(self, skips: list[torch.Tensor]) -> torch.Tensor:
         h = skips[-1]
-        # The head averages over T; in eval mode the last block averages early (exact, cheaper).
-        average_early = not self.training and fastpath.enabled()
+        # The head averages over T; in eval mode the last block of the reference layout averages
+        # early (exact, cheaper). The spike-driven head averages after its last neuron instead.
+        average_early = not self.training and fastpath.enabled() and self.layout == "reference"
         for i, decoder in enumerate(self.decoders):
             h = self._run_block(decoder, h, average=average_early and i == len(self.decoders) - 1)
             if i < 3:
@@ -159,8 +206,9 @@ class ANNTwin(MedSpikeFormer):
         in_channels: int = 3,
         widths: Sequence[int] = (32, 64, 128, 256),
         heads: int = 4,
+        layout: str = "spike_driven",
     ) -> None:
-        super().__init__(in_channels, widths, timesteps=1, heads=heads)
+        super().__init__(in_channels, widths, timesteps=1, heads=heads, layout=layout)
 
     @property
     def config(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -46,7 +47,15 @@ class LIFNode(neuron.LIFNode):
             and not kwargs
         )
 
+    #: Spatial learning through time (:mod:`.sltt`). In its recording pass, the timesteps whose
+    #: starting potentials to keep; in its replay pass, ``"replay"``. ``None`` otherwise.
+    sltt_mode: list[int] | str | None = None
+    #: The kept starting potentials ``[K, ...]`` (recording pass output, replay pass input).
+    sltt_starts: torch.Tensor | None = None
+
     def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs):  # type: ignore[override]
+        if self.sltt_mode is not None:
+            return self._sltt_forward(x_seq)
         if not self._lean_path_applies(x_seq, args, kwargs):
             return super().multi_step_forward(x_seq, *args, **kwargs)
         if not torch.is_grad_enabled():
@@ -62,8 +71,30 @@ class LIFNode(neuron.LIFNode):
         return super().multi_step_forward(x_seq, *args, **kwargs)
 
 
+    def _sltt_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """Recording pass: the plain dynamics (no autograd), keeping the potential each chosen
+        timestep starts from. Replay pass: one independent step per kept start, with a
+        spatial-only surrogate gradient (:class:`_SpatialLIFStep`)."""
+        if self.sltt_mode == "replay":
+            if self.sltt_starts is None or self.sltt_starts.shape[0] != x_seq.shape[0]:
+                raise RuntimeError("SLTT replay without matching recorded potentials")
+            alpha = getattr(self.surrogate_function, "alpha", 4.0)
+            return _SpatialLIFStep.apply(x_seq, self.sltt_starts, self.tau, self.v_threshold, alpha)
+        starts: list[torch.Tensor] = []
+        spikes, self.v, _ = lif_charge_fire(
+            x_seq.detach(), self.v, self.tau, self.v_threshold, record_starts=(self.sltt_mode, starts)
+        )
+        self.sltt_starts = torch.stack(starts)
+        return spikes
+
+
 def lif_charge_fire(
-    x_seq: torch.Tensor, v: float | torch.Tensor, tau: float, threshold: float, keep_charge: bool = False
+    x_seq: torch.Tensor,
+    v: float | torch.Tensor,
+    tau: float,
+    threshold: float,
+    keep_charge: bool = False,
+    record_starts: tuple[Sequence[int], list[torch.Tensor]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """spikingjelly's multi-step LIF (decay_input, hard reset to 0) as an in-place loop.
 
@@ -72,6 +103,8 @@ def lif_charge_fire(
     ``[T, ...]``, the final state and, with ``keep_charge``, the pre-reset potentials ``h``
     (what a surrogate gradient needs). ``v + (x - v) * (1 / tau)`` is bit-identical to
     spikingjelly's ``v + (x - v) / tau`` when ``1 / tau`` is a power of two.
+    ``record_starts=(steps, out)`` appends to ``out`` a copy of the potential each of
+    ``steps`` starts from (before its charge).
     """
     exact_scale = math.frexp(tau)[0] == 0.5
     spikes = torch.empty_like(x_seq, memory_format=torch.preserve_format)
@@ -83,6 +116,8 @@ def lif_charge_fire(
     else:  # fresh state v = 0: the first charge is x / tau
         v = torch.div(x_seq[0], tau)
     for t in range(x_seq.shape[0]):
+        if record_starts is not None and t in record_starts[0]:
+            record_starts[1].append(v.clone() if t or carried else torch.zeros_like(diff))
         if t or carried:
             torch.sub(x_seq[t], v, out=diff)
             if exact_scale:
@@ -129,6 +164,30 @@ class _LIFSigmoidSurrogate(torch.autograd.Function):
             torch.div(grad_h, tau, out=grad_x[t])
             grad_v = grad_h.mul_(1.0 - 1.0 / tau)
         return grad_x, None, None, None
+
+
+class _SpatialLIFStep(torch.autograd.Function):
+    """Independent LIF steps from given starting potentials, for SLTT's replay pass.
+
+    ``h = v0 + (x - v0) / tau``, spikes ``h >= threshold``; the gradient reaches ``x`` only
+    (``σ'(h - θ) / tau``): the starting potentials are constants, which is what detaching the
+    membrane's path through time means.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, starts: torch.Tensor, tau: float, threshold: float, alpha: float):  # type: ignore[override]
+        charge = torch.lerp(starts.to(x.dtype), x.detach(), 1.0 / tau)
+        ctx.save_for_backward(charge)
+        ctx.constants = (tau, threshold, alpha)
+        return torch.ge(charge, threshold, out=torch.empty_like(charge))  # 0/1 floats, no bool copy
+
+    @staticmethod
+    def backward(ctx, grad_spikes: torch.Tensor):  # type: ignore[override]
+        (charge,) = ctx.saved_tensors
+        tau, threshold, alpha = ctx.constants
+        sig = torch.sigmoid((charge - threshold).mul_(alpha))
+        grad = sig.mul_(1.0 - sig).mul_(alpha / tau).mul_(grad_spikes)
+        return grad, None, None, None, None
 
 
 def make_lif() -> LIFNode:

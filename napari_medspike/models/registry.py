@@ -15,6 +15,14 @@ ARCHITECTURES: dict[str, type[Segmenter]] = {
 }
 
 
+def model_class(arch: str) -> type[Segmenter]:
+    """The class behind an architecture name (``"medspikeformer"``, ``"ann_twin"``, ...)."""
+    key = arch.lower().replace("-", "_")
+    if key not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[key]
+
+
 def create_model(arch: str, **config: Any) -> Segmenter:
     """Build an untrained segmenter.
 
@@ -22,16 +30,14 @@ def create_model(arch: str, **config: Any) -> Segmenter:
         arch: ``"medspikeformer"`` (LIF, T timesteps, SDSA), ``"medqkformer"`` (NISF, SDQK-A)
             or ``"ann_twin"`` (MedSpikeFormer's ANN twin).
         **config: architecture options: ``in_channels`` (3), ``widths`` ((32, 64, 128, 256)),
-            ``heads`` (4), and for MedSpikeFormer ``timesteps`` (T, default 4).
+            ``heads`` (4), and for MedSpikeFormer ``timesteps`` (T, default 4) and, for it and
+            its twin, ``layout`` (``"spike_driven"``, the default, or ``"reference"``).
 
     Example:
         >>> model = create_model("medspikeformer", timesteps=2, widths=(16, 32, 64, 128))
     """
-    key = arch.lower().replace("-", "_")
-    if key not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(ARCHITECTURES)}")
-    cls = ARCHITECTURES[key]
+    cls = model_class(arch)
     try:
         return cls(**config)
     except TypeError as err:
-        raise TypeError(f"bad config for {key}: {err}") from None
+        raise TypeError(f"bad config for {cls.arch}: {err}") from None
