@@ -62,3 +62,17 @@ def test_report_for_each_architecture(calibrated):
             assert report.sops > 0 and len(report.stage_firing_rates) == 4
             assert 0 < report.mean_firing_rate < 1
         assert "energy" in report.summary() and report.to_dict()["energy_pj"] == report.energy_pj
+
+
+def test_spike_driven_layout_reads_analog_values_only_in_the_encoding_layer(calibrated):
+    """After the first conv + BN on the image, every convolution and matrix product of the
+    spike-driven MedSpikeFormer reads spikes; the paper's layout feeds many of them analog
+    values at every timestep."""
+    x = torch.rand(1, 3, 64, 64)
+    spike_driven = estimate_energy(calibrated("medspikeformer", timesteps=2), x)
+    analog = {layer.name for layer in spike_driven.layers if layer.input_rate is None}
+    assert analog == {"stages.0.embed.0"}
+    total = sum(layer.macs for layer in spike_driven.layers)
+    assert spike_driven.analog_macs <= 0.05 * total
+    reference = estimate_energy(calibrated("medspikeformer", timesteps=2, layout="reference"), x)
+    assert reference.analog_macs > 0.3 * sum(layer.macs for layer in reference.layers)

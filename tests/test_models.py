@@ -176,3 +176,43 @@ def test_create_model_errors() -> None:
     with pytest.raises(ValueError, match="divisible"):
         create_model("medspikeformer", widths=(6, 16, 32, 64))
     assert create_model("MedSpikeFormer", timesteps=2).config["timesteps"] == 2
+
+
+@pytest.mark.parametrize("layout", ["spike_driven", "reference"])
+def test_firing_rates_per_layer_and_timestep(layout, calibrated) -> None:
+    model = calibrated("medspikeformer", timesteps=3, layout=layout)
+    with torch.inference_mode():
+        rates = model.forward_intermediates(torch.rand(1, 3, 64, 64))["firing_rates"]
+    assert set(rates) == set(model.spiking_layers())
+    assert all(r.shape == (3,) and bool(((r >= 0) & (r <= 1)).all()) for r in rates.values())
+    assert any(float(r.max()) > 0 for r in rates.values())
+    assert "stages.0.attention.qkv_neuron.node" in rates
+    # the spike-driven layout fires before every conv: more spiking layers than the paper's
+    assert ("stages.1.embed_neuron.node" in rates) == (layout == "spike_driven")
+
+
+def test_ann_twin_reports_no_firing_rates(calibrated) -> None:
+    with torch.inference_mode():
+        out = calibrated("ann_twin").forward_intermediates(torch.rand(1, 3, 32, 32))
+    assert out["firing_rates"] == {}
+
+
+def test_layout_survives_a_checkpoint_and_old_checkpoints_mean_reference(tmp_path) -> None:
+    from napari_medspike.engine.checkpoint import load_model, save_checkpoint
+
+    for layout in ("spike_driven", "reference"):
+        model = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2, layout=layout)
+        path = save_checkpoint(model, tmp_path / f"{layout}.safetensors", input_size=64)
+        assert load_model(path).layout == layout
+    # a checkpoint written before layouts existed: its config has no "layout" key
+    from safetensors.torch import load_file, save_file
+
+    legacy = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2, layout="reference")
+    meta = {"format": 1, "arch": "medspikeformer", "config": {"in_channels": 3, "widths": [8, 16, 32, 64],
+            "timesteps": 2, "heads": 4}, "input_size": 64}
+    import json
+
+    save_file(legacy.state_dict(), str(tmp_path / "old.safetensors"), metadata={"medspike": json.dumps(meta)})
+    assert load_model(tmp_path / "old.safetensors").layout == "reference"
+    with pytest.raises(ValueError, match="unknown layout"):
+        create_model("medspikeformer", layout="sideways")

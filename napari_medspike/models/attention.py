@@ -24,7 +24,11 @@ def head_mask(channels: int, heads: int, device: torch.device | None = None) -> 
 
 
 def decomposed_channel_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    heads: int,
+    affine: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The four SDSA interactions ``O = (q_x k_yᵀ) · C^-1/2 · v`` for x, y in {A, I}.
 
@@ -40,6 +44,9 @@ def decomposed_channel_attention(
     channels-last, ready for the depth-wise convolutions that follow, with no transposing copy.
     The statistics are computed in fp32 even under autocast: ``AI`` and ``II`` subtract
     counts of up to N, which bf16 cannot hold.
+
+    ``affine=(scale, shift)`` (``[4C]`` each) returns ``O * scale + shift`` per output channel,
+    folded into the product (an eval-mode batch norm on ``O`` at no extra pass).
     """
     t, b, c, h, w = v.shape
     n = h * w
@@ -52,8 +59,14 @@ def decomposed_channel_attention(
         m = torch.stack((aa, sq - aa, sk - aa, n * mask - sq - sk + aa), dim=2)  # [T, B, 4, C, C]
         m = m * c**-0.5
     # out[n, g*C + i] = sum_j m[g, i, j] v[j, n]
-    mix = m.permute(0, 1, 4, 2, 3).reshape(t, b, c, 4 * c).to(v.dtype)
-    out = v.flatten(3).transpose(-2, -1) @ mix  # [T, B, N, 4C]
+    mix = m.permute(0, 1, 4, 2, 3).reshape(t, b, c, 4 * c)
+    pixels = v.flatten(3).transpose(-2, -1)  # [T, B, N, C]
+    if affine is None:
+        out = pixels @ mix.to(v.dtype)  # [T, B, N, 4C]
+    else:
+        scale, shift = affine
+        out = torch.baddbmm(shift.to(v.dtype).expand(t * b, n, 4 * c), pixels.flatten(0, 1),
+                            (mix * scale).to(v.dtype).flatten(0, 1)).unflatten(0, (t, b))
     return out.transpose(-2, -1).unflatten(-1, (h, w))
 
 
@@ -115,10 +128,45 @@ class SDSA(nn.Module):
         attn = self.project_neuron(torch.cat((o_aa + o_ii, o_ai + o_ia), dim=2))
         return seq_apply(self.norm, seq_apply(self.project, attn) + v)
 
+    def _merged_sums(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The interaction blocks' grouped point-wise convs and the two sums
+        ``(O_AA + O_II, O_AI + O_IA)`` as one dense ``4C -> 2C`` conv (weight ``[2C, 4C, 1, 1]``
+        with zero blocks, and bias): a plain matrix product instead of a slow grouped conv, a
+        concatenation and two additions."""
+        c = self.channels
+        pointwise = self.interaction_blocks.pointwise
+        w = pointwise.weight.reshape(4, c, c)
+        b = pointwise.bias.reshape(4, c)
+        zero = w.new_zeros(c, c)
+        weight = torch.cat((torch.cat((w[0], zero, zero, w[3]), 1), torch.cat((zero, w[1], w[2], zero), 1)), 0)
+        return weight.reshape(2 * c, 4 * c, 1, 1), torch.cat((b[0] + b[3], b[1] + b[2]))
+
+    def _spike_driven_fast_tail(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval-mode :meth:`_spike_driven_tail` with the norms folded in (the first into the
+        attention product, the second into the projection) and the point-wise convs and sums
+        merged (:meth:`_merged_sums`). Returns the output and the raw interaction maps."""
+        normed = decomposed_channel_attention(q, k, v, self.heads, affine=bn_affine(self.interaction_norm))
+        # the record keeps O itself (one more product, only when recording)
+        raw = normed if self.record is None else decomposed_channel_attention(q, k, v, self.heads)
+        blocks = self.interaction_blocks
+        spikes = blocks.neuron(seq_apply(blocks.depthwise, self.interaction_neuron(normed)))
+        weight, bias = self._merged_sums()
+        attn = self.project_neuron(seq_apply(lambda s: F.conv2d(s, weight, bias), spikes))
+        scale, shift = bn_affine(self.norm)
+        weight = self.project.weight * scale.reshape(-1, 1, 1, 1)
+        out = seq_apply(lambda s: F.conv2d(s, weight, self.project.bias * scale + shift), attn)
+        return torch.addcmul(out, v, scale.reshape(-1, 1, 1)), raw
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.channels
         qkv = self.qkv_neuron(seq_apply(self.qkv, fire(self.input_neuron, x)))  # [T, B, 3C, H, W], interleaved
         q, k, v = qkv.unflatten(2, (c, 3)).unbind(3)
+        if self.spike_driven and fastpath.enabled() and not self.norm.training:
+            out, raw = self._spike_driven_fast_tail(q, k, v)
+            out = self.mlp(out) + out
+            if self.record is not None:
+                self._record(q, k, v, raw)
+            return out
         raw = decomposed_channel_attention(q, k, v, self.heads)
         if self.spike_driven:
             out = self._spike_driven_tail(raw, v)
@@ -141,10 +189,13 @@ class SDSA(nn.Module):
                 out = torch.addcmul(out, v, scale.reshape(-1, 1, 1))
         out = self.mlp(out) + out
         if self.record is not None:
-            self.record.update(q=q.detach(), k=k.detach(), v=v.detach())
-            for name, o_raw in zip(INTERACTIONS, raw.detach().chunk(4, dim=2)):
-                self.record[name] = o_raw
+            self._record(q, k, v, raw)
         return out
+
+    def _record(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, raw: torch.Tensor) -> None:
+        self.record.update(q=q.detach(), k=k.detach(), v=v.detach())
+        for name, o_raw in zip(INTERACTIONS, raw.detach().chunk(4, dim=2)):
+            self.record[name] = o_raw
 
 
 class MaskSpikeConv(nn.Module):
