@@ -132,6 +132,25 @@ def test_alignment_training_with_ann_twin_teacher(lesions, tmp_path):
     assert 0 <= snn.history[0]["firing_rate"] <= 1
 
 
+def test_sltt_training_with_teacher_through_the_command_line(lesions, tmp_path):
+    from napari_medspike.cli.train import train_main
+
+    twin = train(config(lesions, tmp_path / "twin", arch="ann_twin", epochs=1))
+    assert train_main(["--arch", "medspikeformer", "--data", str(lesions), "--out", str(tmp_path / "snn"),
+                       "--config", json.dumps({**TINY, "timesteps": 3}), "--size", "32", "--epochs", "2",
+                       "--batch-size", "4", "--val-fraction", "0.25", "--no-augment", "--device", "cpu",
+                       "--init-from", str(twin.checkpoint), "--teacher", str(twin.checkpoint), "--sltt", "1"]) == 0
+    meta = read_metadata(tmp_path / "snn" / "best.safetensors")
+    assert meta["training"]["gradient"].startswith("SLTT-1")
+    assert meta["config"]["layout"] == "spike_driven" and meta["config"]["timesteps"] == 3
+    history = json.loads((tmp_path / "snn" / "history.json").read_text())
+    assert len(history) == 2 and all(np.isfinite(h["train_loss"]) for h in history)
+    with pytest.raises(ValueError, match="1 <= K <= T"):
+        train(config(lesions, tmp_path / "bad", arch="medspikeformer", model_config={**TINY, "timesteps": 2}, sltt=3))
+    with pytest.raises(ValueError, match="LIF models"):
+        train(config(lesions, tmp_path / "bad2", sltt=1))
+
+
 def test_finetune_on_corrections(lesions, tmp_path):
     start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
     result = finetune(start, lesions, tmp_path / "tuned.safetensors", epochs=2, lr=1e-3, device="cpu")
