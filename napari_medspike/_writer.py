@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine.checkpoint import atomic_write
+from .common import atomic_write
 
 
 def write_mask(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

@@ -33,10 +33,22 @@ def wait_for(worker: Any, timeout: float = 600.0) -> None:
 
 
 def open_plugin(viewer: Any, sample: str = "kvasir", model: str | None = None) -> dict[str, Any]:
-    """Dock the three widgets and open a bundled sample; return the widgets by name."""
-    widgets = {}
-    for name in ("Segment", "Spike inspector", "Correct & fine-tune"):
-        _, widgets[name] = viewer.window.add_plugin_dock_widget("napari-medspike", name)
+    from .widgets._common import DOCK_MIN_WIDTH
+
+    """Dock the three widgets as tabs of one dock column and open a bundled sample; return the
+    widgets by name."""
+    widgets, docks = {}, {}
+    for i, name in enumerate(("Segment", "Spike inspector", "Correct & fine-tune")):
+        docks[name], widgets[name] = viewer.window.add_plugin_dock_widget("napari-medspike", name, tabify=i > 0)
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(0, docks["Segment"].raise_)  # after Qt has settled the tabs: Segment in front
+    # a dock column of about a fifth of the window: the canvas keeps more than half of it
+    from qtpy.QtCore import Qt
+
+    window = viewer.window._qt_window
+    width = max(DOCK_MIN_WIDTH, int(0.17 * window.width()))
+    window.resizeDocks([docks["Segment"]], [width], Qt.Orientation.Horizontal)
     viewer.open_sample("napari-medspike", sample)
     segment = widgets["Segment"]
     if model:

@@ -45,7 +45,9 @@ def test_read_16_bit(tmp_path, suffix):
     assert image.max() == pytest.approx(1.0) and image.min() == 0.0
 
 
-@pytest.mark.parametrize("values", [(0, 255), (0, 1), (3, 7)])
+# The mask rule (data.io.to_binary_mask): 0 is background, any value above 0 foreground; a
+# mask without 0, such as 3/7, is all foreground (tests/test_reliability.py).
+@pytest.mark.parametrize("values", [(0, 255), (0, 1), (0, 7)])
 def test_masks_with_any_two_values(tmp_path, values):
     array = np.full((10, 12), values[0], np.uint8)
     array[2:5, 3:9] = values[1]

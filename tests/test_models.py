@@ -216,3 +216,42 @@ def test_layout_survives_a_checkpoint_and_old_checkpoints_mean_reference(tmp_pat
     assert load_model(tmp_path / "old.safetensors").layout == "reference"
     with pytest.raises(ValueError, match="unknown layout"):
         create_model("medspikeformer", layout="sideways")
+
+
+def test_overlapping_jobs_on_one_model_do_not_corrupt_each_other(calibrated) -> None:
+    """Segment and the inspector run in worker threads on the same model: LIF membranes and the
+    recording hooks live on its modules, so overlapping passes must take turns; the fast-path
+    switch that the energy estimate turns off is per thread."""
+    import threading
+
+    from napari_medspike.models import fastpath
+
+    model = calibrated("medspikeformer", timesteps=3)
+    xs = [torch.rand(1, 3, 64, 64) for _ in range(4)]
+    with torch.inference_mode():
+        alone = [model(x) for x in xs]
+        alone_inter = model.forward_intermediates(xs[0])["stages"][0]["spikes"]["q"]
+    results: dict[int, list] = {}
+    seen_fast: list[bool] = []
+
+    def segment(i: int) -> None:
+        with torch.inference_mode():
+            results[i] = [model(x) for x in xs for _ in range(2)][::2]
+            seen_fast.append(fastpath.enabled())
+
+    def inspect() -> None:
+        with torch.inference_mode(), fastpath.disabled():
+            results[-1] = [model.forward_intermediates(xs[0])["stages"][0]["spikes"]["q"] for _ in range(3)]
+
+    threads = [threading.Thread(target=segment, args=(i,)) for i in range(2)] + [threading.Thread(target=inspect)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        for got, want in zip(results[i], alone):
+            assert ((got > 0) == (want > 0)).float().mean() > 0.995 and (got - want).abs().median() < 1e-3
+    for q in results[-1]:
+        assert q.shape == alone_inter.shape and (q != alone_inter).float().mean() < 0.005
+    assert seen_fast == [True, True]  # the inspector's switch did not leak into the other threads
+    assert fastpath.enabled()

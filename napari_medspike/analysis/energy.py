@@ -25,7 +25,7 @@ from torch.utils.module_tracker import ModuleTracker
 
 from ..models import create_model, fastpath
 from ..models.base import Segmenter, pad_to_stride
-from ..models.neurons import NISF_LEVELS, SPIKING_NEURONS
+from ..models.neurons import SPIKING_NEURONS
 
 #: Energy of one multiply-accumulate and one accumulate, 45 nm CMOS (Horowitz 2014), in pJ.
 E_MAC_PJ = 4.6
@@ -42,9 +42,7 @@ _SYNAPTIC_OPS = {
 
 def spike_levels(model: Segmenter) -> int:
     """Spike counts per output of the model's neurons: 1 (LIF), 4 (NISF), 0 (ANN, no spikes)."""
-    if not model.spiking:
-        return 0
-    return NISF_LEVELS if model.arch == "medqkformer" else 1
+    return model.spike_levels if model.spiking else 0
 
 
 def _spike_count_rate(x: torch.Tensor, levels: int) -> float | None:

@@ -57,17 +57,40 @@ def stage_placement(image_shape: tuple[int, int], map_shape: tuple[int, int], pa
 
 @dataclass
 class StageMaps:
-    """Maps of one encoder stage, ready for napari layers."""
+    """Maps of one encoder stage, ready for napari layers.
+
+    ``virtual`` is True for integer-spike models (MedQKFormer): their ``k/D`` outputs are shown
+    as D binary virtual timesteps (step j fires where ``k > j``), so ``timesteps`` is D.
+    """
 
     stage: int
     spikes: np.ndarray  # [T, h, w]
     firing_rate: np.ndarray  # [h, w]
-    interactions: dict[str, np.ndarray]  # name -> [T, h, w]
+    interactions: dict[str, np.ndarray]  # name -> [T, h, w] (T = 1 for MedQKFormer: no time)
     scale: tuple[float, float]
     translate: tuple[float, float]
     spike_name: str
     timesteps: int
     stage_firing_rates: list[float] = field(default_factory=list)
+    virtual: bool = False
+    #: every spiking layer's firing rate per (virtual) timestep, in network order
+    layer_rates: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def virtual_timesteps(values: torch.Tensor, levels: int) -> torch.Tensor:
+    """Integer spikes ``k/D`` (``[1, ...]``) as D binary virtual timesteps ``[D, ...]``: k spikes
+    over D steps, firing in the first k (step j fires where ``k > j``). Any linear layer after
+    it gives the same result either way: the mean over the D steps is ``k/D`` again."""
+    counts = torch.round(values[0].float() * levels)
+    return torch.stack([(counts > j).to(values.dtype) for j in range(levels)])
+
+
+def stage_of(layer_name: str) -> str:
+    """The part of the network a layer belongs to: ``stage 0``..``stage 3``, ``decoder``, ``head``."""
+    parts = layer_name.split(".")
+    if parts[0] == "stages" and len(parts) > 1:
+        return f"stage {parts[1]}"
+    return {"decoders": "decoder", "head": "head"}.get(parts[0], parts[0])
 
 
 def model_input(image: np.ndarray, size: int) -> torch.Tensor:
@@ -76,27 +99,40 @@ def model_input(image: np.ndarray, size: int) -> torch.Tensor:
     return F.interpolate(rgb, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
+def input_size_of(model: Segmenter) -> int:
+    """The input size a model was trained at (its checkpoint says; 256 for an untrained model)."""
+    return int((getattr(model, "checkpoint_info", None) or {}).get("input_size", 256))
+
+
 @torch.inference_mode()
 def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = "v", how: str = "mean",
                   channel: int = 0, size: int | None = None) -> StageMaps:
     """Run the model on an image and reduce one stage's spikes and interactions to maps.
 
-    ``spike`` names the recorded spike tensor (``q``, ``k``, ``v``; MedQKFormer has ``q``, ``k``).
+    ``spike`` names a recorded spike tensor (:attr:`~napari_medspike.models.Segmenter.recorded_spikes`:
+    ``q, k, v`` for MedSpikeFormer, ``q, k`` for MedQKFormer). Integer spikes are shown as
+    virtual binary timesteps (:func:`virtual_timesteps`).
     """
     if not 0 <= stage < len(model.attention_modules()):
         raise ValueError(f"stage must be 0..{len(model.attention_modules()) - 1}, got {stage}")
-    size = size or int((getattr(model, "checkpoint_info", None) or {}).get("input_size", 256))
+    if spike not in model.recorded_spikes:
+        raise ValueError(f"{model.arch} records spikes {list(model.recorded_spikes)}, not {spike!r}")
+    size = size or input_size_of(model)
     x = model_input(image, size)
     out = model.forward_intermediates(x)
     record = out["stages"][stage]
-    if spike not in record["spikes"]:
-        raise ValueError(f"stage {stage} records spikes {sorted(record['spikes'])}, not {spike!r}")
     spikes = record["spikes"][spike]
+    virtual = model.spike_levels > 1
+    if virtual:
+        spikes = virtual_timesteps(spikes, model.spike_levels)
     maps = {name: reduce_channels(record["interactions"][name], how, channel) for name in INTERACTIONS}
     rate = spikes[:, 0].float().mean(dim=(0, 1)).cpu().numpy()
     h_pad = -(-size // 16) * 16
     scale, translate = stage_placement(image.shape[:2], tuple(spikes.shape[-2:]), (h_pad, h_pad), (size, size))
-    rates = [float(torch.cat([v[:, 0].flatten() for v in s["spikes"].values()]).float().mean()) for s in out["stages"]]
+    layer_rates = {name: r.numpy().astype(np.float32) for name, r in out["firing_rates"].items()}
+    stage_rates = []
+    for i in range(len(out["stages"])):
+        values = [float(r.mean()) for name, r in layer_rates.items() if stage_of(name) == f"stage {i}"]
+        stage_rates.append(sum(values) / len(values) if values else float("nan"))
     return StageMaps(stage, reduce_channels(spikes, how, channel), rate.astype(np.float32), maps, scale, translate,
-                     spike, spikes.shape[0], rates)
-
+                     spike, spikes.shape[0], stage_rates, virtual, layer_rates)

@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from ..data.dataset import find_pairs, load_pair
 from ..data.io import ImageReadError
-from ..engine.checkpoint import atomic_write, load_model
+from ..common import atomic_write
+from ..engine.checkpoint import load_model
 from ..engine.metrics import METRICS, binary_metrics, summarise
 from ..inference.predictor import pick_device, predict, recommended_flips
 from ..runtime import reexec_with_huge_pages

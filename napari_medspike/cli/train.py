@@ -10,13 +10,14 @@ import sys
 
 from tqdm import tqdm
 
-from ..engine.trainer import DEFAULT_LR, TrainConfig, TrainProgress, finetune, train
+from ..engine.trainer import DEFAULT_LR, RunFolderError, TrainConfig, TrainProgress, finetune, train
 from ..models import ARCHITECTURES
 from ..runtime import reexec_with_huge_pages
 
 EPILOG = """
-A DATA folder holds images/ and masks/ with matching file stems (png, jpg, bmp, tif; masks 0/255
-or any two values). Give several folders to train on all of them.
+A DATA folder holds images/ and masks/ with matching file stems (png, jpg, bmp, tif; in a mask,
+0 is background and any value above 0 foreground, e.g. 0/255 or 0/1). Give several folders to
+train on all of them.
 
 Examples
   # ANN twin first, then MedSpikeFormer initialised from it and aligned to it:
@@ -30,7 +31,8 @@ Examples
   torchrun --nproc_per_node=2 -m napari_medspike.cli.train --arch medqkformer --data kvasir-seg --out runs/ddp
 
 The run folder receives best.safetensors (+ best.md model card), last.pt (for --resume),
-split.json, history.csv/json and curves.png.
+split.json, history.csv/json and curves.png. A new run refuses a folder that already holds
+best.safetensors or last.pt: pass --resume to continue it or --overwrite to replace it.
 """
 
 
@@ -98,7 +100,10 @@ def train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     parser.add_argument("--minutes", type=float, help="time budget: stop after the epoch that crosses it")
     parser.add_argument("--no-augment", action="store_true")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last.pt (an error if there is none)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="let a new run replace the trained model and logs already in --out")
     parser.add_argument("--description", default="", help="text for the model card")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -126,10 +131,15 @@ def train_main(argv: list[str] | None = None) -> int:
         device=args.device,
         max_minutes=args.minutes,
         description=args.description,
+        overwrite=args.overwrite,
     )
     report, close = _tqdm_progress()
     try:
         result = train(cfg, progress=report, resume=args.resume)
+    except RunFolderError as err:
+        close()
+        print(f"medspike-train: error: {err}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         close()
         print("interrupted: the best checkpoint so far is kept; continue with --resume", file=sys.stderr)

@@ -5,11 +5,21 @@ Layout (the same as a training folder, so the trainer reads it directly)::
     <store>/images/<stem>.png        RGB uint8
     <store>/masks/<stem>.png         uint8 0/255
     <store>/provenance/<stem>.json   source file, layer, model, time, shape
+
+Long correction names are cut to a bounded ASCII prefix plus a hash of the full name, so that
+every file name stays well below the 255-byte limit of common file systems.
+
+Drafts (autosaved painted masks, :func:`write_draft`) live in a flat folder::
+
+    <drafts>/<ascii prefix>-<hash>.png    uint8 0/255
+    <drafts>/<ascii prefix>-<hash>.json   {"layer": "<the full layer name>"}
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -18,8 +28,92 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.checkpoint import atomic_write
+from ..common import atomic_write
 from .io import read_image, read_mask, to_binary_mask, to_rgb_float
+
+log = logging.getLogger(__name__)
+
+#: Longest sanitised ASCII prefix of a draft file name (the hash follows it).
+DRAFT_PREFIX_CHARS = 60
+#: Longest name part of a correction stem (the time stamp follows it); longer names are cut to
+#: a prefix plus a hash of the full name.
+CORRECTION_NAME_CHARS = 100
+HASH_CHARS = 10
+
+
+def _safe_ascii(name: str) -> str:
+    """Runs of characters other than ASCII letters, digits, ``_`` and ``-`` become one ``_``."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")
+
+
+def _name_hash(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_CHARS]
+
+
+def draft_file_name(layer_name: str) -> str:
+    """The draft file name of a layer: ``<ASCII prefix>-<hash>.png``, unique and bounded.
+
+    The prefix is the name with everything but ASCII letters, digits, ``_`` and ``-`` replaced
+    by ``_`` (at most :data:`DRAFT_PREFIX_CHARS` characters, ``"mask"`` if nothing is left); the
+    hash is the first 10 hex digits of the SHA-256 of the full name (UTF-8), so names that
+    sanitise alike ("a/b mask", "a_b mask"; "病変 mask", "腫瘍 mask") get different files and
+    the name is at most 75 characters long whatever the layer name.
+    """
+    prefix = _safe_ascii(layer_name)[:DRAFT_PREFIX_CHARS].rstrip("_") or "mask"
+    return f"{prefix}-{_name_hash(layer_name)}.png"
+
+
+def write_draft(folder: str | Path, layer_name: str, mask: np.ndarray) -> Path:
+    """Autosave a painted 2D mask of layer ``layer_name`` in ``folder``; return the PNG path.
+
+    The mask is binarised by :func:`~napari_medspike.data.io.to_binary_mask` (value > 0 is
+    foreground) and written as 0/255 to ``folder/draft_file_name(layer_name)`` atomically, then
+    a sidecar ``<same stem>.json`` (``{"layer": layer_name}``) records the full layer name for
+    :func:`read_draft_names`. Saving the same layer again replaces its draft.
+    """
+    folder = Path(folder)
+    array = np.asarray(mask)
+    if array.ndim != 2:
+        raise ValueError(f"draft of layer {layer_name!r}: expected a 2D mask, got shape {array.shape}")
+    binary = to_binary_mask(array, name=f"layer {layer_name!r}")
+    encoded = png_bytes(binary.astype(np.uint8) * 255)
+    path = folder / draft_file_name(layer_name)
+    sidecar = json.dumps({"layer": layer_name}, ensure_ascii=False)
+    atomic_write(path, lambda tmp: tmp.write_bytes(encoded))
+    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(sidecar, encoding="utf-8"))
+    return path
+
+
+def read_draft_names(folder: str | Path) -> dict[str, Path]:
+    """Drafts in ``folder`` by full layer name -> PNG path (see :func:`write_draft`).
+
+    Drafts whose sidecar is unreadable or whose PNG is missing are skipped. PNGs without a
+    sidecar (written before sidecars existed) are listed under their file stem, unless a layer
+    of that name already has a draft. A missing folder has no drafts.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    found: dict[str, Path] = {}
+    described: set[Path] = set()
+    for sidecar in sorted(folder.glob("*.json")):
+        png = sidecar.with_suffix(".png")
+        try:
+            payload = json.loads(sidecar.read_text(encoding="utf-8"))
+            name = payload["layer"] if isinstance(payload, dict) else None
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("%s: unreadable draft sidecar (%s)", sidecar, err)
+            continue
+        if not isinstance(name, str):
+            log.warning("%s: draft sidecar without a layer name", sidecar)
+            continue
+        described.add(png)
+        if png.is_file():
+            found[name] = png
+    for png in sorted(folder.glob("*.png")):
+        if png not in described and png.stem not in found:
+            found[png.stem] = png
+    return found
 
 
 def default_store() -> Path:
@@ -56,15 +150,21 @@ class CorrectionStore:
              name: str = "correction") -> Correction:
         """Store an image (any 2D grey/RGB/RGBA array) and its mask; return the stored entry.
 
-        Raises ``ValueError`` for an empty mask or a mask that does not match the image size.
+        ``mask`` follows :func:`~napari_medspike.data.io.to_binary_mask` (value > 0 is
+        foreground; an all-foreground mask is valid). Raises ``ValueError`` for an empty mask
+        (nothing to learn from) or a mask that does not match the image size. ``name`` starts
+        the stored stem (sanitised to ASCII; names over :data:`CORRECTION_NAME_CHARS` characters
+        are cut and end in a hash of the full name).
         """
         rgb = to_rgb_float(image, name="image")
-        binary = to_binary_mask(mask, name="mask") if np.asarray(mask).dtype != bool else np.asarray(mask)
+        binary = to_binary_mask(mask, name="mask")
         if binary.shape != rgb.shape[:2]:
             raise ValueError(f"mask {binary.shape} and image {rgb.shape[:2]} differ in size")
         if not binary.any():
             raise ValueError("the mask is empty: paint the foreground before saving a correction")
-        safe = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "correction"
+        safe = _safe_ascii(name) or "correction"
+        if len(safe) > CORRECTION_NAME_CHARS:
+            safe = f"{safe[: CORRECTION_NAME_CHARS - HASH_CHARS - 1].rstrip('_')}-{_name_hash(name)}"
         stem = f"{safe}_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns() % 1_000_000:06d}"
         paths = {k: self.root / k for k in ("images", "masks", "provenance")}
         for p in paths.values():

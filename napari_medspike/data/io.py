@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
-import torch
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -71,24 +73,42 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def to_binary_mask(array: np.ndarray, name: str = "mask") -> np.ndarray:
-    """Any two-valued (or 0/255, or anti-aliased 8-bit) mask -> bool ``[H, W]``."""
+    """A mask array -> bool ``[H, W]``: the one rule by which napari-medspike reads masks.
+
+    **0 is background.** A mask with at most two distinct values (0/255, 0/1, a label image
+    of one object, all 255, all 0) is foreground wherever it is not 0, so a mask of one value
+    is read as it is. A mask with more values (JPEG compression noise, anti-aliased or soft
+    masks) is foreground where it reaches half its largest value, so that noise near 0 stays
+    background; a warning naming ``name`` says so. Colour masks (``[H, W, 3]`` or
+    ``[H, W, 4]``) use their largest colour channel (alpha is ignored); ``[H, W, 1]`` is grey.
+    """
     a = np.asarray(array)
-    if a.ndim == 3:
-        a = a[..., 0] if a.shape[-1] in (1, 3, 4) else a
+    if a.ndim == 3 and a.shape[-1] in (1, 3, 4):
+        a = a[..., :3].max(axis=-1) if a.shape[-1] > 1 else a[..., 0]
     if a.ndim != 2:
         raise ImageReadError(f"{name}: expected a 2D mask, got an array of shape {a.shape}")
+    if a.dtype == np.bool_:
+        return a.copy()
+    if not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ImageReadError(f"{name}: unsupported mask pixel type {a.dtype}")
     values = np.unique(a)
-    if len(values) <= 2:
-        return a == values.max() if len(values) == 2 else np.zeros(a.shape, bool)
-    return a > (float(values.min()) + float(values.max())) / 2
+    if values.size <= 2:
+        return a > 0
+    top = float(values[-1])
+    log.warning("%s: mask has %d distinct values; foreground where it reaches half of its largest (%g)",
+                name, values.size, top)
+    return a >= top / 2 if top > 0 else np.zeros(a.shape, bool)
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Read a mask file as bool ``[H, W]``: the larger of two values (e.g. 255) is foreground."""
+    """Read a mask file as bool ``[H, W]``; see :func:`to_binary_mask` for the rule (value > 0
+    is foreground)."""
     path = Path(path)
     return to_binary_mask(_read_array(path), name=str(path))
 
 
-def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+def image_to_tensor(image: np.ndarray) -> "torch.Tensor":  # noqa: F821 (torch imported lazily)
     """float ``[H, W, 3]`` -> ``[1, 3, H, W]`` tensor for a model."""
+    import torch
+
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]

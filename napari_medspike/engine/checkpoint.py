@@ -7,6 +7,7 @@ normalisation, training data and split, metrics, package version). Loading never
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import tempfile
@@ -17,33 +18,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from ..common import atomic_write
 from ..models import create_model
 from ..models.base import Segmenter
 from ..models.registry import model_class
 
 METADATA_KEY = "medspike"
+#: The range of a checkpoint's ``input_size`` (model input side, pixels).
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 4096
+_FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+_INT_DTYPES = frozenset({"I8", "U8", "I16", "I32", "I64", "BOOL"})
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-
-
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place.
-
-    An interruption leaves the previous file intact (rename is atomic on one file system).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def describe(model: Segmenter, **extra: Any) -> dict[str, Any]:
@@ -82,8 +67,74 @@ def save_checkpoint(model: Segmenter, path: str | Path, half: bool = False, **me
     return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=header))
 
 
+def _config_errors(cls: type[Segmenter], config: dict[str, Any]) -> list[str]:
+    """What is wrong with ``config`` as keyword arguments of ``cls`` (names and basic types,
+    judged by the defaults of its constructor); empty if nothing."""
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return []
+    errors = []
+    for key, value in config.items():
+        if key not in params or params[key].kind is inspect.Parameter.VAR_POSITIONAL:
+            errors.append(f"unknown option {key!r} for {cls.arch} (options: {', '.join(params)})")
+            continue
+        default = params[key].default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        elif isinstance(default, (tuple, list)):
+            ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            errors.append(f"{key!r} = {json.dumps(value)[:80]} is not a valid value (like {json.dumps(default)})")
+    return errors
+
+
+def validate_metadata(meta: Any, path: str | Path = "checkpoint") -> dict[str, Any]:
+    """Check checkpoint metadata before anything trusts it; return it unchanged.
+
+    It must be a JSON object with ``arch`` (a known architecture) and ``config`` (an object
+    whose keys and value types the architecture's constructor accepts, after
+    ``upgrade_config``); ``input_size``, when present, an integer in
+    [:data:`MIN_INPUT_SIZE`, :data:`MAX_INPUT_SIZE`]. Other top-level keys are free. Raises
+    ``ValueError`` naming ``path`` otherwise.
+    """
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: napari-medspike metadata must be a JSON object, got {type(meta).__name__}")
+    for key in ("arch", "config"):
+        if key not in meta:
+            raise ValueError(f"{path}: napari-medspike metadata lacks {key!r}")
+    arch, config = meta["arch"], meta["config"]
+    if not isinstance(arch, str):
+        raise ValueError(f"{path}: metadata 'arch' must be a string, got {type(arch).__name__}")
+    try:
+        cls = model_class(arch)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: metadata 'config' must be a JSON object, got {type(config).__name__}")
+    errors = _config_errors(cls, cls.upgrade_config(config))
+    if errors:
+        raise ValueError(f"{path}: bad {arch} config: " + "; ".join(errors))
+    if "input_size" in meta:
+        size = meta["input_size"]
+        if not (isinstance(size, int) and not isinstance(size, bool) and MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE):
+            raise ValueError(f"{path}: metadata 'input_size' must be an integer in "
+                             f"[{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}], got {json.dumps(size)[:80]}")
+    return meta
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The metadata of a checkpoint file, without loading its weights."""
+    """The metadata of a checkpoint file, without loading its weights.
+
+    Raises ``ValueError`` naming the file if it is not a checkpoint or its metadata is malformed
+    (see :func:`validate_metadata`).
+    """
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -92,7 +143,11 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a napari-medspike checkpoint ({err})") from err
     if raw is None:
         raise ValueError(f"{path}: safetensors file without napari-medspike metadata")
-    return json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except ValueError as err:
+        raise ValueError(f"{path}: napari-medspike metadata is not valid JSON ({err})") from None
+    return validate_metadata(meta, path)
 
 
 def list_models() -> dict[str, Path]:
@@ -113,19 +168,59 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     raise FileNotFoundError(f"no checkpoint file or shipped model named {str(name_or_path)!r} ({names})")
 
 
+def _check_tensors_fit(path: Path, model: Segmenter) -> None:
+    """Compare the names, shapes and kinds of ``model``'s state (on any device, e.g. meta)
+    with the tensors stored in ``path``, reading only the file's header."""
+    expected = model.state_dict()
+    with safe_open(str(path), framework="pt") as f:
+        stored = {name: (tuple(f.get_slice(name).get_shape()), f.get_slice(name).get_dtype()) for name in f.keys()}
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit {model.arch} {model.config}: "
+                         f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for name, tensor in expected.items():
+        shape, dtype = stored[name]
+        if shape != tuple(tensor.shape):
+            raise ValueError(f"{path}: weights do not fit {model.arch} {model.config}: tensor {name!r} "
+                             f"has shape {list(shape)} in the file, the model needs {list(tensor.shape)}")
+        kinds = _FLOAT_DTYPES if tensor.is_floating_point() else _INT_DTYPES
+        if dtype not in kinds:
+            raise ValueError(f"{path}: tensor {name!r} is stored as {dtype}, the model needs "
+                             f"{'floating-point' if tensor.is_floating_point() else 'integer'} values")
+
+
 def load_model(name_or_path: str | Path = "default", device: str | torch.device = "cpu") -> Segmenter:
     """Rebuild a model from a checkpoint with no other argument; returned in eval mode.
 
     ``name_or_path`` is a shipped model's name (see :func:`list_models`) or a ``.safetensors``
     file written by :func:`save_checkpoint`. The metadata is kept on ``model.checkpoint_info``.
+
+    Nothing in the file is trusted before it is checked: the metadata is validated
+    (:func:`validate_metadata`), the model is first built on the ``meta`` device (no memory)
+    and every weight's name and shape compared with the file's header, and only then built for
+    real and loaded; weights with NaN or infinite values are refused. Every refusal is a
+    ``ValueError`` naming the file.
     """
     path = resolve_checkpoint(name_or_path)
     meta = read_metadata(path)
-    model = create_model(meta["arch"], **model_class(meta["arch"]).upgrade_config(meta["config"]))
+    arch = meta["arch"]
+    config = model_class(arch).upgrade_config(meta["config"])
+    try:
+        with torch.device("meta"):
+            skeleton = create_model(arch, **config)
+    except Exception as err:  # any failure to build from the stored config means a bad config
+        raise ValueError(f"{path}: cannot build {arch} from the stored config {config}: {err}") from None
+    _check_tensors_fit(path, skeleton)
+    del skeleton
     state = load_file(str(path), device="cpu")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"{path}: tensor {name!r} contains NaN or infinite values")
+    model = create_model(arch, **config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit {meta['arch']} {meta['config']}: "
+        raise ValueError(f"{path}: weights do not fit {arch} {meta['config']}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.checkpoint_info = {**meta, "path": str(path)}
     return model.to(device).eval()

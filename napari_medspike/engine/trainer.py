@@ -33,7 +33,8 @@ from ..models import alignment_loss, create_model, segmentation_loss
 from ..models.base import Segmenter
 from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
-from .checkpoint import atomic_write, load_model, read_metadata, resolve_checkpoint, save_checkpoint
+from ..common import atomic_write
+from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .metrics import per_image_metrics
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,14 @@ class TrainConfig:
     replay: list[str] = field(default_factory=list)  # extra training folders (fine-tune replay)
     replay_samples: int = 0  # how many replay pairs to mix in (0: none)
     keep_initial_as_best: bool = False  # fine-tune: the starting weights count as a candidate
+    validate_on_training: bool = False  # no held-out pair: validate on the training pairs (and say so)
+    overwrite: bool = False  # a new run may replace the trained model (and logs) already in out_dir
     description: str = ""
+
+
+class RunFolderError(ValueError):
+    """A run folder that does not fit the request: ``resume`` without ``last.pt``, or a new run
+    where a trained model already exists (without ``overwrite``). The message names the path."""
 
 
 @dataclass
@@ -103,13 +111,27 @@ class TrainResult:
 
 @dataclass
 class FinetuneResult:
-    """Outcome of :func:`finetune`."""
+    """Outcome of :func:`finetune`. ``held_out`` is False when there were too few corrections
+    to hold one out: the Dice figures are then on the corrections themselves."""
 
     checkpoint: Path
     history: list[dict[str, float]]
     dice_before: float
     dice_after: float
     cancelled: bool
+    held_out: bool = True
+    validation_images: int = 0
+
+    def describe(self) -> str:
+        """One line for people: the Dice before and after, and on what it was measured."""
+        import math
+
+        if not (math.isfinite(self.dice_before) and math.isfinite(self.dice_after)):
+            return "Dice not measured (cancelled before the first epoch)"
+        where = (f"held-out Dice on {self.validation_images} image{'s' * (self.validation_images != 1)}"
+                 if self.held_out else "Dice on the corrected image itself (save 2 or more corrections to "
+                 "hold one out)")
+        return f"{where}: {self.dice_before:.3f} -> {self.dice_after:.3f}"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -212,23 +234,46 @@ def _write_logs(out: Path, history: list[dict[str, float]]) -> None:
     _plot_curves(history, out / "curves.png")
 
 
+def _measured(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def dataset_name(folder: str) -> str:
+    """A training folder as a dataset name for people (``../shared/data/kvasir-seg`` -> ``kvasir-seg``)."""
+    return Path(str(folder).rstrip("/\\")).name or str(folder)
+
+
 def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
-    """A markdown card beside the checkpoint: architecture, data, split, metrics, training."""
+    """A markdown card beside the checkpoint: architecture, data, split, metrics, training.
+
+    Figures that were not measured are said to be so (a card never shows NaN)."""
     train = meta.get("training", {})
     metrics = meta.get("metrics", {})
+    if _measured(metrics.get("val_dice")):
+        on = train.get("validated_on", "held-out images")
+        validation = (f"- Validation on {on} (per-image mean, threshold 0.5, at model resolution): Dice "
+                      f"{metrics['val_dice']:.4f}, IoU {metrics.get('val_iou', float('nan')):.4f} at epoch {metrics.get('epoch')}")
+    else:
+        validation = "- Validation: not measured (no validation images)"
     lines = [
         f"# {checkpoint.stem}",
         "",
         f"- Architecture: `{meta['arch']}` {json.dumps(meta['config'])}",
         f"- Input: {meta.get('input_size')}×{meta.get('input_size')}, {meta.get('normalisation')}",
-        f"- Training data: {', '.join(train.get('data', []))} (mode {train.get('mode')})",
+        f"- Training data: {', '.join(dataset_name(d) for d in train.get('data', []))} (mode {train.get('mode')})",
         f"- Split: seed {train.get('seed')}, {train.get('n_train')} train / {train.get('n_val')} validation images"
         " (by image; `split.json` in the run folder lists them)",
-        f"- Validation (per-image mean, threshold 0.5, at model resolution): Dice {metrics.get('val_dice', float('nan')):.4f},"
-        f" IoU {metrics.get('val_iou', float('nan')):.4f} at epoch {metrics.get('epoch')}",
-        f"- Firing rate (first validation batch): {metrics.get('firing_rate', float('nan')):.4f}",
-        f"- Training: {train.get('epochs_run')} epochs, {train.get('minutes', 0):.1f} min on {train.get('device')}"
-        f", Adam lr {train.get('lr')}, batch {train.get('batch_size')}",
+        validation,
+    ]
+    if _measured(metrics.get("firing_rate")):
+        lines.append(f"- Firing rate (first validation batch): {metrics['firing_rate']:.4f}")
+    lines += [
+        f"- Training: {train.get('epochs_run')} epoch{'s' * (train.get('epochs_run') != 1)}, "
+        f"{train.get('minutes', 0):.1f} min on {train.get('device')}"
+        f", Adam lr {train.get('lr')}, batch {train.get('batch_size')}"
+        + (f", {train['gradient']}" if train.get("gradient", "BPTT") != "BPTT" else ""),
         f"- Initialised from: {train.get('init_from') or 'scratch'}; alignment teacher: {train.get('teacher') or 'none'}",
         f"- Package version: {meta.get('package_version')}",
     ]
@@ -263,11 +308,28 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
 # --------------------------------------------------------------------------- the loop
 
 
+def refresh_training_record(checkpoint: Path, **training: Any) -> None:
+    """Update the ``training`` entries of a checkpoint's metadata (e.g. epochs run so far) and
+    rewrite its model card; the weights are copied unchanged (atomically)."""
+    from safetensors.torch import load_file, save_file
+
+    from .checkpoint import METADATA_KEY
+
+    meta = read_metadata(checkpoint)
+    meta.setdefault("training", {}).update(training)
+    tensors = load_file(str(checkpoint))
+    header = {METADATA_KEY: json.dumps(meta, default=str)}
+    atomic_write(checkpoint, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    write_model_card(checkpoint, meta)
+
+
 def _datasets(cfg: TrainConfig, out: Path) -> tuple[CachedPairs, CachedPairs, list[str]]:
     pairs, problems = find_pairs(cfg.data)
     if not pairs:
         raise ValueError(f"no image/mask pairs found in {cfg.data}" + (f": {problems[0]}" if problems else ""))
     train_pairs, val_pairs = split_pairs(pairs, cfg.val_fraction, cfg.seed)
+    if not val_pairs and cfg.validate_on_training:  # e.g. one correction: measure on it, flagged
+        val_pairs = list(train_pairs)
     if cfg.replay and cfg.replay_samples > 0:
         replay, replay_problems = find_pairs(cfg.replay)
         problems += replay_problems
@@ -301,6 +363,24 @@ def _compatible_config(arch: str, source: Segmenter) -> dict[str, Any]:
     return cfg
 
 
+def check_run_folder(out: str | Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse to start a run that would silently lose work in ``out`` (see :func:`train`)."""
+    out = Path(out)
+    if resume:
+        if not (out / "last.pt").is_file():
+            raise RunFolderError(
+                f"cannot resume: no last.pt in the run folder {out} (nothing to continue; "
+                "check --out, or start a new run without --resume)")
+        return
+    if overwrite:
+        return
+    for name in ("best.safetensors", "last.pt"):
+        if (out / name).is_file():
+            raise RunFolderError(
+                f"{out / name} already exists: a new run would replace it. Pass --overwrite "
+                "(overwrite=True) to replace it, --resume to continue that run, or choose another --out")
+
+
 def train(
     cfg: TrainConfig,
     progress: Callable[[TrainProgress], None] | None = None,
@@ -310,8 +390,13 @@ def train(
     """Train ``cfg.arch`` on ``cfg.data``; write the run folder; return the best checkpoint.
 
     Works unchanged under ``torchrun --nproc_per_node=N`` (DDP; rank 0 writes files).
+
+    ``resume=True`` continues from ``out_dir/last.pt`` and raises :class:`RunFolderError` if
+    there is none. A new run refuses (:class:`RunFolderError`) a folder that already holds a
+    trained model (``best.safetensors`` or ``last.pt``) unless ``cfg.overwrite`` is set.
     """
     out = Path(cfg.out_dir)
+    check_run_folder(out, resume=resume, overwrite=cfg.overwrite)
     distributed = _is_distributed()
     if distributed and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -421,6 +506,8 @@ def train(
         "align_stages": cfg.align_stages if with_sides else [],
         "gradient": f"SLTT-{cfg.sltt} (spatial only, {cfg.sltt} of {model.timesteps} timesteps)" if cfg.sltt else "BPTT",
         "val_keys": [p.key for p in val_set.pairs],
+        "validated_on": "training images (nothing held out)" if cfg.validate_on_training and not cfg.val_fraction
+        else "held-out images",
         "description": cfg.description,
         "torch": torch.__version__,
     }
@@ -498,6 +585,8 @@ def train(
             if improved:
                 best = {**metrics, "epoch": epoch}
                 save_best(best)
+            elif best_path.exists():  # the card and metadata count every epoch run, not just up to the best
+                refresh_training_record(best_path, epochs_run=len(history), minutes=(time.time() - began) / 60)
             torch_state = {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -599,11 +688,13 @@ def finetune(
         batch_size=batch_size,
         lr=lr,
         val_fraction=val_fraction if len(pairs) >= 2 else 0.0,
+        validate_on_training=len(pairs) < 2,
         seed=seed,
         device=device,
         replay=replay_list,
         replay_samples=replay_samples,
         keep_initial_as_best=True,
+        overwrite=True,  # the run folder is this output's own scratch space
         plateau_patience=max(1, epochs),
         description=f"Fine-tuned from {start_path.name} on {len(pairs)} corrections.",
     )
@@ -616,4 +707,6 @@ def finetune(
     payload = best_file.read_bytes()
     atomic_write(out, lambda tmp: tmp.write_bytes(payload))
     write_model_card(out, read_metadata(out))
-    return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled)
+    held_out = len(pairs) >= 2
+    n_val = len(read_metadata(out).get("training", {}).get("val_keys", []))
+    return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,10 +104,18 @@ class Segmenter(nn.Module, abc.ABC):
     arch: str = ""
     spiking: bool = True
     timesteps: int = 1
+    #: Spike count of a full spike: 1 for binary (LIF) spikes, D for integer spikes ``k/D``
+    #: (NISF, read as k binary spikes over D virtual timesteps), 0 for an ANN.
+    spike_levels: int = 1
+    #: The spike tensors :meth:`forward_intermediates` records per stage.
+    recorded_spikes: tuple[str, ...] = ("q", "k")
 
     def __init__(self, in_channels: int) -> None:
         super().__init__()
         self.in_channels = in_channels
+        # Neuron membranes and recording hooks live on the modules, so two forward passes of
+        # one model must not overlap (napari runs jobs in worker threads): they take turns.
+        self._forward_lock = threading.RLock()
         #: Set False to skip the input checks (e.g. in a tight training loop on trusted data).
         self.check_inputs = True
         #: Training only: keep just each block's input and recompute the block in the backward
@@ -115,6 +124,15 @@ class Segmenter(nn.Module, abc.ABC):
         self.gradient_checkpointing = False
 
     supports_checkpointing: bool = False
+
+    def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy / pickle: a lock does not copy
+        state = self.__dict__.copy()
+        state.pop("_forward_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._forward_lock = threading.RLock()
 
     def _run_block(self, block: nn.Module, *inputs: torch.Tensor, **kwargs: Any) -> Any:
         """``block(*inputs)``, checkpointed when training with :attr:`gradient_checkpointing`."""
@@ -152,8 +170,9 @@ class Segmenter(nn.Module, abc.ABC):
         Sizes that are not multiples of 16 are replicate-padded and the logits cropped back.
         Neuron state is reset before every call, so identical inputs give identical outputs.
         """
-        x, (h, w) = self._prepare(x)
-        return self._forward(x)[..., :h, :w]
+        with self._forward_lock:
+            x, (h, w) = self._prepare(x)
+            return self._forward(x)[..., :h, :w]
 
     @contextlib.contextmanager
     def _recording(self) -> Iterator[list[dict[str, torch.Tensor]]]:
@@ -176,14 +195,20 @@ class Segmenter(nn.Module, abc.ABC):
 
     @contextlib.contextmanager
     def _rate_recording(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Record each spiking layer's mean output per timestep (``[T]``; NISF: per count level
-        ``k/D`` averaged, i.e. its mean normalised count)."""
+        """Record each spiking layer's firing rate per timestep: ``[T]`` for LIF layers (on
+        ``[T, B, ...]`` outputs), ``[D]`` per virtual timestep for integer-spike layers (an output
+        ``k/D`` is k spikes over D virtual steps: step j fires where ``k > j``)."""
         rates: dict[str, torch.Tensor] = {}
 
         def hook(name: str):
-            def record(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+            def record(module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
                 y = out.detach().float()
-                y = y.flatten(1).mean(1) if y.ndim == 5 else y.mean().reshape(1)
+                levels = getattr(module, "levels", None)
+                if levels:  # integer spikes: the fraction of outputs with more than j spikes
+                    counts = torch.round(y * levels)
+                    y = torch.stack([(counts > j).float().mean() for j in range(levels)])
+                else:
+                    y = y.flatten(1).mean(1) if y.ndim >= 2 and getattr(module, "step_mode", "s") == "m" else y.mean().reshape(1)
                 rates[name] = y.cpu()
 
             return record
@@ -202,10 +227,11 @@ class Segmenter(nn.Module, abc.ABC):
         where each stage is ``{"spikes": {"q", "k", ...}, "interactions": {"AA", "AI", "IA",
         "II"}}`` of tensors ``[T, B, C, h, w]`` at that stage's (padded) resolution ``h, w``,
         and ``firing_rates`` maps every spiking layer's module path to its mean firing rate per
-        timestep (a ``[T]`` tensor; empty for an ANN). Only this method records; a plain
+        timestep (a ``[T]`` tensor; ``[D]`` virtual timesteps for integer spikes; empty for an
+        ANN). Only this method records; a plain
         ``model(x)`` stores nothing.
         """
-        with self._recording() as records, self._rate_recording() as rates:
+        with self._forward_lock, self._recording() as records, self._rate_recording() as rates:
             logits = self(x)
         stages = []
         for record in records:

@@ -8,22 +8,25 @@ LIF loop); they differ from the plain path only by floating-point rounding.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
-_enabled = True
+# Per thread: the energy estimate turns the fast paths off in a worker thread while another
+# thread may be segmenting with them on.
+_state = threading.local()
 
 
 def enabled() -> bool:
-    """Whether eval-mode fast paths are on (the default)."""
-    return _enabled
+    """Whether eval-mode fast paths are on in this thread (the default)."""
+    return getattr(_state, "enabled", True)
 
 
 @contextlib.contextmanager
 def disabled() -> Iterator[None]:
-    """Run the plain modules inside this block (for comparisons)."""
-    global _enabled
-    previous, _enabled = _enabled, False
+    """Run the plain modules inside this block, in this thread only (for comparisons)."""
+    previous = enabled()
+    _state.enabled = False
     try:
         yield
     finally:
-        _enabled = previous
+        _state.enabled = previous

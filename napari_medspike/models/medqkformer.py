@@ -15,6 +15,7 @@ from torch import nn
 
 from .attention import SDQK, MaskSpikeConv
 from .base import Segmenter
+from .neurons import NISF_LEVELS
 from .blocks import ConvBN, upsample2x
 
 
@@ -56,6 +57,7 @@ class MedQKFormer(Segmenter):
     """
 
     arch = "medqkformer"
+    spike_levels = NISF_LEVELS
 
     def __init__(
         self,

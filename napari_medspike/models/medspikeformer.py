@@ -99,6 +99,7 @@ class MedSpikeFormer(Segmenter):
 
     arch = "medspikeformer"
     neuron_kind = "lif"
+    recorded_spikes = ("q", "k", "v")
     supports_checkpointing = True
 
     def __init__(
@@ -181,12 +182,13 @@ class MedSpikeFormer(Segmenter):
         """
         if not side_outputs:
             return super().forward(x)
-        x, (h, w) = self._prepare(x)
-        if (h, w) != tuple(x.shape[-2:]):
-            raise ValueError(f"side outputs need sides that are multiples of 16, got {(h, w)}")
-        skips, features = self._encode(x)
-        sides = [stage.side_head(f) for stage, f in zip(self.stages, features)]
-        return self._decode(skips), sides
+        with self._forward_lock:
+            x, (h, w) = self._prepare(x)
+            if (h, w) != tuple(x.shape[-2:]):
+                raise ValueError(f"side outputs need sides that are multiples of 16, got {(h, w)}")
+            skips, features = self._encode(x)
+            sides = [stage.side_head(f) for stage, f in zip(self.stages, features)]
+            return self._decode(skips), sides
 
 
 class ANNTwin(MedSpikeFormer):
@@ -200,6 +202,7 @@ class ANNTwin(MedSpikeFormer):
     arch = "ann_twin"
     neuron_kind = "ann"
     spiking = False
+    spike_levels = 0
 
     def __init__(
         self,

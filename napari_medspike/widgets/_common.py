@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from magicgui.widgets import Container
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 
@@ -15,12 +16,17 @@ from ..models.base import Segmenter
 
 
 class ModelSession:
-    """The model the widgets work with (shared: fine-tuning updates what Segment uses)."""
+    """The model the widgets work with (shared: fine-tuning updates what Segment uses).
+
+    It also remembers every checkpoint file used or written in this session (fine-tuned models
+    included), so the model boxes can offer them.
+    """
 
     def __init__(self) -> None:
         self.model: Segmenter | None = None
         self.source: str = ""
-        self._listeners: list[Callable[[str], None]] = []
+        self.checkpoints: list[str] = []  # files used or written in this session, newest first
+        self._listeners: list[Callable[[], Callable[[str], None] | None]] = []  # weak references
 
     def get(self, source: str | Path | None = None) -> Segmenter:
         """The current model, or load ``source`` (a shipped name or a path) and make it current."""
@@ -35,25 +41,81 @@ class ModelSession:
 
     def set(self, model: Segmenter, source: str) -> None:
         self.model, self.source = model, source
-        for listener in list(self._listeners):
-            listener(source)
+        if source not in list_models():
+            self.checkpoints = [source] + [c for c in self.checkpoints if c != source]
+        self._notify(source)
 
     def subscribe(self, listener: Callable[[str], None]) -> None:
-        self._listeners.append(listener)
+        """Call ``listener(source)`` when the current model changes. A bound method is held
+        weakly: subscribing does not keep a closed dock widget alive."""
+        import weakref
+
+        ref = weakref.WeakMethod(listener) if hasattr(listener, "__self__") else (lambda: listener)
+        self._listeners.append(ref)
+
+    def unsubscribe(self, listener: Callable[[str], None]) -> None:
+        """Stop calling ``listener`` (a closed widget must not be called)."""
+        self._listeners = [ref for ref in self._listeners if ref() not in (None, listener)]
+
+    def _notify(self, source: str) -> None:
+        self._listeners = [ref for ref in self._listeners if ref() is not None]
+        for ref in list(self._listeners):
+            listener = ref()
+            if listener is not None:
+                listener(source)
+
+
+def model_label(source: str) -> str:
+    """How a model source reads in a model box: a shipped name as is, a file as its name.
+
+    Fine-tuned checkpoints (``finetuned_YYYYmmdd-HHMMSS``) read as ``fine-tuned HH:MM:SS``.
+    """
+    if source in list_models():
+        return source
+    stem = Path(source).stem
+    if stem.startswith("finetuned_") and len(stem) >= len("finetuned_20260101-000000"):
+        stamp = stem[len("finetuned_"):]
+        return f"fine-tuned {stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]} ({stamp[:4]}-{stamp[4:6]}-{stamp[6:8]})"
+    return stem
+
+
+def model_choices(extra_folders: tuple[Path, ...] = ()) -> list[tuple[str, str]]:
+    """``(label, source)`` pairs for a model box: shipped models, the checkpoints of this
+    session, then fine-tuned checkpoints found in ``extra_folders`` (newest first)."""
+    sources = list(list_models()) + list(SESSION.checkpoints)
+    for folder in extra_folders:
+        if folder.is_dir():
+            found = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+            sources += [str(p) for p in found]
+    unique = list(dict.fromkeys(sources))
+    return [(model_label(s), s) for s in unique]
+
+
+def elide(text: str, width: int = 48) -> str:
+    """``text`` cut in the middle to at most ``width`` characters (paths keep both ends)."""
+    return text if len(text) <= width else text[: width // 2 - 1] + "…" + text[-(width - width // 2):]
 
 
 SESSION = ModelSession()
 
 
+def dataset_names(paths: list[str]) -> str:
+    """Training folders as dataset names for people (``…/data/kvasir-seg`` -> ``kvasir-seg``)."""
+    return ", ".join(Path(str(p).rstrip("/\\")).name or str(p) for p in paths)
+
+
 def summary_of(model: Segmenter) -> str:
     """One or two lines about a model for the dock: architecture, size, validation Dice."""
+    import math
+
     info = getattr(model, "checkpoint_info", None) or {}
     metrics = info.get("metrics") or {}
     orig = metrics.get("original_resolution") or {}
     dice = orig.get("mean_dice", metrics.get("val_dice"))
     text = f"{model.arch}, input {info.get('input_size', 256)}², T={model.timesteps}"
-    if dice is not None:
-        text += f"\nvalidation Dice {dice:.3f} ({', '.join(info.get('training', {}).get('data', []))[-40:]})"
+    if isinstance(dice, (int, float)) and math.isfinite(dice):
+        data = dataset_names(info.get("training", {}).get("data", []))
+        text += f"\nvalidation Dice {dice:.3f}" + (f" ({elide(data, 40)})" if data else "")
     return text
 
 
@@ -64,6 +126,76 @@ def image_data_2d(layer: Any) -> np.ndarray:
     if layer.ndim != 2:
         raise ValueError(f"'{layer.name}' has {layer.ndim} dimensions: select a 2D image or save one slice")
     return np.asarray(layer.data)
+
+
+#: Characters per line of the dock's text (it is wrapped here: Qt's word wrap in a scrolling
+#: dock sizes rows for the narrowest width and spreads the fields apart).
+TEXT_WIDTH = 34
+
+
+def compact_label(label: Any) -> Any:
+    """Let a magicgui Label never widen its dock; set its text with :func:`show_text`."""
+    from qtpy.QtWidgets import QSizePolicy
+
+    label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    label.native.setMinimumWidth(10)
+    return label
+
+
+def show_text(label: Any, text: str, width: int = TEXT_WIDTH) -> None:
+    """Put ``text`` in a label wrapped to ``width`` characters per line (paragraphs kept); the
+    tooltip has it in full, unwrapped."""
+    import textwrap
+
+    lines = [textwrap.fill(paragraph, width, break_on_hyphens=False) or "" for paragraph in text.split("\n")]
+    label.value = "\n".join(lines)
+    label.tooltip = text
+
+
+class DockContainer(Container):
+    """A magicgui container that scrolls inside its napari dock.
+
+    napari docks a magicgui widget's ``.native``; for a scrollable container that is the inner
+    widget, not the scroll area around it, so the dock would neither scroll nor shrink. Here
+    ``.native`` is the scroll area; :attr:`inner` holds the layout.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(scrollable=True, **kwargs)
+
+    @property
+    def native(self) -> Any:  # type: ignore[override]
+        return self.root_native_widget
+
+    @property
+    def inner(self) -> Any:
+        """The Qt widget that holds the layout (add non-magicgui widgets here)."""
+        return self._widget._mgui_get_native_widget()
+
+
+#: Docks narrower than this start to clip their fields.
+DOCK_MIN_WIDTH = 210
+
+
+def make_narrow(container: Any) -> None:
+    """Let a (scrollable) dock container shrink to :data:`DOCK_MIN_WIDTH` so the canvas keeps the
+    room: drop-downs and file fields no longer size themselves to their longest entry."""
+    from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit
+
+    for combo in container.native.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(3)
+    for line in container.native.findChildren(QLineEdit):
+        line.setMinimumWidth(40)
+    for spin in container.native.findChildren(QAbstractSpinBox):
+        spin.setMinimumWidth(56)
+    for widget in container:
+        button = getattr(widget, "choose_btn", None)  # a FileEdit: "Choose directory" -> "…"
+        if button is not None:
+            button.tooltip = button.text
+            button.text = "…"
+            button.native.setMaximumWidth(32)
+    container.root_native_widget.setMinimumWidth(DOCK_MIN_WIDTH)
 
 
 def follow_layers(widget: Any, viewer: Any) -> None:
@@ -143,7 +275,7 @@ def drafts_folder() -> Path:
 
 class DraftSaver:
     """Autosave a mask layer shortly after each paint stroke, so a crash or a closed viewer
-    loses nothing that was painted (``drafts/<layer name>.png``, written atomically)."""
+    loses nothing that was painted (``drafts/``, written atomically, one file per layer name)."""
 
     def __init__(self, layer: Any, folder: Path | None = None, delay_ms: int = 1500) -> None:
         from qtpy.QtCore import QTimer
@@ -158,15 +290,12 @@ class DraftSaver:
         self.timer.start()
 
     def save(self) -> Path:
-        import re
+        """Write the draft now: ``drafts/<sanitised name>-<hash>.png`` plus a sidecar with the
+        full layer name (unique and bounded for any layer name; see
+        :func:`~napari_medspike.data.corrections.write_draft`)."""
+        from ..data.corrections import write_draft
 
-        from ..data.corrections import png_bytes
-        from ..engine.checkpoint import atomic_write
-
-        folder = self.folder or drafts_folder()
-        name = re.sub(r"[^A-Za-z0-9_-]+", "_", self.layer.name).strip("_") or "mask"
-        encoded = png_bytes((np.asarray(self.layer.data) > 0).astype(np.uint8) * 255)
-        return atomic_write(folder / f"{name}.png", lambda tmp: tmp.write_bytes(encoded))
+        return write_draft(self.folder or drafts_folder(), self.layer.name, np.asarray(self.layer.data) > 0)
 
 
 def _mark_edits(layer: Any) -> None:
@@ -179,12 +308,29 @@ def _mark_edits(layer: Any) -> None:
         paint.connect(lambda *_: saver.schedule())
 
 
+#: Mask colours that stand out on red mucosa, skin and grey ultrasound alike.
+MASK_COLOURS = ("cyan", "yellow", "lime", "magenta", "white")
+MASK_STYLES = ("outline", "filled")
+
+
+def style_mask(layer: Any, colour: str = MASK_COLOURS[0], style: str = MASK_STYLES[0]) -> None:
+    """Show a 0/1 mask layer in one contrasting colour, as an outline (2 px) or filled."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: colour})
+    layer.contour = 2 if style == "outline" else 0
+    layer.opacity = 1.0 if style == "outline" else 0.5
+
+
 def add_segmentation_layers(
-    viewer: Any, image_layer: Any, prob: np.ndarray, threshold: float, suffix: str = ""
+    viewer: Any, image_layer: Any, prob: np.ndarray, threshold: float, suffix: str = "",
+    colour: str = MASK_COLOURS[0], style: str = MASK_STYLES[0],
 ) -> tuple[Any, Any]:
     """Add or update ``<image> probability`` and ``<image> mask`` aligned with the image layer.
 
     A mask layer the user has painted on is never overwritten: the new mask gets a new name.
+    The mask is drawn in a contrasting ``colour``, as an ``outline`` or ``filled``
+    (:func:`style_mask`).
     """
     scale, translate = tuple(image_layer.scale[-2:]), tuple(image_layer.translate[-2:])
     mask = (prob >= threshold).astype(np.uint8)
@@ -202,8 +348,9 @@ def add_segmentation_layers(
     if mask_name in viewer.layers:
         viewer.layers[mask_name].data = mask
     else:
-        layer = viewer.add_labels(mask, name=mask_name, opacity=0.5, scale=scale, translate=translate,
+        layer = viewer.add_labels(mask, name=mask_name, scale=scale, translate=translate,
                                   metadata={"source_image": image_layer.name})
+        style_mask(layer, colour, style)
         _mark_edits(layer)
     viewer.layers[mask_name].metadata["threshold"] = threshold
     return viewer.layers[prob_name], viewer.layers[mask_name]

@@ -10,7 +10,6 @@ from typing import Any
 
 import napari
 from magicgui.widgets import (
-    Container,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -24,7 +23,17 @@ from ..data.corrections import CorrectionStore, default_store
 from ..engine.checkpoint import load_model
 from ..engine.trainer import MAX_SAFE_LR, finetune
 from ..inference.predictor import predict
-from ._common import SESSION, add_segmentation_layers, follow_layers, image_data_2d, start_worker
+from ._common import (
+    SESSION,
+    DockContainer,
+    add_segmentation_layers,
+    compact_label,
+    follow_layers,
+    image_data_2d,
+    make_narrow,
+    show_text,
+    start_worker,
+)
 
 
 class CurvePlot:
@@ -34,8 +43,9 @@ class CurvePlot:
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.2, 2.0), dpi=90, tight_layout=True)
+        self.figure = Figure(figsize=(3.2, 2.0), dpi=90, layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumSize(120, 170)  # readable curves even when the dock is short (it scrolls)
         self.ax = self.figure.add_subplot(111)
         self.history: list[dict[str, float]] = []
         self.clear()
@@ -60,7 +70,7 @@ class CurvePlot:
         self.canvas.draw_idle()
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(DockContainer):
     """Store corrections of a mask and fine-tune the current model on all of them."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -73,7 +83,8 @@ class FinetuneWidget(Container):
         self.mask = create_widget(annotation=napari.layers.Labels, label="mask")
         self.store_dir = FileEdit(label="corrections", mode="d", value=str(default_store()))
         self.save_button = PushButton(text="Save correction")
-        self.corrections = Select(label="stored", choices=[], allow_multiple=False)
+        self.corrections = Select(label="stored", choices=self._stored_names, allow_multiple=False,
+                                  tooltip="corrections saved in the folder above; all of them are used to fine-tune")
         self.reload_button = PushButton(text="Load selected")
         self.epochs = SpinBox(label="epochs", min=1, max=500, value=5)
         self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-5, value=1e-4)
@@ -81,12 +92,12 @@ class FinetuneWidget(Container):
         self.replay_samples = SpinBox(label="replay pairs", min=0, max=10000, value=0)
         self.run_button = PushButton(text="Fine-tune")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.result = Label(value="")
+        self.result = compact_label(Label(value=""))
         self.plot = CurvePlot()
         self.extend([self.image, self.mask, self.store_dir, self.save_button, self.corrections, self.reload_button,
                      self.epochs, self.lr, self.replay, self.replay_samples, self.run_button, self.cancel_button,
                      self.result])
-        self.native.layout().addWidget(self.plot.canvas)
+        self.inner.layout().addWidget(self.plot.canvas)
         self.lr.native.setDecimals(6)
         self.save_button.changed.connect(self.save_correction)
         self.reload_button.changed.connect(self.load_selected)
@@ -95,14 +106,22 @@ class FinetuneWidget(Container):
         self.store_dir.changed.connect(self.refresh)
         follow_layers(self, self.viewer)
         self.refresh()
+        make_narrow(self)
 
     @property
     def store(self) -> CorrectionStore:
         return CorrectionStore(Path(self.store_dir.value))
 
+    def _stored_names(self, *_: Any) -> list[str]:
+        try:
+            return [c.stem for c in self.store.list()]
+        except OSError:  # an unreadable folder lists nothing; saving will say why
+            return []
+
     def refresh(self, *_: Any) -> None:
-        """Re-list the stored corrections."""
-        self.corrections.choices = [c.stem for c in self.store.list()]
+        """Re-list the stored corrections (also done whenever layers change: the list comes
+        from the store, not from what was shown before)."""
+        self.corrections.reset_choices()
 
     def save_correction(self) -> Any:
         """Store the image and the painted mask (atomically) with provenance; returns the entry."""
@@ -179,7 +198,7 @@ class FinetuneWidget(Container):
             return outcome["result"]
 
         self.plot.clear()
-        self.result.value = f"fine-tuning on {len(entries)} corrections…"
+        show_text(self.result, f"fine-tuning on {len(entries)} corrections…")
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.worker = start_worker(job, "Fine-tune", on_yield=self._progress, on_return=self._finished,
                                    on_finish=self._idle)
@@ -188,7 +207,7 @@ class FinetuneWidget(Container):
     def cancel(self) -> None:
         """Stop after the current step; the best weights so far are kept."""
         self.cancel_event.set()
-        self.result.value = "cancelling: keeping the best weights so far…"
+        show_text(self.result, "cancelling: keeping the best weights so far…")
 
     def _idle(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled = True, False
@@ -202,8 +221,9 @@ class FinetuneWidget(Container):
         model = load_model(result.checkpoint)
         SESSION.set(model, str(result.checkpoint))
         state = "cancelled, best weights kept" if result.cancelled else "done"
-        self.result.value = (f"{state}: held-out Dice {result.dice_before:.3f} -> {result.dice_after:.3f}\n"
-                             f"saved {result.checkpoint.name}")
+        show_text(self.result, f"{state}: {result.describe()}\nsaved {result.checkpoint.name} (now the model in "
+                  "Segment and the inspector)")
+        self.result.tooltip = str(result.checkpoint)
         image = self.image.value
         if image is not None:
             data = image_data_2d(image)

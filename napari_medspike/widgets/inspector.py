@@ -1,4 +1,4 @@
-"""Spike inspector dock widget: spike maps per timestep, firing rate, the four interactions, energy."""
+"""Spike inspector dock widget: spike maps per timestep, the four interactions, firing rates, energy."""
 
 from __future__ import annotations
 
@@ -6,17 +6,82 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Container, Label, PushButton, SpinBox, create_widget
+from magicgui.widgets import ComboBox, Label, PushButton, SpinBox, create_widget
 
 from ..analysis.energy import estimate_energy
-from ..analysis.maps import REDUCTIONS, inspect_stage, model_input
+from ..analysis.maps import REDUCTIONS, input_size_of, inspect_stage, model_input, stage_of
 from ..inference.predictor import Progress
-from ._common import follow_layers, selected_image_and_model, start_worker
+from ._common import (
+    SESSION,
+    DockContainer,
+    compact_label,
+    elide,
+    follow_layers,
+    make_narrow,
+    model_label,
+    selected_image_and_model,
+    show_text,
+    start_worker,
+)
 
-INTERACTION_COLORMAPS = {"AA": "viridis", "AI": "plasma", "IA": "cividis", "II": "twilight"}
+#: What the four interaction maps mean, for tooltips and the README.
+INTERACTION_HELP = (
+    "The four interactions of spike-based decomposed attention pair the active (A: fired) or "
+    "inactive (I: silent) part of the queries Q with that of the keys K: AA = active Q with "
+    "active K, AI = active Q with inactive K, IA = inactive Q with active K, II = inactive Q with "
+    "inactive K. Each map is that interaction's output O at every pixel (mean over channels)."
+)
+#: One colormap for the four interactions (their outputs are counts: never negative), so that
+#: equal colours mean equal values across the four maps; a diverging one if a map is signed.
+INTERACTION_COLORMAP, SIGNED_COLORMAP = "magma", "bwr"
+VIEWS = ("side by side", "overlay")
 
 
-class InspectorWidget(Container):
+class RatePlot:
+    """Firing rate per (virtual) timestep for each part of the network, and per layer."""
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.0, 4.8), dpi=90, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumSize(120, 380)  # never wider than the dock; tall enough to read
+        self.canvas.setToolTip("top: mean firing rate of each encoder stage, the decoder and the head at each "
+                               "timestep; bottom: every spiking layer (rows, input to output) at each timestep")
+
+    def show(self, layer_rates: dict[str, np.ndarray], virtual: bool) -> None:
+        self.figure.clear()
+        if not layer_rates:
+            self.canvas.draw_idle()
+            return
+        left, right = self.figure.subplots(2, 1, height_ratios=(1, 1))
+        steps = max(len(r) for r in layer_rates.values())
+        xlabel = "virtual timestep" if virtual else "timestep t"
+        parts: dict[str, list[np.ndarray]] = {}
+        for name, rates in layer_rates.items():
+            parts.setdefault(stage_of(name), []).append(rates)
+        for part, rows in parts.items():
+            left.plot(range(steps), np.mean(rows, axis=0), "o-", ms=3, label=part)
+        left.set_xlabel(xlabel, fontsize=8)
+        left.set_ylabel("firing rate", fontsize=8)
+        left.set_xticks(range(steps))
+        left.tick_params(labelsize=7)
+        left.legend(fontsize=6, ncol=2, loc="upper right", handlelength=1.0, columnspacing=0.8, framealpha=0.6)
+        left.set_title("firing rate per timestep", fontsize=8)
+        grid = np.stack([r for r in layer_rates.values() if len(r) == steps])
+        image = right.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=max(float(grid.max()), 1e-6),
+                             interpolation="nearest")
+        right.set_xlabel(xlabel, fontsize=8)
+        right.set_ylabel(f"layer 1-{len(grid)}", fontsize=8)
+        right.set_title("per layer", fontsize=8)
+        right.set_xticks(range(steps))
+        right.tick_params(labelsize=7)
+        self.figure.colorbar(image, ax=right, shrink=0.8).ax.tick_params(labelsize=6)
+        self.canvas.draw_idle()
+
+
+class InspectorWidget(DockContainer):
     """Show what the spiking network does on an image, one encoder stage at a time."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -24,36 +89,79 @@ class InspectorWidget(Container):
         self.viewer = napari_viewer
         self.worker: Any = None
         self.image = create_widget(annotation=napari.layers.Image, label="image")
-        self.stage = SpinBox(label="stage", min=0, max=3, value=0, tooltip="encoder stage (0: full resolution)")
-        self.spikes = ComboBox(label="spikes", choices=["v", "q", "k"], value="v")
-        self.reduce = ComboBox(label="channels", choices=list(REDUCTIONS), value="mean")
+        self.model_note = compact_label(Label(label="model", value="", tooltip="the model chosen in the Segment dock"))
+        self.stage = SpinBox(label="stage", min=0, max=3, value=0,
+                             tooltip="encoder stage: 0 is at full resolution, each next one at half the previous")
+        self.spikes = ComboBox(label="spikes", choices=self._spike_choices,
+                               tooltip="which spikes of the stage's attention to show: the queries Q, keys K or "
+                               "values V (only those the model records are offered)")
+        self.reduce = ComboBox(label="channels", choices=list(REDUCTIONS), value="mean",
+                               tooltip="mean: fraction of channels firing at each pixel; max: any channel; "
+                               "channel: one channel")
         self.channel = SpinBox(label="channel", min=0, max=511, value=0, visible=False)
-        self.run_button = PushButton(text="Inspect")
+        self.view = ComboBox(label="view", choices=list(VIEWS), value=VIEWS[0],
+                             tooltip="side by side: the image, the spikes and the four interaction maps in a "
+                             "grid with one camera; overlay: the maps over the image")
+        self.run_button = PushButton(text="Inspect", tooltip=INTERACTION_HELP)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.summary = Label(value="")
-        self.extend([self.image, self.stage, self.spikes, self.reduce, self.channel, self.run_button,
-                     self.cancel_button, self.summary])
+        self.summary = compact_label(Label(value=""))
+        self.plot = RatePlot()
+        self.extend([self.image, self.model_note, self.stage, self.spikes, self.reduce, self.channel, self.view,
+                     self.run_button, self.cancel_button, self.summary])
+        self.inner.layout().addWidget(self.plot.canvas)
         self.reduce.changed.connect(lambda v: setattr(self.channel, "visible", v == "channel"))
+        self.view.changed.connect(self._apply_view)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(lambda: self.worker is not None and self.worker.quit())
         follow_layers(self, self.viewer)
+        SESSION.subscribe(self._session_changed)
+        self.native.destroyed.connect(lambda *_: SESSION.unsubscribe(self._session_changed))
+        self._session_changed(SESSION.source)
+        self._layers: list[str] = []
+        make_narrow(self)
 
+    # --- the model --------------------------------------------------------------------------
+    @staticmethod
+    def _spike_choices(*_: Any) -> list[str]:
+        model = SESSION.model
+        return list(model.recorded_spikes) if model is not None and model.spiking else ["q", "k", "v"]
+
+    def _session_changed(self, source: str) -> None:
+        model = SESSION.model
+        self.spikes.reset_choices()
+        if "v" in self.spikes.choices:  # the values carry the attention's output: the default view
+            self.spikes.value = "v"
+        if model is None:
+            show_text(self.model_note, "the Segment dock's model (not loaded yet)")
+            return
+        if not model.spiking:
+            time = "an ANN: no spikes to show"
+        elif model.spike_levels > 1:
+            time = f"integer spikes, shown as {model.spike_levels} virtual timesteps"
+        else:
+            time = f"T = {model.timesteps} timesteps"
+        show_text(self.model_note, f"{elide(model_label(source), 40)} ({model.arch}, {time})", 24)
+
+    # --- running ----------------------------------------------------------------------------
     def run(self) -> Any:
         layer = self.image.value
         chosen = selected_image_and_model(layer)
         if chosen is None:
             return None
         data, model = chosen
+        if not model.spiking:
+            napari.utils.notifications.show_error(f"{model.arch} does not spike: choose a spiking model in Segment")
+            return None
+        self._session_changed(SESSION.source)
         stage, spike, how, channel = self.stage.value, self.spikes.value, self.reduce.value, self.channel.value
-        if spike not in ("q", "k") and model.arch == "medqkformer":
-            spike = "q"
+        if spike not in model.recorded_spikes:
+            spike = model.recorded_spikes[0]
 
         def job():
             yield Progress(0, 2, "forward with recording")
             maps = inspect_stage(model, data, stage, spike=spike, how=how, channel=channel)
             yield Progress(1, 2, "energy")
-            size = int((getattr(model, "checkpoint_info", None) or {}).get("input_size", 256))
-            report = estimate_energy(model, model_input(data, size))
+            report = estimate_energy(model, model_input(data, input_size_of(model)))
             yield Progress(2, 2, "done")
             return maps, report
 
@@ -66,32 +174,88 @@ class InspectorWidget(Container):
         self.run_button.enabled, self.cancel_button.enabled = True, False
         self.worker = None
 
-    def _put(self, name: str, data: np.ndarray, **kwargs: Any) -> None:
+    # --- showing ----------------------------------------------------------------------------
+    def _put(self, name: str, data: np.ndarray, **kwargs: Any) -> Any:
         if name in self.viewer.layers:
             layer = self.viewer.layers[name]
-            layer.data = data
-            layer.scale, layer.translate = kwargs["scale"], kwargs["translate"]
-        else:
-            self.viewer.add_image(data, name=name, **kwargs)
+            if layer.data.ndim != data.ndim:  # e.g. a map from another model with another time axis
+                self.viewer.layers.remove(layer)
+            else:
+                layer.data = data
+                for key in ("scale", "translate", "contrast_limits", "colormap", "visible"):
+                    if key in kwargs:
+                        setattr(layer, key, kwargs[key])
+                return layer
+        return self.viewer.add_image(data, name=name, **kwargs)
 
     def _show(self, image_layer: Any, maps: Any, report: Any) -> None:
         sy, sx = (maps.scale[i] * image_layer.scale[-2 + i] for i in range(2))
         ty, tx = (maps.translate[i] * image_layer.scale[-2 + i] + image_layer.translate[-2 + i] for i in range(2))
         tag = f"stage {maps.stage}"
-        common_t = {"scale": (1.0, sy, sx), "translate": (0.0, ty, tx), "blending": "additive"}
-        self._put(f"spikes {maps.spike_name} ({tag})", maps.spikes, colormap="gray", opacity=0.8,
-                  contrast_limits=(0.0, max(float(maps.spikes.max()), 1e-6)), **common_t)
-        self._put(f"firing rate ({tag})", maps.firing_rate, colormap="inferno", opacity=0.7,
-                  contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)),
-                  scale=(sy, sx), translate=(ty, tx), blending="additive", visible=False)
-        for name, array in maps.interactions.items():
-            lo, hi = float(array.min()), float(array.max())
-            self._put(f"{name} ({tag})", array, colormap=INTERACTION_COLORMAPS[name], opacity=0.7,
-                      contrast_limits=(lo, hi if hi > lo else lo + 1e-6), visible=name == "AA", **common_t)
+        in_time = {"scale": (1.0, sy, sx), "translate": (0.0, ty, tx)}
+        flat = {"scale": (sy, sx), "translate": (ty, tx)}
+        time_word = "virtual t" if maps.virtual else "t"
+        names = [f"spikes {maps.spike_name} ({tag}, {time_word})"]
+        self._put(names[0], maps.spikes, colormap="gray", contrast_limits=(0.0, max(float(maps.spikes.max()), 1e-6)),
+                  **in_time)
+        arrays = {k: (v[0] if v.shape[0] == 1 else v) for k, v in maps.interactions.items()}  # no time: 2D
+        for name, array in arrays.items():
+            lo, hi = (float(v) for v in np.percentile(array, (1, 99)))  # robust contrast per map
+            signed = lo < 0 < hi
+            if signed:
+                lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
+            names.append(f"{name} ({tag})")
+            self._put(names[-1], array, colormap=SIGNED_COLORMAP if signed else INTERACTION_COLORMAP,
+                      contrast_limits=(lo, hi if hi > lo else lo + 1e-6), **(in_time if array.ndim == 3 else flat))
+        self._put(f"firing rate ({tag})", maps.firing_rate, colormap="inferno", visible=False,
+                  contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)), **flat)
+        self._layers = [image_layer.name, *names]
+        if maps.spikes.ndim == 3:
+            labels = list(self.viewer.dims.axis_labels)
+            labels[-3] = "t"
+            self.viewer.dims.axis_labels = labels
+            self.viewer.dims.set_current_step(self.viewer.dims.ndim - 3, 0)
+        self._apply_view()
+        self.plot.show(maps.layer_rates, maps.virtual)
         rates = ", ".join(f"{r:.3f}" for r in maps.stage_firing_rates)
-        self.summary.value = (
-            f"T = {maps.timesteps} (slider steps through time)\nfiring rate per stage: {rates}\n"
+        if maps.virtual:
+            time = (f"{maps.timesteps} virtual timesteps: an integer spike k/{maps.timesteps} is shown as k binary "
+                    f"spikes (move the t slider)")
+        elif maps.timesteps > 1:
+            time = f"T = {maps.timesteps} timesteps: move the t slider below the canvas"
+        else:
+            time = "T = 1: a single timestep"
+        show_text(self.summary, (
+            f"{time}\nfiring rate per encoder stage: {rates}\n"
             f"synaptic ops {report.sops / 1e9:.2f} G, analog MACs {report.analog_macs / 1e9:.2f} G\n"
             f"energy {report.energy_pj / 1e9:.2f} mJ vs dense ANN {report.ann_energy_pj / 1e9:.2f} mJ "
-            f"({report.energy_pj / max(report.ann_energy_pj, 1e-9):.0%})"
-        )
+            f"({report.energy_pj / max(report.ann_energy_pj, 1e-9):.0%})\n"
+            "AA, AI, IA, II: active or inactive Q with active or inactive K (hover Inspect)"
+        ))
+
+    def _apply_view(self, *_: Any) -> None:
+        """Side by side: only the image and this stage's maps are shown, in napari's grid (one
+        camera); overlay: the spikes over the image (the interaction maps can be switched on in
+        the layer list)."""
+        shown = [name for name in self._layers if name in self.viewer.layers]
+        if not shown:
+            return
+        grid = self.view.value == VIEWS[0]
+        for layer in self.viewer.layers:
+            if layer.name in shown:
+                layer.name_overlay.visible = grid  # each grid cell says what it shows
+                layer.visible = grid or layer.name in shown[:2]  # overlay: the image and the spikes
+                layer.blending = "translucent_no_depth" if layer.name == shown[0] else "translucent"
+                layer.opacity = 1.0 if grid or layer.name == shown[0] else 0.6
+            elif grid:
+                layer.visible = False
+        if not grid:
+            for layer in self.viewer.layers:
+                layer.name_overlay.visible = False
+        if grid:  # the grid lays out layers from the top of the list: put these first
+            for name in shown:
+                index = self.viewer.layers.index(self.viewer.layers[name])
+                self.viewer.layers.move(index, len(self.viewer.layers))
+            self.viewer.grid.shape = (2, 3) if len(shown) > 4 else (-1, -1)
+        self.viewer.grid.enabled = grid
+        self.viewer.reset_view()

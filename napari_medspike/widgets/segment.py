@@ -5,23 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 import napari
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSlider, Label, PushButton, create_widget
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, PushButton, create_widget
 
 from ..engine.checkpoint import list_models
 from ..inference.predictor import MODES, Progress, pick_device, predict_steps, recommended_flips
 from ._common import (
+    MASK_COLOURS,
+    MASK_STYLES,
     SESSION,
+    DockContainer,
     add_segmentation_layers,
+    compact_label,
+    make_narrow,
+    show_text,
+    elide,
     follow_layers,
+    model_choices,
     selected_image_and_model,
     start_worker,
+    style_mask,
     summary_of,
 )
 
 CHECKPOINT_FILE = "checkpoint file…"
 
 
-class SegmentWidget(Container):
+class SegmentWidget(DockContainer):
     """Segment the chosen image layer with a shipped model or a checkpoint, off the GUI thread."""
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
@@ -30,33 +39,54 @@ class SegmentWidget(Container):
         self.worker: Any = None
         names = list(list_models())
         self.image = create_widget(annotation=napari.layers.Image, label="image")
-        self.model_choice = ComboBox(label="model", choices=[*names, CHECKPOINT_FILE],
-                                     value=names[0] if names else CHECKPOINT_FILE)
+        self.model_choice = ComboBox(label="model", choices=self._model_choices,
+                                     value=names[0] if names else CHECKPOINT_FILE,
+                                     tooltip="shipped models, checkpoints used or fine-tuned in this session, "
+                                     "fine-tuned checkpoints in the corrections folder, or any checkpoint file")
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", visible=not names)
         self.card = Label(value="")
         self.device = ComboBox(label="device", choices=["auto", "cuda", "mps", "cpu"], value="auto")
-        self.device_note = Label(value=pick_device("auto")[1])
+        self.device_note = Label(value="")
         self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
         self.mode = ComboBox(label="mode", choices=list(MODES), value="resize",
                              tooltip="resize: whole image at the model's size; tiled: overlapping tiles at full resolution")
-        self.flips = CheckBox(text="mirror test-time augmentation",
-                              tooltip="average the four mirror images' predictions: 4x the compute, usually "
-                              "a little more accurate (set to what the model's card recommends when a model is chosen)")
+        self.flips = CheckBox(text="mirror TTA",
+                              tooltip="mirror test-time augmentation: average the four mirror images' predictions: "
+                              "4x the compute, usually a little more accurate (set to what the model's card "
+                              "recommends when a model is chosen)")
+        self.mask_colour = ComboBox(label="mask colour", choices=list(MASK_COLOURS), value=MASK_COLOURS[0],
+                                    tooltip="a colour that stands out on the image")
+        self.mask_style = ComboBox(label="mask style", choices=list(MASK_STYLES), value=MASK_STYLES[0],
+                                   tooltip="outline: the tissue under the mask stays visible; filled: 50 % opaque")
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
+        for label in (self.card, self.device_note, self.status):
+            compact_label(label)
         self.extend([self.image, self.model_choice, self.checkpoint, self.card, self.device, self.device_note,
-                     self.threshold, self.mode, self.flips, self.run_button, self.cancel_button, self.status])
+                     self.threshold, self.mode, self.flips, self.mask_colour, self.mask_style, self.run_button,
+                     self.cancel_button, self.status])
+        self.mask_colour.changed.connect(self._restyle)
+        self.mask_style.changed.connect(self._restyle)
         self.model_choice.changed.connect(self._model_changed)
         self.checkpoint.changed.connect(self._model_changed)
-        self.device.changed.connect(lambda v: setattr(self.device_note, "value", pick_device(v)[1]))
+        self.device.changed.connect(lambda v: show_text(self.device_note, pick_device(v)[1]))
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         follow_layers(self, self.viewer)
         SESSION.subscribe(self._session_changed)
+        self.native.destroyed.connect(lambda *_: SESSION.unsubscribe(self._session_changed))
+        show_text(self.device_note, pick_device("auto")[1])
         self._model_changed()
+        make_narrow(self)
 
     # --- model choice -------------------------------------------------------------------
+    @staticmethod
+    def _model_choices(*_: Any) -> list[tuple[str, str]]:
+        from ..data.corrections import default_store
+
+        return [*model_choices((default_store() / "models",)), (CHECKPOINT_FILE, CHECKPOINT_FILE)]
+
     def model_source(self) -> str | None:
         """The shipped name or checkpoint path the user chose (None: nothing chosen yet)."""
         if self.model_choice.value == CHECKPOINT_FILE:
@@ -68,19 +98,28 @@ class SegmentWidget(Container):
         self.checkpoint.visible = self.model_choice.value == CHECKPOINT_FILE
         source = self.model_source()
         if source is None:
-            self.card.value = "choose a checkpoint (.safetensors)"
+            show_text(self.card, "choose a checkpoint (.safetensors)")
             return
         try:
             model = SESSION.get(source)
-            self.card.value = summary_of(model)
+            self._show_card(source)
             self.flips.value = recommended_flips(model)
         except Exception as err:  # a bad file must not break the dock
-            self.card.value = f"cannot load: {err}"
+            show_text(self.card, elide(f"cannot load: {err}", 120))
             napari.utils.notifications.show_error(f"cannot load model {source}: {err}")
 
-    def _session_changed(self, source: str) -> None:
+    def _show_card(self, source: str) -> None:
         if SESSION.model is not None:
-            self.card.value = f"{summary_of(SESSION.model)}\n(current: {source})"
+            show_text(self.card, summary_of(SESSION.model))
+            self.card.tooltip = f"{source}" if source not in list_models() else f"shipped model '{source}'"
+
+    def _session_changed(self, source: str) -> None:
+        """Another dock made ``source`` current (e.g. a fine-tune finished): offer it in the box
+        and select it, so Segment uses it."""
+        if source != self.model_source():
+            self.model_choice.reset_choices()
+            self.model_choice.value = source
+        self._show_card(source)
 
     # --- running ------------------------------------------------------------------------
     def run(self) -> Any:
@@ -91,7 +130,7 @@ class SegmentWidget(Container):
             return None
         data, model = chosen
         device, note = pick_device(self.device.value)
-        self.device_note.value = note
+        show_text(self.device_note, note)
         mode, threshold, flips = self.mode.value, float(self.threshold.value), bool(self.flips.value)
 
         def job():
@@ -99,14 +138,21 @@ class SegmentWidget(Container):
             return (yield from predict_steps(model, data, mode=mode, device=device, flips=flips))
 
         def done(prob: Any) -> None:
-            add_segmentation_layers(self.viewer, layer, prob, threshold)
+            _, self._mask_layer = add_segmentation_layers(self.viewer, layer, prob, threshold,
+                                                          colour=self.mask_colour.value, style=self.mask_style.value)
             extra = ", mirror TTA" if flips else ""
-            self.status.value = f"segmented '{layer.name}' ({mode}{extra}, {device.type})"
+            show_text(self.status, f"segmented '{elide(layer.name, 40)}' ({mode}{extra}, {device.type})")
 
         self._busy(True)
-        self.status.value = f"segmenting '{layer.name}'…"
+        show_text(self.status, f"segmenting '{elide(layer.name, 40)}'…")
         self.worker = start_worker(job, "Segment", on_return=done, on_finish=lambda: self._busy(False))
         return self.worker
+
+    def _restyle(self, *_: Any) -> None:
+        """Apply the chosen mask colour and style to the last mask layer made here."""
+        layer = getattr(self, "_mask_layer", None)
+        if layer is not None and layer in self.viewer.layers:
+            style_mask(layer, self.mask_colour.value, self.mask_style.value)
 
     def cancel(self) -> None:
         if self.worker is not None:

@@ -18,9 +18,9 @@ def tiny_checkpoint(tmp_path):
 def fresh_session():
     from napari_medspike.widgets._common import SESSION
 
-    SESSION.model, SESSION.source, SESSION._listeners = None, "", []
+    SESSION.model, SESSION.source, SESSION.checkpoints, SESSION._listeners = None, "", [], []
     yield
-    SESSION.model, SESSION.source, SESSION._listeners = None, "", []
+    SESSION.model, SESSION.source, SESSION.checkpoints, SESSION._listeners = None, "", [], []
 
 
 @pytest.fixture

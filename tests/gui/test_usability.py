@@ -1,0 +1,214 @@
+"""The plugin as people use it: a fine-tuned model that stays, a canvas that stays, legible maps."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication, QPushButton
+
+from napari_medspike import create_model, load_model, save_checkpoint
+from napari_medspike.widgets._common import SESSION
+
+WAIT = 120_000  # ms
+
+
+def text(label) -> str:
+    """A label's text with the dock's line wrapping undone."""
+    return " ".join(str(label.value).split())
+
+
+def settle(seconds: float = 0.3) -> None:
+    end = time.time() + seconds
+    while time.time() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def test_a_finetuned_model_is_offered_stays_selected_and_is_used(plugin, qtbot, tmp_path):
+    viewer, widgets, _ = plugin
+    segment = widgets["Segment"]
+    tuned_path = tmp_path / "models" / "finetuned_20261125-101112.safetensors"
+    tuned = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2)
+    save_checkpoint(tuned, tuned_path, input_size=64)
+    SESSION.set(load_model(tuned_path), str(tuned_path))  # what the fine-tune dock does at the end
+    assert str(tuned_path) in segment.model_choice.choices
+    assert segment.model_choice.value == str(tuned_path)
+    combo = segment.model_choice.native
+    assert combo.itemText(combo.currentIndex()) == "fine-tuned 10:11:12 (2026-11-25)"
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    assert SESSION.source == str(tuned_path)  # Segment did not switch back to the default
+    assert segment.model_choice.value == str(tuned_path)
+    assert "current:" not in text(segment.card) and str(tuned_path) == segment.card.tooltip
+    # the inspector names the same model
+    assert "fine-tuned 10:11:12" in text(widgets["Spike inspector"].model_note)
+
+
+def test_a_closed_dock_is_unsubscribed_and_changing_model_works(plugin, qtbot, tmp_path, notes):
+    import gc
+
+    from qtpy.QtCore import QEvent
+
+    from napari_medspike.widgets import SegmentWidget
+
+    viewer, widgets, _ = plugin
+    before = len(SESSION._listeners)
+    extra = SegmentWidget(viewer)
+    assert len(SESSION._listeners) == before + 1
+    extra.native.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    del extra
+    gc.collect()
+    SESSION.set(SESSION.get(), SESSION.source)  # a notification drops listeners that are gone
+    assert len(SESSION._listeners) == before
+    other = save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), tmp_path / "o.safetensors",
+                            input_size=32)
+    widgets["Segment"].checkpoint.value = str(other)
+    assert SESSION.model.arch == "medqkformer" and not any("rror" in n for n in notes)
+    assert "medqkformer" in text(widgets["Spike inspector"].model_note)
+
+
+def test_stored_corrections_stay_listed(plugin, tmp_path):
+    viewer, widgets, image = plugin
+    tune = widgets["Correct & fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
+    mask.data[10:30, 20:50] = 1
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = image, mask
+    entry = tune.save_correction()
+    assert tune.corrections.choices == (entry.stem,)
+    viewer.add_image(np.zeros((5, 5)), name="another")  # any layer change re-lists the store
+    viewer.layers.remove("another")
+    assert tune.corrections.choices == (entry.stem,)
+    tune.corrections.value = entry.stem
+    tune.load_selected()
+    assert entry.stem in viewer.layers
+
+
+def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path):
+    viewer, widgets, image = plugin
+    tune = widgets["Correct & fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
+    mask.data[10:40, 20:60] = 1
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = image, mask
+    tune.save_correction()
+    tune.epochs.value = 1
+    with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
+        pass
+    shown = text(tune.result)
+    assert "nan" not in shown.lower() and "corrected image itself" in shown
+    card = SESSION.source.replace(".safetensors", ".md")
+    card_text = open(card).read()
+    assert "nan" not in card_text.lower() and "training images (nothing held out)" in card_text
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_the_canvas_keeps_room_and_every_button_can_be_reached(make_napari_viewer, size):
+    from napari_medspike.demo import open_plugin
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(*size)
+    settle()
+    widgets = open_plugin(viewer, "synthetic")
+    settle(0.5)
+    canvas = viewer.window._qt_viewer.canvas.native
+    assert canvas.width() >= 0.55 * window.width(), (canvas.width(), window.width())
+    for name, widget in widgets.items():
+        dock = viewer.window._dock_widgets[f"{name} (napari-medspike)"]
+        dock.raise_()
+        settle(0.2)
+        scroll = widget.native  # the scroll area napari docks
+        assert dock.isVisible() and scroll.viewport().height() > 100
+        for button in widget.inner.findChildren(QPushButton):
+            if not button.isVisibleTo(widget.inner):
+                continue
+            scroll.ensureWidgetVisible(button)
+            settle(0.05)
+            top_left = button.mapTo(scroll.viewport(), button.rect().topLeft())
+            bottom_right = button.mapTo(scroll.viewport(), button.rect().bottomRight())
+            viewport = scroll.viewport().rect()
+            assert viewport.contains(top_left) and viewport.contains(bottom_right), (name, button.text())
+
+
+def test_inspector_grid_names_time_axis_and_recorded_spikes(plugin, qtbot):
+    viewer, widgets, image = plugin
+    inspector = widgets["Spike inspector"]
+    assert inspector.spikes.choices == ("q", "k", "v")  # what MedSpikeFormer records
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    assert viewer.grid.enabled
+    shown = ["photo", "spikes v (stage 0, t)", "AA (stage 0)", "AI (stage 0)", "IA (stage 0)", "II (stage 0)"]
+    for name in shown:
+        layer = viewer.layers[name]
+        assert layer.visible and layer.name_overlay.visible and layer.opacity == 1.0
+    assert not viewer.layers["photo mask"].visible if "photo mask" in viewer.layers else True
+    maps = [viewer.layers[n] for n in shown[2:]]
+    assert len({layer.colormap.name for layer in maps}) == 1  # one colormap for the four interactions
+    assert viewer.dims.axis_labels[0] == "t"
+    summary = text(inspector.summary)
+    assert "T = 2 timesteps" in summary and "t slider" in summary
+    assert "active or inactive Q" in summary and "inactive" in inspector.run_button.tooltip
+    lines = inspector.plot.figure.axes[0].get_lines()
+    assert lines and len(lines[0].get_xdata()) == 2  # firing rate per timestep, per part of the network
+    inspector.view.value = "overlay"
+    assert not viewer.grid.enabled
+    assert viewer.layers["spikes v (stage 0, t)"].visible and not viewer.layers["AA (stage 0)"].visible
+
+
+def test_integer_spikes_shown_as_virtual_timesteps(plugin, qtbot, tmp_path):
+    viewer, widgets, _ = plugin
+    qk = save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), tmp_path / "qk.safetensors",
+                         input_size=32)
+    widgets["Segment"].checkpoint.value = str(qk)
+    inspector = widgets["Spike inspector"]
+    assert inspector.spikes.choices == ("q", "k")  # MedQKFormer records no v: not offered
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    spikes = viewer.layers["spikes q (stage 0, virtual t)"]
+    assert spikes.data.shape[0] == 4  # D = 4 virtual timesteps
+    assert viewer.layers["AA (stage 0)"].data.ndim == 2  # its interactions have no time axis
+    assert "4 virtual timesteps" in text(inspector.summary)
+
+
+def test_masks_are_drawn_in_a_contrasting_colour_the_user_can_change(plugin, qtbot):
+    viewer, widgets, _ = plugin
+    segment = widgets["Segment"]
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    mask = viewer.layers["photo mask"]
+    assert mask.contour == 2
+    np.testing.assert_allclose(mask.colormap.map(np.array([1]))[0], [0, 1, 1, 1])  # cyan outline
+    segment.mask_colour.value = "yellow"
+    segment.mask_style.value = "filled"
+    assert mask.contour == 0
+    np.testing.assert_allclose(mask.colormap.map(np.array([1]))[0], [1, 1, 0, 1])
+
+
+@pytest.mark.parametrize("job", ["Segment", "Spike inspector"])
+def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job):
+    viewer, widgets, _ = plugin
+    gaps, last = [], [time.perf_counter()]
+
+    def tick() -> None:
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(5)
+    worker = widgets[job].run()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    settle(0.2)
+    timer.stop()
+    # adding the result layers happens on the GUI thread after the job: that is allowed to take
+    # longer; while the job runs the loop must stay responsive
+    assert len(gaps) > 5 and sorted(gaps)[int(0.99 * (len(gaps) - 1))] < 0.1, max(gaps)
