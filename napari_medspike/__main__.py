@@ -2,8 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import sys
 
-def main() -> None:
+NO_DISPLAY = (
+    "napari-medspike needs a display: no X11 or Wayland display was found (DISPLAY and WAYLAND_DISPLAY "
+    "are unset). Run it from a desktop session, or, for scripted use on a headless machine, under a "
+    "virtual display: xvfb-run -a python -m napari_medspike"
+)
+
+
+def display_problem(environ: dict[str, str] | None = None, platform: str = sys.platform) -> str | None:
+    """Why napari cannot open a window here, or None. Qt's own message for a missing display
+    on Linux ("libxcb-cursor0 is needed") sends people looking for the wrong fix."""
+    env = os.environ if environ is None else environ
+    if not platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return None
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    return NO_DISPLAY
+
+
+def main() -> int:
+    problem = display_problem()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     from .runtime import reexec_with_huge_pages
 
     reexec_with_huge_pages()  # huge-page malloc for training from the GUI (napari_medspike.runtime)
@@ -14,7 +38,8 @@ def main() -> None:
     viewer = napari.Viewer(title="napari-medspike")
     open_plugin(viewer, "kvasir")
     napari.run()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

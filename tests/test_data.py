@@ -61,7 +61,7 @@ def test_unreadable_and_3d_files_name_the_file(tmp_path):
     with pytest.raises(ImageReadError, match="broken.png"):
         read_image(bad)
     stack = _save(tmp_path / "stack.tif", np.zeros((5, 20, 30), np.uint8))
-    with pytest.raises(ImageReadError, match="stack.tif.*shape"):
+    with pytest.raises(ImageReadError, match=r"stack.tif.*(shape|stack of 5 slices)"):
         read_image(stack)
     with pytest.raises(ImageReadError, match="no such file"):
         read_image(tmp_path / "missing.png")
@@ -114,3 +114,26 @@ def test_crop_mode_serves_crops_of_large_images(tmp_path):
     data = CachedPairs(pairs, size=32, mode="crop")
     x, y = data[0]
     assert x.shape == (3, 32, 32) and y.shape == (1, 32, 32)
+
+
+def test_empty_and_non_image_files_are_called_so_without_install_hints(tmp_path):
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("patient list\nnot a picture\n")
+    page = tmp_path / "download.png"
+    page.write_text("<!DOCTYPE html><html><body>404</body></html>")
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(_save(tmp_path / "whole.png", np.zeros((8, 8), np.uint8)).read_bytes()[:40])
+    cases = [(empty, r"empty\.png: not an image \(empty file\)"),
+             (text, r"notes\.jpg: not an image file \(text: 'patient list not a picture'\)"),
+             (page, r"download\.png: not an image file \(an HTML page"),
+             (tmp_path / "none.tif", "no such file"),
+             (cut, r"cut\.png: cannot read image \(a damaged or unsupported PNG file")]
+    (tmp_path / "blank.tif").write_bytes(b"")
+    cases.append((tmp_path / "blank.tif", r"blank\.tif: not an image \(empty file\)"))
+    for path, message in cases:
+        for read in (read_image, read_mask):
+            with pytest.raises(ImageReadError, match=message) as info:
+                read(path)
+            assert "pip install" not in str(info.value) and "backend" not in str(info.value)

@@ -33,3 +33,18 @@ def test_summary_means_and_count():
     s = summarise([{"dice": 1.0, "iou": 1.0, "sensitivity": 1, "specificity": 1},
                    {"dice": 0.0, "iou": 0.0, "sensitivity": 0, "specificity": 1}])
     assert s["count"] == 2 and s["mean_dice"] == 0.5 and s["mean_specificity"] == 1.0
+
+
+def test_gallery_never_shows_an_image_twice(tmp_path):
+    import numpy as np
+
+    from napari_medspike.cli.evaluate import write_gallery
+
+    image, mask = np.zeros((8, 8, 3)), np.zeros((8, 8), bool)
+    for n_rows in (1, 2, 3, 5, 9):
+        rows = [{"key": f"k{i}", "dice": i / 10} for i in range(n_rows)]
+        picks = write_gallery(rows, {r["key"]: (image, mask, mask) for r in rows}, tmp_path / f"g{n_rows}.png")
+        keys = [key for _, key in picks]
+        assert len(keys) == len(set(keys)) and (tmp_path / f"g{n_rows}.png").is_file()
+        if n_rows >= 8:
+            assert len(keys) == 8

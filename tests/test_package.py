@@ -35,3 +35,37 @@ def test_napari_opens_the_plugin_sample(make_napari_viewer):
         "synthetic lesion ground truth",
     ]
     assert viewer.layers[0].rgb
+
+
+def test_no_display_is_said_plainly():
+    from napari_medspike.__main__ import display_problem
+
+    assert "xvfb-run" in display_problem({}, "linux")
+    assert display_problem({"DISPLAY": ":0"}, "linux") is None
+    assert display_problem({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
+    assert display_problem({}, "darwin") is None
+
+
+def test_run_script_stops_early_without_a_display(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "tools" / "run.sh"
+    if not script.is_file():
+        import pytest
+
+        pytest.skip("tools/run.sh is not beside the installed tests")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "needs a display" in done.stderr and "xvfb-run" in done.stderr
+
+
+def test_importing_the_package_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, napari_medspike, napari_medspike._reader, napari_medspike._writer, "
+            "napari_medspike._sample_data; print('torch' in sys.modules, 'spikingjelly' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

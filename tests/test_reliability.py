@@ -301,3 +301,275 @@ def test_all_foreground_masks_are_stored_and_trained_on(tmp_path):
         store.save(image, np.zeros((32, 32), np.uint8), name="none")
     data = CachedPairs(find_pairs(store.root)[0], size=32)
     assert len(data) == 1 and bool((data[0][1] == 1).all())
+
+
+# --------------------------------------------------------------------------- 5. evaluate --report
+
+
+def _folder(root: Path, shapes: dict[str, tuple[int, int]]) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i, (stem, shape) in enumerate(shapes.items()):
+        image, mask = synthetic_lesion(shape, seed=i) if min(shape) >= 8 else (
+            np.full((*shape, 3), 40 * i % 256, np.uint8), np.eye(*shape, dtype=np.uint8) * (i % 2))
+        io.imsave(root / "images" / f"{stem}.png", image, check_contrast=False)
+        io.imsave(root / "masks" / f"{stem}.png", (mask > 0).astype(np.uint8) * 255, check_contrast=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(create_model("medqkformer", **TINY), tmp_path_factory.mktemp("ckpt") / "m.safetensors",
+                           input_size=32)
+
+
+@pytest.mark.parametrize("mode", ["resize", "tiled"])
+def test_evaluate_report_draws_1x1_and_other_tiny_images(tmp_path, tiny_checkpoint, mode):
+    from napari_medspike.cli.evaluate import main
+
+    data = _folder(tmp_path / "tiny", {"one": (1, 1), "odd": (5, 7), "row": (1, 6), "two": (2, 2)})
+    out, report = tmp_path / "eval.json", tmp_path / "rep"
+    assert main(["--checkpoint", str(tiny_checkpoint), "--data", str(data), "--json", str(out),
+                 "--report", str(report), "--device", "cpu", "--mode", mode]) == 0
+    assert json.loads(out.read_text())["count"] == 4
+    assert (report / "gallery.png").stat().st_size > 1000
+
+
+def test_evaluate_report_keeps_only_the_best_and_worst_images(tmp_path, tiny_checkpoint, monkeypatch):
+    """The gallery is streamed: however many images are evaluated, at most 2 n are kept, and
+    the gallery shows what write_gallery would show given every image."""
+    from napari_medspike.cli import evaluate
+
+    data = _folder(tmp_path / "many", {f"m{i:02d}": (16 + i, 20) for i in range(11)})
+    kept_sizes = []
+    real_add = evaluate.GalleryPicker.add
+
+    def add(self, *args):
+        real_add(self, *args)
+        kept_sizes.append(len(self))
+
+    shown = {}
+    real_write = evaluate.write_gallery
+
+    def write(rows, images, path, n=4):
+        shown["images"] = len(images)
+        shown["picks"] = real_write(rows, images, path, n)
+        return shown["picks"]
+
+    monkeypatch.setattr(evaluate.GalleryPicker, "add", add)
+    monkeypatch.setattr(evaluate, "write_gallery", write)
+    out = tmp_path / "eval.json"
+    assert evaluate.main(["--checkpoint", str(tiny_checkpoint), "--data", str(data), "--json", str(out),
+                          "--report", str(tmp_path / "rep"), "--device", "cpu", "--gallery-size", "3"]) == 0
+    assert len(kept_sizes) == 11 and max(kept_sizes) <= 6 and shown["images"] <= 6
+    ranked = sorted(json.loads(out.read_text())["images"], key=lambda r: r["dice"])
+    expected = [("worst", r["key"]) for r in ranked[:3]] + [("best", r["key"]) for r in ranked[::-1][:3]]
+    assert shown["picks"] == expected
+
+
+def test_gallery_picker_matches_the_full_gallery_on_any_number_of_images(tmp_path):
+    from napari_medspike.cli.evaluate import GalleryPicker, write_gallery
+
+    rng = np.random.default_rng(0)
+    image, mask = np.zeros((4, 4, 3), np.float32), np.zeros((4, 4), bool)
+    for count in (1, 2, 3, 5, 11):
+        rows = [{"key": f"k{i}", "dice": float(rng.choice([0.0, 0.5, 0.7, 1.0]))} for i in range(count)]  # ties
+        picker = GalleryPicker(2)
+        for row in rows:
+            picker.add(row, image, mask, mask)
+            assert len(picker) <= 4
+        full = write_gallery(rows, {r["key"]: (image, mask, mask) for r in rows}, tmp_path / f"full{count}.png", n=2)
+        assert picker.write(tmp_path / f"streamed{count}.png") == full
+
+
+# --------------------------------------------------------------------------- 6. failed writes
+
+
+def test_a_full_disk_while_writing_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    import errno
+
+    from safetensors import SafetensorError
+
+    from napari_medspike.common import WriteError, atomic_write
+
+    # torch.save on a full disk: "unexpected pos" from its zip writer
+    last = tmp_path / "run" / "last.pt"
+    atomic_write(last, lambda tmp: torch.save({"epoch": 1}, tmp))
+    before = last.read_bytes()
+
+    def full_disk_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"PK\x03\x04 partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full_disk_save)
+    with pytest.raises(WriteError, match=rf"could not write {last}.*device is full.*previous file is unchanged") as info:
+        atomic_write(last, lambda tmp: torch.save({"epoch": 2}, tmp))
+    assert isinstance(info.value, OSError) and info.value.path == last
+    assert last.read_bytes() == before and [p.name for p in last.parent.iterdir()] == ["last.pt"]
+
+    # safetensors on a full disk, and a plain ENOSPC; a file that did not exist stays absent
+    best = tmp_path / "best.safetensors"
+    save_checkpoint(create_model("medqkformer", **TINY), best)
+    before = best.read_bytes()
+    for failure in (SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                    'message: "No space left on device" })'),
+                    OSError(errno.ENOSPC, "No space left on device")):
+        def failing_save(tensors, filename, metadata=None, failure=failure):
+            Path(filename).write_bytes(b"half")
+            raise failure
+
+        monkeypatch.setattr(checkpoint_module, "save_file", failing_save)
+        for target, kept in ((best, "the previous file is unchanged"), (tmp_path / "new.safetensors", "no file was written")):
+            with pytest.raises(WriteError, match=rf"could not write {target}: no space left on the device.*{kept}") as info:
+                save_checkpoint(create_model("medqkformer", **TINY), target)
+            assert info.value.errno == errno.ENOSPC
+        assert best.read_bytes() == before and not (tmp_path / "new.safetensors").exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["best.safetensors", "run"]
+    # errors that are not write failures pass through unchanged
+    with pytest.raises(KeyError):
+        atomic_write(best, lambda tmp: {}["missing"])
+    assert best.read_bytes() == before
+
+
+# --------------------------------------------------------------------------- 7. command-line errors
+
+
+def _one_line(capsys, prog: str, *names: str) -> str:
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1]
+    assert "Traceback" not in err and last.startswith(f"{prog}: error: "), err
+    for name in names:
+        assert name in last, last
+    return last
+
+
+def test_command_line_tools_report_file_errors_in_one_line(lesions, tmp_path, capsys, monkeypatch):
+    from napari_medspike.cli.evaluate import main as evaluate_main
+    from napari_medspike.cli.train import finetune_main, train_main
+
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk")
+    missing = tmp_path / "missing.safetensors"
+    data = ["--data", str(lesions), "--device", "cpu"]
+    # damaged and missing checkpoints, in each tool
+    assert evaluate_main(["--checkpoint", str(junk), *data]) == 2
+    _one_line(capsys, "medspike-evaluate", str(junk), "not a napari-medspike checkpoint")
+    assert evaluate_main(["--checkpoint", str(missing), *data]) == 2
+    _one_line(capsys, "medspike-evaluate", str(missing))
+    assert finetune_main(["--checkpoint", str(junk), *data, "--out", str(tmp_path / "t.safetensors")]) == 2
+    _one_line(capsys, "medspike-finetune", str(junk))
+    with pytest.raises(ValueError, match="junk.safetensors"):  # --debug: the exception and its traceback
+        finetune_main(["--checkpoint", str(junk), *data, "--out", str(tmp_path / "t.safetensors"), "--debug"])
+    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
+        evaluate_main(["--checkpoint", str(missing), *data, "--debug"])
+    args = ["--arch", "medqkformer", *data, "--config", json.dumps(TINY), "--size", "32", "--epochs", "1",
+            "--batch-size", "4", "--no-augment"]
+    assert train_main([*args, "--out", str(tmp_path / "a"), "--init-from", str(missing)]) == 2
+    _one_line(capsys, "medspike-train", str(missing))
+    # a damaged split file
+    split = tmp_path / "split.json"
+    split.write_text("{oops")
+    ckpt = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "m.safetensors", input_size=32)
+    assert evaluate_main(["--checkpoint", str(ckpt), *data, "--subset", "val", "--split", str(split)]) == 2
+    _one_line(capsys, "medspike-evaluate", str(split))
+
+    # resume: a damaged last.pt, one of another model, and a full disk while writing it
+    run = tmp_path / "run"
+    assert train_main([*args, "--out", str(run)]) == 0
+    good = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(good[: len(good) // 3])
+    assert train_main([*args, "--out", str(run), "--resume", "--epochs", "2"]) == 2
+    _one_line(capsys, "medspike-train", str(run / "last.pt"), "cannot resume")
+    with pytest.raises(RunFolderError, match="last.pt"):  # --debug: the exception itself
+        train_main([*args, "--out", str(run), "--resume", "--epochs", "2", "--debug"])
+    capsys.readouterr()
+    (run / "last.pt").write_bytes(good)
+    other = ["--config", json.dumps({"widths": [8, 16, 32, 32]})]
+    assert train_main([*args, *other, "--out", str(run), "--resume", "--epochs", "2"]) == 2
+    _one_line(capsys, "medspike-train", str(run / "last.pt"), "--config")
+
+    def full_disk_save(obj, f, *a, **kw):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full_disk_save)
+    assert train_main([*args, "--out", str(run), "--resume", "--epochs", "2"]) == 2
+    _one_line(capsys, "medspike-train", str(run / "last.pt"), "device is full")
+    monkeypatch.undo()
+    assert (run / "last.pt").read_bytes() == good
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+
+
+# --------------------------------------------------------------------------- 8. the correction store
+
+
+def test_store_lists_exactly_what_training_uses_and_removes_stale_temp_files(tmp_path):
+    import os
+    import time
+
+    root = tmp_path / "store"
+    store = CorrectionStore(root)
+    image, mask = synthetic_lesion((32, 32), seed=3)
+    saved = [store.save(image, mask, name=f"c{i}").stem for i in range(2)]
+    # a save that died after the image and mask, before the provenance; and one before the mask
+    (root / "images" / "orphan_1.png").write_bytes((root / "images" / f"{saved[0]}.png").read_bytes())
+    (root / "masks" / "orphan_1.png").write_bytes((root / "masks" / f"{saved[0]}.png").read_bytes())
+    (root / "images" / "orphan_2.png").write_bytes((root / "images" / f"{saved[0]}.png").read_bytes())
+    # temporary files of interrupted saves: two hours old, and one being written right now
+    stale = [root / sub / f".{name}.abc123_x.tmp" for sub, name in
+             (("images", "orphan_2.png"), ("masks", "orphan_2.png"), ("provenance", "orphan_1.json"))]
+    for p in stale:
+        p.write_bytes(b"")
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
+    fresh = root / "images" / ".c9.png.def456_y.tmp"
+    fresh.write_bytes(b"")
+    old_hidden = root / "images" / ".keep"  # not a temporary file of ours
+    old_hidden.write_bytes(b"")
+    os.utime(old_hidden, (time.time() - 7200, time.time() - 7200))
+
+    reopened = CorrectionStore(root)
+    assert not any(p.exists() for p in stale) and fresh.exists() and old_hidden.exists()
+    listed = [c.stem for c in reopened.list()]
+    pairs, problems = find_pairs(root)
+    assert listed == sorted(saved) == [p.key.split("/", 1)[1] for p in pairs]
+    assert any("orphan_1.png" in p and "not a complete correction" in p for p in problems)
+    assert any("orphan_2.png" in p for p in problems)
+    assert len(CachedPairs(pairs, size=32)) == len(listed)
+    # a damaged provenance file still lists its entry, and training still uses it
+    (root / "provenance" / f"{saved[1]}.json").write_text("{oops")
+    assert [c.stem for c in reopened.list()] == listed and "error" in reopened.list()[-1].provenance
+    assert len(find_pairs(root)[0]) == 2
+
+
+# --------------------------------------------------------------------------- 9. split.json
+
+
+def test_split_and_val_keys_list_only_the_pairs_used(lesions, tmp_path):
+    import os
+    import shutil
+    import time
+
+    from napari_medspike.data.dataset import split_pairs
+
+    data = tmp_path / "data"
+    shutil.copytree(lesions, data)
+    (data / "images" / "broken_a.png").write_text("not an image")
+    (data / "images" / "broken_b.png").write_bytes(b"")
+    for stem in ("broken_a", "broken_b"):
+        (data / "masks" / f"{stem}.png").write_bytes((data / "masks" / "l00.png").read_bytes())
+    pairs, _ = find_pairs(data)
+    # a seed that puts one broken pair in the validation part and the other in training
+    seed = next(s for s in range(200)
+                if sorted(p.key.endswith("broken_a") for p in split_pairs(pairs, 0.25, s)[1]) == [False, True])
+    stale = tmp_path / "run" / ".last.pt.k3x9_q2a.tmp"  # a run killed while writing last.pt
+    stale.parent.mkdir()
+    stale.write_bytes(b"PK")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    result = train(config(data, tmp_path / "run", seed=seed))
+    assert not stale.exists()
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    used = [r["key"] for r in split["train"] + split["val"]]
+    assert not any("broken" in k for k in used) and len(used) == 8
+    assert sorted(r["key"] for r in split["skipped"]) == ["data/broken_a", "data/broken_b"]
+    assert all("not an image" in r["reason"] for r in split["skipped"])
+    meta = read_metadata(result.checkpoint)["training"]
+    assert sorted(meta["val_keys"]) == sorted(r["key"] for r in split["val"]) and meta["n_val"] == len(split["val"])

@@ -3,60 +3,162 @@
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ..data.dataset import find_pairs, load_pair
 from ..data.io import ImageReadError
-from ..common import atomic_write
+from ..common import atomic_write, run_command
 from ..engine.checkpoint import load_model
 from ..engine.metrics import METRICS, binary_metrics, summarise
 from ..inference.predictor import pick_device, predict, recommended_flips
 from ..runtime import reexec_with_huge_pages
 
+#: Images in each row of the gallery (the worst and the best cases).
+GALLERY_SIZE = 4
+#: Longest side, in pixels, at which the gallery keeps and draws an image (a panel is about
+#: 270 pixels wide); larger images are subsampled for the picture only, metrics use them whole.
+GALLERY_SIDE = 512
+
+
+def for_display(image: np.ndarray, mask: np.ndarray, pred: np.ndarray,
+                max_side: int = GALLERY_SIDE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An evaluated image, its mask and prediction, subsampled alike to at most ``max_side``
+    pixels on the long side, the image as uint8: what a gallery panel needs, in a fraction
+    of the memory (drawing full-size images and outlines costs hundreds of MB)."""
+    image, mask, pred = np.asarray(image), np.asarray(mask, bool), np.asarray(pred, bool)
+    step = max(1, -(-max(image.shape[:2]) // max_side))
+    if step > 1:
+        image, mask, pred = image[::step, ::step], mask[::step, ::step], pred[::step, ::step]
+    if np.issubdtype(image.dtype, np.floating):
+        image = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask), np.ascontiguousarray(pred)
+
 
 def select_subset(pairs, subset: str, model, split_file: str | None):
-    """Restrict pairs to the validation (or training) keys of a split file or of the checkpoint."""
+    """Restrict pairs to the validation (or training) keys of a split file or of the checkpoint.
+
+    Raises ``ValueError`` (naming the split file where one is given) if the keys are unknown or
+    none of them is among ``pairs``."""
     if subset == "all":
         return pairs
     if split_file:
-        split = json.loads(Path(split_file).read_text())
-        keys = {row["key"] for row in split[subset]}
+        try:
+            split = json.loads(Path(split_file).read_text())
+            keys = {row["key"] for row in split[subset]}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{split_file}: no such split file") from None
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{split_file}: not a split.json with {subset!r} keys "
+                             f"({type(err).__name__}: {err})") from None
     else:
         keys = set((model.checkpoint_info.get("training") or {}).get(f"{subset}_keys") or [])
         if not keys:
-            raise SystemExit(f"the checkpoint records no {subset} keys: pass --split RUN/split.json")
+            raise ValueError(f"{model.checkpoint_info.get('path', 'the checkpoint')} records no {subset} keys: "
+                             "pass --split RUN/split.json")
     chosen = [p for p in pairs if p.key in keys]
     if not chosen:
-        raise SystemExit(f"none of the {len(keys)} {subset} images of the split is in the given folders")
+        raise ValueError(f"none of the {len(keys)} {subset} images of the split is in the given folders")
     return chosen
 
 
-def write_gallery(rows: list[dict], images: dict[str, tuple], path: Path, n: int = 4) -> None:
-    """PNG of the best and worst cases: image with ground truth (green) and prediction (red)."""
+class GalleryPicker:
+    """The ``n`` worst and ``n`` best images by Dice, kept while streaming through a folder.
+
+    Memory is bounded by ``2 n`` images however many are evaluated (two bounded heaps; ties go
+    to the earlier image among the worst and the later one among the best, as a stable sort
+    of all rows would). :meth:`write` draws exactly the gallery :func:`write_gallery` would
+    draw from every row.
+    """
+
+    def __init__(self, n: int = GALLERY_SIZE) -> None:
+        if n < 1:
+            raise ValueError(f"a gallery needs n >= 1 images per row, got {n}")
+        self.n = n
+        self._worst: list[tuple] = []  # max-heap of the n smallest (dice, index): keys negated
+        self._best: list[tuple] = []  # min-heap of the n largest (dice, index)
+        self._seen = 0
+
+    def add(self, row: dict, image: np.ndarray, mask: np.ndarray, pred: np.ndarray) -> None:
+        """Offer one evaluated image (``row`` has ``key`` and ``dice``); kept only if it is among
+        the ``n`` worst or ``n`` best so far."""
+        index, dice = self._seen, float(row["dice"])
+        self._seen += 1
+        worst_in = len(self._worst) < self.n or (dice, index) < (-self._worst[0][0], -self._worst[0][1])
+        best_in = len(self._best) < self.n or (dice, index) > self._best[0][:2]
+        if not (worst_in or best_in):
+            return
+        entry = (index, row, for_display(image, mask, pred))
+        if worst_in:
+            item = (-dice, -index, entry)
+            (heapq.heappush if len(self._worst) < self.n else heapq.heapreplace)(self._worst, item)
+        if best_in:
+            item = (dice, index, entry)
+            (heapq.heappush if len(self._best) < self.n else heapq.heapreplace)(self._best, item)
+
+    def __len__(self) -> int:
+        """How many images are kept now (at most ``2 n``)."""
+        return len({item[2][0] for item in self._worst + self._best})
+
+    def kept(self) -> tuple[list[dict], dict[str, tuple]]:
+        """The kept rows (in the order they were added) and their ``(image, mask, pred)`` by key."""
+        entries = sorted({item[2][0]: item[2] for item in self._worst + self._best}.values(), key=lambda e: e[0])
+        return [e[1] for e in entries], {e[1]["key"]: e[2] for e in entries}
+
+    def write(self, path: Path) -> list[tuple[str, str]]:
+        """Draw the gallery (see :func:`write_gallery`); return the ``(row label, key)`` shown."""
+        rows, images = self.kept()
+        return write_gallery(rows, images, path, n=self.n)
+
+
+def _outline(ax, mask: np.ndarray, color: str) -> None:
+    """Draw the outline of ``mask`` on an ``imshow`` axis, also for masks under 2x2 pixels and
+    for regions touching the border (the mask is padded with background first)."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return
+    h, w = mask.shape
+    padded = np.pad(mask.astype(np.float32), 1)
+    ax.contour(np.arange(-1, w + 1), np.arange(-1, h + 1), padded, levels=[0.5], colors=color, linewidths=1.2)
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+
+
+def write_gallery(rows: list[dict], images: dict[str, tuple], path: Path, n: int = GALLERY_SIZE) -> list[tuple[str, str]]:
+    """PNG of the best and worst cases: image with ground truth (green) and prediction (red).
+
+    Returns the ``(row label, image key)`` pairs shown; no image appears in both rows. Images
+    of any size draw, down to 1x1 pixel; large ones are subsampled for the picture
+    (:func:`for_display`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     ranked = sorted(rows, key=lambda r: r["dice"])
-    picks = [("worst", r) for r in ranked[:n]] + [("best", r) for r in ranked[::-1][:n]]
-    fig, axes = plt.subplots(2, n, figsize=(3 * n, 6.4), squeeze=False)
+    k = max(1, min(n, len(ranked) // 2))  # on small sets the two rows must not repeat images
+    worst, best = ranked[:k], ranked[len(ranked) - k:][::-1] if len(ranked) > 1 else []
+    picks = [("worst", r) for r in worst] + [("best", r) for r in best]
+    fig, axes = plt.subplots(2 if best else 1, k, figsize=(3 * k, 6.4 if best else 3.4), squeeze=False)
     for ax, (label, row) in zip(axes.flat, picks):
-        image, mask, pred = images[row["key"]]
+        image, mask, pred = for_display(*images[row["key"]])
         ax.imshow(image)
-        ax.contour(mask, levels=[0.5], colors="lime", linewidths=1.2)
-        if pred.any():
-            ax.contour(pred, levels=[0.5], colors="red", linewidths=1.2)
+        _outline(ax, mask, "lime")
+        _outline(ax, pred, "red")
         ax.set_title(f"{label}: Dice {row['dice']:.3f}\n{row['key']}", fontsize=8)
         ax.axis("off")
     fig.suptitle("ground truth green, prediction red")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+    finally:
+        plt.close(fig)
+    return [(label, row["key"]) for label, row in picks]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,8 +182,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="test-time augmentation, logits averaged over the four mirror images "
                         "(auto: as the checkpoint recommends)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--gallery-size", type=int, default=GALLERY_SIZE, metavar="N",
+                        help=f"images in each row of the --report gallery (default {GALLERY_SIZE})")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full Python traceback instead of a one-line message")
     args = parser.parse_args(argv)
+    if args.gallery_size < 1:
+        parser.error("--gallery-size must be at least 1")
+    return run_command(parser.prog, lambda: _evaluate(args), debug=args.debug)
 
+
+def _evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint)
     device, note = pick_device(args.device)
     flips = recommended_flips(model) if args.flips == "auto" else args.flips == "on"
@@ -90,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in problems:
         print("skipped:", p, file=sys.stderr)
     pairs = select_subset(pairs, args.subset, model, args.split)
-    rows, keep = [], {}
+    rows = []
+    gallery = GalleryPicker(args.gallery_size) if args.report else None
     for pair in tqdm(pairs, desc="evaluating", file=sys.stderr):
         try:
             image, mask = load_pair(pair)
@@ -101,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         pred = prob >= args.threshold
         row = {"key": pair.key, "image": str(pair.image), **binary_metrics(pred, mask)}
         rows.append(row)
-        if args.report:
-            keep[pair.key] = (image, mask, pred)
+        if gallery is not None:  # only the best and worst few are kept, not every image
+            gallery.add(row, image, mask, pred)
     if not rows:
         print("no images could be evaluated", file=sys.stderr)
         return 1
@@ -113,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         payload = {"checkpoint": model.checkpoint_info["path"], "arch": model.arch, "subset": args.subset,
                    "mode": args.mode, "flips": flips, "threshold": args.threshold, **summary, "images": rows}
         atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
-    if args.report:
+    if gallery is not None:
         args.report.mkdir(parents=True, exist_ok=True)
-        write_gallery(rows, keep, args.report / "gallery.png")
+        gallery.write(args.report / "gallery.png")
         print(f"gallery: {args.report / 'gallery.png'}", file=sys.stderr)
     return 0
 

@@ -10,7 +10,8 @@ import sys
 
 from tqdm import tqdm
 
-from ..engine.trainer import DEFAULT_LR, RunFolderError, TrainConfig, TrainProgress, finetune, train
+from ..common import run_command
+from ..engine.trainer import DEFAULT_LR, TrainConfig, TrainProgress, finetune, train
 from ..models import ARCHITECTURES
 from ..runtime import reexec_with_huge_pages
 
@@ -33,7 +34,13 @@ Examples
 The run folder receives best.safetensors (+ best.md model card), last.pt (for --resume),
 split.json, history.csv/json and curves.png. A new run refuses a folder that already holds
 best.safetensors or last.pt: pass --resume to continue it or --overwrite to replace it.
+
+Problems with the input (a missing or damaged file, a run folder conflict, a full disk) are
+reported in one line, "medspike-train: error: ...", with exit status 2; --debug shows the full
+traceback instead.
 """
+
+DEBUG_HELP = "on an error, show the full Python traceback instead of a one-line message"
 
 
 def _tqdm_progress() -> tuple[callable, callable]:
@@ -50,7 +57,9 @@ def _tqdm_progress() -> tuple[callable, callable]:
             )
             return
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=p.steps, desc=f"epoch {p.epoch}/{p.epochs}", leave=False, file=sys.stderr)
+            # started at the first report's step, so the rate is measured from there (not "8000 it/s")
+            bar["bar"] = tqdm(total=p.steps, initial=p.step, desc=f"epoch {p.epoch}/{p.epochs}", unit="step",
+                              leave=False, file=sys.stderr)
         bar["bar"].n = p.step
         bar["bar"].set_postfix(loss=f"{p.loss:.4f}", refresh=False)
         bar["bar"].refresh()
@@ -105,13 +114,28 @@ def train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="let a new run replace the trained model and logs already in --out")
     parser.add_argument("--description", default="", help="text for the model card")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    return run_command(parser.prog, lambda: _train(args), debug=args.debug)
+
+
+def _config_json(text: str) -> dict:
+    try:
+        config = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"--config is not valid JSON ({err}): {text[:80]!r}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"--config must be a JSON object such as '{{\"timesteps\": 2}}', got {text[:80]!r}")
+    return config
+
+
+def _train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         data=args.data,
         out_dir=args.out,
         arch=args.arch,
-        model_config=json.loads(args.config),
+        model_config=_config_json(args.config),
         init_from=args.init_from,
         teacher=args.teacher,
         align_stages=[int(s) for s in args.align_stages.split(",") if s.strip()],
@@ -136,15 +160,12 @@ def train_main(argv: list[str] | None = None) -> int:
     report, close = _tqdm_progress()
     try:
         result = train(cfg, progress=report, resume=args.resume)
-    except RunFolderError as err:
-        close()
-        print(f"medspike-train: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         close()
         print("interrupted: the best checkpoint so far is kept; continue with --resume", file=sys.stderr)
         return 130
-    close()
+    finally:
+        close()
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     best = result.best
@@ -171,15 +192,26 @@ def finetune_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-samples", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    return run_command(parser.prog, lambda: _finetune(args), debug=args.debug)
+
+
+def _finetune(args: argparse.Namespace) -> int:
     report, close = _tqdm_progress()
-    result = finetune(
-        args.checkpoint, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        val_fraction=args.val_fraction, replay=args.replay, replay_samples=args.replay_samples,
-        device=args.device, seed=args.seed, progress=report,
-    )
-    close()
+    try:
+        result = finetune(
+            args.checkpoint, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+            val_fraction=args.val_fraction, replay=args.replay, replay_samples=args.replay_samples,
+            device=args.device, seed=args.seed, progress=report,
+        )
+    except KeyboardInterrupt:
+        close()
+        print("interrupted: fine-tuning stopped before it finished", file=sys.stderr)
+        return 130
+    finally:
+        close()
     print(f"held-out Dice before {result.dice_before:.4f} after {result.dice_after:.4f} -> {result.checkpoint}")
     return 0
 

@@ -6,6 +6,13 @@ Layout (the same as a training folder, so the trainer reads it directly)::
     <store>/masks/<stem>.png         uint8 0/255
     <store>/provenance/<stem>.json   source file, layer, model, time, shape
 
+An entry is complete when all three files exist; the provenance is written last, so a save that
+was interrupted leaves no complete entry. :meth:`CorrectionStore.list` lists exactly the
+complete entries and training on the store (``find_pairs``, which recognises a store by its
+``provenance/`` folder) uses exactly those: :func:`complete_stems` is the one rule for both.
+Temporary files that an interrupted save left behind are removed when they are an hour old
+(:meth:`CorrectionStore.remove_stale_temp_files`, run whenever a store is opened).
+
 Long correction names are cut to a bounded ASCII prefix plus a hash of the full name, so that
 every file name stays well below the 255-byte limit of common file systems.
 
@@ -28,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common import atomic_write
+from ..common import STALE_TEMP_AGE_S, atomic_write, remove_stale_temp_files
 from .io import read_image, read_mask, to_binary_mask, to_rgb_float
 
 log = logging.getLogger(__name__)
@@ -130,6 +137,32 @@ def png_bytes(array: np.ndarray) -> bytes:
     return iio.imwrite("<bytes>", array, extension=".png")
 
 
+#: The sub-folders of a correction store.
+STORE_FOLDERS = ("images", "masks", "provenance")
+
+
+def is_correction_store(folder: str | Path) -> bool:
+    """Whether ``folder`` is laid out as a correction store (it has a ``provenance/`` folder)."""
+    return (Path(folder) / "provenance").is_dir()
+
+
+def complete_stems(root: str | Path) -> list[str]:
+    """Stems of the complete entries of the store at ``root``, sorted: those with
+    ``images/<stem>.png``, ``masks/<stem>.png`` and ``provenance/<stem>.json``. The store lists
+    these and training on the store uses these, and nothing else."""
+    root = Path(root)
+    if not (root / "provenance").is_dir():
+        return []
+    stems = []
+    for meta_file in sorted((root / "provenance").glob("*.json")):
+        if meta_file.name.startswith("."):
+            continue
+        stem = meta_file.stem
+        if (root / "images" / f"{stem}.png").is_file() and (root / "masks" / f"{stem}.png").is_file():
+            stems.append(stem)
+    return stems
+
+
 @dataclass
 class Correction:
     """One stored correction."""
@@ -145,6 +178,18 @@ class CorrectionStore:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_store()
+        self.remove_stale_temp_files()
+
+    def remove_stale_temp_files(self, max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
+        """Delete temporary files (``.<name>.*.tmp``) that saves interrupted by a crash left in
+        the store's folders, once they are ``max_age_s`` seconds old (a save in progress keeps
+        its temporary file for well under a second, so it is never touched); return them."""
+        removed = []
+        for sub in STORE_FOLDERS:
+            removed += remove_stale_temp_files(self.root / sub, max_age_s)
+        for p in removed:
+            log.info("removed %s, left by an interrupted save", p)
+        return removed
 
     def save(self, image: np.ndarray, mask: np.ndarray, provenance: dict[str, Any] | None = None,
              name: str = "correction") -> Correction:
@@ -185,13 +230,21 @@ class CorrectionStore:
         return Correction(stem, paths["images"] / f"{stem}.png", paths["masks"] / f"{stem}.png", meta)
 
     def list(self) -> list[Correction]:
-        """Complete entries, oldest first."""
+        """Complete entries (:func:`complete_stems`: exactly what training on the store uses),
+        sorted by stem (oldest first for one name). A provenance file that cannot be read is
+        reported in the entry's provenance (``{"error": ...}``) rather than hiding the entry."""
         entries = []
-        for meta_file in sorted((self.root / "provenance").glob("*.json")):
-            stem = meta_file.stem
+        for stem in complete_stems(self.root):
+            meta_file = self.root / "provenance" / f"{stem}.json"
+            try:
+                meta = json.loads(meta_file.read_text())
+                if not isinstance(meta, dict):
+                    raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+            except (OSError, ValueError) as err:
+                log.warning("%s: unreadable provenance (%s)", meta_file, err)
+                meta = {"stem": stem, "error": f"unreadable provenance: {err}"}
             image, mask = self.root / "images" / f"{stem}.png", self.root / "masks" / f"{stem}.png"
-            if image.is_file() and mask.is_file():
-                entries.append(Correction(stem, image, mask, json.loads(meta_file.read_text())))
+            entries.append(Correction(stem, image, mask, meta))
         return entries
 
     def load(self, stem: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

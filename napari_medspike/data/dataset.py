@@ -42,7 +42,13 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
 
     Returns the pairs and a list of problems (missing masks, missing folders) naming the files;
     what can be paired stays usable. Raises ``FileNotFoundError`` if no folder exists at all.
+
+    A correction store (a folder with ``provenance/``, see :mod:`~napari_medspike.data.corrections`)
+    gives exactly the entries its ``CorrectionStore.list()`` shows; images and masks of an
+    incomplete entry (an interrupted save) are listed as problems and not used.
     """
+    from .corrections import complete_stems, is_correction_store
+
     if isinstance(folders, (str, Path)):
         folders = [folders]
     pairs: list[Pair] = []
@@ -51,6 +57,18 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
         images_dir, masks_dir = folder / "images", folder / "masks"
         if not images_dir.is_dir() or not masks_dir.is_dir():
             problems.append(f"{folder}: expected sub-folders images/ and masks/")
+            continue
+        if is_correction_store(folder):
+            complete = complete_stems(folder)
+            for stem in complete:
+                pairs.append(Pair(images_dir / f"{stem}.png", masks_dir / f"{stem}.png", f"{folder.name}/{stem}"))
+            used = {p.image for p in pairs} | {p.mask for p in pairs}
+            for sub in (images_dir, masks_dir):
+                for path in sorted(sub.iterdir()):
+                    if (path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+                            and path.is_file() and path not in used):
+                        problems.append(f"{path}: not a complete correction (no provenance/{path.stem}.json, or "
+                                        "its image or mask is missing: an interrupted save?); not used")
             continue
         images, masks = _files_by_stem(images_dir), _files_by_stem(masks_dir)
         for stem, image in images.items():
@@ -83,14 +101,24 @@ def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[
     return train, val
 
 
-def write_split(path: Path, train: Sequence[Pair], val: Sequence[Pair], seed: int) -> None:
-    """Record a split as JSON (keys and files) so that it can be checked and reused."""
+def write_split(path: Path, train: Sequence[Pair], val: Sequence[Pair], seed: int,
+                skipped: Sequence[tuple[Pair, str]] = ()) -> None:
+    """Record a split as JSON (keys and files) so that it can be checked and reused (atomically).
+
+    ``train`` and ``val`` are the pairs actually used; ``skipped`` lists ``(pair, reason)`` for
+    pairs left out (e.g. unreadable files) under ``"skipped"``, apart from both."""
+    from ..common import atomic_write
+
+    def row(p: Pair) -> dict[str, str]:
+        return {"key": p.key, "image": str(p.image), "mask": str(p.mask)}
+
     payload = {
         "seed": seed,
-        "train": [{"key": p.key, "image": str(p.image), "mask": str(p.mask)} for p in train],
-        "val": [{"key": p.key, "image": str(p.image), "mask": str(p.mask)} for p in val],
+        "train": [row(p) for p in train],
+        "val": [row(p) for p in val],
+        "skipped": [{**row(p), "reason": reason} for p, reason in skipped],
     }
-    path.write_text(json.dumps(payload, indent=1))
+    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
 
 
 def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +135,8 @@ class CachedPairs(torch.utils.data.Dataset):
     ``mode="resize"`` stores every pair resized to ``size x size`` (whole-object modalities);
     ``mode="crop"`` stores them at full resolution (at least ``size`` on the short side) and
     serves random ``size x size`` crops (``random_crops=False``: the centre crop). Unreadable or
-    inconsistent pairs are skipped and listed in :attr:`problems`.
+    inconsistent pairs are skipped and listed in :attr:`problems` (messages) and :attr:`skipped`
+    (``(pair, message)``); :attr:`pairs` holds the pairs actually used.
     """
 
     def __init__(
@@ -125,11 +154,13 @@ class CachedPairs(torch.utils.data.Dataset):
         self.masks: list[torch.Tensor] = []
         self.pairs: list[Pair] = []
         self.problems: list[str] = []
+        self.skipped: list[tuple[Pair, str]] = []
         for i, pair in enumerate(pairs):
             try:
                 image, mask = load_pair(pair)
             except ImageReadError as err:
                 self.problems.append(str(err))
+                self.skipped.append((pair, str(err)))
                 log.warning("skipping %s", err)
                 continue
             img = torch.from_numpy(image.transpose(2, 0, 1))[None]

@@ -16,19 +16,107 @@ class ImageReadError(ValueError):
     """A file that cannot be used as a 2D image or mask; the message names the file."""
 
 
+#: The first bytes of the image formats the decoders read (and of a few they may).
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "BigTIFF"),
+    (b"MM\x00+", "BigTIFF"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"RIFF", "WebP"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"\xff\x4f\xff\x51", "JPEG 2000"),
+)
+
+
+def image_signature(head: bytes) -> str | None:
+    """The image format whose signature starts ``head`` (the first bytes of a file), or None."""
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+
+
+def _describe_content(head: bytes) -> str:
+    """What a file that is not an image holds, judged by its first bytes, for a message."""
+    stripped = head.lstrip().lower()
+    if stripped.startswith(b"version https://git-lfs"):
+        return "a Git LFS pointer, not the image itself: fetch the files with `git lfs pull`"
+    if stripped.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
+        kind = "an SVG or XML document" if stripped.startswith((b"<?xml", b"<svg")) else "an HTML page"
+        return f"{kind}, e.g. a download that returned a web page"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:  # text cut inside its last character is still text
+        text = head[: err.start].decode("utf-8") if err.start >= len(head) - 3 else ""
+    if text and all(c.isprintable() or c in "\r\n\t" for c in text):
+        snippet = " ".join(text.split())[:40]
+        return f"text: {snippet!r}"
+    return f"no PNG, JPEG, BMP or TIFF signature; it starts with bytes {head[:8].hex(' ')}"
+
+
+def _plain(err: BaseException) -> str:
+    """A decoder's message without install hints (imageio suggests plugins, e.g. ``pip install
+    imageio[pyav]``, for any file it cannot open; that never helps with an image file)."""
+    text = str(err).split("\nBased on the extension")[0]
+    text = " ".join(line for line in text.splitlines() if "pip install" not in line)
+    return " ".join(text.split())
+
+
 def _read_array(path: Path) -> np.ndarray:
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError as err:
+        raise ImageReadError(f"{path}: cannot read the file ({err.strerror or err})") from err
+    if size == 0:
+        raise ImageReadError(f"{path}: not an image (empty file)")
+    try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            return np.asarray(tifffile.imread(path))
+            return _read_tiff(path)
         from skimage import io
 
         return np.asarray(io.imread(path))
+    except ImageReadError:
+        raise
     except Exception as err:  # decoders raise many types; all mean "unreadable"
-        raise ImageReadError(f"{path}: cannot read image ({type(err).__name__}: {err})") from err
+        kind = image_signature(head)
+        if kind is None:
+            raise ImageReadError(f"{path}: not an image file ({_describe_content(head)})") from err
+        raise ImageReadError(
+            f"{path}: cannot read image (a damaged or unsupported {kind} file: {type(err).__name__}: {_plain(err)})"
+        ) from err
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    """A TIFF as ``[H, W]`` or ``[H, W, C]``, using the file's own axes metadata: channels
+    (``C``/``S``) go last; a stack along Z, time or an unnamed axis is refused with a message
+    (it is not one 2D image)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        axes, array = series.axes, np.asarray(series.asarray())
+    squeezed = [(a, n) for a, n in zip(axes, array.shape) if n > 1 or a in "YX"]
+    array = array.reshape([n for _, n in squeezed])
+    axes = "".join(a for a, _ in squeezed)
+    stacked = [a for a in axes if a not in "YXCS"]
+    if stacked:
+        n = array.shape[axes.index(stacked[0])]
+        kind = {"Z": "z-stack", "T": "time series"}.get(stacked[0], "stack")
+        raise ImageReadError(
+            f"{path.name}: a {kind} of {n} slices (axes {axes}), not one 2D image: open it with napari's "
+            "built-in reader and segment a slice"
+        )
+    for channel in "CS":
+        if channel in axes:
+            array = np.moveaxis(array, axes.index(channel), -1)
+            axes = axes.replace(channel, "") + channel
+    return array
 
 
 def to_rgb_float(array: np.ndarray, name: str = "image") -> np.ndarray:

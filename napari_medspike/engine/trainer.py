@@ -33,7 +33,7 @@ from ..models import alignment_loss, create_model, segmentation_loss
 from ..models.base import Segmenter
 from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
-from ..common import atomic_write
+from ..common import atomic_write, remove_stale_temp_files
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .metrics import per_image_metrics
 
@@ -335,13 +335,14 @@ def _datasets(cfg: TrainConfig, out: Path) -> tuple[CachedPairs, CachedPairs, li
         problems += replay_problems
         rng = random.Random(cfg.seed)
         train_pairs = train_pairs + rng.sample(replay, min(cfg.replay_samples, len(replay)))
-    if _rank() == 0:
-        write_split(out / "split.json", train_pairs, val_pairs, cfg.seed)
     train_set = CachedPairs(train_pairs, cfg.size, cfg.mode, random_crops=True)
     val_set = CachedPairs(val_pairs, cfg.size, cfg.mode, random_crops=False)
     problems += train_set.problems + val_set.problems
     if len(train_set) == 0:
         raise ValueError("no readable training pairs" + (f": {problems[0]}" if problems else ""))
+    if _rank() == 0:  # the pairs actually used; unreadable ones apart, under "skipped"
+        skipped = train_set.skipped + [s for s in val_set.skipped if s[0] not in train_pairs]
+        write_split(out / "split.json", train_set.pairs, val_set.pairs, cfg.seed, skipped=skipped)
     return train_set, val_set, problems
 
 
@@ -405,6 +406,8 @@ def train(
     world = dist.get_world_size() if distributed else 1
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temp_files(out):  # left by a run killed mid-write (e.g. a huge last.pt)
+            log.info("removed %s, left by an interrupted write", stale)
     lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.arch, 1e-3)
     if not 0 < lr <= MAX_SAFE_LR:
         raise ValueError(f"learning rate {lr} is unsafe: use a value in (0, {MAX_SAFE_LR}]")
@@ -479,15 +482,7 @@ def train(
     state_path = out / "last.pt"
     best_path = out / "best.safetensors"
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best = state["history"], state["best"]
-        start_epoch = int(state["epoch"]) + 1
-        torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["loader_rng"])
-        random.setstate(_to_python_state(state["python_rng"]))
+        history, best, start_epoch = _load_training_state(state_path, model, optimizer, scheduler, generator)
         log.info("resuming after epoch %d", start_epoch - 1)
 
     began = time.time() - sum(h.get("time_s", 0.0) for h in history)
@@ -614,6 +609,47 @@ def train(
     return TrainResult(best_path if best_path.exists() else None, history, best, cancelled, out, initial)
 
 
+def _load_training_state(path: Path, model: Segmenter, optimizer: torch.optim.Optimizer, scheduler: Any,
+                         generator: torch.Generator) -> tuple[list[dict[str, float]], dict[str, float], int]:
+    """Restore a run from its ``last.pt``; return its history, best epoch and the next epoch.
+
+    Raises :class:`RunFolderError` naming the file if it is not a readable training state or
+    does not fit this run's model (another ``--arch`` or ``--config``)."""
+    def first_line(err: BaseException) -> str:
+        lines = str(err).strip().splitlines()
+        return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        raise RunFolderError(f"cannot resume from {path}: not a readable training state, the file may be "
+                             f"damaged or cut short ({first_line(err)})") from err
+    if not isinstance(state, dict):
+        raise RunFolderError(f"cannot resume from {path}: not a training state written by medspike-train")
+    try:
+        model.load_state_dict(state["model"])
+    except KeyError as err:
+        raise RunFolderError(f"cannot resume from {path}: the training state lacks {err}") from err
+    except Exception as err:
+        raise RunFolderError(f"cannot resume from {path}: its weights do not fit this run's {model.arch} "
+                             f"{model.config} (was it started with another --arch or --config?): "
+                             f"{first_line(err)}") from err
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, best = state["history"], state["best"]
+        start_epoch = int(state["epoch"]) + 1
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["loader_rng"])
+        random.setstate(_to_python_state(state["python_rng"]))
+    except KeyError as err:
+        raise RunFolderError(f"cannot resume from {path}: the training state lacks {err}") from err
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise RunFolderError(f"cannot resume from {path}: its optimiser or random state does not fit "
+                             f"this run ({first_line(err)})") from err
+    return history, best, start_epoch
+
+
 def _from_python_state(state: tuple) -> list:
     version, internal, gauss = state
     return [version, list(internal), gauss]
@@ -659,10 +695,16 @@ def finetune(
         log.warning("fine-tune: %s", problem)
     if not pairs:
         raise ValueError("no corrections to learn from: no image/mask pairs in " + ", ".join(map(str, folders)))
-    from ..data.io import read_mask
+    from ..data.io import ImageReadError, read_mask
 
-    if not any(read_mask(p.mask).any() for p in pairs):
-        raise ValueError("every correction mask is empty: paint the foreground before fine-tuning")
+    def has_foreground(pair) -> bool:
+        try:
+            return bool(read_mask(pair.mask).any())
+        except ImageReadError:  # unreadable pairs are skipped (and reported) by the training loop
+            return False
+
+    if not any(has_foreground(p) for p in pairs):
+        raise ValueError("every correction mask is empty or unreadable: paint the foreground before fine-tuning")
     out = Path(out)
     run_dir = out.with_name(out.stem + "_run")
     if isinstance(start, Segmenter):

@@ -11,21 +11,32 @@ from napari_medspike._reader import napari_get_reader
 from napari_medspike.data.io import read_mask
 
 
-@pytest.mark.parametrize("name, array", [
-    ("grey.png", np.arange(1200, dtype=np.uint8).reshape(30, 40)),
-    ("rgb.jpg", np.full((30, 40, 3), 120, np.uint8)),
-    ("rgba.png", np.full((30, 40, 4), 200, np.uint8)),
-    ("deep.tif", np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50),
-    ("planar.tif", np.zeros((3, 30, 40), np.uint8)),
-    ("pic.bmp", np.full((30, 40, 3), 7, np.uint8)),
+@pytest.mark.parametrize("name, array, metadata", [
+    ("deep.tif", np.arange(1200, dtype=np.uint16).reshape(30, 40) * 50, None),
+    ("planar.tif", np.zeros((3, 30, 40), np.uint8), None),
+    ("channels_first.tif", np.zeros((3, 30, 40), np.uint8), {"axes": "CYX"}),
 ])
-def test_reader_opens_2d_images(make_napari_viewer, tmp_path, name, array):
+def test_reader_opens_2d_tiffs(make_napari_viewer, tmp_path, name, array, metadata):
     path = tmp_path / name
-    tifffile.imwrite(path, array) if name.endswith(".tif") else io.imsave(path, array, check_contrast=False)
+    tifffile.imwrite(path, array, metadata=metadata)
     viewer = make_napari_viewer()
     layers = viewer.open(str(path), plugin="napari-medspike")
     assert len(layers) == 1 and layers[0].data.shape[:2] == (30, 40)
     assert layers[0].rgb == (array.ndim == 3)
+
+
+def test_ordinary_images_are_left_to_napari_without_a_reader_choice(make_napari_viewer, tmp_path):
+    """The plugin claims no PNG, JPEG or BMP: opening one never asks which reader to use."""
+    from npe2 import PluginManager
+
+    for name, array in (("grey.png", np.arange(1200, dtype=np.uint8).reshape(30, 40)),
+                        ("rgb.jpg", np.full((30, 40, 3), 120, np.uint8)), ("pic.bmp", np.full((30, 40, 3), 7, np.uint8))):
+        path = tmp_path / name
+        io.imsave(path, array, check_contrast=False)
+        readers = [r.plugin_name for r in PluginManager.instance().iter_compatible_readers([str(path)])]
+        assert "napari-medspike" not in readers, (name, readers)
+        viewer = make_napari_viewer()
+        assert len(viewer.open(str(path))) == 1
 
 
 def test_reader_refuses_stacks_with_a_message(tmp_path, notes):
@@ -33,7 +44,11 @@ def test_reader_refuses_stacks_with_a_message(tmp_path, notes):
     tifffile.imwrite(path, np.zeros((5, 30, 40), np.uint8))
     reader = napari_get_reader(str(path))
     assert reader(str(path)) == []
-    assert any("not a 2D grey or RGB" in n for n in notes)
+    assert any("not a 2D grey or RGB" in n or "stack of 5 slices" in n for n in notes)
+    zstack = tmp_path / "zstack.tif"  # three slices that could pass for RGB: the file's axes say Z
+    tifffile.imwrite(zstack, np.zeros((3, 30, 40), np.uint8), metadata={"axes": "ZYX"})
+    assert reader(str(zstack)) == []
+    assert any("z-stack of 3 slices" in n for n in notes)
     assert napari_get_reader(str(tmp_path / "volume.nii")) is None
 
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The commands behind the shipped spiking model (napari_medspike/weights/spiking.*): the
+# spike-driven MedSpikeFormer, T = 4, at 128x128 on Kvasir-SEG, trained on 2 CPU cores with the
+# two-phase recipe of training/README.md. Same seeded split as the default model (--seed 0
+# --val-fraction 0.1: 792 train / 88 validation images, by image).
+set -euo pipefail
+DATA=${DATA:-../shared/data/kvasir-seg}
+TWIN=${TWIN:-runs/twin128}
+SNN=${SNN:-runs/snn128}
+
+# Phase 1: the ANN twin (same skeleton and parameters, GELU/sigmoid instead of LIF), from
+# scratch. Stopped by hand after 19 epochs (76 min); its best epoch (17) is the teacher.
+medspike-train --arch ann_twin --data "$DATA" --out "$TWIN" --size 128 --epochs 45 \
+    --val-fraction 0.1 --seed 0 --plateau-patience 3 \
+    --description "ANN twin of the spike-driven MedSpikeFormer (teacher and initialisation), 128x128, Kvasir-SEG, 2 CPU cores."
+
+# Phase 2: the SNN initialised from the twin and aligned to its side heads (distribution
+# alignment, all four stages), with spatial learning through time on one random timestep of the
+# four per step (SLTT-1). Continue an interrupted run with the same command plus --resume.
+# The twin's weights do not carry over to LIF neurons (on 16 validation images: twin Dice 0.78,
+# the same weights as an SNN 0.11, firing rate 0.03), so the SNN has to learn: a first attempt at
+# MODEL.md's lr 1e-4 x 2 (2e-4) reached Dice 0.14 after one epoch; this run uses 1e-3.
+medspike-train --arch medspikeformer --data "$DATA" --out "$SNN" --size 128 --epochs 60 \
+    --val-fraction 0.1 --seed 0 --config '{"timesteps": 4}' \
+    --init-from "$TWIN/best.safetensors" --teacher "$TWIN/best.safetensors" \
+    --sltt 1 --lr 1e-3 --plateau-patience 3 \
+    --description "Spike-driven MedSpikeFormer (T = 4) at 128x128 on Kvasir-SEG, initialised from its ANN twin and aligned to it, trained with SLTT-1 on 2 CPU cores."
