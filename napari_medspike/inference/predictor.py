@@ -207,3 +207,39 @@ def predict(
         if cancel is not None and cancel.is_set():
             steps.close()
             raise Cancelled("prediction cancelled")
+
+
+def stack_slices(array: np.ndarray, rgb: bool) -> int:
+    """How many 2D images an array holds: 1 for ``[H, W]`` or ``[H, W, 3|4]`` (``rgb``), N for a
+    stack ``[N, H, W]`` or ``[N, H, W, 3|4]`` (frames of a video, tiles, slices). Raises a
+    ``ValueError`` that says what to do for anything else."""
+    ndim = array.ndim - (1 if rgb else 0)
+    if ndim == 2:
+        return 1
+    if ndim == 3:
+        return int(array.shape[0])
+    raise ValueError(f"an array of shape {tuple(array.shape)} is neither a 2D image nor a stack of them "
+                     "([N, H, W] or [N, H, W, 3]): take a 2D slice or a stack of slices first")
+
+
+def predict_stack_steps(
+    model: Segmenter, stack: np.ndarray, rgb: bool = False, **options
+) -> Generator[Progress, None, np.ndarray]:
+    """Yield progress while predicting every 2D image of ``stack`` (``[N, H, W]``, or
+    ``[N, H, W, 3|4]`` with ``rgb``); return probabilities ``[N, H, W]`` float32. A single 2D
+    image gives ``[H, W]``. ``options`` go to :func:`predict_steps` for each slice."""
+    n = stack_slices(stack, rgb)
+    if (stack.ndim - (1 if rgb else 0)) == 2:
+        return (yield from predict_steps(model, stack, **options))
+    out = np.zeros(stack.shape[:3], np.float32)
+    yield Progress(0, n, f"{n} images")
+    for i in range(n):
+        steps = predict_steps(model, np.asarray(stack[i]), **options)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                out[i] = stop.value
+                break
+        yield Progress(i + 1, n, f"image {i + 1} of {n}")
+    return out

@@ -119,12 +119,28 @@ def summary_of(model: Segmenter) -> str:
     return text
 
 
-def image_data_2d(layer: Any) -> np.ndarray:
-    """A 2D image layer's pixels; a clear error for stacks and multiscale layers."""
+def image_data_2d(layer: Any, viewer: Any = None) -> np.ndarray:
+    """A 2D image layer's pixels; for a stack, the slice the viewer shows (when ``viewer`` is
+    given); a clear error for multiscale layers and other shapes."""
     if getattr(layer, "multiscale", False):
         raise ValueError(f"'{layer.name}' is multiscale: open the full-resolution image instead")
+    if layer.ndim == 3 and viewer is not None:
+        step = viewer.dims.current_step[viewer.dims.ndim - 3]
+        index = int(np.clip(round((step * viewer.dims.range[-3].step + viewer.dims.range[-3].start
+                                   - layer.translate[0]) / layer.scale[0]), 0, layer.data.shape[0] - 1))
+        return np.asarray(layer.data[index])
     if layer.ndim != 2:
         raise ValueError(f"'{layer.name}' has {layer.ndim} dimensions: select a 2D image or save one slice")
+    return np.asarray(layer.data)
+
+
+def image_data(layer: Any) -> np.ndarray:
+    """An image layer's pixels: one 2D image or a stack ``[N, H, W(, 3)]`` (frames, tiles,
+    slices); a clear error for multiscale layers and more dimensions."""
+    if getattr(layer, "multiscale", False):
+        raise ValueError(f"'{layer.name}' is multiscale: open the full-resolution image instead")
+    if layer.ndim not in (2, 3):
+        raise ValueError(f"'{layer.name}' has {layer.ndim} dimensions: select a 2D image or a stack of them")
     return np.asarray(layer.data)
 
 
@@ -204,14 +220,18 @@ def follow_layers(widget: Any, viewer: Any) -> None:
     viewer.layers.events.removed.connect(widget.reset_choices)
 
 
-def selected_image_and_model(layer: Any, source: str | None = None) -> tuple[np.ndarray, Segmenter] | None:
-    """The 2D pixels of the chosen image layer and the model to use, or None after telling the
-    user (as a notification) what is missing."""
+def selected_image_and_model(
+    layer: Any, source: str | None = None, viewer: Any = None, stacks: bool = False
+) -> tuple[np.ndarray, Segmenter] | None:
+    """The pixels of the chosen image layer and the model to use, or None after telling the
+    user (as a notification) what is missing. ``stacks=True`` takes a whole stack; otherwise a
+    stack gives the slice ``viewer`` shows."""
     if layer is None:
         show_error("open an image first")
         return None
     try:
-        return image_data_2d(layer), SESSION.get(source)
+        data = image_data(layer) if stacks else image_data_2d(layer, viewer)
+        return data, SESSION.get(source)
     except Exception as err:
         show_error(str(err))
         return None
@@ -332,7 +352,8 @@ def add_segmentation_layers(
     The mask is drawn in a contrasting ``colour``, as an ``outline`` or ``filled``
     (:func:`style_mask`).
     """
-    scale, translate = tuple(image_layer.scale[-2:]), tuple(image_layer.translate[-2:])
+    nd = prob.ndim  # 2, or 3 for a stack: aligned with the image layer's own axes
+    scale, translate = tuple(image_layer.scale[-nd:]), tuple(image_layer.translate[-nd:])
     mask = (prob >= threshold).astype(np.uint8)
     prob_name = f"{image_layer.name} probability{suffix}"
     mask_name = f"{image_layer.name} mask{suffix}"

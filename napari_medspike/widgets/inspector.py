@@ -145,7 +145,7 @@ class InspectorWidget(DockContainer):
     # --- running ----------------------------------------------------------------------------
     def run(self) -> Any:
         layer = self.image.value
-        chosen = selected_image_and_model(layer)
+        chosen = selected_image_and_model(layer, viewer=self.viewer)  # a stack: the slice shown
         if chosen is None:
             return None
         data, model = chosen

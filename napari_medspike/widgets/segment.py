@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import napari
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, PushButton, create_widget
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, PushButton, Table, create_widget
 
 from ..engine.checkpoint import list_models
-from ..inference.predictor import MODES, Progress, pick_device, predict_steps, recommended_flips
+from ..inference.measure import measure_regions, summarise, write_csv
+from ..inference.predictor import MODES, Progress, pick_device, predict_stack_steps, recommended_flips
 from ._common import (
     MASK_COLOURS,
     MASK_STYLES,
@@ -58,14 +61,25 @@ class SegmentWidget(DockContainer):
                                     tooltip="a colour that stands out on the image")
         self.mask_style = ComboBox(label="mask style", choices=list(MASK_STYLES), value=MASK_STYLES[0],
                                    tooltip="outline: the tissue under the mask stays visible; filled: 50 % opaque")
-        self.run_button = PushButton(text="Segment")
+        self.run_button = PushButton(text="Segment",
+                                     tooltip="segment the image layer: a 2D image, or every image of a stack "
+                                     "(video frames, tiles, slices), into an aligned Labels layer")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
+        self.measurements: list[dict[str, Any]] = []
+        self.table = Table(value={"slice": [], "region": [], "area_px": [], "area": [], "mean_probability": []},
+                           visible=False, tooltip="one row per connected region of the mask (area in pixels and in "
+                           "the layer's units, mean probability inside it)")
+        self.table.native.setMinimumHeight(140)
+        self.table_note = Label(value="")
+        self.export_button = PushButton(text="Export measurements (CSV)", visible=False)
         for label in (self.card, self.device_note, self.status):
             compact_label(label)
         self.extend([self.image, self.model_choice, self.checkpoint, self.card, self.device, self.device_note,
                      self.threshold, self.mode, self.flips, self.mask_colour, self.mask_style, self.run_button,
-                     self.cancel_button, self.status])
+                     self.cancel_button, self.status, self.table_note, self.table, self.export_button])
+        compact_label(self.table_note)
+        self.export_button.changed.connect(lambda: self.export_measurements())
         self.mask_colour.changed.connect(self._restyle)
         self.mask_style.changed.connect(self._restyle)
         self.model_choice.changed.connect(self._model_changed)
@@ -125,28 +139,68 @@ class SegmentWidget(DockContainer):
     def run(self) -> Any:
         """Start segmentation of the selected image layer; returns the worker."""
         layer = self.image.value
-        chosen = selected_image_and_model(layer, self.model_source())
+        chosen = selected_image_and_model(layer, self.model_source(), stacks=True)
         if chosen is None:
             return None
         data, model = chosen
         device, note = pick_device(self.device.value)
         show_text(self.device_note, note)
         mode, threshold, flips = self.mode.value, float(self.threshold.value), bool(self.flips.value)
+        rgb = bool(getattr(layer, "rgb", False))
 
         def job():
             yield Progress(0, 1, "starting")
-            return (yield from predict_steps(model, data, mode=mode, device=device, flips=flips))
+            return (yield from predict_stack_steps(model, data, rgb=rgb, mode=mode, device=device, flips=flips))
 
         def done(prob: Any) -> None:
             _, self._mask_layer = add_segmentation_layers(self.viewer, layer, prob, threshold,
                                                           colour=self.mask_colour.value, style=self.mask_style.value)
+            self._measure(layer, prob, threshold)
             extra = ", mirror TTA" if flips else ""
-            show_text(self.status, f"segmented '{elide(layer.name, 40)}' ({mode}{extra}, {device.type})")
+            images = f"{prob.shape[0]} images, " if prob.ndim == 3 else ""
+            show_text(self.status, f"segmented '{elide(layer.name, 40)}' ({images}{mode}{extra}, {device.type})")
 
         self._busy(True)
         show_text(self.status, f"segmenting '{elide(layer.name, 40)}'…")
         self.worker = start_worker(job, "Segment", on_return=done, on_finish=lambda: self._busy(False))
         return self.worker
+
+    # --- measurements -----------------------------------------------------------------------
+    def _measure(self, layer: Any, prob: np.ndarray, threshold: float) -> None:
+        """Area, connected regions and mean probability per region, per slice: shown in the
+        table, kept in the mask layer's metadata, exportable as CSV."""
+        spacing = tuple(float(v) for v in layer.scale[-2:])
+        units = [str(u) for u in getattr(layer, "units", ())[-2:]]
+        unit = "px²" if not units or units[0] in ("pixel", "px") else f"{units[0]}²"
+        probs = prob if prob.ndim == 3 else prob[None]
+        self.measurements = []
+        for i, p in enumerate(probs):
+            self.measurements += measure_regions(p >= threshold, p, spacing, unit, image=layer.name, slice_index=i)
+        self._mask_layer.metadata["measurements"] = self.measurements
+        shown = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
+                  if k in ("slice", "region", "area_px", "area", "mean_probability")} for row in self.measurements]
+        self.table.value = shown or {"slice": [], "region": [], "area_px": [], "area": [], "mean_probability": []}
+        total = summarise(self.measurements)
+        show_text(self.table_note, f"{total['regions']} regions, {total['area_px']} px"
+                  + (f" = {total['area']:.4g} {unit}" if unit != "px²" else "")
+                  + (f" over {len(probs)} images" if len(probs) > 1 else ""))
+        self.table.visible = self.export_button.visible = True
+
+    def export_measurements(self, path: str | Path | None = None) -> Path | None:
+        """Write the last measurements as CSV (asks where, unless ``path`` is given)."""
+        if not self.measurements:
+            napari.utils.notifications.show_error("segment an image first: there are no measurements yet")
+            return None
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            path, _ = QFileDialog.getSaveFileName(self.native, "Export measurements", "measurements.csv",
+                                                  "CSV (*.csv)")
+            if not path:
+                return None
+        written = write_csv(self.measurements, path)
+        napari.utils.notifications.show_info(f"measurements written to {written}")
+        return written
 
     def _restyle(self, *_: Any) -> None:
         """Apply the chosen mask colour and style to the last mask layer made here."""

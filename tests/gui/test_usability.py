@@ -212,3 +212,34 @@ def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job):
     # adding the result layers happens on the GUI thread after the job: that is allowed to take
     # longer; while the job runs the loop must stay responsive
     assert len(gaps) > 5 and sorted(gaps)[int(0.99 * (len(gaps) - 1))] < 0.1, max(gaps)
+
+
+def test_a_stack_is_segmented_into_a_labels_stack_with_measurements(plugin, qtbot, tmp_path):
+    import csv
+
+    from napari_medspike.data.synthetic import synthetic_lesion
+
+    viewer, widgets, _ = plugin
+    frames = np.stack([synthetic_lesion((40, 48), seed=i)[0] for i in range(3)])
+    video = viewer.add_image(frames, name="video", rgb=True, scale=(1.0, 0.5, 0.5))
+    segment = widgets["Segment"]
+    segment.reset_choices()
+    segment.image.value = video
+    segment.threshold.value = 0.3
+    worker = segment.run()
+    steps = []
+    worker.yielded.connect(lambda e: steps.append(getattr(e, "done", None)))
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    mask = viewer.layers["video mask"]
+    assert mask.data.shape == (3, 40, 48) and tuple(mask.scale) == (1.0, 0.5, 0.5)
+    assert steps[-1] == 3  # progress per image
+    assert "3 images" in text(segment.status)
+    rows = segment.measurements
+    assert mask.metadata["measurements"] == rows
+    if rows:
+        assert {r["slice"] for r in rows} <= {0, 1, 2} and rows[0]["area"] == pytest.approx(rows[0]["area_px"] * 0.25)
+    written = segment.export_measurements(tmp_path / "m.csv")
+    with written.open() as f:
+        assert len(list(csv.DictReader(f))) == len(rows)
+    assert not segment.table.native.isHidden() and "regions" in text(segment.table_note)

@@ -1,0 +1,83 @@
+"""Stacks, folders and measurements: the work users bring beyond one 2D image."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from skimage import io
+
+from napari_medspike import create_model, save_checkpoint
+from napari_medspike.data.synthetic import synthetic_lesion
+from napari_medspike.inference.measure import measure_regions, summarise, write_csv
+from napari_medspike.inference.predictor import predict, predict_stack_steps, stack_slices
+
+
+def test_regions_are_measured_in_pixels_and_units():
+    mask = np.zeros((20, 30), np.uint8)
+    mask[2:6, 3:8] = 1  # 20 px
+    mask[10:13, 20:30] = 255  # 30 px, another region
+    prob = np.where(mask > 0, 0.8, 0.1).astype(np.float32)
+    prob[2:6, 3:8] = 0.6
+    rows = measure_regions(mask, prob, spacing=(0.5, 0.25), unit="mm²", image="a.png")
+    assert [r["area_px"] for r in rows] == [20, 30]
+    assert rows[0]["area"] == pytest.approx(20 * 0.125) and rows[0]["area_unit"] == "mm²"
+    assert rows[0]["mean_probability"] == pytest.approx(0.6) and rows[1]["mean_probability"] == pytest.approx(0.8)
+    assert summarise(rows) == {"regions": 2, "area_px": 50, "area": pytest.approx(6.25), "area_unit": "mm²"}
+    assert measure_regions(np.zeros((4, 4))) == []
+    with pytest.raises(ValueError, match="differ in size"):
+        measure_regions(mask, prob[:5])
+
+
+def test_a_stack_is_segmented_slice_by_slice():
+    model = create_model("medqkformer", widths=(8, 16, 32, 64)).eval()
+    frames = np.stack([synthetic_lesion((40, 48), seed=i)[0] for i in range(3)])  # [3, H, W, 3]
+    assert stack_slices(frames, rgb=True) == 3 and stack_slices(frames[0], rgb=True) == 1
+    steps = predict_stack_steps(model, frames, rgb=True, tile_size=32)
+    events = []
+    while True:
+        try:
+            events.append(next(steps))
+        except StopIteration as stop:
+            probs = stop.value
+            break
+    assert probs.shape == (3, 40, 48) and [e.done for e in events] == [0, 1, 2, 3]
+    np.testing.assert_allclose(probs[1], predict(model, frames[1], tile_size=32), atol=1e-6)
+    grey = frames[..., 0]
+    assert stack_slices(grey, rgb=False) == 3
+    with pytest.raises(ValueError, match="neither a 2D image nor a stack"):
+        stack_slices(np.zeros((2, 3, 8, 8)), rgb=False)
+
+
+def test_folder_command_writes_masks_probabilities_and_measurements(tmp_path):
+    from napari_medspike.cli.segment import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        io.imsave(folder / f"f{i}.png", synthetic_lesion((40, 48), seed=i)[0], check_contrast=False)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"")
+    ckpt = save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), tmp_path / "m.safetensors",
+                           input_size=32)
+    out = tmp_path / "out"
+    assert main([str(folder), "--out", str(out), "--model", str(ckpt), "--probabilities", "--device", "cpu",
+                 "--threshold", "0.3"]) == 0
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["f0.png", "f1.png", "f2.png"]
+    assert len(list((out / "probabilities").iterdir())) == 3
+    mask = io.imread(out / "masks" / "f0.png")
+    assert mask.shape == (40, 48) and set(np.unique(mask)) <= {0, 255}
+    with (out / "measurements.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) if rows else True
+    assert all(r["image"] in ("f0.png", "f1.png", "f2.png") for r in rows)
+    assert main([str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+def test_measurements_csv_round_trip(tmp_path):
+    rows = measure_regions(np.eye(6, dtype=np.uint8), image="x.png")
+    path = write_csv(rows, tmp_path / "m.csv")
+    with path.open() as f:
+        back = list(csv.DictReader(f))
+    assert len(back) == len(rows) == 1 and back[0]["area_px"] == "6"  # diagonal: one 8-connected region
