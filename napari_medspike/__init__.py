@@ -21,6 +21,7 @@ _PUBLIC = {
     "load_model": ".engine.checkpoint",
     "save_checkpoint": ".engine.checkpoint",
     "segment": ".inference.segment",
+    "tune_malloc": ".runtime",
 }
 
 __all__ = ["__version__", *sorted(_PUBLIC)]

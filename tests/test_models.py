@@ -255,3 +255,15 @@ def test_overlapping_jobs_on_one_model_do_not_corrupt_each_other(calibrated) -> 
         assert q.shape == alone_inter.shape and (q != alone_inter).float().mean() < 0.005
     assert seen_fast == [True, True]  # the inspector's switch did not leak into the other threads
     assert fastpath.enabled()
+
+
+def test_threshold_is_a_config_option_that_reaches_every_lif() -> None:
+    from napari_medspike.models.neurons import LIFNode
+
+    model = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2, threshold=0.5)
+    lifs = [m for m in model.modules() if isinstance(m, LIFNode)]
+    assert lifs and all(m.v_threshold == 0.5 for m in lifs)
+    assert model.config["threshold"] == 0.5 and "threshold" not in create_model("ann_twin").config
+    assert create_model("medspikeformer", **model.config).threshold == 0.5
+    with pytest.raises(ValueError, match="threshold must be positive"):
+        create_model("medspikeformer", threshold=0)

@@ -179,6 +179,7 @@ def dense_reference(model: Segmenter) -> Segmenter:
     if model.arch == "medspikeformer":
         cfg = dict(model.config)
         cfg.pop("timesteps")
+        cfg.pop("threshold", None)
         return create_model("ann_twin", **cfg)
     return model
 

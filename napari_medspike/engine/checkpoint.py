@@ -201,7 +201,14 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
     and every weight's name and shape compared with the file's header, and only then built for
     real and loaded; weights with NaN or infinite values are refused. Every refusal is a
     ``ValueError`` naming the file.
+
+    Loading a model for inference also tunes the CPU allocator as the plugin does
+    (:func:`napari_medspike.runtime.tune_malloc`: large freed blocks are reused instead of
+    being page-faulted in again on every pass; ``MEDSPIKE_MALLOC=default`` leaves glibc alone).
     """
+    from ..runtime import tune_malloc
+
+    tune_malloc()
     path = resolve_checkpoint(name_or_path)
     meta = read_metadata(path)
     arch = meta["arch"]

@@ -359,6 +359,7 @@ def _compatible_config(arch: str, source: Segmenter) -> dict[str, Any]:
     cfg = dict(source.config)
     if arch == "ann_twin":
         cfg.pop("timesteps", None)
+        cfg.pop("threshold", None)
     elif arch == "medspikeformer" and "timesteps" not in cfg:
         cfg["timesteps"] = 4
     return cfg

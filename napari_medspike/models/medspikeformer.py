@@ -11,6 +11,7 @@ from torch import nn
 from . import fastpath
 from .attention import SDSA
 from .base import Segmenter
+from .neurons import LIFNode
 from .blocks import (
     ResidualSpikingConv,
     SegmentationHead,
@@ -91,6 +92,8 @@ class MedSpikeFormer(Segmenter):
         heads: attention heads in SDSA (each width must be divisible by it).
         layout: ``"spike_driven"`` (default; only the encoding layer reads analog values) or
             ``"reference"`` (the paper's layout); see :data:`LAYOUTS`.
+        threshold: the LIF firing threshold (MODEL.md: 1). A lower one keeps a deep spike-driven
+            network active from the start of training (the shipped spiking model uses 0.5).
 
     Tensors inside are ``[T, B, C, H, W]``; the heads average over T. The side heads feed the
     distribution-alignment loss (``forward(x, side_outputs=True)``) and cost nothing
@@ -109,8 +112,11 @@ class MedSpikeFormer(Segmenter):
         timesteps: int = 4,
         heads: int = 4,
         layout: str = "spike_driven",
+        threshold: float = 1.0,
     ) -> None:
         super().__init__(in_channels)
+        if not threshold > 0:
+            raise ValueError(f"threshold must be positive, got {threshold}")
         if len(widths) != 4:
             raise ValueError(f"widths must list 4 stage widths, got {list(widths)}")
         if timesteps < 1:
@@ -131,6 +137,10 @@ class MedSpikeFormer(Segmenter):
             DecoderBlock(dec[i], dec[i + 1], kind, self.timesteps, spike_driven=sd) for i in range(4)
         )
         self.head = SegmentationHead(self.widths[0], kind, self.timesteps, spike_driven=sd)
+        self.threshold = float(threshold)
+        for module in self.modules():
+            if isinstance(module, LIFNode):
+                module.v_threshold = self.threshold
 
     @classmethod
     def upgrade_config(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +155,7 @@ class MedSpikeFormer(Segmenter):
             "timesteps": self.timesteps,
             "heads": self.heads,
             "layout": self.layout,
+            "threshold": self.threshold,
         }
 
     def attention_modules(self) -> list[nn.Module]:
@@ -216,5 +227,5 @@ class ANNTwin(MedSpikeFormer):
     @property
     def config(self) -> dict[str, Any]:
         cfg = super().config
-        del cfg["timesteps"]
+        del cfg["timesteps"], cfg["threshold"]
         return cfg
