@@ -573,3 +573,70 @@ def test_split_and_val_keys_list_only_the_pairs_used(lesions, tmp_path):
     assert all("not an image" in r["reason"] for r in split["skipped"])
     meta = read_metadata(result.checkpoint)["training"]
     assert sorted(meta["val_keys"]) == sorted(r["key"] for r in split["val"]) and meta["n_val"] == len(split["val"])
+
+
+def _numpy_peak(fn):
+    """Peak bytes numpy allocates while ``fn`` runs (tracemalloc sees numpy buffers, not torch's)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_large_image_is_segmented_without_a_full_size_float_copy(monkeypatch):
+    from napari_medspike.data import io as image_io
+    from napari_medspike.inference.predictor import predict
+
+    monkeypatch.setattr(image_io, "BAND_MB", 2)  # the float working memory, scaled to this image
+
+    model = create_model("medqkformer", **TINY).eval()
+    model.checkpoint_info = {"input_size": 32}
+    image = np.random.default_rng(0).integers(0, 256, (3000, 2000, 3), dtype=np.uint8)  # 18 MB
+    prob, peak = _numpy_peak(lambda: predict(model, image, mode="resize", flips=False))
+    assert prob.shape == (3000, 2000) and prob.dtype == np.float32
+    # a float32 copy of the image alone is 4x its bytes; reading in bands stays well below one copy
+    assert peak < 0.5 * image.nbytes, peak / image.nbytes
+
+
+def test_banded_reduction_equals_converting_the_whole_image_then_box_averaging():
+    from napari_medspike.data.io import reduced_rgb_float, to_rgb_float
+
+    rng = np.random.default_rng(1)
+    for image in (rng.integers(0, 4096, (203, 150), dtype=np.uint16),  # 12-bit grey: own maximum
+                  rng.normal(5, 3, (97, 121, 3)).astype(np.float32),    # float outside [0, 1]
+                  rng.integers(0, 256, (3, 90, 64), dtype=np.uint8)):   # channel-first
+        full = to_rgb_float(image)
+        h, w = (s // 4 * 4 for s in full.shape[:2])
+        expected = full[:h, :w].reshape(h // 4, 4, w // 4, 4, 3).mean(axis=(1, 3))
+        got = reduced_rgb_float(image, 4, band_mb=0)  # the smallest bands: one output row each
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_metrics_of_a_large_pair_need_one_temporary_mask():
+    from napari_medspike.engine.metrics import binary_metrics
+
+    rng = np.random.default_rng(2)
+    pred, target = rng.random((2000, 3000)) > 0.5, rng.random((2000, 3000)) > 0.3
+    metrics, peak = _numpy_peak(lambda: binary_metrics(pred, target))
+    assert peak <= 1.5 * pred.nbytes, peak / pred.nbytes
+    tp = np.sum(pred & target)
+    assert metrics["dice"] == pytest.approx(2 * tp / (pred.sum() + target.sum()))
+
+
+def test_stored_pixels_are_read_as_stored(tmp_path):
+    import tifffile
+
+    from napari_medspike.data.io import ImageReadError, read_image, read_pixels
+
+    image = np.random.default_rng(3).integers(0, 4096, (20, 30, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "a.tif", image, photometric="rgb")
+    pixels = read_pixels(tmp_path / "a.tif")
+    assert pixels.dtype == np.uint16 and np.array_equal(pixels, image)
+    np.testing.assert_allclose(read_image(tmp_path / "a.tif"), image / image.max(), rtol=1e-6)
+    (tmp_path / "b.png").write_bytes(b"not an image at all")
+    with pytest.raises(ImageReadError, match="b.png"):
+        read_pixels(tmp_path / "b.png")

@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.dataset import find_pairs, load_pair
-from ..data.io import ImageReadError
+from ..data.io import ImageReadError, to_rgb_float
 from ..common import atomic_write, run_command
 from ..engine.checkpoint import load_model
 from ..engine.metrics import METRICS, binary_metrics, summarise
@@ -32,11 +32,13 @@ def for_display(image: np.ndarray, mask: np.ndarray, pred: np.ndarray,
     pixels on the long side, the image as uint8: what a gallery panel needs, in a fraction
     of the memory (drawing full-size images and outlines costs hundreds of MB)."""
     image, mask, pred = np.asarray(image), np.asarray(mask, bool), np.asarray(pred, bool)
+    if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[-1] not in (3, 4):
+        image = np.moveaxis(image, 0, -1)  # channel-first TIFF pixels
     step = max(1, -(-max(image.shape[:2]) // max_side))
     if step > 1:
         image, mask, pred = image[::step, ::step], mask[::step, ::step], pred[::step, ::step]
-    if np.issubdtype(image.dtype, np.floating):
-        image = (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:  # any stored pixels -> RGB 8-bit
+        image = (to_rgb_float(image) * 255).round().astype(np.uint8)
     return np.ascontiguousarray(image), np.ascontiguousarray(mask), np.ascontiguousarray(pred)
 
 
@@ -205,7 +207,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     gallery = GalleryPicker(args.gallery_size) if args.report else None
     for pair in tqdm(pairs, desc="evaluating", file=sys.stderr):
         try:
-            image, mask = load_pair(pair)
+            image, mask = load_pair(pair, as_float=False)  # predict converts, in bounded memory
         except ImageReadError as err:
             print("skipped:", err, file=sys.stderr)
             continue

@@ -27,7 +27,7 @@ def _segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.corrections import png_bytes
-    from ..data.io import ImageReadError, read_image
+    from ..data.io import ImageReadError, read_pixels
     from ..engine.checkpoint import load_model
     from ..inference.measure import measure_regions, write_csv
     from ..inference.predictor import pick_device, predict
@@ -43,7 +43,7 @@ def _segment(args: argparse.Namespace) -> int:
     rows, failed = [], []
     for path in tqdm(images, unit="image", file=sys.stderr):
         try:
-            image = read_image(path)
+            image = read_pixels(path)  # predict converts it, in bounded memory
         except ImageReadError as err:
             failed.append(str(err))
             continue

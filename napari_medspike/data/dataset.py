@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .io import IMAGE_SUFFIXES, ImageReadError, read_image, read_mask
+from .io import IMAGE_SUFFIXES, ImageReadError, image_hw, read_image, read_mask, read_pixels
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +121,13 @@ def write_split(path: Path, train: Sequence[Pair], val: Sequence[Pair], seed: in
     atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
 
 
-def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
-    """Decode one pair: float image ``[H, W, 3]`` and bool mask ``[H, W]`` of the same size."""
-    image, mask = read_image(pair.image), read_mask(pair.mask)
-    if image.shape[:2] != mask.shape:
-        raise ImageReadError(f"{pair.mask}: mask size {mask.shape} differs from image {image.shape[:2]}")
+def load_pair(pair: Pair, as_float: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Decode one pair: float image ``[H, W, 3]`` and bool mask ``[H, W]`` of the same size
+    (``as_float=False``: the image's pixels as stored, see :func:`~.io.read_pixels`)."""
+    image = read_image(pair.image) if as_float else read_pixels(pair.image)
+    mask = read_mask(pair.mask)
+    if image_hw(image) != mask.shape:
+        raise ImageReadError(f"{pair.mask}: mask size {mask.shape} differs from image {image_hw(image)}")
     return image, mask
 
 

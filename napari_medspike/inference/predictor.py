@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.io import to_rgb_float
+from ..data.io import image_hw, reduced_rgb_float, to_rgb_float
 from ..models.base import Segmenter
 from ..runtime import tune_malloc
 
@@ -145,9 +145,12 @@ def predict_steps(
     if flips is None:
         flips = recommended_flips(model)
     tune_malloc()
-    rgb = to_rgb_float(image)
-    h, w = rgb.shape[:2]
     size = tile_size or model_input_size(model)
+    h, w = image_hw(image)
+    shrink = min(h, w) // (2 * size) if mode == "resize" else 1
+    # resize mode on a large image: box-average it in bands first, so no full-size float copy
+    # exists (a 12k x 12k RGB image would need 1.7 GB); the model sees the same antialiased input
+    rgb = reduced_rgb_float(image, shrink) if shrink >= 2 else to_rgb_float(image)
     model = model.to(device, memory_format=memory_format_for(device)).eval()
     # bf16 autocast on CUDA (probabilities are computed in fp32); plain fp32 elsewhere
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -155,10 +158,11 @@ def predict_steps(
         if mode == "resize":
             yield Progress(0, 1, "segmenting")
             x = _to_batch(rgb[None], device)
+            del rgb
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             logits = flip_averaged_logits(model, x, flips)
-            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-            prob = torch.sigmoid(logits)[0, 0].float().cpu().numpy()
+            logits = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
+            prob = torch.sigmoid_(logits)[0, 0].cpu().numpy()
             yield Progress(1, 1, "done")
             return prob
 

@@ -37,6 +37,12 @@ INTERACTION_COLORMAP, SIGNED_COLORMAP = "magma", "bwr"
 VIEWS = ("side by side", "overlay")
 
 
+def viewer_grid(viewer: napari.Viewer) -> Any:
+    """The viewer's grid settings (``viewer.canvas.grid`` from napari 0.9, ``viewer.grid`` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
 class RatePlot:
     """Firing rate per (virtual) timestep for each part of the network, and per layer."""
 
@@ -256,6 +262,6 @@ class InspectorWidget(DockContainer):
             for name in shown:
                 index = self.viewer.layers.index(self.viewer.layers[name])
                 self.viewer.layers.move(index, len(self.viewer.layers))
-            self.viewer.grid.shape = (2, 3) if len(shown) > 4 else (-1, -1)
-        self.viewer.grid.enabled = grid
+            viewer_grid(self.viewer).shape = (2, 3) if len(shown) > 4 else (-1, -1)
+        viewer_grid(self.viewer).enabled = grid
         self.viewer.reset_view()

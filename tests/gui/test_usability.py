@@ -11,6 +11,7 @@ from qtpy.QtWidgets import QApplication, QPushButton
 
 from napari_medspike import create_model, load_model, save_checkpoint
 from napari_medspike.widgets._common import SESSION
+from napari_medspike.widgets.inspector import viewer_grid
 
 WAIT = 120_000  # ms
 
@@ -101,6 +102,10 @@ def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path)
     tune.epochs.value = 1
     with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
         pass
+    if tune.resegment_worker is not None:  # the image is segmented again with the new model
+        with qtbot.waitSignal(tune.resegment_worker.finished, timeout=WAIT):
+            pass
+    assert "photo mask (fine-tuned)" in viewer.layers
     shown = text(tune.result)
     assert "nan" not in shown.lower() and "corrected image itself" in shown
     card = SESSION.source.replace(".safetensors", ".md")
@@ -143,7 +148,7 @@ def test_inspector_grid_names_time_axis_and_recorded_spikes(plugin, qtbot):
     assert inspector.spikes.choices == ("q", "k", "v")  # what MedSpikeFormer records
     with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
         pass
-    assert viewer.grid.enabled
+    assert viewer_grid(viewer).enabled
     shown = ["photo", "spikes v (stage 0, t)", "AA (stage 0)", "AI (stage 0)", "IA (stage 0)", "II (stage 0)"]
     for name in shown:
         layer = viewer.layers[name]
@@ -158,7 +163,7 @@ def test_inspector_grid_names_time_axis_and_recorded_spikes(plugin, qtbot):
     lines = inspector.plot.figure.axes[0].get_lines()
     assert lines and len(lines[0].get_xdata()) == 2  # firing rate per timestep, per part of the network
     inspector.view.value = "overlay"
-    assert not viewer.grid.enabled
+    assert not viewer_grid(viewer).enabled
     assert viewer.layers["spikes v (stage 0, t)"].visible and not viewer.layers["AA (stage 0)"].visible
 
 
@@ -194,13 +199,21 @@ def test_masks_are_drawn_in_a_contrasting_colour_the_user_can_change(plugin, qtb
 @pytest.mark.parametrize("job", ["Segment", "Spike inspector"])
 def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job):
     viewer, widgets, _ = plugin
-    gaps, last = [], [time.perf_counter()]
+    gaps, last = [], [time.perf_counter(), False]
+    worker = None
 
     def tick() -> None:
-        now = time.perf_counter()
-        gaps.append(now - last[0])
-        last[0] = now
+        # a gap counts when the job ran at both of its ends: adding the result layers happens on
+        # the GUI thread after the job and may take longer; while the job runs the loop must
+        # stay responsive
+        now, running = time.perf_counter(), worker is not None and worker.is_running
+        if running and last[1]:
+            gaps.append(now - last[0])
+        last[:] = [now, running]
 
+    if job == "Segment":  # one small image takes a few ms: segment a stack, slice by slice
+        frames = (np.random.default_rng(1).random((24, 70, 90, 3)) * 255).astype(np.uint8)
+        widgets[job].image.value = viewer.add_image(frames, name="frames", rgb=True)
     timer = QTimer()
     timer.timeout.connect(tick)
     timer.start(5)
@@ -209,9 +222,8 @@ def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job):
         pass
     settle(0.2)
     timer.stop()
-    # adding the result layers happens on the GUI thread after the job: that is allowed to take
-    # longer; while the job runs the loop must stay responsive
-    assert len(gaps) > 5 and sorted(gaps)[int(0.99 * (len(gaps) - 1))] < 0.1, max(gaps)
+    assert len(gaps) > 5, gaps
+    assert sorted(gaps)[int(0.99 * (len(gaps) - 1))] < 0.1, sorted(gaps)[-5:]
 
 
 def test_a_stack_is_segmented_into_a_labels_stack_with_measurements(plugin, qtbot, tmp_path):
