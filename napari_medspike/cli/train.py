@@ -102,6 +102,9 @@ def train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpointing", action="store_true",
                         help="activation checkpointing (medspikeformer, ann_twin): about half the memory, "
                         "about a third more time per step")
+    parser.add_argument("--norm-calibration", type=int, default=None, metavar="N",
+                        help="re-estimate batch-norm statistics on N training images before each validation "
+                             "(default: 64 for medspikeformer, 0 otherwise)")
     parser.add_argument("--sltt", type=int, default=0, metavar="K",
                         help="medspikeformer: spatial learning through time, backpropagating through K random "
                         "timesteps with the membrane's path through time detached (about K/T of BPTT's memory; "
@@ -152,6 +155,7 @@ def _train(args: argparse.Namespace) -> int:
         workers=args.workers,
         checkpointing=args.checkpointing,
         sltt=args.sltt,
+        norm_calibration=args.norm_calibration,
         device=args.device,
         max_minutes=args.minutes,
         description=args.description,
