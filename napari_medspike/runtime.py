@@ -1,4 +1,5 @@
-"""Process-level tuning of glibc's allocator for CPU work with large activation tensors.
+"""The machine: which device to compute on, and process-level tuning of glibc's allocator for
+CPU work with large activation tensors.
 
 glibc's ``malloc`` serves every block above 32 MB with a fresh ``mmap`` and unmaps it on free,
 so each large activation (a ``[4, 1, 128, 256, 256]`` spike map is 134 MB) costs a page fault
@@ -92,3 +93,31 @@ def reexec_with_huge_pages() -> None:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
     except OSError as err:  # keep going without it
         log.debug("re-exec with huge pages failed: %s", err)
+
+
+def pick_device(requested: str = "auto") -> tuple["torch.device", str]:  # noqa: F821 (torch imported inside)
+    """``"auto"`` -> cuda, then mps, then cpu. Returns the device and a note for the user.
+
+    An unavailable explicit request falls back to the CPU and says so in the note.
+    """
+    import torch
+
+    requested = (requested or "auto").lower()
+    cuda, mps = torch.cuda.is_available(), bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if requested == "auto":
+        if cuda:
+            return torch.device("cuda"), f"using CUDA ({torch.cuda.get_device_name(0)})"
+        if mps:
+            return torch.device("mps"), "using Apple MPS"
+        return torch.device("cpu"), "using the CPU (no GPU found)"
+    if requested.startswith("cuda"):
+        if cuda:
+            return torch.device(requested), f"using {requested}"
+        return torch.device("cpu"), "CUDA requested but not available: using the CPU"
+    if requested == "mps":
+        if mps:
+            return torch.device("mps"), "using Apple MPS"
+        return torch.device("cpu"), "MPS requested but not available: using the CPU"
+    if requested == "cpu":
+        return torch.device("cpu"), "using the CPU"
+    raise ValueError(f"unknown device {requested!r}; use auto, cuda, mps or cpu")

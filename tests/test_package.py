@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -69,3 +70,14 @@ def test_importing_the_package_does_not_load_torch():
             "napari_medspike._sample_data; print('torch' in sys.modules, 'spikingjelly' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_dependencies_point_down():
+    """The layers contract in setup.cfg (import-linter): no upward imports, no cycles."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    linter = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    assert linter, "import-linter is part of the [testing] extra"
+    result = subprocess.run([linter, "--config", str(root / "setup.cfg")], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

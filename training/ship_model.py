@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -22,6 +23,17 @@ from napari_medspike.analysis.energy import estimate_energy
 from napari_medspike.data.io import image_to_tensor, read_image
 from napari_medspike.engine.checkpoint import WEIGHTS_DIR, load_model, read_metadata, save_checkpoint
 from napari_medspike.engine.trainer import write_model_card
+
+
+def part_firing_rates(reports: list) -> dict[str, float]:
+    """Mean firing rate of each part of the network (encoder stage, decoder stage, head) over
+    the reports' images: the mean over that part's neuron layers."""
+    parts: dict[str, list[float]] = {}
+    for report in reports:
+        for name, rate in report.firing_rates.items():
+            match = re.match(r"(stages\.\d+|decoders\.\d+|head)", name)
+            parts.setdefault(match.group(1) if match else "other", []).append(float(rate))
+    return {part: sum(rates) / len(rates) for part, rates in parts.items()}
 
 
 def main() -> None:
@@ -33,6 +45,8 @@ def main() -> None:
     parser.add_argument("--flips", action="store_true",
                         help="recommend mirror test-time augmentation (the plugin and medspike-evaluate then use it by default)")
     parser.add_argument("--energy-images", type=int, default=8, help="validation images for the energy estimate")
+    parser.add_argument("--twin", type=Path, default=None,
+                        help="the ANN twin checkpoint: its energy on the same images goes on the card")
     parser.add_argument("--note", action="append", default=[], help="extra lines for the model card")
     args = parser.parse_args()
 
@@ -52,11 +66,18 @@ def main() -> None:
         meta["metrics"][key] = figures
     model = load_model(best)
     size = int(meta["input_size"])
-    energies = []
+    twin = load_model(args.twin) if args.twin else None
+    energies, twin_energies = [], []
     for row in split["val"][: args.energy_images]:
         x = image_to_tensor(read_image(row["image"]))
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         energies.append(estimate_energy(model, x))
+        if twin is not None:
+            twin_energies.append(estimate_energy(twin, x))
+    if energies and model.spiking:
+        meta["metrics"]["firing_rate_per_part"] = part_firing_rates(energies)
+    if twin_energies:
+        meta["metrics"]["twin_energy_mj"] = sum(e.energy_pj for e in twin_energies) / len(twin_energies) / 1e9
     if energies:
         meta["metrics"]["energy"] = {
             "images": len(energies),

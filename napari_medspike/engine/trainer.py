@@ -28,12 +28,12 @@ import torch.distributed as dist
 from spikingjelly.activation_based import monitor
 
 from ..data.dataset import CachedPairs, find_pairs, split_pairs, write_split
-from ..inference.predictor import pick_device
 from ..models import alignment_loss, create_model, segmentation_loss
 from ..models.base import Segmenter
 from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
 from ..common import atomic_write, remove_stale_temp_files
+from ..runtime import pick_device
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .metrics import per_image_metrics
 
@@ -330,6 +330,14 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
             f" {energy['analog_gmacs']:.2f} G analog MACs + {energy['sops_g']:.2f} G synaptic ops;"
             f" mean firing rate {energy['mean_firing_rate']:.3f}"
         )
+        if _measured(metrics.get("twin_energy_mj")):
+            twin = metrics["twin_energy_mj"]
+            lines.append(f"- Energy of its ANN twin on the same images: {twin:.2f} mJ; this model needs "
+                         f"{energy['energy_mj'] / twin:.0%} of it")
+    parts = metrics.get("firing_rate_per_part")
+    if parts:
+        lines.append("- Firing rate per part (mean over its neuron layers and timesteps): "
+                     + ", ".join(f"{name} {rate:.3f}" for name, rate in parts.items()))
     if train.get("description"):
         lines += ["", train["description"]]
     path = checkpoint.with_suffix(".md")

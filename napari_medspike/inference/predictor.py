@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..data.io import image_hw, reduced_rgb_float, to_rgb_float
 from ..models.base import Segmenter
-from ..runtime import tune_malloc
+from ..runtime import pick_device, tune_malloc  # noqa: F401 (pick_device: re-exported)
 
 MODES = ("resize", "tiled")
 
@@ -34,32 +34,6 @@ class Progress:
     done: int
     total: int
     message: str = ""
-
-
-def pick_device(requested: str = "auto") -> tuple[torch.device, str]:
-    """``"auto"`` -> cuda, then mps, then cpu. Returns the device and a note for the user.
-
-    An unavailable explicit request falls back to the CPU and says so in the note.
-    """
-    requested = (requested or "auto").lower()
-    cuda, mps = torch.cuda.is_available(), bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
-    if requested == "auto":
-        if cuda:
-            return torch.device("cuda"), f"using CUDA ({torch.cuda.get_device_name(0)})"
-        if mps:
-            return torch.device("mps"), "using Apple MPS"
-        return torch.device("cpu"), "using the CPU (no GPU found)"
-    if requested.startswith("cuda"):
-        if cuda:
-            return torch.device(requested), f"using {requested}"
-        return torch.device("cpu"), "CUDA requested but not available: using the CPU"
-    if requested == "mps":
-        if mps:
-            return torch.device("mps"), "using Apple MPS"
-        return torch.device("cpu"), "MPS requested but not available: using the CPU"
-    if requested == "cpu":
-        return torch.device("cpu"), "using the CPU"
-    raise ValueError(f"unknown device {requested!r}; use auto, cuda, mps or cpu")
 
 
 def model_input_size(model: Segmenter) -> int:
