@@ -99,11 +99,6 @@ def model_input(image: np.ndarray, size: int) -> torch.Tensor:
     return F.interpolate(rgb, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def input_size_of(model: Segmenter) -> int:
-    """The input size a model was trained at (its checkpoint says; 256 for an untrained model)."""
-    return int((getattr(model, "checkpoint_info", None) or {}).get("input_size", 256))
-
-
 @torch.inference_mode()
 def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = "v", how: str = "mean",
                   channel: int = 0, size: int | None = None) -> StageMaps:
@@ -117,7 +112,7 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
         raise ValueError(f"stage must be 0..{len(model.attention_modules()) - 1}, got {stage}")
     if spike not in model.recorded_spikes:
         raise ValueError(f"{model.arch} records spikes {list(model.recorded_spikes)}, not {spike!r}")
-    size = size or input_size_of(model)
+    size = size or model.input_size
     x = model_input(image, size)
     out = model.forward_intermediates(x)
     record = out["stages"][stage]

@@ -39,7 +39,7 @@ def describe(model: Segmenter, **extra: Any) -> dict[str, Any]:
         "format": 1,
         "arch": model.arch,
         "config": model.config,
-        "input_size": 256,
+        "input_size": model.input_size,
         "normalisation": "RGB scaled to [0, 1]; grey replicated to 3 channels",
         "package_version": __version__,
     }

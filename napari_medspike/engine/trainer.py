@@ -762,7 +762,7 @@ def finetune(
     in_ch = source_model.in_channels
     if in_ch != 3:
         raise ValueError(f"model expects {in_ch} input channels; corrections are RGB images")
-    size = int((getattr(source_model, "checkpoint_info", None) or {}).get("input_size", 256))
+    size = source_model.input_size
     replay_list = [] if replay is None else ([str(replay)] if isinstance(replay, (str, Path)) else [str(r) for r in replay])
     cfg = TrainConfig(
         data=[str(f) for f in folders],

@@ -36,12 +36,6 @@ class Progress:
     message: str = ""
 
 
-def model_input_size(model: Segmenter) -> int:
-    """The square input size the model was trained at (256 unless its checkpoint says)."""
-    info = getattr(model, "checkpoint_info", None) or {}
-    return int(info.get("input_size", 256))
-
-
 def memory_format_for(device: torch.device) -> torch.memory_format:
     """channels_last on CUDA (tensor-core convolutions); contiguous NCHW on the CPU, where the
     fast paths make it 5-20 % faster than channels_last at 256² (BENCHMARKS.md)."""
@@ -119,7 +113,7 @@ def predict_steps(
     if flips is None:
         flips = recommended_flips(model)
     tune_malloc()
-    size = tile_size or model_input_size(model)
+    size = tile_size or model.input_size
     h, w = image_hw(image)
     shrink = min(h, w) // (2 * size) if mode == "resize" else 1
     # resize mode on a large image: box-average it in bands first, so no full-size float copy

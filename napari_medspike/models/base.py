@@ -124,6 +124,15 @@ class Segmenter(nn.Module, abc.ABC):
         self.gradient_checkpointing = False
 
     supports_checkpointing: bool = False
+    #: The square input size of an untrained model; a loaded one uses its checkpoint's.
+    default_input_size: int = 256
+
+    @property
+    def input_size(self) -> int:
+        """The square input size the model was trained at (its checkpoint's ``input_size``;
+        :attr:`default_input_size` for a model that has none)."""
+        info = getattr(self, "checkpoint_info", None) or {}
+        return int(info.get("input_size", self.default_input_size))
 
     def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy / pickle: a lock does not copy
         state = self.__dict__.copy()

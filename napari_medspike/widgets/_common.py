@@ -112,7 +112,7 @@ def summary_of(model: Segmenter) -> str:
     metrics = info.get("metrics") or {}
     orig = metrics.get("original_resolution") or {}
     dice = orig.get("mean_dice", metrics.get("val_dice"))
-    text = f"{model.arch}, input {info.get('input_size', 256)}², T={model.timesteps}"
+    text = f"{model.arch}, input {model.input_size}², T={model.timesteps}"
     if isinstance(dice, (int, float)) and math.isfinite(dice):
         data = dataset_names(info.get("training", {}).get("data", []))
         text += f"\nvalidation Dice {dice:.3f}" + (f" ({elide(data, 40)})" if data else "")

@@ -9,7 +9,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Label, PushButton, SpinBox, create_widget
 
 from ..analysis.energy import estimate_energy
-from ..analysis.maps import REDUCTIONS, input_size_of, inspect_stage, model_input, stage_of
+from ..analysis.maps import REDUCTIONS, inspect_stage, model_input, stage_of
 from ..inference.predictor import Progress
 from ._common import (
     SESSION,
@@ -167,7 +167,7 @@ class InspectorWidget(DockContainer):
             yield Progress(0, 2, "forward with recording")
             maps = inspect_stage(model, data, stage, spike=spike, how=how, channel=channel)
             yield Progress(1, 2, "energy")
-            report = estimate_energy(model, model_input(data, input_size_of(model)))
+            report = estimate_energy(model, model_input(data, model.input_size))
             yield Progress(2, 2, "done")
             return maps, report
 
