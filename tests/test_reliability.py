@@ -25,7 +25,9 @@ from napari_medspike.data.io import read_mask, to_binary_mask
 from napari_medspike.data.synthetic import synthetic_lesion
 from napari_medspike.engine import checkpoint as checkpoint_module
 from napari_medspike.engine.checkpoint import read_metadata
-from napari_medspike.engine.trainer import RunFolderError, TrainConfig, finetune, train
+from napari_medspike.engine.config import RunFolderError, TrainConfig
+from napari_medspike.engine.finetune import finetune
+from napari_medspike.engine.trainer import train
 
 TINY = {"widths": [8, 16, 32, 64]}
 

@@ -18,7 +18,9 @@ from skimage import io
 from napari_medspike import create_model, load_model, save_checkpoint
 from napari_medspike.data.synthetic import synthetic_lesion
 from napari_medspike.engine.checkpoint import atomic_write, read_metadata
-from napari_medspike.engine.trainer import TrainConfig, finetune, train
+from napari_medspike.engine.config import TrainConfig
+from napari_medspike.engine.finetune import finetune
+from napari_medspike.engine.trainer import train
 
 TINY = {"widths": [8, 16, 32, 64]}
 

@@ -22,7 +22,7 @@ import torch
 from napari_medspike.analysis.energy import estimate_energy
 from napari_medspike.data.io import image_to_tensor, read_image
 from napari_medspike.engine.checkpoint import WEIGHTS_DIR, load_model, read_metadata, save_checkpoint
-from napari_medspike.engine.trainer import write_model_card
+from napari_medspike.engine.reports import write_model_card
 
 
 def part_firing_rates(reports: list) -> dict[str, float]:

@@ -11,7 +11,9 @@ import sys
 from tqdm import tqdm
 
 from ..common import run_command
-from ..engine.trainer import DEFAULT_LR, TrainConfig, TrainProgress, finetune, train
+from ..engine.config import DEFAULT_LR, TrainConfig, TrainProgress
+from ..engine.finetune import finetune
+from ..engine.trainer import train
 from ..models import ARCHITECTURES
 from ..runtime import reexec_with_huge_pages
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 

@@ -1,4 +1,5 @@
-"""Train, fine-tune and validate the segmenters.
+"""The training loop: train and validate the segmenters (fine-tuning: :mod:`.finetune`;
+configuration and events: :mod:`.config`; logs, curves and model cards: :mod:`.reports`).
 
 One loop serves the command line (``training/``), the plugin's fine-tune widget and
 ``torchrun`` (DistributedDataParallel: gloo on CPU, nccl on GPU). Callers pass an optional
@@ -11,15 +12,14 @@ tensors only, loaded with ``weights_only=True``), ``split.json``, ``history.csv`
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -35,107 +35,11 @@ from ..models.sltt import sltt_forward
 from ..common import atomic_write, remove_stale_temp_files
 from ..runtime import pick_device
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
+from .config import DEFAULT_LR, MAX_SAFE_LR, RunFolderError, TrainConfig, TrainProgress, TrainResult
 from .metrics import per_image_metrics
+from .reports import refresh_training_record, write_logs, write_model_card
 
 log = logging.getLogger(__name__)
-
-#: Adam learning rates of MODEL.md.
-DEFAULT_LR = {"medspikeformer": 1e-4, "medqkformer": 1e-3, "ann_twin": 1e-3}
-MAX_SAFE_LR = 1e-2
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run needs; saved as ``config.json`` in the run folder."""
-
-    data: list[str]
-    out_dir: str
-    arch: str = "medspikeformer"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = None  # checkpoint whose weights start the run (e.g. the ANN twin)
-    teacher: str | None = None  # frozen ANN twin for distribution alignment (MedSpikeFormer)
-    align_stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
-    align_weight: float = 1.0
-    size: int = 256
-    mode: str = "resize"  # "resize" whole images, or "crop" random crops (histology)
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float | None = None  # default per architecture (DEFAULT_LR)
-    weight_decay: float = 0.0
-    plateau_patience: int = 5
-    val_fraction: float = 0.1
-    seed: int = 0
-    augment: bool = True
-    workers: int = 0
-    checkpointing: bool = False  # activation checkpointing (MedSpikeFormer/twin): less memory, ~1/3 more compute
-    sltt: int = 0  # MedSpikeFormer: backpropagate through this many random timesteps, spatially only (0: full BPTT)
-    # training images on which batch-norm running statistics are estimated again before each
-    # validation (None: 64 for models with multi-step spiking neurons, 0 otherwise)
-    norm_calibration: int | None = None
-    device: str = "auto"
-    max_minutes: float | None = None  # stop after the epoch that crosses this budget
-    replay: list[str] = field(default_factory=list)  # extra training folders (fine-tune replay)
-    replay_samples: int = 0  # how many replay pairs to mix in (0: none)
-    keep_initial_as_best: bool = False  # fine-tune: the starting weights count as a candidate
-    validate_on_training: bool = False  # no held-out pair: validate on the training pairs (and say so)
-    overwrite: bool = False  # a new run may replace the trained model (and logs) already in out_dir
-    description: str = ""
-
-
-class RunFolderError(ValueError):
-    """A run folder that does not fit the request: ``resume`` without ``last.pt``, or a new run
-    where a trained model already exists (without ``overwrite``). The message names the path."""
-
-
-@dataclass
-class TrainProgress:
-    """A training step or epoch end. ``metrics`` is filled at epoch end."""
-
-    epoch: int
-    epochs: int
-    step: int
-    steps: int
-    loss: float
-    metrics: dict[str, float] = field(default_factory=dict)
-    message: str = ""
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :func:`train`."""
-
-    checkpoint: Path | None
-    history: list[dict[str, float]]
-    best: dict[str, float]
-    cancelled: bool
-    out_dir: Path
-    initial: dict[str, float] | None = None  # validation of the starting weights, if measured
-
-
-@dataclass
-class FinetuneResult:
-    """Outcome of :func:`finetune`. ``held_out`` is False when there were too few corrections
-    to hold one out: the Dice figures are then on the corrections themselves."""
-
-    checkpoint: Path
-    history: list[dict[str, float]]
-    dice_before: float
-    dice_after: float
-    cancelled: bool
-    held_out: bool = True
-    validation_images: int = 0
-
-    def describe(self) -> str:
-        """One line for people: the Dice before and after, and on what it was measured."""
-        import math
-
-        if not (math.isfinite(self.dice_before) and math.isfinite(self.dice_after)):
-            return "Dice not measured (cancelled before the first epoch)"
-        where = (f"held-out Dice on {self.validation_images} image{'s' * (self.validation_images != 1)}"
-                 if self.held_out else "Dice on the corrected image itself (save 2 or more corrections to "
-                 "hold one out)")
-        return f"{where}: {self.dice_before:.3f} -> {self.dice_after:.3f}"
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -234,133 +138,7 @@ def validate(model: Segmenter, loader: torch.utils.data.DataLoader, device: torc
     }
 
 
-def _plot_curves(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a.plot(epochs, [h["train_loss"] for h in history], label="train")
-    a.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
-    b.plot(epochs, [h["val_dice"] for h in history], label="Dice")
-    b.plot(epochs, [h["val_iou"] for h in history], label="IoU")
-    b.set_xlabel("epoch"), b.set_ylim(0, 1), b.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-
-
-def _write_logs(out: Path, history: list[dict[str, float]]) -> None:
-    atomic_write(out / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
-
-    def write_csv(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(history[0]))
-            writer.writeheader()
-            writer.writerows(history)
-
-    atomic_write(out / "history.csv", write_csv)
-    _plot_curves(history, out / "curves.png")
-
-
-def _measured(value: Any) -> bool:
-    import math
-
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def dataset_name(folder: str) -> str:
-    """A training folder as a dataset name for people (``../shared/data/kvasir-seg`` -> ``kvasir-seg``)."""
-    return Path(str(folder).rstrip("/\\")).name or str(folder)
-
-
-def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
-    """A markdown card beside the checkpoint: architecture, data, split, metrics, training.
-
-    Figures that were not measured are said to be so (a card never shows NaN)."""
-    train = meta.get("training", {})
-    metrics = meta.get("metrics", {})
-    if _measured(metrics.get("val_dice")):
-        on = train.get("validated_on", "held-out images")
-        validation = (f"- Validation on {on} (per-image mean, threshold 0.5, at model resolution): Dice "
-                      f"{metrics['val_dice']:.4f}, IoU {metrics.get('val_iou', float('nan')):.4f} at epoch {metrics.get('epoch')}")
-    else:
-        validation = "- Validation: not measured (no validation images)"
-    lines = [
-        f"# {checkpoint.stem}",
-        "",
-        f"- Architecture: `{meta['arch']}` {json.dumps(meta['config'])}",
-        f"- Input: {meta.get('input_size')}×{meta.get('input_size')}, {meta.get('normalisation')}",
-        f"- Training data: {', '.join(dataset_name(d) for d in train.get('data', []))} (mode {train.get('mode')})",
-        f"- Split: seed {train.get('seed')}, {train.get('n_train')} train / {train.get('n_val')} validation images"
-        " (by image; `split.json` in the run folder lists them)",
-        validation,
-    ]
-    if _measured(metrics.get("firing_rate")):
-        lines.append(f"- Firing rate (first validation batch): {metrics['firing_rate']:.4f}")
-    lines += [
-        f"- Training: {train.get('epochs_run')} epoch{'s' * (train.get('epochs_run') != 1)}, "
-        f"{train.get('minutes', 0):.1f} min on {train.get('device')}"
-        f", Adam lr {train.get('lr')}, batch {train.get('batch_size')}"
-        + (f", {train['gradient']}" if train.get("gradient", "BPTT") != "BPTT" else ""),
-        f"- Initialised from: {train.get('init_from') or 'scratch'}; alignment teacher: {train.get('teacher') or 'none'}",
-        f"- Package version: {meta.get('package_version')}",
-    ]
-    if "inference" in meta:
-        flips = meta["inference"].get("flips", False)
-        lines.append(f"- Recommended inference: mirror test-time augmentation {'on' if flips else 'off'}"
-                     " (the plugin and `medspike-evaluate` follow it unless told otherwise)")
-    for key in ("original_resolution", "original_resolution_alternative"):
-        orig = metrics.get(key)
-        if orig:
-            tta = {True: ", mirror TTA on (`--flips on`)", False: ", mirror TTA off (`--flips off`)"}.get(orig.get("flips"), "")
-            lines.append(
-                f"- Validation at the original image resolution ({orig.get('count')} images, `medspike-evaluate"
-                f" --subset val`{tta}): Dice {orig['mean_dice']:.4f}, IoU {orig['mean_iou']:.4f}, sensitivity"
-                f" {orig['mean_sensitivity']:.4f}, specificity {orig['mean_specificity']:.4f}"
-            )
-    energy = metrics.get("energy")
-    if energy:
-        lines.append(
-            f"- Energy estimate (mean of {energy['images']} validation images, 45 nm: 4.6 pJ/MAC, 0.9 pJ/AC):"
-            f" {energy['energy_mj']:.2f} mJ vs {energy['dense_ann_energy_mj']:.2f} mJ for the dense ANN;"
-            f" {energy['analog_gmacs']:.2f} G analog MACs + {energy['sops_g']:.2f} G synaptic ops;"
-            f" mean firing rate {energy['mean_firing_rate']:.3f}"
-        )
-        if _measured(metrics.get("twin_energy_mj")):
-            twin = metrics["twin_energy_mj"]
-            lines.append(f"- Energy of its ANN twin on the same images: {twin:.2f} mJ; this model needs "
-                         f"{energy['energy_mj'] / twin:.0%} of it")
-    parts = metrics.get("firing_rate_per_part")
-    if parts:
-        lines.append("- Firing rate per part (mean over its neuron layers and timesteps): "
-                     + ", ".join(f"{name} {rate:.3f}" for name, rate in parts.items()))
-    if train.get("description"):
-        lines += ["", train["description"]]
-    path = checkpoint.with_suffix(".md")
-    atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
-    return path
-
-
 # --------------------------------------------------------------------------- the loop
-
-
-def refresh_training_record(checkpoint: Path, **training: Any) -> None:
-    """Update the ``training`` entries of a checkpoint's metadata (e.g. epochs run so far) and
-    rewrite its model card; the weights are copied unchanged (atomically)."""
-    from safetensors.torch import load_file, save_file
-
-    from .checkpoint import METADATA_KEY
-
-    meta = read_metadata(checkpoint)
-    meta.setdefault("training", {}).update(training)
-    tensors = load_file(str(checkpoint))
-    header = {METADATA_KEY: json.dumps(meta, default=str)}
-    atomic_write(checkpoint, lambda tmp: save_file(tensors, str(tmp), metadata=header))
-    write_model_card(checkpoint, meta)
 
 
 def _datasets(cfg: TrainConfig, out: Path) -> tuple[CachedPairs, CachedPairs, list[str]]:
@@ -638,7 +416,7 @@ def train(
                 "python_rng": _from_python_state(random.getstate()),
             }
             atomic_write(state_path, lambda tmp: torch.save(torch_state, tmp))
-            _write_logs(out, history)
+            write_logs(out, history)
             if progress is not None:
                 progress(TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row}, message="epoch done"))
         elif improved:
@@ -702,97 +480,3 @@ def _from_python_state(state: tuple) -> list:
 def _to_python_state(state: list) -> tuple:
     version, internal, gauss = state
     return (int(version), tuple(int(i) for i in internal), gauss)
-
-
-# --------------------------------------------------------------------------- fine-tuning
-
-
-def finetune(
-    start: str | Path | Segmenter,
-    data: str | Path | Sequence[str | Path],
-    out: str | Path,
-    epochs: int = 5,
-    lr: float = 1e-4,
-    batch_size: int = 4,
-    val_fraction: float = 0.2,
-    replay: str | Path | Sequence[str | Path] | None = None,
-    replay_samples: int = 0,
-    device: str = "auto",
-    seed: int = 0,
-    progress: Callable[[TrainProgress], None] | None = None,
-    cancel: threading.Event | None = None,
-) -> FinetuneResult:
-    """Fine-tune a model (shipped name, checkpoint or model) on folder(s) of corrections.
-
-    Holds out ``val_fraction`` of the pairs to measure Dice before and after; the starting
-    weights stay the best candidate until an epoch beats them, so fine-tuning never returns a
-    worse model on the held-out pairs. Writes ``out`` (``.safetensors``) and its model card; the
-    run folder ``<out stem>_run/`` beside it keeps logs and the split.
-    """
-    if not 0 < lr <= MAX_SAFE_LR:
-        raise ValueError(f"learning rate {lr} is unsafe for fine-tuning: use a value in (0, {MAX_SAFE_LR}]")
-    if epochs < 1:
-        raise ValueError("epochs must be >= 1")
-    folders = [data] if isinstance(data, (str, Path)) else list(data)
-    pairs, problems = find_pairs(folders)
-    for problem in problems:
-        log.warning("fine-tune: %s", problem)
-    if not pairs:
-        raise ValueError("no corrections to learn from: no image/mask pairs in " + ", ".join(map(str, folders)))
-    from ..data.io import ImageReadError, read_mask
-
-    def has_foreground(pair) -> bool:
-        try:
-            return bool(read_mask(pair.mask).any())
-        except ImageReadError:  # unreadable pairs are skipped (and reported) by the training loop
-            return False
-
-    if not any(has_foreground(p) for p in pairs):
-        raise ValueError("every correction mask is empty or unreadable: paint the foreground before fine-tuning")
-    out = Path(out)
-    run_dir = out.with_name(out.stem + "_run")
-    if isinstance(start, Segmenter):
-        start_path = run_dir / "start.safetensors"
-        save_checkpoint(start, start_path, **{k: v for k, v in (getattr(start, "checkpoint_info", None) or {}).items()
-                                              if k in ("input_size", "training", "metrics", "inference")})
-        source_model = start
-    else:
-        start_path = resolve_checkpoint(start)
-        source_model = load_model(start_path)
-    in_ch = source_model.in_channels
-    if in_ch != 3:
-        raise ValueError(f"model expects {in_ch} input channels; corrections are RGB images")
-    size = source_model.input_size
-    replay_list = [] if replay is None else ([str(replay)] if isinstance(replay, (str, Path)) else [str(r) for r in replay])
-    cfg = TrainConfig(
-        data=[str(f) for f in folders],
-        out_dir=str(run_dir),
-        arch=source_model.arch,
-        init_from=str(start_path),
-        size=size,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        val_fraction=val_fraction if len(pairs) >= 2 else 0.0,
-        validate_on_training=len(pairs) < 2,
-        seed=seed,
-        device=device,
-        replay=replay_list,
-        replay_samples=replay_samples,
-        keep_initial_as_best=True,
-        overwrite=True,  # the run folder is this output's own scratch space
-        plateau_patience=max(1, epochs),
-        description=f"Fine-tuned from {start_path.name} on {len(pairs)} corrections.",
-    )
-    result = train(cfg, progress=progress, cancel=cancel)
-    best_file = run_dir / "best.safetensors"
-    if not best_file.exists():  # nothing held out and cancelled before an epoch: keep the start
-        save_checkpoint(source_model, best_file, input_size=size, **{k: v for k, v in read_metadata(start_path).items() if k == "inference"})
-    dice_before = result.initial["val_dice"] if result.initial else float("nan")
-    dice_after = float(result.best.get("val_dice", float("nan")))
-    payload = best_file.read_bytes()
-    atomic_write(out, lambda tmp: tmp.write_bytes(payload))
-    write_model_card(out, read_metadata(out))
-    held_out = len(pairs) >= 2
-    n_val = len(read_metadata(out).get("training", {}).get("val_keys", []))
-    return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val)

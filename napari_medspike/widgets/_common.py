@@ -101,7 +101,9 @@ SESSION = ModelSession()
 
 def dataset_names(paths: list[str]) -> str:
     """Training folders as dataset names for people (``…/data/kvasir-seg`` -> ``kvasir-seg``)."""
-    return ", ".join(Path(str(p).rstrip("/\\")).name or str(p) for p in paths)
+    from ..engine.reports import dataset_name
+
+    return ", ".join(dataset_name(p) for p in paths)
 
 
 def summary_of(model: Segmenter) -> str:

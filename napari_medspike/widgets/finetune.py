@@ -21,7 +21,8 @@ from magicgui.widgets import (
 
 from ..data.corrections import CorrectionStore, default_store
 from ..engine.checkpoint import load_model
-from ..engine.trainer import MAX_SAFE_LR, finetune
+from ..engine.config import MAX_SAFE_LR
+from ..engine.finetune import finetune
 from ..inference.predictor import predict
 from ._common import (
     SESSION,

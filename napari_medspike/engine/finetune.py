@@ -1,0 +1,109 @@
+"""Fine-tuning a trained model on corrections: the training loop with fine-tuning's guard rails."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..common import atomic_write
+from ..data.dataset import find_pairs
+from ..models.base import Segmenter
+from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
+from .config import MAX_SAFE_LR, FinetuneResult, TrainConfig, TrainProgress
+from .reports import write_model_card
+from .trainer import train
+
+log = logging.getLogger(__name__)
+
+
+def finetune(
+    start: str | Path | Segmenter,
+    data: str | Path | Sequence[str | Path],
+    out: str | Path,
+    epochs: int = 5,
+    lr: float = 1e-4,
+    batch_size: int = 4,
+    val_fraction: float = 0.2,
+    replay: str | Path | Sequence[str | Path] | None = None,
+    replay_samples: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+    progress: Callable[[TrainProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> FinetuneResult:
+    """Fine-tune a model (shipped name, checkpoint or model) on folder(s) of corrections.
+
+    Holds out ``val_fraction`` of the pairs to measure Dice before and after; the starting
+    weights stay the best candidate until an epoch beats them, so fine-tuning never returns a
+    worse model on the held-out pairs. Writes ``out`` (``.safetensors``) and its model card; the
+    run folder ``<out stem>_run/`` beside it keeps logs and the split.
+    """
+    if not 0 < lr <= MAX_SAFE_LR:
+        raise ValueError(f"learning rate {lr} is unsafe for fine-tuning: use a value in (0, {MAX_SAFE_LR}]")
+    if epochs < 1:
+        raise ValueError("epochs must be >= 1")
+    folders = [data] if isinstance(data, (str, Path)) else list(data)
+    pairs, problems = find_pairs(folders)
+    for problem in problems:
+        log.warning("fine-tune: %s", problem)
+    if not pairs:
+        raise ValueError("no corrections to learn from: no image/mask pairs in " + ", ".join(map(str, folders)))
+    from ..data.io import ImageReadError, read_mask
+
+    def has_foreground(pair) -> bool:
+        try:
+            return bool(read_mask(pair.mask).any())
+        except ImageReadError:  # unreadable pairs are skipped (and reported) by the training loop
+            return False
+
+    if not any(has_foreground(p) for p in pairs):
+        raise ValueError("every correction mask is empty or unreadable: paint the foreground before fine-tuning")
+    out = Path(out)
+    run_dir = out.with_name(out.stem + "_run")
+    if isinstance(start, Segmenter):
+        start_path = run_dir / "start.safetensors"
+        save_checkpoint(start, start_path, **{k: v for k, v in (getattr(start, "checkpoint_info", None) or {}).items()
+                                              if k in ("input_size", "training", "metrics", "inference")})
+        source_model = start
+    else:
+        start_path = resolve_checkpoint(start)
+        source_model = load_model(start_path)
+    in_ch = source_model.in_channels
+    if in_ch != 3:
+        raise ValueError(f"model expects {in_ch} input channels; corrections are RGB images")
+    size = source_model.input_size
+    replay_list = [] if replay is None else ([str(replay)] if isinstance(replay, (str, Path)) else [str(r) for r in replay])
+    cfg = TrainConfig(
+        data=[str(f) for f in folders],
+        out_dir=str(run_dir),
+        arch=source_model.arch,
+        init_from=str(start_path),
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        val_fraction=val_fraction if len(pairs) >= 2 else 0.0,
+        validate_on_training=len(pairs) < 2,
+        seed=seed,
+        device=device,
+        replay=replay_list,
+        replay_samples=replay_samples,
+        keep_initial_as_best=True,
+        overwrite=True,  # the run folder is this output's own scratch space
+        plateau_patience=max(1, epochs),
+        description=f"Fine-tuned from {start_path.name} on {len(pairs)} corrections.",
+    )
+    result = train(cfg, progress=progress, cancel=cancel)
+    best_file = run_dir / "best.safetensors"
+    if not best_file.exists():  # nothing held out and cancelled before an epoch: keep the start
+        save_checkpoint(source_model, best_file, input_size=size, **{k: v for k, v in read_metadata(start_path).items() if k == "inference"})
+    dice_before = result.initial["val_dice"] if result.initial else float("nan")
+    dice_after = float(result.best.get("val_dice", float("nan")))
+    payload = best_file.read_bytes()
+    atomic_write(out, lambda tmp: tmp.write_bytes(payload))
+    write_model_card(out, read_metadata(out))
+    held_out = len(pairs) >= 2
+    n_val = len(read_metadata(out).get("training", {}).get("val_keys", []))
+    return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val)

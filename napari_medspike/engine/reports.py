@@ -1,0 +1,140 @@
+"""What a training run leaves for people: logs, curves and the model card beside a checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from ..common import atomic_write
+from .checkpoint import read_metadata
+
+
+def plot_curves(history: list[dict[str, float]], path: Path) -> None:
+    """Loss and Dice/IoU curves of a run, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a.plot(epochs, [h["train_loss"] for h in history], label="train")
+    a.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
+    b.plot(epochs, [h["val_dice"] for h in history], label="Dice")
+    b.plot(epochs, [h["val_iou"] for h in history], label="IoU")
+    b.set_xlabel("epoch"), b.set_ylim(0, 1), b.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_logs(out: Path, history: list[dict[str, float]]) -> None:
+    """``history.json``, ``history.csv`` and ``curves.png`` in the run folder ``out``."""
+    atomic_write(out / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+
+    atomic_write(out / "history.csv", write_csv)
+    plot_curves(history, out / "curves.png")
+
+
+def measured(value: Any) -> bool:
+    """Whether a figure was measured: a finite number (not None, not NaN)."""
+    import math
+
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def dataset_name(folder: str) -> str:
+    """A training folder as a dataset name for people (``../shared/data/kvasir-seg`` -> ``kvasir-seg``)."""
+    return Path(str(folder).rstrip("/\\")).name or str(folder)
+
+
+def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
+    """A markdown card beside the checkpoint: architecture, data, split, metrics, training.
+
+    Figures that were not measured are said to be so (a card never shows NaN)."""
+    train = meta.get("training", {})
+    metrics = meta.get("metrics", {})
+    if measured(metrics.get("val_dice")):
+        on = train.get("validated_on", "held-out images")
+        validation = (f"- Validation on {on} (per-image mean, threshold 0.5, at model resolution): Dice "
+                      f"{metrics['val_dice']:.4f}, IoU {metrics.get('val_iou', float('nan')):.4f} at epoch {metrics.get('epoch')}")
+    else:
+        validation = "- Validation: not measured (no validation images)"
+    lines = [
+        f"# {checkpoint.stem}",
+        "",
+        f"- Architecture: `{meta['arch']}` {json.dumps(meta['config'])}",
+        f"- Input: {meta.get('input_size')}×{meta.get('input_size')}, {meta.get('normalisation')}",
+        f"- Training data: {', '.join(dataset_name(d) for d in train.get('data', []))} (mode {train.get('mode')})",
+        f"- Split: seed {train.get('seed')}, {train.get('n_train')} train / {train.get('n_val')} validation images"
+        " (by image; `split.json` in the run folder lists them)",
+        validation,
+    ]
+    if measured(metrics.get("firing_rate")):
+        lines.append(f"- Firing rate (first validation batch): {metrics['firing_rate']:.4f}")
+    lines += [
+        f"- Training: {train.get('epochs_run')} epoch{'s' * (train.get('epochs_run') != 1)}, "
+        f"{train.get('minutes', 0):.1f} min on {train.get('device')}"
+        f", Adam lr {train.get('lr')}, batch {train.get('batch_size')}"
+        + (f", {train['gradient']}" if train.get("gradient", "BPTT") != "BPTT" else ""),
+        f"- Initialised from: {train.get('init_from') or 'scratch'}; alignment teacher: {train.get('teacher') or 'none'}",
+        f"- Package version: {meta.get('package_version')}",
+    ]
+    if "inference" in meta:
+        flips = meta["inference"].get("flips", False)
+        lines.append(f"- Recommended inference: mirror test-time augmentation {'on' if flips else 'off'}"
+                     " (the plugin and `medspike-evaluate` follow it unless told otherwise)")
+    for key in ("original_resolution", "original_resolution_alternative"):
+        orig = metrics.get(key)
+        if orig:
+            tta = {True: ", mirror TTA on (`--flips on`)", False: ", mirror TTA off (`--flips off`)"}.get(orig.get("flips"), "")
+            lines.append(
+                f"- Validation at the original image resolution ({orig.get('count')} images, `medspike-evaluate"
+                f" --subset val`{tta}): Dice {orig['mean_dice']:.4f}, IoU {orig['mean_iou']:.4f}, sensitivity"
+                f" {orig['mean_sensitivity']:.4f}, specificity {orig['mean_specificity']:.4f}"
+            )
+    energy = metrics.get("energy")
+    if energy:
+        lines.append(
+            f"- Energy estimate (mean of {energy['images']} validation images, 45 nm: 4.6 pJ/MAC, 0.9 pJ/AC):"
+            f" {energy['energy_mj']:.2f} mJ vs {energy['dense_ann_energy_mj']:.2f} mJ for the dense ANN;"
+            f" {energy['analog_gmacs']:.2f} G analog MACs + {energy['sops_g']:.2f} G synaptic ops;"
+            f" mean firing rate {energy['mean_firing_rate']:.3f}"
+        )
+        if measured(metrics.get("twin_energy_mj")):
+            twin = metrics["twin_energy_mj"]
+            lines.append(f"- Energy of its ANN twin on the same images: {twin:.2f} mJ; this model needs "
+                         f"{energy['energy_mj'] / twin:.0%} of it")
+    parts = metrics.get("firing_rate_per_part")
+    if parts:
+        lines.append("- Firing rate per part (mean over its neuron layers and timesteps): "
+                     + ", ".join(f"{name} {rate:.3f}" for name, rate in parts.items()))
+    if train.get("description"):
+        lines += ["", train["description"]]
+    path = checkpoint.with_suffix(".md")
+    atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    return path
+
+
+def refresh_training_record(checkpoint: Path, **training: Any) -> None:
+    """Update the ``training`` entries of a checkpoint's metadata (e.g. epochs run so far) and
+    rewrite its model card; the weights are copied unchanged (atomically)."""
+    from safetensors.torch import load_file, save_file
+
+    from .checkpoint import METADATA_KEY
+
+    meta = read_metadata(checkpoint)
+    meta.setdefault("training", {}).update(training)
+    tensors = load_file(str(checkpoint))
+    header = {METADATA_KEY: json.dumps(meta, default=str)}
+    atomic_write(checkpoint, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+    write_model_card(checkpoint, meta)
