@@ -267,3 +267,19 @@ def test_threshold_is_a_config_option_that_reaches_every_lif() -> None:
     assert create_model("medspikeformer", **model.config).threshold == 0.5
     with pytest.raises(ValueError, match="threshold must be positive"):
         create_model("medspikeformer", threshold=0)
+
+
+def test_model_behaviour_is_declared_on_the_classes():
+    """What the trainer and the energy estimate need from an architecture, asked of the model."""
+    snn = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2)
+    twin = snn.dense_reference()
+    assert twin.arch == "ann_twin" and twin.config == {k: v for k, v in snn.config.items() if k not in ("timesteps", "threshold")}
+    assert twin.dense_reference() is twin
+    qk = create_model("medqkformer", widths=(8, 16, 32, 64))
+    assert qk.dense_reference() is qk
+    assert snn.supports_alignment and not twin.supports_alignment and not qk.supports_alignment
+    assert snn.default_lr == 1e-4 and twin.default_lr == qk.default_lr == 1e-3  # MODEL.md
+    from napari_medspike.models.registry import model_class
+
+    assert model_class("medspikeformer").config_from(twin)["timesteps"] == 4  # an SNN from a trained twin
+    assert "timesteps" not in model_class("ann_twin").config_from(snn)

@@ -23,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 from torch.utils.module_tracker import ModuleTracker
 
-from ..models import create_model, fastpath
+from ..models import fastpath
 from ..models.base import Segmenter, pad_to_stride
 from ..models.neurons import SPIKING_NEURONS
 
@@ -174,16 +174,6 @@ def count_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
-def dense_reference(model: Segmenter) -> Segmenter:
-    """The ANN a spiking model is compared with: its ANN twin, or itself for MedQKFormer."""
-    if model.arch == "medspikeformer":
-        cfg = dict(model.config)
-        cfg.pop("timesteps")
-        cfg.pop("threshold", None)
-        return create_model("ann_twin", **cfg)
-    return model
-
-
 @contextlib.contextmanager
 def record_synaptic_ops(levels: int, root: torch.nn.Module | None = None) -> Iterator[list[LayerEnergy]]:
     """Record every convolution / matrix product run inside the block as a :class:`LayerEnergy`.
@@ -224,7 +214,7 @@ def estimate_energy(model: Segmenter, x: torch.Tensor) -> EnergyReport:
         values = [r for n, r in rates.items() if n.startswith(f"stages.{i}.")]
         stage_rates.append(sum(values) / len(values) if values else math.nan)
     padded, _ = pad_to_stride(x)
-    reference = dense_reference(model).to(x.device)
+    reference = model.dense_reference().to(x.device)
     ann_macs = count_macs(reference, padded)
     return EnergyReport(
         arch=model.arch,

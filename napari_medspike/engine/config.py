@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Adam learning rates of MODEL.md.
-DEFAULT_LR = {"medspikeformer": 1e-4, "medqkformer": 1e-3, "ann_twin": 1e-3}
+from ..models.registry import ARCHITECTURES
+
+#: Adam learning rates for training from scratch, by architecture (MODEL.md; the classes' ``default_lr``).
+DEFAULT_LR = {name: cls.default_lr for name, cls in ARCHITECTURES.items()}
 MAX_SAFE_LR = 1e-2
 
 

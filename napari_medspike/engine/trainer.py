@@ -30,12 +30,13 @@ from spikingjelly.activation_based import monitor
 from ..data.dataset import CachedPairs, find_pairs, split_pairs, write_split
 from ..models import alignment_loss, create_model, segmentation_loss
 from ..models.base import Segmenter
+from ..models.registry import model_class
 from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
 from ..common import atomic_write, remove_stale_temp_files
 from ..runtime import pick_device
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
-from .config import DEFAULT_LR, MAX_SAFE_LR, RunFolderError, TrainConfig, TrainProgress, TrainResult
+from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainProgress, TrainResult
 from .metrics import per_image_metrics
 from .reports import refresh_training_record, write_logs, write_model_card
 
@@ -167,20 +168,10 @@ def _datasets(cfg: TrainConfig, out: Path) -> tuple[CachedPairs, CachedPairs, li
 def _build_model(cfg: TrainConfig) -> Segmenter:
     if cfg.init_from:
         source = load_model(cfg.init_from)
-        model = create_model(cfg.arch, **(cfg.model_config or _compatible_config(cfg.arch, source)))
+        model = create_model(cfg.arch, **(cfg.model_config or model_class(cfg.arch).config_from(source)))
         model.load_state_dict(source.state_dict(), strict=True)
         return model
     return create_model(cfg.arch, **cfg.model_config)
-
-
-def _compatible_config(arch: str, source: Segmenter) -> dict[str, Any]:
-    cfg = dict(source.config)
-    if arch == "ann_twin":
-        cfg.pop("timesteps", None)
-        cfg.pop("threshold", None)
-    elif arch == "medspikeformer" and "timesteps" not in cfg:
-        cfg["timesteps"] = 4
-    return cfg
 
 
 def check_run_folder(out: str | Path, resume: bool = False, overwrite: bool = False) -> None:
@@ -227,7 +218,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temp_files(out):  # left by a run killed mid-write (e.g. a huge last.pt)
             log.info("removed %s, left by an interrupted write", stale)
-    lr = cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.arch, 1e-3)
+    lr = cfg.lr if cfg.lr is not None else model_class(cfg.arch).default_lr
     if not 0 < lr <= MAX_SAFE_LR:
         raise ValueError(f"learning rate {lr} is unsafe: use a value in (0, {MAX_SAFE_LR}]")
     seed_everything(cfg.seed)
@@ -262,8 +253,9 @@ def train(
             raise ValueError("--sltt is not supported with torchrun (several processes) yet")
     teacher = None
     if cfg.teacher:
-        if cfg.arch != "medspikeformer":
-            raise ValueError("distribution alignment (teacher) applies to medspikeformer only")
+        if not model.supports_alignment:
+            raise ValueError(f"distribution alignment (teacher) applies to spiking models with side heads "
+                             f"(medspikeformer), not {cfg.arch}")
         teacher = load_model(cfg.teacher, device=device)
         teacher.requires_grad_(False)
     with_sides = teacher is not None
@@ -286,10 +278,9 @@ def train(
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=0)
     net: torch.nn.Module = model
     if distributed:
-        has_unused = model.arch == "medspikeformer" and not with_sides
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=has_unused or model.arch == "ann_twin",
+            find_unused_parameters=model.has_side_heads and not with_sides,  # side heads idle without alignment
         )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=cfg.plateau_patience)

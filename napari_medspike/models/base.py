@@ -126,6 +126,22 @@ class Segmenter(nn.Module, abc.ABC):
     supports_checkpointing: bool = False
     #: The square input size of an untrained model; a loaded one uses its checkpoint's.
     default_input_size: int = 256
+    #: Adam learning rate for training from scratch (MODEL.md).
+    default_lr: float = 1e-3
+    #: Learns from an ANN teacher through distribution alignment of its side heads.
+    supports_alignment: bool = False
+    #: Has side heads that only the alignment loss uses (unused parameters otherwise, e.g. for DDP).
+    has_side_heads: bool = False
+
+    @classmethod
+    def config_from(cls, source: Segmenter) -> dict[str, Any]:
+        """A config of this architecture on ``source``'s skeleton (to initialise one from the
+        other's weights, e.g. the SNN from its trained ANN twin)."""
+        return dict(source.config)
+
+    def dense_reference(self) -> Segmenter:
+        """The ANN this model's energy is compared with: its ANN twin, or itself."""
+        return self
 
     @property
     def input_size(self) -> int:

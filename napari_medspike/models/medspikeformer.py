@@ -158,6 +158,17 @@ class MedSpikeFormer(Segmenter):
             "threshold": self.threshold,
         }
 
+    default_lr = 1e-4
+    supports_alignment = True
+    has_side_heads = True
+
+    @classmethod
+    def config_from(cls, source: Segmenter) -> dict[str, Any]:
+        return {"timesteps": 4, **source.config}
+
+    def dense_reference(self) -> Segmenter:
+        return ANNTwin(**ANNTwin.config_from(self))
+
     def attention_modules(self) -> list[nn.Module]:
         return [stage.attention for stage in self.stages]
 
@@ -214,6 +225,18 @@ class ANNTwin(MedSpikeFormer):
     neuron_kind = "ann"
     spiking = False
     spike_levels = 0
+    default_lr = 1e-3
+    supports_alignment = False
+
+    @classmethod
+    def config_from(cls, source: Segmenter) -> dict[str, Any]:
+        cfg = dict(source.config)
+        cfg.pop("timesteps", None)
+        cfg.pop("threshold", None)
+        return cfg
+
+    def dense_reference(self) -> Segmenter:
+        return self
 
     def __init__(
         self,
