@@ -289,3 +289,26 @@ def test_spiking_models_recalibrate_their_norms_before_validation(lesions, tmp_p
     train(config(lesions, tmp_path / "qk", epochs=1))  # MedQKFormer: T = 1, no calibration by default
     train(config(lesions, tmp_path / "snn5", arch="medspikeformer", model_config=snn, epochs=1, norm_calibration=5))
     assert calls == [5]
+
+
+def test_train_command_line_options_are_the_config_fields():
+    """medspike-train's options come from TrainConfig: same names, same defaults, nothing missing."""
+    import argparse
+    import dataclasses
+
+    from napari_medspike.cli.options import add_config_options, config_from_options
+
+    parser = argparse.ArgumentParser()
+    add_config_options(parser, TrainConfig)
+    args = parser.parse_args(["--data", "a", "b", "--out", "run"])
+    assert config_from_options(TrainConfig, args) == TrainConfig(data=["a", "b"], out_dir="run")
+    exposed = {a.dest for a in parser._actions} - {"help"}
+    internal = {f.name for f in dataclasses.fields(TrainConfig) if not f.metadata["cli"]}
+    assert exposed | internal == {f.name for f in dataclasses.fields(TrainConfig)}
+    args = parser.parse_args(["--data", "a", "--out", "r", "--config", '{"timesteps": 2}', "--align-stages", "0,2",
+                              "--no-augment", "--minutes", "1.5", "--lr", "3e-4", "--norm-calibration", "0"])
+    cfg = config_from_options(TrainConfig, args)
+    assert (cfg.model_config, cfg.align_stages, cfg.augment, cfg.max_minutes, cfg.lr, cfg.norm_calibration) == \
+        ({"timesteps": 2}, [0, 2], False, 1.5, 3e-4, 0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--data", "a", "--out", "r", "--config", "[1, 2]"])  # not a JSON object

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -11,11 +10,12 @@ import sys
 from tqdm import tqdm
 
 from ..common import run_command
-from ..engine.config import DEFAULT_LR, TrainConfig, TrainProgress
+from ..engine.config import FINETUNE, TrainConfig, TrainProgress
 from ..engine.finetune import finetune
 from ..engine.trainer import train
 from ..models import ARCHITECTURES
 from ..runtime import reexec_with_huge_pages
+from .options import add_config_options, config_from_options
 
 EPILOG = """
 A DATA folder holds images/ and masks/ with matching file stems (png, jpg, bmp, tif; in a mask,
@@ -82,87 +82,17 @@ def train_main(argv: list[str] | None = None) -> int:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", nargs="+", required=True, help="folder(s) with images/ and masks/")
-    parser.add_argument("--out", required=True, help="run folder (created)")
-    parser.add_argument("--arch", default="medspikeformer", choices=sorted(ARCHITECTURES))
-    parser.add_argument("--config", default="{}", help='model options as JSON, e.g. \'{"timesteps": 2}\'')
-    parser.add_argument("--init-from", help="checkpoint whose weights start the run (e.g. the ANN twin)")
-    parser.add_argument("--teacher", help="frozen ANN-twin checkpoint: adds the distribution-alignment loss")
-    parser.add_argument("--align-stages", default="0,1,2,3", help="encoder stages to align (default all)")
-    parser.add_argument("--align-weight", type=float, default=1.0)
-    parser.add_argument("--size", type=int, default=256, help="model input size (default 256)")
-    parser.add_argument("--mode", choices=["resize", "crop"], default="resize",
-                        help="resize whole images (default) or take random crops (histology)")
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {DEFAULT_LR})")
-    parser.add_argument("--plateau-patience", type=int, default=5,
-                        help="epochs without a lower validation loss before the learning rate halves (default 5)")
-    parser.add_argument("--val-fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--checkpointing", action="store_true",
-                        help="activation checkpointing (medspikeformer, ann_twin): about half the memory, "
-                        "about a third more time per step")
-    parser.add_argument("--norm-calibration", type=int, default=None, metavar="N",
-                        help="re-estimate batch-norm statistics on N training images before each validation "
-                             "(default: 64 for medspikeformer, 0 otherwise)")
-    parser.add_argument("--sltt", type=int, default=0, metavar="K",
-                        help="medspikeformer: spatial learning through time, backpropagating through K random "
-                        "timesteps with the membrane's path through time detached (about K/T of BPTT's memory; "
-                        "0, the default: full BPTT)")
-    parser.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
-    parser.add_argument("--minutes", type=float, help="time budget: stop after the epoch that crosses it")
-    parser.add_argument("--no-augment", action="store_true")
+    add_config_options(parser, TrainConfig, choices={"arch": sorted(ARCHITECTURES), "mode": ["resize", "crop"]})
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last.pt (an error if there is none)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="let a new run replace the trained model and logs already in --out")
-    parser.add_argument("--description", default="", help="text for the model card")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     return run_command(parser.prog, lambda: _train(args), debug=args.debug)
 
 
-def _config_json(text: str) -> dict:
-    try:
-        config = json.loads(text)
-    except ValueError as err:
-        raise ValueError(f"--config is not valid JSON ({err}): {text[:80]!r}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"--config must be a JSON object such as '{{\"timesteps\": 2}}', got {text[:80]!r}")
-    return config
-
-
 def _train(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(
-        data=args.data,
-        out_dir=args.out,
-        arch=args.arch,
-        model_config=_config_json(args.config),
-        init_from=args.init_from,
-        teacher=args.teacher,
-        align_stages=[int(s) for s in args.align_stages.split(",") if s.strip()],
-        align_weight=args.align_weight,
-        size=args.size,
-        mode=args.mode,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        plateau_patience=args.plateau_patience,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        augment=not args.no_augment,
-        workers=args.workers,
-        checkpointing=args.checkpointing,
-        sltt=args.sltt,
-        norm_calibration=args.norm_calibration,
-        device=args.device,
-        max_minutes=args.minutes,
-        description=args.description,
-        overwrite=args.overwrite,
-    )
+    cfg = config_from_options(TrainConfig, args)
     report, close = _tqdm_progress()
     try:
         result = train(cfg, progress=report, resume=args.resume)
@@ -190,10 +120,10 @@ def finetune_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="default", help="shipped model name or checkpoint path")
     parser.add_argument("--data", nargs="+", required=True, help="folder(s) with images/ and masks/")
     parser.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
+    parser.add_argument("--epochs", type=int, default=FINETUNE.epochs)
+    parser.add_argument("--lr", type=float, default=FINETUNE.lr)
+    parser.add_argument("--batch-size", type=int, default=FINETUNE.batch_size)
+    parser.add_argument("--val-fraction", type=float, default=FINETUNE.val_fraction)
     parser.add_argument("--replay", nargs="*", help="original training folder(s) to mix in")
     parser.add_argument("--replay-samples", type=int, default=0)
     parser.add_argument("--device", default="auto")

@@ -13,42 +13,74 @@ DEFAULT_LR = {name: cls.default_lr for name, cls in ARCHITECTURES.items()}
 MAX_SAFE_LR = 1e-2
 
 
+def option(default: Any = None, help: str = "", *, flag: str | None = None, cli: bool = True,
+           factory: Any = None, required: bool = False) -> Any:
+    """A :class:`TrainConfig` field with its command-line help (``medspike-train``'s options are
+    generated from these fields: one declaration, one default). ``flag`` renames the option;
+    ``cli=False`` keeps a field for Python callers only; ``required`` fields have no default."""
+    metadata = {"help": help, "flag": flag, "cli": cli}
+    if required:
+        return field(metadata=metadata)
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Everything a run needs; saved as ``config.json`` in the run folder."""
 
-    data: list[str]
-    out_dir: str
-    arch: str = "medspikeformer"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    init_from: str | None = None  # checkpoint whose weights start the run (e.g. the ANN twin)
-    teacher: str | None = None  # frozen ANN twin for distribution alignment (MedSpikeFormer)
-    align_stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
-    align_weight: float = 1.0
-    size: int = 256
-    mode: str = "resize"  # "resize" whole images, or "crop" random crops (histology)
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float | None = None  # default per architecture (DEFAULT_LR)
-    weight_decay: float = 0.0
-    plateau_patience: int = 5
-    val_fraction: float = 0.1
-    seed: int = 0
-    augment: bool = True
-    workers: int = 0
-    checkpointing: bool = False  # activation checkpointing (MedSpikeFormer/twin): less memory, ~1/3 more compute
-    sltt: int = 0  # MedSpikeFormer: backpropagate through this many random timesteps, spatially only (0: full BPTT)
-    # training images on which batch-norm running statistics are estimated again before each
-    # validation (None: 64 for models with multi-step spiking neurons, 0 otherwise)
-    norm_calibration: int | None = None
-    device: str = "auto"
-    max_minutes: float | None = None  # stop after the epoch that crosses this budget
-    replay: list[str] = field(default_factory=list)  # extra training folders (fine-tune replay)
-    replay_samples: int = 0  # how many replay pairs to mix in (0: none)
-    keep_initial_as_best: bool = False  # fine-tune: the starting weights count as a candidate
-    validate_on_training: bool = False  # no held-out pair: validate on the training pairs (and say so)
-    overwrite: bool = False  # a new run may replace the trained model (and logs) already in out_dir
-    description: str = ""
+    data: list[str] = option(help="folder(s) with images/ and masks/", required=True)
+    out_dir: str = option(help="run folder (created)", flag="--out", required=True)
+    arch: str = option("medspikeformer", "architecture")
+    model_config: dict[str, Any] = option(help='model options as JSON, e.g. \'{"timesteps": 2}\'', flag="--config",
+                                          factory=dict)
+    init_from: str | None = option(None, "checkpoint whose weights start the run (e.g. the ANN twin)")
+    teacher: str | None = option(None, "frozen ANN-twin checkpoint: adds the distribution-alignment loss")
+    align_stages: list[int] = option(help="encoder stages to align, comma-separated", factory=lambda: [0, 1, 2, 3])
+    align_weight: float = option(1.0, "weight of the alignment loss")
+    size: int = option(256, "model input size")
+    mode: str = option("resize", "resize whole images, or take random crops (histology)")
+    epochs: int = option(50, "epochs to train")
+    batch_size: int = option(8, "images per step")
+    lr: float | None = option(None, "Adam learning rate (default: the architecture's, " +
+                              ", ".join(f"{k} {v:g}" for k, v in sorted(DEFAULT_LR.items())) + ")")
+    weight_decay: float = option(0.0, "Adam weight decay")
+    plateau_patience: int = option(5, "epochs without a lower validation loss before the learning rate halves")
+    val_fraction: float = option(0.1, "fraction of the images held out for validation (by image, seeded)")
+    seed: int = option(0, "seed of the split, the shuffling and the augmentation")
+    augment: bool = option(True, "random flips, rotations and colour changes while training")
+    workers: int = option(0, "DataLoader worker processes")
+    checkpointing: bool = option(False, "activation checkpointing (medspikeformer, ann_twin): about half the "
+                                 "memory, about a third more time per step")
+    sltt: int = option(0, "medspikeformer: spatial learning through time, backpropagating through K random "
+                       "timesteps with the membrane's path through time detached (about K/T of BPTT's memory; "
+                       "0: full BPTT)")
+    norm_calibration: int | None = option(None, "re-estimate batch-norm statistics on N training images before "
+                                          "each validation (default: 64 for multi-step spiking models, 0 otherwise)")
+    device: str = option("auto", "auto, cuda, mps or cpu")
+    max_minutes: float | None = option(None, "time budget: stop after the epoch that crosses it", flag="--minutes")
+    replay: list[str] = option(help="extra training folders (fine-tune replay)", cli=False, factory=list)
+    replay_samples: int = option(0, "how many replay pairs to mix in (0: none)", cli=False)
+    keep_initial_as_best: bool = option(False, "fine-tune: the starting weights count as a candidate", cli=False)
+    validate_on_training: bool = option(False, "no held-out pair: validate on the training pairs (and say so)",
+                                        cli=False)
+    overwrite: bool = option(False, "let a new run replace the trained model and logs already in the run folder")
+    description: str = option("", "text for the model card")
+
+
+@dataclass(frozen=True)
+class FinetuneDefaults:
+    """The defaults of fine-tuning on corrections, shared by :func:`~.finetune.finetune`,
+    ``medspike-finetune`` and the plugin's fine-tune dock."""
+
+    epochs: int = 5
+    lr: float = 1e-4
+    batch_size: int = 4
+    val_fraction: float = 0.2
+
+
+FINETUNE = FinetuneDefaults()
 
 
 class RunFolderError(ValueError):

@@ -11,7 +11,7 @@ from ..common import atomic_write
 from ..data.dataset import find_pairs
 from ..models.base import Segmenter
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
-from .config import MAX_SAFE_LR, FinetuneResult, TrainConfig, TrainProgress
+from .config import FINETUNE, MAX_SAFE_LR, FinetuneResult, TrainConfig, TrainProgress
 from .reports import write_model_card
 from .trainer import train
 
@@ -22,10 +22,10 @@ def finetune(
     start: str | Path | Segmenter,
     data: str | Path | Sequence[str | Path],
     out: str | Path,
-    epochs: int = 5,
-    lr: float = 1e-4,
-    batch_size: int = 4,
-    val_fraction: float = 0.2,
+    epochs: int = FINETUNE.epochs,
+    lr: float = FINETUNE.lr,
+    batch_size: int = FINETUNE.batch_size,
+    val_fraction: float = FINETUNE.val_fraction,
     replay: str | Path | Sequence[str | Path] | None = None,
     replay_samples: int = 0,
     device: str = "auto",

@@ -21,7 +21,7 @@ from magicgui.widgets import (
 
 from ..data.corrections import CorrectionStore, default_store
 from ..engine.checkpoint import load_model
-from ..engine.config import MAX_SAFE_LR
+from ..engine.config import FINETUNE, MAX_SAFE_LR
 from ..engine.finetune import finetune
 from ..inference.predictor import predict
 from ._common import (
@@ -87,8 +87,8 @@ class FinetuneWidget(DockContainer):
         self.corrections = Select(label="stored", choices=self._stored_names, allow_multiple=False,
                                   tooltip="corrections saved in the folder above; all of them are used to fine-tune")
         self.reload_button = PushButton(text="Load selected")
-        self.epochs = SpinBox(label="epochs", min=1, max=500, value=5)
-        self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-5, value=1e-4)
+        self.epochs = SpinBox(label="epochs", min=1, max=500, value=FINETUNE.epochs)
+        self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-5, value=FINETUNE.lr)
         self.replay = FileEdit(label="replay data", mode="d", value="", tooltip="optional: original training folder")
         self.replay_samples = SpinBox(label="replay pairs", min=0, max=10000, value=0)
         self.run_button = PushButton(text="Fine-tune")
