@@ -13,8 +13,9 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import Any
 
 #: Temporary files of :func:`atomic_write` are named ``.<final name>.<random>.tmp``.
 TEMP_FILE_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
@@ -177,3 +178,20 @@ def run_command(prog: str, body: Callable[[], int], debug: bool = False) -> int:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+
+
+def run_job(steps: Generator[Any, None, Any], on_event: Callable[[Any], None] | None = None) -> Any:
+    """Drive a job to its end. Every long job (training, fine-tuning, prediction, inspection) is
+    a generator that yields progress events and returns its result; the plugin runs it in a
+    napari worker, Python callers and the command-line tools run it here. ``on_event`` sees
+    each event; an exception it raises (e.g. to cancel) closes the job first."""
+    try:
+        while True:
+            try:
+                event = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            if on_event is not None:
+                on_event(event)
+    finally:
+        steps.close()

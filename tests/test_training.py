@@ -312,3 +312,23 @@ def test_train_command_line_options_are_the_config_fields():
         ({"timesteps": 2}, [0, 2], False, 1.5, 3e-4, 0)
     with pytest.raises(SystemExit):
         parser.parse_args(["--data", "a", "--out", "r", "--config", "[1, 2]"])  # not a JSON object
+
+
+def test_training_is_a_generator_of_events_that_returns_its_result(lesions, tmp_path):
+    """One job protocol: the loop yields its progress and returns the result; train() drives it."""
+    from napari_medspike.common import run_job
+    from napari_medspike.engine.config import TrainProgress, TrainResult
+    from napari_medspike.engine.finetune import finetune_steps
+    from napari_medspike.engine.trainer import train_steps
+
+    steps = train_steps(config(lesions, tmp_path / "run", epochs=2))
+    events = []
+    result = run_job(steps, events.append)
+    assert isinstance(result, TrainResult) and all(isinstance(e, TrainProgress) for e in events)
+    assert [e.epoch for e in events if e.message == "epoch done"] == [1, 2]
+    assert sum(e.message == "training" for e in events) == 2 * events[-1].steps
+    # closing a fine-tune after its first event stops it there: no output is written
+    job = finetune_steps(result.checkpoint, lesions, tmp_path / "tuned.safetensors", epochs=3, device="cpu")
+    first = next(job)
+    job.close()
+    assert first.epoch == 1 and not (tmp_path / "tuned.safetensors").exists()

@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
+from typing import Any
 
-from ..common import atomic_write
+from ..common import atomic_write, run_job
 from ..data.dataset import find_pairs
 from ..models.base import Segmenter
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import FINETUNE, MAX_SAFE_LR, FinetuneResult, TrainConfig, TrainProgress
 from .reports import write_model_card
-from .trainer import train
+from .trainer import train_steps
 
 log = logging.getLogger(__name__)
 
 
 def finetune(
+    start: str | Path | Segmenter,
+    data: str | Path | Sequence[str | Path],
+    out: str | Path,
+    progress: Callable[[TrainProgress], None] | None = None,
+    **options: Any,
+) -> FinetuneResult:
+    """Run :func:`finetune_steps` to its end, passing each event to ``progress``; ``options``
+    are :func:`finetune_steps`'s (``epochs``, ``lr``, ``cancel``, ...)."""
+    return run_job(finetune_steps(start, data, out, **options), progress)
+
+
+def finetune_steps(
     start: str | Path | Segmenter,
     data: str | Path | Sequence[str | Path],
     out: str | Path,
@@ -30,10 +43,10 @@ def finetune(
     replay_samples: int = 0,
     device: str = "auto",
     seed: int = 0,
-    progress: Callable[[TrainProgress], None] | None = None,
     cancel: threading.Event | None = None,
-) -> FinetuneResult:
-    """Fine-tune a model (shipped name, checkpoint or model) on folder(s) of corrections.
+) -> Generator[TrainProgress, None, FinetuneResult]:
+    """Fine-tune a model (shipped name, checkpoint or model) on folder(s) of corrections: a
+    generator of training events that returns a :class:`FinetuneResult`.
 
     Holds out ``val_fraction`` of the pairs to measure Dice before and after; the starting
     weights stay the best candidate until an epoch beats them, so fine-tuning never returns a
@@ -95,7 +108,7 @@ def finetune(
         plateau_patience=max(1, epochs),
         description=f"Fine-tuned from {start_path.name} on {len(pairs)} corrections.",
     )
-    result = train(cfg, progress=progress, cancel=cancel)
+    result = yield from train_steps(cfg, cancel=cancel)
     best_file = run_dir / "best.safetensors"
     if not best_file.exists():  # nothing held out and cancelled before an epoch: keep the start
         save_checkpoint(source_model, best_file, input_size=size, **{k: v for k, v in read_metadata(start_path).items() if k == "inference"})

@@ -2,8 +2,10 @@
 configuration and events: :mod:`.config`; logs, curves and model cards: :mod:`.reports`).
 
 One loop serves the command line (``training/``), the plugin's fine-tune widget and
-``torchrun`` (DistributedDataParallel: gloo on CPU, nccl on GPU). Callers pass an optional
-``progress`` callback and a ``cancel`` event; cancelling keeps the best checkpoint so far.
+``torchrun`` (DistributedDataParallel: gloo on CPU, nccl on GPU). It is a generator of
+progress events (:func:`train_steps`, run by the plugin in a napari worker) and
+:func:`train` runs it with an optional ``progress`` callback; a ``cancel`` event stops it
+after the current step, keeping the best checkpoint so far.
 
 Run folder contents: ``best.safetensors`` (+ ``best.md`` model card), ``last.pt`` (resume state,
 tensors only, loaded with ``weights_only=True``), ``split.json``, ``history.csv``,
@@ -18,7 +20,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from ..models.base import Segmenter
 from ..models.registry import model_class
 from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
-from ..common import atomic_write, remove_stale_temp_files
+from ..common import atomic_write, remove_stale_temp_files, run_job
 from ..runtime import pick_device
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainProgress, TrainResult
@@ -198,7 +200,20 @@ def train(
     cancel: threading.Event | None = None,
     resume: bool = False,
 ) -> TrainResult:
+    """Run :func:`train_steps` to its end, passing each event to ``progress``."""
+    return run_job(train_steps(cfg, cancel=cancel, resume=resume), progress)
+
+
+def train_steps(
+    cfg: TrainConfig,
+    cancel: threading.Event | None = None,
+    resume: bool = False,
+) -> Generator[TrainProgress, None, TrainResult]:
     """Train ``cfg.arch`` on ``cfg.data``; write the run folder; return the best checkpoint.
+
+    A generator: yields a :class:`TrainProgress` after every step and at every epoch's end, and
+    returns a :class:`TrainResult`. Setting ``cancel`` stops it after the current step (the best
+    checkpoint so far is kept); closing it stops it at the current event.
 
     Works unchanged under ``torchrun --nproc_per_node=N`` (DDP; rank 0 writes files).
 
@@ -355,23 +370,26 @@ def train(
             if use_amp:
                 x = x.contiguous(memory_format=torch.channels_last)
             forward = (lambda inputs, **kw: sltt_forward(model, inputs, k=cfg.sltt, **kw)) if cfg.sltt else net
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                if with_sides:
-                    logits, sides = forward(x, side_outputs=True)
-                    with torch.no_grad():
-                        _, teacher_sides = teacher(x, side_outputs=True)
-                    loss = segmentation_loss(logits.float(), y) + alignment_loss(
-                        sides, teacher_sides, cfg.align_stages, cfg.align_weight
-                    )
-                else:
-                    loss = segmentation_loss(forward(x).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            # grad mode is per thread: a job that ran before in this (pooled) worker thread
+            # must not leave this step without gradients
+            with torch.inference_mode(False), torch.enable_grad():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    if with_sides:
+                        logits, sides = forward(x, side_outputs=True)
+                        with torch.no_grad():
+                            _, teacher_sides = teacher(x, side_outputs=True)
+                        loss = segmentation_loss(logits.float(), y) + alignment_loss(
+                            sides, teacher_sides, cfg.align_stages, cfg.align_weight
+                        )
+                    else:
+                        loss = segmentation_loss(forward(x).float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
             running += loss.item() * len(x)
             seen += len(x)
-            if progress is not None and rank == 0:
-                progress(TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message="training"))
+            if rank == 0:
+                yield TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message="training")
         if cancelled:  # a partial epoch is neither validated nor recorded: stop now
             break
         if calibration:
@@ -408,8 +426,7 @@ def train(
             }
             atomic_write(state_path, lambda tmp: torch.save(torch_state, tmp))
             write_logs(out, history)
-            if progress is not None:
-                progress(TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row}, message="epoch done"))
+            yield TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row}, message="epoch done")
         elif improved:
             best = {**metrics, "epoch": epoch}
         if cfg.max_minutes is not None and (time.time() - began) / 60 >= cfg.max_minutes:

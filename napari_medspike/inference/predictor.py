@@ -7,6 +7,8 @@ stop between steps; :func:`predict` runs it to the end with an optional callback
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import threading
 from collections.abc import Callable, Generator
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 
 from ..data.io import image_hw, reduced_rgb_float, to_rgb_float
 from ..models.base import Segmenter
+from ..common import run_job
 from ..runtime import pick_device, tune_malloc  # noqa: F401 (pick_device: re-exported)
 
 MODES = ("resize", "tiled")
@@ -120,41 +123,52 @@ def predict_steps(
     # exists (a 12k x 12k RGB image would need 1.7 GB); the model sees the same antialiased input
     rgb = reduced_rgb_float(image, shrink) if shrink >= 2 else to_rgb_float(image)
     model = model.to(device, memory_format=memory_format_for(device)).eval()
-    # bf16 autocast on CUDA (probabilities are computed in fp32); plain fp32 elsewhere
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    with torch.inference_mode(), autocast:
-        if mode == "resize":
-            yield Progress(0, 1, "segmenting")
+    # Inference mode and autocast are per thread: they are entered around each piece of work,
+    # never across a yield (a job suspended inside them would leave its worker thread, which
+    # napari reuses for the next job, without gradients).
+    def computing() -> contextlib.ExitStack:
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        # bf16 autocast on CUDA (probabilities are computed in fp32); plain fp32 elsewhere
+        stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"))
+        return stack
+
+    if mode == "resize":
+        yield Progress(0, 1, "segmenting")
+        with computing():
             x = _to_batch(rgb[None], device)
             del rgb
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             logits = flip_averaged_logits(model, x, flips)
             logits = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
             prob = torch.sigmoid_(logits)[0, 0].cpu().numpy()
-            yield Progress(1, 1, "done")
-            return prob
+        yield Progress(1, 1, "done")
+        return prob
 
-        pad_h, pad_w = max(0, size - h), max(0, size - w)
-        if pad_h or pad_w:
-            rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
-        ph, pw = rgb.shape[:2]
-        ov = int(round(size * min(max(overlap, 0.0), 0.5)))
-        stride = max(1, size - ov)
-        origins = [(y, x) for y in tile_starts(ph, size, stride) for x in tile_starts(pw, size, stride)]
+    pad_h, pad_w = max(0, size - h), max(0, size - w)
+    if pad_h or pad_w:
+        rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
+    ph, pw = rgb.shape[:2]
+    ov = int(round(size * min(max(overlap, 0.0), 0.5)))
+    stride = max(1, size - ov)
+    origins = [(y, x) for y in tile_starts(ph, size, stride) for x in tile_starts(pw, size, stride)]
+    with computing():
         window = tile_window(size, ov).to(device)
         acc = torch.zeros(ph, pw, device=device)
         weight = torch.zeros(ph, pw, device=device)
-        total = len(origins)
-        yield Progress(0, total, f"{total} tiles")
-        for i in range(0, total, batch_size):
-            chunk = origins[i : i + batch_size]
+    total = len(origins)
+    yield Progress(0, total, f"{total} tiles")
+    for i in range(0, total, batch_size):
+        chunk = origins[i : i + batch_size]
+        with computing():
             tiles = np.stack([rgb[y : y + size, x : x + size] for y, x in chunk])
             batch = _to_batch(tiles, device)
             prob = torch.sigmoid(flip_averaged_logits(model, batch, flips)[:, 0])
             for (y, x), p in zip(chunk, prob):
                 acc[y : y + size, x : x + size] += p * window
                 weight[y : y + size, x : x + size] += window
-            yield Progress(min(i + batch_size, total), total, "tiles")
+        yield Progress(min(i + batch_size, total), total, "tiles")
+    with computing():
         return (acc / weight.clamp_min(1e-6))[:h, :w].cpu().numpy()
 
 
@@ -168,17 +182,13 @@ def predict(
     **options,
 ) -> np.ndarray:
     """Run :func:`predict_steps` to completion; raise :class:`Cancelled` when ``cancel`` is set."""
-    steps = predict_steps(model, image, mode=mode, device=device, **options)
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as stop:
-            return stop.value
+    def on_event(event: Progress) -> None:
         if progress is not None:
             progress(event)
         if cancel is not None and cancel.is_set():
-            steps.close()
-            raise Cancelled("prediction cancelled")
+            raise Cancelled("prediction cancelled")  # run_job closes the generator first
+
+    return run_job(predict_steps(model, image, mode=mode, device=device, **options), on_event)
 
 
 def stack_slices(array: np.ndarray, rgb: bool) -> int:

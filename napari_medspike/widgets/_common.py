@@ -239,6 +239,10 @@ def selected_image_and_model(
         return None
 
 
+class JobFailed(Exception):
+    """A job's RuntimeError, passed on as an ordinary error (see :func:`start_worker`)."""
+
+
 def start_worker(
     job: Callable[[], Generator[Any, None, Any]],
     description: str,
@@ -253,7 +257,15 @@ def start_worker(
     """
     from napari.qt.threading import create_worker
 
-    worker = create_worker(job)
+    def guarded() -> Generator[Any, None, Any]:
+        try:
+            return (yield from job())
+        except RuntimeError as err:
+            # superqt treats a RuntimeError from a job as a deleted worker: it would emit neither
+            # `errored` nor `finished`, and the dock would wait forever (torch raises these)
+            raise JobFailed(f"{type(err).__name__}: {err}") from err
+
+    worker = create_worker(guarded, _ignore_errors=True)  # errors are shown by `errored` below, once
     bar = progress(total=0, desc=description)
 
     def yielded(event: Any) -> None:

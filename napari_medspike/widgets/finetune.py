@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from magicgui.widgets import (
 from ..data.corrections import CorrectionStore, default_store
 from ..engine.checkpoint import load_model
 from ..engine.config import FINETUNE, MAX_SAFE_LR
-from ..engine.finetune import finetune
+from ..engine.finetune import finetune_steps
 from ..inference.predictor import predict
 from ._common import (
     SESSION,
@@ -178,25 +177,9 @@ class FinetuneWidget(DockContainer):
         self.cancel_event = threading.Event()
         cancel = self.cancel_event
 
-        def job():
-            events: queue.Queue = queue.Queue()
-            outcome: dict[str, Any] = {}
-
-            def target() -> None:
-                try:
-                    outcome["result"] = finetune(model, root, out, epochs=epochs, lr=lr, replay=replay,
-                                                 replay_samples=replay_samples, progress=events.put, cancel=cancel)
-                except Exception as err:  # re-raised in the worker thread below
-                    outcome["error"] = err
-                finally:
-                    events.put(None)
-
-            threading.Thread(target=target, daemon=True).start()
-            while (event := events.get()) is not None:
-                yield event
-            if "error" in outcome:
-                raise outcome["error"]
-            return outcome["result"]
+        def job():  # the training loop's own events, straight to the worker (no bridge thread)
+            return (yield from finetune_steps(model, root, out, epochs=epochs, lr=lr, replay=replay,
+                                              replay_samples=replay_samples, cancel=cancel))
 
         self.plot.clear()
         show_text(self.result, f"fine-tuning on {len(entries)} corrections…")

@@ -255,3 +255,41 @@ def test_a_stack_is_segmented_into_a_labels_stack_with_measurements(plugin, qtbo
     with written.open() as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     assert not segment.table.native.isHidden() and "regions" in text(segment.table_note)
+
+
+def test_a_job_that_fails_with_a_runtime_error_is_reported_and_ends(plugin, qtbot, monkeypatch):
+    """torch raises RuntimeError; superqt would drop it silently and never finish the worker."""
+    from napari_medspike.widgets import _common
+
+    viewer, widgets, _ = plugin
+    errors = []
+    monkeypatch.setattr(_common, "show_error", errors.append)
+
+    def failing():
+        yield None
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    finished = []
+    worker = _common.start_worker(failing, "Test job", on_finish=lambda: finished.append(True))
+    with qtbot.waitSignal(worker.finished, timeout=10_000):
+        pass
+    assert finished and errors and "mat1 and mat2" in errors[0]
+
+
+def test_training_in_a_worker_thread_after_other_jobs_has_gradients(plugin, qtbot, tmp_path):
+    """Jobs share napari's pooled worker threads; grad mode is per thread."""
+    viewer, widgets, image = plugin
+    for job in ("Segment", "Spike inspector", "Segment"):
+        with qtbot.waitSignal(widgets[job].run().finished, timeout=WAIT):
+            pass
+    tune = widgets["Correct & fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask 2")
+    mask.data[10:40, 20:60] = 1
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = image, mask
+    tune.save_correction()
+    tune.epochs.value = 1
+    with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
+        pass
+    assert "finetuned_" in SESSION.source
