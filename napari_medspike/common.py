@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,16 @@ def run_command(prog: str, body: Callable[[], int], debug: bool = False) -> int:
         message = " ".join(str(err).split()) or type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+
+
+@dataclass
+class Progress:
+    """``done`` of ``total`` steps of a job, with a short description: the event that
+    prediction and inspection yield (training yields its richer ``TrainProgress``)."""
+
+    done: int
+    total: int
+    message: str = ""
 
 
 def run_job(steps: Generator[Any, None, Any], on_event: Callable[[Any], None] | None = None) -> Any:

@@ -6,12 +6,15 @@ Maps stay at their stage resolution; :func:`stage_placement` gives the napari ``
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..common import Progress
 from ..data.io import to_rgb_float
 from ..models.attention import INTERACTIONS
 from ..models.base import Segmenter
@@ -131,3 +134,18 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
         stage_rates.append(sum(values) / len(values) if values else float("nan"))
     return StageMaps(stage, reduce_channels(spikes, how, channel), rate.astype(np.float32), maps, scale, translate,
                      spike, spikes.shape[0], stage_rates, virtual, layer_rates)
+
+
+def inspect_steps(model: Segmenter, image: np.ndarray, stage: int, spike: str = "v", how: str = "mean",
+                  channel: int = 0) -> Generator[Progress, None, tuple[StageMaps, Any]]:
+    """The spike inspector's job: :func:`inspect_stage`'s maps of one stage, then the energy
+    estimate of the whole forward pass (:func:`~.energy.estimate_energy`); yields progress and
+    returns ``(maps, energy report)``."""
+    from .energy import estimate_energy
+
+    yield Progress(0, 2, "forward with recording")
+    maps = inspect_stage(model, image, stage, spike=spike, how=how, channel=channel)
+    yield Progress(1, 2, "energy")
+    report = estimate_energy(model, model_input(image, model.input_size))
+    yield Progress(2, 2, "done")
+    return maps, report

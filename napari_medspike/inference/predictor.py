@@ -12,7 +12,6 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 
 from ..data.io import image_hw, reduced_rgb_float, to_rgb_float
 from ..models.base import Segmenter
-from ..common import run_job
+from ..common import Progress, run_job  # noqa: F401 (Progress: re-exported)
 from ..runtime import pick_device, tune_malloc  # noqa: F401 (pick_device: re-exported)
 
 MODES = ("resize", "tiled")
@@ -28,15 +27,6 @@ MODES = ("resize", "tiled")
 
 class Cancelled(RuntimeError):
     """Raised when a caller's cancel flag stops a long job."""
-
-
-@dataclass
-class Progress:
-    """``done`` of ``total`` steps of a job, with a short description."""
-
-    done: int
-    total: int
-    message: str = ""
 
 
 def memory_format_for(device: torch.device) -> torch.memory_format:

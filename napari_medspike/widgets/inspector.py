@@ -8,9 +8,7 @@ import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Label, PushButton, SpinBox, create_widget
 
-from ..analysis.energy import estimate_energy
-from ..analysis.maps import REDUCTIONS, inspect_stage, model_input, stage_of
-from ..inference.predictor import Progress
+from ..analysis.maps import REDUCTIONS, inspect_steps, stage_of
 from ._common import (
     SESSION,
     DockContainer,
@@ -163,15 +161,8 @@ class InspectorWidget(DockContainer):
         if spike not in model.recorded_spikes:
             spike = model.recorded_spikes[0]
 
-        def job():
-            yield Progress(0, 2, "forward with recording")
-            maps = inspect_stage(model, data, stage, spike=spike, how=how, channel=channel)
-            yield Progress(1, 2, "energy")
-            report = estimate_energy(model, model_input(data, model.input_size))
-            yield Progress(2, 2, "done")
-            return maps, report
-
         self.run_button.enabled, self.cancel_button.enabled = False, True
+        job = lambda: inspect_steps(model, data, stage, spike=spike, how=how, channel=channel)  # noqa: E731
         self.worker = start_worker(job, "Spike inspector", on_return=lambda r: self._show(layer, *r),
                                    on_finish=self._idle)
         return self.worker
