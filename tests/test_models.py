@@ -283,3 +283,25 @@ def test_model_behaviour_is_declared_on_the_classes():
 
     assert model_class("medspikeformer").config_from(twin)["timesteps"] == 4  # an SNN from a trained twin
     assert "timesteps" not in model_class("ann_twin").config_from(snn)
+
+
+def test_every_model_carries_typed_metadata_that_checkpoints_round_trip(tmp_path):
+    import dataclasses
+
+    from napari_medspike import load_model, save_checkpoint
+    from napari_medspike.models.info import ModelInfo
+
+    model = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2)
+    assert model.info == ModelInfo(arch="medspikeformer", config=model.config, input_size=256)  # untrained
+    path = save_checkpoint(model, tmp_path / "m.safetensors", input_size=64, inference={"flips": True},
+                           training={"epochs_run": 3}, note="kept")
+    loaded = load_model(path)
+    info = loaded.info
+    assert (info.arch, info.config, info.input_size, info.recommended_flips, info.training, info.path) == \
+        ("medspikeformer", model.config, 64, True, {"epochs_run": 3}, str(path))
+    assert info.extra == {"note": "kept"} and loaded.input_size == 64
+    assert loaded.checkpoint_info["note"] == "kept" and loaded.checkpoint_info["path"] == str(path)  # the old dict view
+    # a derived model: a replaced copy, saved again, keeps what it was not told to change
+    loaded.info = dataclasses.replace(info, input_size=96)
+    again = load_model(save_checkpoint(loaded, tmp_path / "d.safetensors", inference=info.inference))
+    assert again.info.input_size == 96 and again.info.recommended_flips

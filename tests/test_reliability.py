@@ -596,7 +596,7 @@ def test_a_large_image_is_segmented_without_a_full_size_float_copy(monkeypatch):
     monkeypatch.setattr(image_io, "BAND_MB", 2)  # the float working memory, scaled to this image
 
     model = create_model("medqkformer", **TINY).eval()
-    model.checkpoint_info = {"input_size": 32}
+    model.info = model.info.updated(input_size=32)
     image = np.random.default_rng(0).integers(0, 256, (3000, 2000, 3), dtype=np.uint8)  # 18 MB
     prob, peak = _numpy_peak(lambda: predict(model, image, mode="resize", flips=False))
     assert prob.shape == (3000, 2000) and prob.dtype == np.float32

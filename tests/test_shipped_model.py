@@ -22,8 +22,8 @@ def test_default_is_shipped_with_its_card():
     assert path.stat().st_size < 20e6
     card = model_card_path(path).read_text()
     assert "Validation" in card and "kvasir-seg" in card and "licence" in card.lower()
-    info = load_model("default").checkpoint_info
-    assert info["training"]["val_keys"] and info["metrics"]["val_dice"] > 0.5
+    info = load_model("default").info
+    assert info.training["val_keys"] and info.metrics["val_dice"] > 0.5
 
 
 def test_default_segments_the_bundled_polyp():
@@ -44,8 +44,8 @@ def test_shipped_models_stay_light_and_describe_themselves():
     for name, path in models.items():
         card = model_card_path(path).read_text()
         assert "Validation at the original image resolution" in card and "licence" in card.lower(), name
-        info = load_model(name).checkpoint_info
-        assert info["training"]["val_keys"] and "original_resolution" in info["metrics"], name
+        info = load_model(name).info
+        assert info.training["val_keys"] and "original_resolution" in info.metrics, name
 
 
 @pytest.mark.parametrize("name", sorted(MODALITY_SAMPLES))

@@ -98,7 +98,7 @@ def test_checkpoint_round_trip(tmp_path, arch):
     model = create_model(arch, **TINY).eval()
     path = save_checkpoint(model, tmp_path / f"{arch}.safetensors", input_size=64)
     loaded = load_model(path)
-    assert loaded.config == model.config and loaded.checkpoint_info["input_size"] == 64
+    assert loaded.config == model.config and loaded.info.input_size == 64
     x = torch.rand(1, 3, 32, 32)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x), model(x))

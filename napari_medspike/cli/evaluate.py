@@ -59,9 +59,9 @@ def select_subset(pairs, subset: str, model, split_file: str | None):
             raise ValueError(f"{split_file}: not a split.json with {subset!r} keys "
                              f"({type(err).__name__}: {err})") from None
     else:
-        keys = set((model.checkpoint_info.get("training") or {}).get(f"{subset}_keys") or [])
+        keys = set(model.info.training.get(f"{subset}_keys") or [])
         if not keys:
-            raise ValueError(f"{model.checkpoint_info.get('path', 'the checkpoint')} records no {subset} keys: "
+            raise ValueError(f"{model.info.path or 'the checkpoint'} records no {subset} keys: "
                              "pass --split RUN/split.json")
     chosen = [p for p in pairs if p.key in keys]
     if not chosen:
@@ -198,7 +198,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint)
     device, note = pick_device(args.device)
     flips = recommended_flips(model) if args.flips == "auto" else args.flips == "on"
-    print(f"{model.checkpoint_info['path']} ({model.arch}, flips {'on' if flips else 'off'}); {note}", file=sys.stderr)
+    print(f"{model.info.path} ({model.arch}, flips {'on' if flips else 'off'}); {note}", file=sys.stderr)
     pairs, problems = find_pairs(args.data)
     for p in problems:
         print("skipped:", p, file=sys.stderr)
@@ -224,7 +224,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"{'images':>8} " + " ".join(f"{m:>12}" for m in METRICS))
     print(f"{summary['count']:>8} " + " ".join(f"{summary['mean_' + m]:>12.4f}" for m in METRICS))
     if args.json:
-        payload = {"checkpoint": model.checkpoint_info["path"], "arch": model.arch, "subset": args.subset,
+        payload = {"checkpoint": model.info.path, "arch": model.arch, "subset": args.subset,
                    "mode": args.mode, "flips": flips, "threshold": args.threshold, **summary, "images": rows}
         atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
     if gallery is not None:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from ..common import atomic_write
 from ..models import create_model
 from ..models.base import Segmenter
+from ..models.info import ModelInfo
 from ..models.registry import model_class
 
 METADATA_KEY = "medspike"
@@ -32,14 +33,9 @@ def describe(model: Segmenter, **extra: Any) -> dict[str, Any]:
     """The metadata that makes a checkpoint self-describing."""
     from .. import __version__
 
-    meta = {
-        "format": 1,
-        "arch": model.arch,
-        "config": model.config,
-        "input_size": model.input_size,
-        "normalisation": "RGB scaled to [0, 1]; grey replicated to 3 channels",
-        "package_version": __version__,
-    }
+    # what the model is, not how a model it was loaded from was trained: callers pass that
+    meta = ModelInfo(arch=model.arch, config=model.config, input_size=model.input_size,
+                     normalisation=model.info.normalisation, package_version=__version__).to_metadata()
     meta.update(extra)
     return meta
 
@@ -191,7 +187,8 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
     """Rebuild a model from a checkpoint with no other argument; returned in eval mode.
 
     ``name_or_path`` is a shipped model's name (see :func:`list_models`) or a ``.safetensors``
-    file written by :func:`save_checkpoint`. The metadata is kept on ``model.checkpoint_info``.
+    file written by :func:`save_checkpoint`. The metadata is kept on ``model.info`` (a
+    :class:`~napari_medspike.models.info.ModelInfo`).
 
     Nothing in the file is trusted before it is checked: the metadata is validated
     (:func:`validate_metadata`), the model is first built on the ``meta`` device (no memory)
@@ -226,7 +223,7 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not fit {arch} {meta['config']}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.checkpoint_info = {**meta, "path": str(path)}
+    model.info = ModelInfo.from_metadata(meta, path=str(path))
     return model.to(device).eval()
 
 

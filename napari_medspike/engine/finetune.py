@@ -77,8 +77,9 @@ def finetune_steps(
     run_dir = out.with_name(out.stem + "_run")
     if isinstance(start, Segmenter):
         start_path = run_dir / "start.safetensors"
-        save_checkpoint(start, start_path, **{k: v for k, v in (getattr(start, "checkpoint_info", None) or {}).items()
-                                              if k in ("input_size", "training", "metrics", "inference")})
+        info = start.info
+        save_checkpoint(start, start_path, input_size=info.input_size, training=info.training, metrics=info.metrics,
+                        inference=info.inference)
         source_model = start
     else:
         start_path = resolve_checkpoint(start)

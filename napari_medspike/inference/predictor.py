@@ -80,8 +80,7 @@ def flip_averaged_logits(model: Segmenter, x: torch.Tensor, flips: bool = True) 
 
 def recommended_flips(model: Segmenter) -> bool:
     """Whether ``model``'s checkpoint recommends flip test-time augmentation (``inference.flips``)."""
-    info = getattr(model, "checkpoint_info", None) or {}
-    return bool(info.get("inference", {}).get("flips", False))
+    return model.info.recommended_flips
 
 
 def predict_steps(

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from torch import nn
 
+from .info import ModelInfo
+
 #: Four 2x downsamplings: spatial sizes must be multiples of this (we pad to it).
 STRIDE = 16
 
@@ -144,11 +146,29 @@ class Segmenter(nn.Module, abc.ABC):
         return self
 
     @property
+    def info(self) -> ModelInfo:
+        """What this model is and where it comes from (:class:`~.info.ModelInfo`): its
+        checkpoint's, or for an untrained model its architecture, config and
+        :attr:`default_input_size`."""
+        info = self.__dict__.get("_info")
+        if info is None or info.arch != self.arch:
+            return ModelInfo(arch=self.arch, config=self.config, input_size=self.default_input_size)
+        return info
+
+    @info.setter
+    def info(self, value: ModelInfo) -> None:
+        self.__dict__["_info"] = value
+
+    @property
     def input_size(self) -> int:
-        """The square input size the model was trained at (its checkpoint's ``input_size``;
-        :attr:`default_input_size` for a model that has none)."""
-        info = getattr(self, "checkpoint_info", None) or {}
-        return int(info.get("input_size", self.default_input_size))
+        """The square input size the model was trained at (:attr:`info`)."""
+        return int(self.info.input_size)
+
+    @property
+    def checkpoint_info(self) -> dict[str, Any]:
+        """:attr:`info` as the plain metadata dict of its checkpoint, plus ``path`` (read-only;
+        kept for code written before :class:`~.info.ModelInfo`)."""
+        return {**self.info.to_metadata(), "path": self.info.path}
 
     def __getstate__(self) -> dict[str, Any]:  # copy.deepcopy / pickle: a lock does not copy
         state = self.__dict__.copy()

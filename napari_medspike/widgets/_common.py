@@ -110,13 +110,13 @@ def summary_of(model: Segmenter) -> str:
     """One or two lines about a model for the dock: architecture, size, validation Dice."""
     import math
 
-    info = getattr(model, "checkpoint_info", None) or {}
-    metrics = info.get("metrics") or {}
+    info = model.info
+    metrics = info.metrics
     orig = metrics.get("original_resolution") or {}
     dice = orig.get("mean_dice", metrics.get("val_dice"))
     text = f"{model.arch}, input {model.input_size}², T={model.timesteps}"
     if isinstance(dice, (int, float)) and math.isfinite(dice):
-        data = dataset_names(info.get("training", {}).get("data", []))
+        data = dataset_names(info.training.get("data", []))
         text += f"\nvalidation Dice {dice:.3f}" + (f" ({elide(data, 40)})" if data else "")
     return text
 

@@ -1,0 +1,65 @@
+"""What a model is and where it comes from, as one typed object (in the spirit of timm's
+``PretrainedCfg``): every :class:`~.base.Segmenter` carries one (:attr:`~.base.Segmenter.info`),
+checkpoints store it as their metadata, and derived checkpoints are ``dataclasses.replace``-d
+copies of it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+#: How images are fed to every model of this package.
+NORMALISATION = "RGB scaled to [0, 1]; grey replicated to 3 channels"
+#: Version of the metadata layout in checkpoints.
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model's description: architecture and config, input size and normalisation, the
+    inference settings it recommends, and how it was trained and measured.
+
+    ``training`` and ``metrics`` are free-form records (data, split, epochs; validation figures,
+    energy); ``extra`` keeps any other metadata a checkpoint carries; ``path`` is the file it was
+    loaded from (not stored in the file)."""
+
+    arch: str
+    config: dict[str, Any]
+    input_size: int
+    normalisation: str = NORMALISATION
+    inference: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    package_version: str | None = None
+    path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def recommended_flips(self) -> bool:
+        """Whether the model recommends mirror test-time augmentation."""
+        return bool(self.inference.get("flips", False))
+
+    def to_metadata(self) -> dict[str, Any]:
+        """The JSON object a checkpoint stores (``path`` excluded)."""
+        meta = {"format": FORMAT, "arch": self.arch, "config": dict(self.config), "input_size": self.input_size,
+                "normalisation": self.normalisation, "package_version": self.package_version}
+        for key in ("inference", "training", "metrics"):
+            if getattr(self, key):
+                meta[key] = getattr(self, key)
+        return {**self.extra, **meta}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], path: str | None = None) -> ModelInfo:
+        """Read a checkpoint's (validated) metadata; keys this class does not name go to ``extra``."""
+        named = {f.name for f in dataclasses.fields(cls)} - {"extra", "path"}
+        values = {k: v for k, v in meta.items() if k in named and v is not None}
+        extra = {k: v for k, v in meta.items() if k not in named and k != "format"}
+        values.setdefault("normalisation", NORMALISATION)
+        return cls(path=path, extra=extra, **values)
+
+    def updated(self, **changes: Any) -> ModelInfo:
+        """A copy with ``changes``; keys that are not fields go to ``extra``."""
+        named = {f.name for f in dataclasses.fields(self)}
+        extra = {**self.extra, **{k: v for k, v in changes.items() if k not in named}}
+        return dataclasses.replace(self, extra=extra, **{k: v for k, v in changes.items() if k in named})
