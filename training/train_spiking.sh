@@ -23,6 +23,10 @@ medspike-train --arch ann_twin --data "$DATA" --out "$TWIN" --size 128 --epochs 
 # MODEL.md's threshold 1 the network stayed almost silent (firing rate 0.026, Dice 0.09 after two
 # epochs). Over 30 steps from the twin, threshold 0.5 lowered the segmentation loss 1.16 -> 1.06
 # where threshold 1 went 1.35 -> 1.31, so this run uses threshold 0.5 (a config option).
+# (Those first attempts were validated with drifted batch-norm running statistics, which
+# understate an SNN badly: this run's epoch 1 scored Dice 0.0 with them and 0.38 with statistics
+# re-estimated on 64 training images. From epoch 2 on, the trainer re-estimates them before each
+# validation; the run was resumed after epoch 1 with the same command plus --resume.)
 medspike-train --arch medspikeformer --data "$DATA" --out "$SNN" --size 128 --epochs 60 \
     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5}' \
     --init-from "$TWIN/best.safetensors" --teacher "$TWIN/best.safetensors" \
