@@ -305,3 +305,16 @@ def test_every_model_carries_typed_metadata_that_checkpoints_round_trip(tmp_path
     loaded.info = dataclasses.replace(info, input_size=96)
     again = load_model(save_checkpoint(loaded, tmp_path / "d.safetensors", inference=info.inference))
     assert again.info.input_size == 96 and again.info.recommended_flips
+
+
+def test_what_a_derived_checkpoint_keeps_is_one_rule():
+    from napari_medspike.models.info import ModelInfo
+
+    info = ModelInfo.from_metadata({"format": 1, "arch": "medqkformer", "config": {}, "input_size": 128,
+                                    "storage_dtype": "float16", "inference": {"flips": True},
+                                    "training": {"epochs_run": 2}, "metrics": {"val_dice": 0.5}, "note": "x"})
+    # a copy of the same weights keeps its record, not what describes the file or architecture
+    assert info.record() == {"input_size": 128, "inference": {"flips": True}, "training": {"epochs_run": 2},
+                             "metrics": {"val_dice": 0.5}, "note": "x"}
+    # a model trained from it keeps only the recommended inference settings
+    assert info.inherited() == {"inference": {"flips": True}}

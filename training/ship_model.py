@@ -23,6 +23,7 @@ from napari_medspike.analysis.energy import estimate_energy
 from napari_medspike.data.io import image_to_tensor, read_image
 from napari_medspike.engine.checkpoint import WEIGHTS_DIR, load_model, read_metadata, save_checkpoint
 from napari_medspike.engine.reports import write_model_card
+from napari_medspike.models.info import ModelInfo
 
 
 def part_firing_rates(reports: list) -> dict[str, float]:
@@ -90,8 +91,7 @@ def main() -> None:
     if args.note:
         meta["training"]["description"] = "\n".join([meta["training"].get("description", ""), *args.note]).strip()
     target = WEIGHTS_DIR / f"{args.name}.safetensors"
-    extra = {k: v for k, v in meta.items() if k not in ("format", "arch", "config", "normalisation", "package_version")}
-    save_checkpoint(model, target, half=True, **extra)
+    save_checkpoint(model, target, half=True, **ModelInfo.from_metadata(meta).record())
     card = write_model_card(target, read_metadata(target))
     print(f"shipped {target} ({target.stat().st_size / 1e6:.1f} MB) and {card}")
 

@@ -77,9 +77,7 @@ def finetune_steps(
     run_dir = out.with_name(out.stem + "_run")
     if isinstance(start, Segmenter):
         start_path = run_dir / "start.safetensors"
-        info = start.info
-        save_checkpoint(start, start_path, input_size=info.input_size, training=info.training, metrics=info.metrics,
-                        inference=info.inference)
+        save_checkpoint(start, start_path, **start.info.record())
         source_model = start
     else:
         start_path = resolve_checkpoint(start)
@@ -112,7 +110,7 @@ def finetune_steps(
     result = yield from train_steps(cfg, cancel=cancel)
     best_file = run_dir / "best.safetensors"
     if not best_file.exists():  # nothing held out and cancelled before an epoch: keep the start
-        save_checkpoint(source_model, best_file, input_size=size, **{k: v for k, v in read_metadata(start_path).items() if k == "inference"})
+        save_checkpoint(source_model, best_file, input_size=size, **source_model.info.inherited())
     dice_before = result.initial["val_dice"] if result.initial else float("nan")
     dice_after = float(result.best.get("val_dice", float("nan")))
     payload = best_file.read_bytes()

@@ -32,6 +32,7 @@ from spikingjelly.activation_based import monitor
 from ..data.dataset import CachedPairs, find_pairs, split_pairs, write_split
 from ..models import alignment_loss, create_model, segmentation_loss
 from ..models.base import Segmenter
+from ..models.info import ModelInfo
 from ..models.registry import model_class
 from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
@@ -333,9 +334,8 @@ def train_steps(
     }
 
     # weights that start from a checkpoint keep its recommended inference settings (e.g. flips)
-    inherited = {}
-    if cfg.init_from and "inference" in (source_meta := read_metadata(resolve_checkpoint(cfg.init_from))):
-        inherited["inference"] = source_meta["inference"]
+    inherited = ModelInfo.from_metadata(read_metadata(resolve_checkpoint(cfg.init_from))).inherited() \
+        if cfg.init_from else {}
 
     def save_best(metrics: dict[str, float]) -> None:
         meta_training.update(epochs_run=len(history), minutes=(time.time() - began) / 60)

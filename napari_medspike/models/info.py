@@ -58,6 +58,18 @@ class ModelInfo:
         values.setdefault("normalisation", NORMALISATION)
         return cls(path=path, extra=extra, **values)
 
+    def record(self) -> dict[str, Any]:
+        """What a copy of the same weights carries into its checkpoint besides the architecture
+        (``save_checkpoint(model, path, **info.record())``): input size, inference settings,
+        training record, metrics and any other keys."""
+        described = {"format", "arch", "config", "normalisation", "package_version", "storage_dtype"}  # this file's
+        return {k: v for k, v in self.to_metadata().items() if k not in described}
+
+    def inherited(self) -> dict[str, Any]:
+        """What a model trained from this one keeps (its recommended inference settings); the
+        rest describes these weights only."""
+        return {"inference": dict(self.inference)} if self.inference else {}
+
     def updated(self, **changes: Any) -> ModelInfo:
         """A copy with ``changes``; keys that are not fields go to ``extra``."""
         named = {f.name for f in dataclasses.fields(self)}
