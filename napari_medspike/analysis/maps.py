@@ -18,6 +18,7 @@ from ..common import Progress
 from ..data.io import to_rgb_float
 from ..models.attention import INTERACTIONS
 from ..models.base import Segmenter
+from .energy import estimate_energy
 
 REDUCTIONS = ("mean", "max", "channel")
 
@@ -141,8 +142,6 @@ def inspect_steps(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     """The spike inspector's job: :func:`inspect_stage`'s maps of one stage, then the energy
     estimate of the whole forward pass (:func:`~.energy.estimate_energy`); yields progress and
     returns ``(maps, energy report)``."""
-    from .energy import estimate_energy
-
     yield Progress(0, 2, "forward with recording")
     maps = inspect_stage(model, image, stage, spike=spike, how=how, channel=channel)
     yield Progress(1, 2, "energy")

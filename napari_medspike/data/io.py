@@ -178,6 +178,12 @@ def to_rgb_float(array: np.ndarray, name: str = "image", value_range: tuple[floa
     return np.ascontiguousarray(out)
 
 
+def warm_up() -> None:
+    """Import the image decoders now (the first read would, from a worker thread)."""
+    import tifffile  # noqa: F401  (imported for its side effect: loaded now)
+    from skimage import io  # noqa: F401
+
+
 def read_pixels(path: str | Path) -> np.ndarray:
     """Read a 2D image file's pixels as stored (8-bit, 16-bit or float; grey, RGB or RGBA),
     without converting them: a quarter of the memory of :func:`read_image` for 8-bit images.

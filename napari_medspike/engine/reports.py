@@ -12,23 +12,22 @@ from .checkpoint import read_metadata
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:
-    """Loss and Dice/IoU curves of a run, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Loss and Dice/IoU curves of a run, as a PNG. Drawn on its own Agg canvas: no pyplot
+    state and no backend switch, so it is safe in a worker thread of a running napari."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = Figure(figsize=(9, 3.2), dpi=110, layout="tight")
+    FigureCanvasAgg(fig)
+    a, b = fig.subplots(1, 2)
     a.plot(epochs, [h["train_loss"] for h in history], label="train")
     a.plot(epochs, [h["val_loss"] for h in history], label="validation")
     a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
     b.plot(epochs, [h["val_dice"] for h in history], label="Dice")
     b.plot(epochs, [h["val_iou"] for h in history], label="IoU")
     b.set_xlabel("epoch"), b.set_ylim(0, 1), b.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 def write_logs(out: Path, history: list[dict[str, float]]) -> None:

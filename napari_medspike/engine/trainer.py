@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import kornia.augmentation as K  # at import, not in the first training step (a freeze in napari)
 import torch
 import torch.distributed as dist
 from spikingjelly.activation_based import monitor
@@ -64,8 +65,6 @@ def seed_everything(seed: int) -> None:
 
 def build_augment() -> torch.nn.Module:
     """MODEL.md's augmentation with kornia on batches: flips, rotation ±35°, coarse dropout."""
-    import kornia.augmentation as K
-
     geometric = K.AugmentationSequential(
         K.RandomHorizontalFlip(),
         K.RandomVerticalFlip(),

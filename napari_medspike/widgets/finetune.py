@@ -19,6 +19,7 @@ from magicgui.widgets import (
 )
 
 from ..data.corrections import CorrectionStore, default_store
+from ..data.io import warm_up as decoders_warm_up
 from ..engine.checkpoint import load_model
 from ..engine.config import FINETUNE, MAX_SAFE_LR
 from ..engine.finetune import finetune_steps
@@ -75,6 +76,7 @@ class FinetuneWidget(DockContainer):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
+        decoders_warm_up()  # now, while the dock opens, not in the first fine-tune's worker
         self.viewer = napari_viewer
         self.worker: Any = None
         self.resegment_worker: Any = None

@@ -196,9 +196,9 @@ def test_masks_are_drawn_in_a_contrasting_colour_the_user_can_change(plugin, qtb
     np.testing.assert_allclose(mask.colormap.map(np.array([1]))[0], [1, 1, 0, 1])
 
 
-@pytest.mark.parametrize("job", ["Segment", "Spike inspector"])
-def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job):
-    viewer, widgets, _ = plugin
+@pytest.mark.parametrize("job", ["Segment", "Spike inspector", "Correct & fine-tune"])
+def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job, tmp_path):
+    viewer, widgets, image = plugin
     gaps, last = [], [time.perf_counter(), False]
     worker = None
 
@@ -214,6 +214,17 @@ def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job):
     if job == "Segment":  # one small image takes a few ms: segment a stack, slice by slice
         frames = (np.random.default_rng(1).random((24, 70, 90, 3)) * 255).astype(np.uint8)
         widgets[job].image.value = viewer.add_image(frames, name="frames", rgb=True)
+    if job == "Correct & fine-tune":
+        tune = widgets[job]
+        tune.store_dir.value = str(tmp_path / "store")
+        mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
+        for rows in (slice(10, 40), slice(30, 60)):
+            mask.data[:] = 0
+            mask.data[rows, 20:60] = 1
+            tune.reset_choices()
+            tune.image.value, tune.mask.value = image, mask
+            tune.save_correction()
+        tune.epochs.value = 2
     timer = QTimer()
     timer.timeout.connect(tick)
     timer.start(5)
@@ -223,7 +234,10 @@ def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job):
     settle(0.2)
     timer.stop()
     assert len(gaps) > 5, gaps
-    assert sorted(gaps)[int(0.99 * (len(gaps) - 1))] < 0.1, sorted(gaps)[-5:]
+    p99 = sorted(gaps)[int(0.99 * (len(gaps) - 1))]
+    print(f"{job}: {len(gaps)} gaps while the job ran, 99th percentile {p99 * 1e3:.0f} ms, "
+          f"longest {max(gaps) * 1e3:.0f} ms")
+    assert p99 < 0.1, sorted(gaps)[-5:]
 
 
 def test_a_stack_is_segmented_into_a_labels_stack_with_measurements(plugin, qtbot, tmp_path):
