@@ -32,3 +32,12 @@ medspike-train --arch medspikeformer --data "$DATA" --out "$SNN" --size 128 --ep
     --init-from "$TWIN/best.safetensors" --teacher "$TWIN/best.safetensors" \
     --sltt 1 --lr 1e-3 --plateau-patience 3 \
     --description "Spike-driven MedSpikeFormer (T = 4, LIF threshold 0.5) at 128x128 on Kvasir-SEG, initialised from its ANN twin and aligned to it, trained with SLTT-1 on 2 CPU cores."
+
+# Phase 2b: the run above stalled at lr 1e-3 (validation Dice 0.23, 0.21, 0.28, 0.23 over epochs
+# 2-5; training loss flat near 1.2), so its best epoch (4) continues at MODEL.md's lower rate with
+# the same split and teacher. Stopped by hand when the session's time ran out.
+medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}b" --size 128 --epochs 60 \
+    --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5}' \
+    --init-from "$SNN/best.safetensors" --teacher "$TWIN/best.safetensors" \
+    --sltt 1 --lr 2e-4 --plateau-patience 2 \
+    --description "Spike-driven MedSpikeFormer (T = 4, LIF threshold 0.5) at 128x128 on Kvasir-SEG, initialised from its ANN twin and aligned to it, trained with SLTT-1 on 2 CPU cores."
