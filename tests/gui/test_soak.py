@@ -59,9 +59,9 @@ def test_painting_while_a_finetune_runs_keeps_drafts_and_store_consistent(plugin
         strokes += 1
         QApplication.processEvents()
         time.sleep(0.05)
-    if tune.worker is not None:
-        with qtbot.waitSignal(worker.finished, timeout=WAIT):
-            pass
+    # the dock clears tune.worker when the job has finished (waiting for the `finished` signal
+    # here could miss one emitted just before the wait began)
+    qtbot.waitUntil(lambda: tune.worker is None, timeout=WAIT)
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
     # the last strokes reach the draft, and the draft is the layer as painted
     mask.paint((1, 1), 1)

@@ -102,9 +102,7 @@ def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path)
     tune.epochs.value = 1
     with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
         pass
-    if tune.resegment_worker is not None:  # the image is segmented again with the new model
-        with qtbot.waitSignal(tune.resegment_worker.finished, timeout=WAIT):
-            pass
+    qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)  # segmented again with the new model
     assert "photo mask (fine-tuned)" in viewer.layers
     shown = text(tune.result)
     assert "nan" not in shown.lower() and "corrected image itself" in shown
