@@ -50,3 +50,23 @@ def plugin(make_napari_viewer, tiny_checkpoint):
         w.reset_choices()
         w.image.value = layer
     return viewer, widgets, layer
+
+
+@pytest.fixture
+def store_corrections():
+    """The helper below, for tests that need stored corrections."""
+    return _store_corrections
+
+
+def _store_corrections(viewer, tune, image, store, boxes, name="photo mask"):
+    """Point the fine-tune dock at ``store`` and save one correction of ``image`` per box
+    ``(rows, cols)`` of foreground, painted into a new Labels layer ``name``; returns the layer."""
+    tune.store_dir.value = str(store)
+    mask = viewer.add_labels(np.zeros(image.data.shape[:2], np.uint8), name=name)
+    for rows, cols in boxes:
+        mask.data[:] = 0
+        mask.data[rows, cols] = 1
+        tune.reset_choices()
+        tune.image.value, tune.mask.value = image, mask
+        tune.save_correction()
+    return mask

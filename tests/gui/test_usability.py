@@ -90,15 +90,10 @@ def test_stored_corrections_stay_listed(plugin, tmp_path):
     assert entry.stem in viewer.layers
 
 
-def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path):
+def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path, store_corrections):
     viewer, widgets, image = plugin
     tune = widgets["Correct & fine-tune"]
-    tune.store_dir.value = str(tmp_path / "store")
-    mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
-    mask.data[10:40, 20:60] = 1
-    tune.reset_choices()
-    tune.image.value, tune.mask.value = image, mask
-    tune.save_correction()
+    store_corrections(viewer, tune, image, tmp_path / "store", [(slice(10, 40), slice(20, 60))])
     tune.epochs.value = 1
     with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
         pass
@@ -195,7 +190,7 @@ def test_masks_are_drawn_in_a_contrasting_colour_the_user_can_change(plugin, qtb
 
 
 @pytest.mark.parametrize("job", ["Segment", "Spike inspector", "Correct & fine-tune"])
-def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job, tmp_path):
+def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job, tmp_path, store_corrections):
     viewer, widgets, image = plugin
     gaps, last = [], [time.perf_counter(), False]
     worker = None
@@ -214,14 +209,8 @@ def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job, tm
         widgets[job].image.value = viewer.add_image(frames, name="frames", rgb=True)
     if job == "Correct & fine-tune":
         tune = widgets[job]
-        tune.store_dir.value = str(tmp_path / "store")
-        mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
-        for rows in (slice(10, 40), slice(30, 60)):
-            mask.data[:] = 0
-            mask.data[rows, 20:60] = 1
-            tune.reset_choices()
-            tune.image.value, tune.mask.value = image, mask
-            tune.save_correction()
+        store_corrections(viewer, tune, image, tmp_path / "store",
+                          [(slice(10, 40), slice(20, 60)), (slice(30, 60), slice(20, 60))])
         tune.epochs.value = 2
     timer = QTimer()
     timer.timeout.connect(tick)
@@ -287,19 +276,14 @@ def test_a_job_that_fails_with_a_runtime_error_is_reported_and_ends(plugin, qtbo
     assert errors and "mat1 and mat2" in errors[0]
 
 
-def test_training_in_a_worker_thread_after_other_jobs_has_gradients(plugin, qtbot, tmp_path):
+def test_training_in_a_worker_thread_after_other_jobs_has_gradients(plugin, qtbot, tmp_path, store_corrections):
     """Jobs share napari's pooled worker threads; grad mode is per thread."""
     viewer, widgets, image = plugin
     for job in ("Segment", "Spike inspector", "Segment"):
         with qtbot.waitSignal(widgets[job].run().finished, timeout=WAIT):
             pass
     tune = widgets["Correct & fine-tune"]
-    tune.store_dir.value = str(tmp_path / "store")
-    mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask 2")
-    mask.data[10:40, 20:60] = 1
-    tune.reset_choices()
-    tune.image.value, tune.mask.value = image, mask
-    tune.save_correction()
+    store_corrections(viewer, tune, image, tmp_path / "store", [(slice(10, 40), slice(20, 60))], name="photo mask 2")
     tune.epochs.value = 1
     with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
         pass

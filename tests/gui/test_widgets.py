@@ -132,18 +132,11 @@ def test_save_correction_and_guardrails(plugin, tmp_path, notes):
     assert tune.save_correction() is None and any("differ in size" in n for n in notes)
 
 
-def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot):
+def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot, store_corrections):
     viewer, widgets, image = plugin
     tune = widgets["Correct & fine-tune"]
-    tune.store_dir.value = str(tmp_path / "store")
-    mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
-    mask.data[10:40, 20:60] = 1
-    tune.reset_choices()
-    tune.image.value, tune.mask.value = image, mask
-    tune.save_correction()
-    mask.data[:] = 0
-    mask.data[30:60, 10:40] = 1
-    tune.save_correction()
+    mask = store_corrections(viewer, tune, image, tmp_path / "store",
+                             [(slice(10, 40), slice(20, 60)), (slice(30, 60), slice(10, 40))])
     tune.epochs.value = 2
     tune.lr.value = 1e-3
     worker = tune.run()
