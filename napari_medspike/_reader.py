@@ -1,4 +1,5 @@
-"""napari reader for 2D medical images (png, jpg, bmp, tif/tiff; grey, RGB, RGBA; 8/16-bit)."""
+"""napari reader for 2D medical images (png, jpg, bmp, tif/tiff; grey, RGB, RGBA; 8/16-bit) and for
+videos (mp4, avi, mov, mkv, webm) as stacks of RGB frames."""
 
 from __future__ import annotations
 
@@ -31,10 +32,34 @@ def read_layer(path: str | Path) -> list[LayerData]:
     return [(array, {"name": path.stem, "rgb": _is_rgb(array), "metadata": {"path": str(path)}}, "image")]
 
 
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
+
+
+def read_video_layer(path: str | Path, max_bytes: int | None = None) -> list[LayerData]:
+    """Read a video as one RGB image layer ``[N, H, W, 3]`` (uint8), the frames on napari's first
+    axis. A video larger than ``max_bytes`` (2 GiB by default) is read with every k-th frame;
+    the layer's name says so and its metadata lists the frames kept."""
+    from .data.video import DEFAULT_MAX_BYTES, read_video
+
+    path = Path(path)
+    frames, info = read_video(path, max_bytes=max_bytes or DEFAULT_MAX_BYTES)
+    every = int(info["every"])  # type: ignore[arg-type]
+    name = path.stem if every == 1 else f"{path.stem} (every {_ordinal(every)} frame)"
+    if every > 1:
+        from napari.utils.notifications import show_info
+
+        show_info(f"{path.name}: every {_ordinal(every)} frame read ({len(frames)} frames), so that the "
+                  "video fits in memory; medspike-segment segments all frames of a video file")
+    return [(frames, {"name": name, "rgb": True, "metadata": info}, "image")]
+
+
 def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
     """Return a reader for supported single files or lists of them; None otherwise."""
+    from .data.video import VIDEO_SUFFIXES
+
     paths = [path] if isinstance(path, str) else list(path)
-    if not paths or not all(Path(p).suffix.lower() in IMAGE_SUFFIXES for p in paths):
+    if not paths or not all(Path(p).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES for p in paths):
         return None
 
     def reader(p: str | list[str]) -> list[LayerData]:
@@ -43,7 +68,8 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list
         layers: list[LayerData] = []
         for one in [p] if isinstance(p, str) else p:
             try:
-                layers.extend(read_layer(one))
+                is_video = Path(one).suffix.lower() in VIDEO_SUFFIXES
+                layers.extend(read_video_layer(one) if is_video else read_layer(one))
             except ImageReadError as err:
                 show_error(str(err))
         return layers

@@ -10,7 +10,7 @@ from skimage import io
 
 from napari_medspike import create_model, save_checkpoint
 from napari_medspike.data.synthetic import synthetic_lesion
-from napari_medspike.inference.measure import measure_regions, summarise, write_csv
+from napari_medspike.inference.measure import COLUMNS, measure_regions, summarise, write_csv
 from napari_medspike.inference.predictor import predict, predict_stack_steps, stack_slices
 
 
@@ -69,8 +69,9 @@ def test_folder_command_writes_masks_probabilities_and_measurements(tmp_path):
     mask = io.imread(out / "masks" / "f0.png")
     assert mask.shape == (40, 48) and set(np.unique(mask)) <= {0, 255}
     with (out / "measurements.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    assert list(rows[0]) if rows else True
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == COLUMNS
     assert all(r["image"] in ("f0.png", "f1.png", "f2.png") for r in rows)
     assert main([str(tmp_path / "missing"), "--out", str(out)]) == 2
 

@@ -1,4 +1,5 @@
-"""``medspike-segment``: segment every image of a folder; masks, optional probabilities, measurements."""
+"""``medspike-segment``: segment every image and video of a folder; masks, optional probabilities,
+measurements."""
 
 from __future__ import annotations
 
@@ -6,63 +7,37 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from ..common import atomic_write, run_command
+from ..common import run_command
 from ..runtime import reexec_with_huge_pages
-
-
-def _images(folder: Path) -> list[Path]:
-    from ..data.io import IMAGE_SUFFIXES
-
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return images
 
 
 def _segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..data.corrections import png_bytes
-    from ..data.io import ImageReadError, read_pixels
+    from ..common import run_job
     from ..engine.checkpoint import load_model
-    from ..inference.measure import measure_regions, write_csv
-    from ..inference.predictor import pick_device, predict
+    from ..inference.folder import list_inputs, segment_folder_steps
+    from ..inference.predictor import pick_device
 
-    images = _images(args.input)
+    inputs = list_inputs(args.input)  # says what is wrong before a model is loaded
     model = load_model(args.model)
     device, note = pick_device(args.device)
-    print(f"{len(images)} images, model {args.model}, {note}", file=sys.stderr)
+    print(f"{len(inputs)} files, model {args.model}, {note}", file=sys.stderr)
     flips = {"auto": None, "on": True, "off": False}[args.flips]
-    (args.out / "masks").mkdir(parents=True, exist_ok=True)
-    if args.probabilities:
-        (args.out / "probabilities").mkdir(parents=True, exist_ok=True)
-    rows, failed = [], []
-    for path in tqdm(images, unit="image", file=sys.stderr):
-        try:
-            image = read_pixels(path)  # predict converts it, in bounded memory
-        except ImageReadError as err:
-            failed.append(str(err))
-            continue
-        prob = predict(model, image, mode=args.mode, device=device, flips=flips)
-        mask = prob >= args.threshold
-        encoded = png_bytes(mask.astype(np.uint8) * 255)
-        atomic_write(args.out / "masks" / f"{path.stem}.png", lambda tmp: tmp.write_bytes(encoded))
-        if args.probabilities:
-            import tifffile
+    with tqdm(total=len(inputs), unit="file", file=sys.stderr) as bar:
+        def on_event(event) -> None:
+            bar.n = event.done
+            bar.set_postfix_str(event.message, refresh=False)
+            bar.refresh()
 
-            atomic_write(args.out / "probabilities" / f"{path.stem}.tif",
-                         lambda tmp: tifffile.imwrite(tmp, prob.astype(np.float32)))
-        rows += measure_regions(mask, prob, image=path.name)
-    write_csv(rows, args.out / "measurements.csv")
-    for problem in failed:
+        result = run_job(segment_folder_steps(
+            model, args.input, args.out, threshold=args.threshold, mode=args.mode, device=device, flips=flips,
+            probabilities=args.probabilities, every=args.every), on_event)
+    for problem in result.skipped:
         print(f"skipped: {problem}", file=sys.stderr)
-    print(f"{len(images) - len(failed)} masks in {args.out / 'masks'}, {len(rows)} regions in "
-          f"{args.out / 'measurements.csv'}", file=sys.stderr)
-    return 1 if failed and len(failed) == len(images) else 0
+    print(f"{len(result.masks)} masks in {args.out / 'masks'}, {len(result.rows)} regions in {result.csv}",
+          file=sys.stderr)
+    return 1 if not result.masks else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,11 +45,12 @@ def main(argv: list[str] | None = None) -> int:
         reexec_with_huge_pages()
     parser = argparse.ArgumentParser(
         prog="medspike-segment",
-        description="Segment every image in a folder: writes OUT/masks/<name>.png (0/255), optionally "
-        "OUT/probabilities/<name>.tif, and OUT/measurements.csv (one row per connected region: area "
-        "in pixels, mean probability, centroid).",
+        description="Segment every image and video in a folder (or one file): writes OUT/masks/<name>.png "
+        "(0/255; video frames as <video>_f<frame>.png), optionally OUT/probabilities/<name>.tif, and "
+        "OUT/measurements.csv (one row per connected region: area in pixels, mean probability, centroid).",
     )
-    parser.add_argument("input", type=Path, help="folder of images (png, jpg, bmp, tif)")
+    parser.add_argument("input", type=Path, help="folder of images (png, jpg, bmp, tif) and videos (mp4, avi, "
+                        "mov, mkv, webm), or one such file")
     parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
     parser.add_argument("--model", default="default", help="shipped model name or checkpoint path")
     parser.add_argument("--mode", choices=["resize", "tiled"], default="resize")
@@ -82,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flips", choices=["auto", "on", "off"], default="auto",
                         help="mirror test-time augmentation (auto: as the model recommends)")
     parser.add_argument("--probabilities", action="store_true", help="also write float32 probability maps")
+    parser.add_argument("--every", type=int, default=1, metavar="K", help="videos: segment every K-th frame")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     args = parser.parse_args(argv)
     if not 0.0 < args.threshold < 1.0:
         parser.error(f"--threshold must lie in (0, 1), got {args.threshold}")
+    if args.every < 1:
+        parser.error(f"--every must be at least 1, got {args.every}")
     return run_command(parser.prog, lambda: _segment(args), debug=args.debug)
 
 

@@ -64,6 +64,15 @@ class SegmentWidget(DockContainer):
         self.run_button = PushButton(text="Segment",
                                      tooltip="segment the image layer: a 2D image, or every image of a stack "
                                      "(video frames, tiles, slices), into an aligned Labels layer")
+        self.folder_in = FileEdit(label="folder", mode="d",
+                                  tooltip="a folder of images (png, jpg, bmp, tif) and videos (mp4, avi, mov, mkv)")
+        self.folder_out = FileEdit(label="save to", mode="d",
+                                   tooltip="where masks/, measurements.csv (and probabilities/) go; empty: a "
+                                   "folder '<folder>-masks' beside the input folder")
+        self.folder_probabilities = CheckBox(text="also save probabilities (float TIFF)", value=False)
+        self.folder_button = PushButton(text="Segment folder",
+                                        tooltip="segment every image and every video frame in the folder with "
+                                        "the settings above; writes 0/255 PNG masks and a measurement CSV")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.measurements: list[dict[str, Any]] = []
@@ -77,6 +86,7 @@ class SegmentWidget(DockContainer):
             compact_label(label)
         self.extend([self.image, self.model_choice, self.checkpoint, self.card, self.device, self.device_note,
                      self.threshold, self.mode, self.flips, self.mask_colour, self.mask_style, self.run_button,
+                     self.folder_in, self.folder_out, self.folder_probabilities, self.folder_button,
                      self.cancel_button, self.status, self.table_note, self.table, self.export_button])
         compact_label(self.table_note)
         self.export_button.changed.connect(lambda: self.export_measurements())
@@ -86,6 +96,7 @@ class SegmentWidget(DockContainer):
         self.checkpoint.changed.connect(self._model_changed)
         self.device.changed.connect(lambda v: show_text(self.device_note, pick_device(v)[1]))
         self.run_button.changed.connect(self.run)
+        self.folder_button.changed.connect(self.run_folder)
         self.cancel_button.changed.connect(self.cancel)
         follow_layers(self, self.viewer)
         SESSION.subscribe(self._session_changed)
@@ -165,6 +176,55 @@ class SegmentWidget(DockContainer):
         self.worker = start_worker(job, "Segment", on_return=done, on_finish=lambda: self._busy(False))
         return self.worker
 
+    def output_folder(self) -> Path | None:
+        """Where :meth:`run_folder` writes: the chosen folder, or ``<input>-masks`` beside the input."""
+        source = str(self.folder_in.value)
+        if source in ("", "."):
+            return None
+        chosen = str(self.folder_out.value)
+        return Path(chosen) if chosen not in ("", ".") else Path(source).parent / f"{Path(source).name}-masks"
+
+    def run_folder(self) -> Any:
+        """Segment every image and video frame of the chosen folder to mask files and a measurement
+        table, off the GUI thread, with the settings above; returns the worker."""
+        from napari.utils.notifications import show_error, show_info
+
+        from ..inference.folder import list_inputs, segment_folder_steps
+
+        out = self.output_folder()
+        if out is None:
+            show_error("choose a folder of images or videos first")
+            return None
+        source = Path(str(self.folder_in.value))
+        try:
+            inputs = list_inputs(source)
+            model = SESSION.get(self.model_source())
+        except Exception as err:  # a missing/empty folder or a bad checkpoint: say so, do not raise
+            show_error(str(err))
+            return None
+        device, note = pick_device(self.device.value)
+        show_text(self.device_note, note)
+        options = dict(threshold=float(self.threshold.value), mode=self.mode.value, device=device,
+                       flips=bool(self.flips.value), probabilities=bool(self.folder_probabilities.value))
+
+        def job():
+            return (yield from segment_folder_steps(model, source, out, **options))
+
+        def done(result: Any) -> None:
+            self.measurements = result.rows
+            self._show_measurements("px²", len(result.masks), by_file=True)
+            skipped = f"; {len(result.skipped)} unreadable files skipped (see the notification)" if result.skipped else ""
+            show_text(self.status, f"{len(result.masks)} masks from {len(inputs)} files in {out}{skipped}")
+            self.status.tooltip = str(out)
+            if result.skipped:
+                show_error("skipped:\n" + "\n".join(result.skipped[:10]))
+            show_info(f"masks and measurements.csv written to {out}")
+
+        self._busy(True)
+        show_text(self.status, f"segmenting {len(inputs)} files in '{elide(source.name, 30)}'…")
+        self.worker = start_worker(job, "Segment folder", on_return=done, on_finish=lambda: self._busy(False))
+        return self.worker
+
     # --- measurements -----------------------------------------------------------------------
     def _measure(self, layer: Any, prob: np.ndarray, threshold: float) -> None:
         """Area, connected regions and mean probability per region, per slice: shown in the
@@ -177,13 +237,19 @@ class SegmentWidget(DockContainer):
         for i, p in enumerate(probs):
             self.measurements += measure_regions(p >= threshold, p, spacing, unit, image=layer.name, slice_index=i)
         self._mask_layer.metadata["measurements"] = self.measurements
-        shown = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
-                  if k in ("slice", "region", "area_px", "area", "mean_probability")} for row in self.measurements]
-        self.table.value = shown or {"slice": [], "region": [], "area_px": [], "area": [], "mean_probability": []}
+        self._show_measurements(unit, len(probs))
+
+    def _show_measurements(self, unit: str, images: int, by_file: bool = False) -> None:
+        """Fill the table and its summary line from :attr:`measurements` (``by_file``: with a
+        column naming each row's file, for a folder)."""
+        columns = ("image",) * by_file + ("slice", "region", "area_px", "area", "mean_probability")
+        shown = [{k: (round(row[k], 3) if isinstance(row[k], float) else row[k]) for k in columns}
+                 for row in self.measurements]
+        self.table.value = shown or {k: [] for k in columns}
         total = summarise(self.measurements)
         show_text(self.table_note, f"{total['regions']} regions, {total['area_px']} px"
                   + (f" = {total['area']:.4g} {unit}" if unit != "px²" else "")
-                  + (f" over {len(probs)} images" if len(probs) > 1 else ""))
+                  + (f" over {images} images" if images > 1 else ""))
         self.table.visible = self.export_button.visible = True
 
     def export_measurements(self, path: str | Path | None = None) -> Path | None:
@@ -214,7 +280,7 @@ class SegmentWidget(DockContainer):
             self.status.value = "cancelling…"
 
     def _busy(self, busy: bool) -> None:
-        self.run_button.enabled = not busy
+        self.run_button.enabled = self.folder_button.enabled = not busy
         self.cancel_button.enabled = busy
         if not busy:
             self.worker = None

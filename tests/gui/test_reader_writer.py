@@ -72,3 +72,36 @@ def test_samples_open(make_napari_viewer):
     assert len(images) == 4 and all(layer.rgb for layer in images)
     truths = [layer for layer in viewer.layers if layer.name.endswith("ground truth")]
     assert len(truths) == 4 and all(layer.data.any() for layer in truths)
+
+
+def test_a_video_opens_as_a_stack_of_frames_and_segments_frame_by_frame(make_napari_viewer, tmp_path, qtbot,
+                                                                        tiny_checkpoint):
+    from napari_medspike.data.synthetic import synthetic_lesion
+    from napari_medspike.data.video import write_video
+
+    frames = np.stack([synthetic_lesion((48, 64), seed=i)[0] for i in range(4)])
+    path = write_video(tmp_path / "colonoscopy.mp4", frames)
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin="napari-medspike")
+    assert len(layers) == 1 and layers[0].rgb and layers[0].data.shape == (4, 48, 64, 3)
+    assert layers[0].metadata["frames"] == [0, 1, 2, 3] and layers[0].metadata["fps"] == pytest.approx(10)
+    _, segment = viewer.window.add_plugin_dock_widget("napari-medspike", "Segment")
+    segment.model_choice.value = segment.model_choice.choices[-1]
+    segment.checkpoint.value = str(tiny_checkpoint)
+    segment.reset_choices()
+    segment.image.value = layers[0]
+    segment.run()
+    qtbot.waitUntil(lambda: segment.worker is None, timeout=120_000)
+    mask = viewer.layers["colonoscopy mask"]
+    assert mask.data.shape == (4, 48, 64)
+    assert "4 images" in segment.status.value
+
+
+def test_a_long_video_opens_every_kth_frame_and_says_so(tmp_path):
+    from napari_medspike._reader import read_video_layer
+    from napari_medspike.data.video import write_video
+
+    path = write_video(tmp_path / "long.avi", np.zeros((9, 32, 32, 3), np.uint8))
+    [(data, meta, kind)] = read_video_layer(path, max_bytes=4 * 32 * 32 * 3)
+    assert kind == "image" and data.shape == (3, 32, 32, 3)
+    assert meta["name"] == "long (every 3rd frame)" and meta["metadata"]["frames"] == [0, 3, 6]

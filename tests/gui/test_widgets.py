@@ -192,3 +192,36 @@ def test_painting_marks_the_mask_and_autosaves_a_draft(plugin, qtbot, tmp_path, 
     with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
         pass
     assert "photo mask [2]" in viewer.layers and viewer.layers["photo mask"].data[20, 30] == 1
+
+
+def test_segment_a_folder_from_the_dock(plugin, qtbot, tmp_path, notes):
+    from skimage import io
+
+    from napari_medspike.data.synthetic import synthetic_lesion
+    from napari_medspike.data.video import write_video
+
+    viewer, widgets, _ = plugin
+    segment = widgets["Segment"]
+    segment.run_folder()
+    assert any("choose a folder" in n for n in notes)
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    for i in range(2):
+        io.imsave(folder / f"img{i}.png", synthetic_lesion((40, 56), seed=i)[0], check_contrast=False)
+    write_video(folder / "clip.mp4", np.stack([synthetic_lesion((40, 56), seed=9)[0]] * 2))
+    (folder / "broken.jpg").write_bytes(b"")
+    segment.folder_in.value = str(folder)
+    assert segment.output_folder() == tmp_path / "clinic-masks"
+    segment.threshold.value = 0.3
+    worker = segment.run_folder()
+    assert worker is not None and not segment.run_button.enabled and segment.cancel_button.enabled
+    qtbot.waitUntil(lambda: segment.worker is None, timeout=WAIT)
+    written = sorted(p.name for p in (tmp_path / "clinic-masks" / "masks").iterdir())
+    assert written == ["clip_f00000.png", "clip_f00001.png", "img0.png", "img1.png"]
+    assert (tmp_path / "clinic-masks" / "measurements.csv").is_file()
+    assert "4 masks from 4 files" in " ".join(segment.status.value.split())
+    assert any("broken.jpg" in n for n in notes)
+    assert segment.run_button.enabled and not segment.table.native.isHidden()
+    assert segment.table.shape[0] == len(segment.measurements)
+    assert segment.table.column_headers[0] == "image"
+    assert {row["image"] for row in segment.measurements} <= {"clip.mp4", "img0.png", "img1.png"}

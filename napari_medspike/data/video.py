@@ -1,0 +1,150 @@
+"""Reading video files (mp4, avi, mov, mkv, webm) as frames, with PyAV (FFmpeg's libraries).
+
+Endoscopy comes as video. :func:`iter_frames` streams the frames one by one (a folder job
+segments a long video in bounded memory); :func:`read_video` loads them as one ``[N, H, W, 3]``
+uint8 stack for a napari layer, taking every k-th frame when all of them would not fit in
+``max_bytes``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .io import ImageReadError
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+
+#: A video layer larger than this is read with every k-th frame (see :func:`read_video`).
+DEFAULT_MAX_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video's header says: frame count (an estimate from the duration when the
+    container does not store it), frame size and frame rate."""
+
+    frames: int
+    height: int
+    width: int
+    fps: float
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.height * self.width * 3
+
+
+def is_video(path: str | Path) -> bool:
+    """Whether ``path`` has a video file suffix."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def _av():
+    try:
+        import av
+    except ImportError as err:  # pragma: no cover - av is a dependency; a broken install lands here
+        raise ImageReadError("reading videos needs PyAV: pip install av") from err
+    return av
+
+
+def _open(path: Path):
+    av = _av()
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: not a video (empty file)")
+    try:
+        container = av.open(str(path))
+    except Exception as err:  # FFmpeg raises InvalidDataError and others: all mean "unreadable"
+        raise ImageReadError(f"{path}: cannot read the video ({type(err).__name__}: {err})") from err
+    if not container.streams.video:
+        container.close()
+        raise ImageReadError(f"{path}: the file holds no video stream")
+    return container
+
+
+def video_info(path: str | Path) -> VideoInfo:
+    """The frame count, size and rate of a video file (raises :class:`ImageReadError`)."""
+    path = Path(path)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+        frames = int(stream.frames or 0)
+        if frames <= 0:
+            duration = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base
+                        else (container.duration or 0) / 1_000_000)
+            frames = max(1, round(duration * fps)) if fps else 1
+        return VideoInfo(frames, int(stream.codec_context.height), int(stream.codec_context.width), fps)
+
+
+def iter_frames(path: str | Path, every: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(index, frame)`` for every ``every``-th frame of a video, ``frame`` RGB uint8
+    ``[H, W, 3]``, decoding one frame at a time. A file that breaks off mid-way raises
+    :class:`ImageReadError` naming the file and the last frame read."""
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    path = Path(path)
+    index = -1
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for index, frame in enumerate(container.decode(stream)):
+                if index % every == 0:
+                    yield index, frame.to_ndarray(format="rgb24")
+        except ImageReadError:
+            raise
+        except Exception as err:
+            if index < 0:
+                raise ImageReadError(f"{path}: cannot decode the video ({type(err).__name__}: {err})") from err
+            raise ImageReadError(f"{path}: the video breaks off after frame {index} "
+                                 f"({type(err).__name__}: {err})") from err
+    if index < 0:
+        raise ImageReadError(f"{path}: the video holds no frames")
+
+
+def frame_step(info: VideoInfo, max_bytes: int = DEFAULT_MAX_BYTES) -> int:
+    """The smallest k such that every k-th frame of the video fits in ``max_bytes``."""
+    return max(1, math.ceil(info.frames * info.frame_bytes / max(max_bytes, info.frame_bytes)))
+
+
+def read_video(path: str | Path, every: int | None = None,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[np.ndarray, dict[str, object]]:
+    """A video's frames as one ``[N, H, W, 3]`` uint8 stack, and what was read: ``every``
+    (frames kept: every k-th; chosen so the stack fits in ``max_bytes`` when not given),
+    ``frames`` (the indices kept), ``fps`` and the path."""
+    path = Path(path)
+    info = video_info(path)
+    step = every if every is not None else frame_step(info, max_bytes)
+    indices, frames = [], []
+    for index, frame in iter_frames(path, step):
+        indices.append(index)
+        frames.append(frame)
+    return np.stack(frames), {"path": str(path), "every": step, "frames": indices, "fps": info.fps}
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: int = 10, codec: str | None = None) -> Path:
+    """Write ``[N, H, W, 3]`` uint8 frames as a video (mp4 and mov: MPEG-4 part 2; avi: MJPEG,
+    unless ``codec`` says otherwise). For tests and examples; H and W must be even."""
+    av = _av()
+    path = Path(path)
+    frames = np.asarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected frames [N, H, W, 3], got shape {frames.shape}")
+    codec = codec or ("mjpeg" if path.suffix.lower() == ".avi" else "mpeg4")
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        if codec != "mjpeg":
+            stream.bit_rate = 4_000_000
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

@@ -1,0 +1,120 @@
+"""Segment a folder of images (and videos) to mask files and a measurement table: the job behind
+``medspike-segment`` and the Segment dock's folder section."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..common import Progress, atomic_write, run_job
+from ..data.io import IMAGE_SUFFIXES, ImageReadError, read_pixels
+from ..data.video import VIDEO_SUFFIXES, iter_frames, video_info
+from ..models.base import Segmenter
+from .measure import measure_regions, write_csv
+from .predictor import predict_steps
+
+
+@dataclass
+class FolderResult:
+    """What a folder job wrote: mask files, measurement rows, the CSV, and the inputs it skipped
+    (one message each, naming the file)."""
+
+    out: Path
+    masks: list[Path] = field(default_factory=list)
+    rows: list[dict[str, object]] = field(default_factory=list)
+    csv: Path | None = None
+    skipped: list[str] = field(default_factory=list)
+    cancelled: bool = False
+
+
+def list_inputs(source: str | Path) -> list[Path]:
+    """The images and videos to segment: the supported files in a folder (sorted, not
+    recursive), or one file. Raises ``FileNotFoundError``/``ValueError`` that say what is wrong."""
+    source = Path(source)
+    suffixes = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+    if source.is_file():
+        if source.suffix.lower() not in suffixes:
+            raise ValueError(f"{source}: not an image or video file ({', '.join(suffixes)})")
+        return [source]
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no such folder or file")
+    found = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    if not found:
+        raise ValueError(f"{source}: no images or videos ({', '.join(suffixes)})")
+    return found
+
+
+def _frames(path: Path, every: int) -> Iterator[tuple[str, int, np.ndarray]]:
+    """``(output stem, slice index, pixels)`` for an image (one) or a video (every k-th frame)."""
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        for index, frame in iter_frames(path, every):
+            yield f"{path.stem}_f{index:05d}", index, frame
+    else:
+        yield path.stem, 0, read_pixels(path)
+
+
+def segment_folder_steps(
+    model: Segmenter,
+    source: str | Path,
+    out: str | Path,
+    threshold: float = 0.5,
+    mode: str = "resize",
+    device: torch.device | str = "cpu",
+    flips: bool | None = None,
+    probabilities: bool = False,
+    every: int = 1,
+) -> Generator[Progress, None, FolderResult]:
+    """Segment every image (and every ``every``-th frame of every video) of ``source``.
+
+    Writes ``OUT/masks/<name>.png`` (0/255; video frames as ``<video>_f<frame>.png``),
+    optionally ``OUT/probabilities/<name>.tif`` (float32), and ``OUT/measurements.csv`` (one row
+    per connected region). Unreadable files are skipped and listed in the result. Yields
+    :class:`Progress` per file and per video frame; closing the generator stops it, and the
+    measurements of what was done are still written.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    from ..data.corrections import png_bytes
+
+    inputs = list_inputs(source)
+    out = Path(out)
+    result = FolderResult(out)
+    (out / "masks").mkdir(parents=True, exist_ok=True)
+    if probabilities:
+        (out / "probabilities").mkdir(parents=True, exist_ok=True)
+    total = len(inputs)
+    try:
+        yield Progress(0, total, f"{total} files")
+        for i, path in enumerate(inputs):
+            try:
+                frames = video_info(path).frames if path.suffix.lower() in VIDEO_SUFFIXES else 1
+                for stem, index, pixels in _frames(path, every):
+                    prob = run_job(predict_steps(model, pixels, mode=mode, device=device, flips=flips))
+                    mask = prob >= threshold
+                    encoded = png_bytes(mask.astype(np.uint8) * 255)
+                    target = out / "masks" / f"{stem}.png"
+                    atomic_write(target, lambda tmp: tmp.write_bytes(encoded))
+                    result.masks.append(target)
+                    if probabilities:
+                        import tifffile
+
+                        atomic_write(out / "probabilities" / f"{stem}.tif",
+                                     lambda tmp: tifffile.imwrite(tmp, prob.astype(np.float32)))
+                    result.rows += measure_regions(mask, prob, image=path.name, slice_index=index)
+                    if frames > 1:
+                        yield Progress(i, total, f"{path.name}: frame {index + 1} of about {frames}")
+            except ImageReadError as err:
+                result.skipped.append(str(err))
+            yield Progress(i + 1, total, path.name)
+    except GeneratorExit:
+        result.cancelled = True
+        raise
+    finally:
+        result.csv = write_csv(result.rows, out / "measurements.csv")
+    return result

@@ -1,0 +1,125 @@
+"""Videos: reading frames, and segmenting folders of images and videos from the command line."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+from skimage import io
+
+from napari_medspike import create_model, save_checkpoint
+from napari_medspike.common import Progress
+from napari_medspike.data.io import ImageReadError
+from napari_medspike.data.synthetic import synthetic_lesion
+from napari_medspike.data.video import frame_step, iter_frames, read_video, video_info, write_video
+from napari_medspike.inference.folder import list_inputs, segment_folder_steps
+
+
+def frames(n: int = 5, shape: tuple[int, int] = (48, 64)) -> np.ndarray:
+    return np.stack([synthetic_lesion(shape, seed=i)[0] for i in range(n)])
+
+
+@pytest.fixture
+def tiny_model():
+    return create_model("medqkformer", widths=(8, 16, 32, 64)).eval()
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi", ".mov", ".mkv"])
+def test_a_video_reads_back_as_its_frames(tmp_path, suffix):
+    original = frames()
+    path = write_video(tmp_path / f"clip{suffix}", original)
+    info = video_info(path)
+    assert (info.frames, info.height, info.width) == (5, 48, 64) and info.fps == pytest.approx(10)
+    stack, meta = read_video(path)
+    assert stack.shape == original.shape and stack.dtype == np.uint8
+    assert meta["every"] == 1 and meta["frames"] == [0, 1, 2, 3, 4]
+    # lossy codecs: close to the frames written, and each frame closest to its own original
+    error = np.abs(stack.astype(float) - original).mean(axis=(1, 2, 3))
+    assert error.max() < 12
+    cross = np.abs(stack[1].astype(float) - original[3]).mean()
+    assert cross > 2 * error[1]
+
+
+def test_a_video_too_large_for_memory_is_read_every_kth_frame(tmp_path):
+    path = write_video(tmp_path / "clip.mp4", frames(7))
+    one_frame = 48 * 64 * 3
+    assert frame_step(video_info(path), max_bytes=3 * one_frame) == 3
+    stack, meta = read_video(path, max_bytes=3 * one_frame)
+    assert stack.shape[0] == 3 and meta["every"] == 3 and meta["frames"] == [0, 3, 6]
+    assert [i for i, _ in iter_frames(path, every=2)] == [0, 2, 4, 6]
+    with pytest.raises(ValueError, match="at least 1"):
+        next(iter_frames(path, every=0))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty file"),
+    (b"hello, this is text and no video", "cannot read the video"),
+])
+def test_unreadable_videos_raise_a_message_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.mp4"
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError, match=message) as err:
+        read_video(path)
+    assert "bad.mp4" in str(err.value)
+    with pytest.raises(ImageReadError, match="no such file"):
+        video_info(tmp_path / "missing.avi")
+
+
+def test_a_folder_job_segments_images_and_every_video_frame(tmp_path, tiny_model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    io.imsave(folder / "still.png", frames(1)[0], check_contrast=False)
+    write_video(folder / "clip.avi", frames(4))
+    (folder / "broken.mp4").write_bytes(b"not a video at all")
+    (folder / "notes.txt").write_text("ignored")
+    assert [p.name for p in list_inputs(folder)] == ["broken.mp4", "clip.avi", "still.png"]
+
+    steps = segment_folder_steps(tiny_model, folder, tmp_path / "out", threshold=0.3, every=2)
+    events = []
+    while True:
+        try:
+            events.append(next(steps))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert all(isinstance(e, Progress) and e.total == 3 for e in events)
+    assert [e.done for e in events if e.message in ("broken.mp4", "clip.avi", "still.png")] == [1, 2, 3]
+    names = sorted(p.name for p in result.masks)
+    assert names == ["clip_f00000.png", "clip_f00002.png", "still.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == names
+    assert len(result.skipped) == 1 and "broken.mp4" in result.skipped[0]
+    mask = io.imread(tmp_path / "out" / "masks" / "clip_f00002.png")
+    assert mask.shape == (48, 64) and set(np.unique(mask)) <= {0, 255}
+    with result.csv.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(result.rows)
+    assert {(r["image"], r["slice"]) for r in rows} <= {("clip.avi", "0"), ("clip.avi", "2"), ("still.png", "0")}
+
+
+def test_closing_a_folder_job_stops_it_and_keeps_what_was_done(tmp_path, tiny_model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        io.imsave(folder / f"f{i}.png", frames(1)[0], check_contrast=False)
+    steps = segment_folder_steps(tiny_model, folder, tmp_path / "out")
+    seen = [next(steps) for _ in range(3)]  # start, f0 done, f1 done
+    steps.close()
+    assert seen[-1].done == 2
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["f0.png", "f1.png"]
+    assert (tmp_path / "out" / "measurements.csv").is_file()
+
+
+def test_segment_command_takes_a_video_file(tmp_path, tiny_model):
+    from napari_medspike.cli.segment import main
+
+    video = write_video(tmp_path / "clip.mp4", frames(3))
+    ckpt = save_checkpoint(tiny_model, tmp_path / "m.safetensors", input_size=32)
+    out = tmp_path / "out"
+    assert main([str(video), "--out", str(out), "--model", str(ckpt), "--device", "cpu", "--probabilities"]) == 0
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [f"clip_f0000{i}.png" for i in range(3)]
+    assert len(list((out / "probabilities").iterdir())) == 3
+    assert main([str(tmp_path / "m.safetensors"), "--out", str(out)]) == 2  # not an image or video
+    with pytest.raises(SystemExit) as usage:
+        main([str(video), "--out", str(out), "--every", "0"])
+    assert usage.value.code == 2
