@@ -26,6 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..models import create_model
+from ..models.registry import model_class
 from ..runtime import huge_pages_requested, reexec_with_huge_pages, tune_malloc
 
 #: Bench names for the paper's layout of MedSpikeFormer and its twin (``layout="reference"``).
@@ -47,10 +48,9 @@ def build_models(names: list[str], timesteps: int) -> dict[str, torch.nn.Module]
                 print("MONAI not installed: skipping the BasicUNet baseline (pip install .[bench])", file=sys.stderr)
                 continue
             models[name] = BasicUNet(spatial_dims=2, in_channels=3, out_channels=1)
-        elif arch == "medspikeformer":
-            models[name] = create_model(arch, timesteps=timesteps, **layout)
         else:
-            models[name] = create_model(arch, **layout)
+            options = {"timesteps": timesteps} if model_class(arch).configurable_timesteps else {}
+            models[name] = create_model(arch, **options, **layout)
     return models
 
 

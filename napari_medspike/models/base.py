@@ -134,6 +134,8 @@ class Segmenter(nn.Module, abc.ABC):
     supports_alignment: bool = False
     #: Has side heads that only the alignment loss uses (unused parameters otherwise, e.g. for DDP).
     has_side_heads: bool = False
+    #: Its number of timesteps is a config option (``timesteps=T``); fixed otherwise.
+    configurable_timesteps: bool = False
 
     @classmethod
     def config_from(cls, source: Segmenter) -> dict[str, Any]:

@@ -104,6 +104,7 @@ class MedSpikeFormer(Segmenter):
     neuron_kind = "lif"
     recorded_spikes = ("q", "k", "v")
     supports_checkpointing = True
+    configurable_timesteps = True
 
     def __init__(
         self,
@@ -222,6 +223,7 @@ class ANNTwin(MedSpikeFormer):
     """
 
     arch = "ann_twin"
+    configurable_timesteps = False
     neuron_kind = "ann"
     spiking = False
     spike_levels = 0

@@ -146,27 +146,29 @@ def image_data(layer: Any) -> np.ndarray:
     return np.asarray(layer.data)
 
 
-#: Characters per line of the dock's text (it is wrapped here: Qt's word wrap in a scrolling
-#: dock sizes rows for the narrowest width and spreads the fields apart).
+#: Words at least this long (paths, file names) get break opportunities in the dock's text.
 TEXT_WIDTH = 34
 
 
 def compact_label(label: Any) -> Any:
-    """Let a magicgui Label never widen its dock; set its text with :func:`show_text`."""
+    """Let a magicgui Label never widen its dock: its text wraps at the width the dock gives it
+    (set the text with :func:`show_text`)."""
     from qtpy.QtWidgets import QSizePolicy
 
     label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     label.native.setMinimumWidth(10)
+    label.native.setWordWrap(True)
     return label
 
 
 def show_text(label: Any, text: str, width: int = TEXT_WIDTH) -> None:
-    """Put ``text`` in a label wrapped to ``width`` characters per line (paragraphs kept); the
-    tooltip has it in full, unwrapped."""
-    import textwrap
+    """Put ``text`` in a label; words longer than ``width`` characters (paths, file names) get
+    break opportunities so a narrow dock can wrap them too. The tooltip has the text as given."""
+    import re
 
-    lines = [textwrap.fill(paragraph, width, break_on_hyphens=False) or "" for paragraph in text.split("\n")]
-    label.value = "\n".join(lines)
+    zero_width_space = "\u200b"
+    label.value = re.sub(rf"[^\s]{{{width},}}",
+                         lambda m: re.sub(r"([/_\-.])", rf"\1{zero_width_space}", m.group(0)), text)
     label.tooltip = text
 
 

@@ -69,7 +69,8 @@ class SegmentWidget(DockContainer):
         self.folder_out = FileEdit(label="save to", mode="d",
                                    tooltip="where masks/, measurements.csv (and probabilities/) go; empty: a "
                                    "folder '<folder>-masks' beside the input folder")
-        self.folder_probabilities = CheckBox(text="also save probabilities (float TIFF)", value=False)
+        self.folder_probabilities = CheckBox(text="save probabilities", value=False,
+                                             tooltip="also write each probability map as a float32 TIFF")
         self.folder_button = PushButton(text="Segment folder",
                                         tooltip="segment every image and every video frame in the folder with "
                                         "the settings above; writes 0/255 PNG masks and a measurement CSV")

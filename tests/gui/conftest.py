@@ -16,11 +16,18 @@ def tiny_checkpoint(tmp_path):
 
 @pytest.fixture(autouse=True)
 def fresh_session():
+    """Each test starts without a current model; after it, once its viewer is closed, no closed
+    dock may still listen to the session (a leak the widgets must not have)."""
+    import gc
+
     from napari_medspike.widgets._common import SESSION
 
-    SESSION.model, SESSION.source, SESSION.checkpoints, SESSION._listeners = None, "", [], []
+    SESSION.model, SESSION.source, SESSION.checkpoints = None, "", []
     yield
-    SESSION.model, SESSION.source, SESSION.checkpoints, SESSION._listeners = None, "", [], []
+    gc.collect()
+    listening = [ref() for ref in SESSION._listeners if ref() is not None]
+    SESSION.model, SESSION.source, SESSION.checkpoints = None, "", []
+    assert not listening, f"closed docks still subscribed to the model session: {listening}"
 
 
 @pytest.fixture
