@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..common import Progress
 from ..data.io import to_rgb_float
+from ..data.resize import resize_image
 from ..models.attention import INTERACTIONS
 from ..models.base import Segmenter
 from .energy import estimate_energy
@@ -100,7 +100,7 @@ def stage_of(layer_name: str) -> str:
 def model_input(image: np.ndarray, size: int) -> torch.Tensor:
     """The tensor the model sees for an image in resize mode: ``[1, 3, size, size]``."""
     rgb = torch.from_numpy(to_rgb_float(image)).permute(2, 0, 1)[None]
-    return F.interpolate(rgb, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resize_image(rgb, size)
 
 
 @torch.inference_mode()

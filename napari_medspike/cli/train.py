@@ -120,8 +120,13 @@ def finetune_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="default", help="shipped model name or checkpoint path")
     parser.add_argument("--data", nargs="+", required=True, help="folder(s) with images/ and masks/")
     parser.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
-    parser.add_argument("--epochs", type=int, default=FINETUNE.epochs)
-    parser.add_argument("--lr", type=float, default=FINETUNE.lr)
+    parser.add_argument("--epochs", type=int, default=FINETUNE.epochs,
+                        help=f"0 (default): auto, about {FINETUNE.image_passes} training images in all "
+                        f"({FINETUNE.min_epochs}-{FINETUNE.max_epochs} epochs)")
+    parser.add_argument("--minutes", type=float, default=FINETUNE.minutes,
+                        help="stop after the epoch that crosses this time (0: no limit)")
+    parser.add_argument("--lr", type=float, default=FINETUNE.lr,
+                        help="0 (default): the architecture's training rate (1e-3 MedQKFormer, 1e-4 MedSpikeFormer)")
     parser.add_argument("--batch-size", type=int, default=FINETUNE.batch_size)
     parser.add_argument("--val-fraction", type=float, default=FINETUNE.val_fraction)
     parser.add_argument("--replay", nargs="*", help="original training folder(s) to mix in")
@@ -139,7 +144,7 @@ def _finetune(args: argparse.Namespace) -> int:
     try:
         result = finetune(
             args.checkpoint, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-            val_fraction=args.val_fraction, replay=args.replay, replay_samples=args.replay_samples,
+            val_fraction=args.val_fraction, minutes=args.minutes, replay=args.replay, replay_samples=args.replay_samples,
             device=args.device, seed=args.seed, progress=report,
         )
     except KeyboardInterrupt:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .io import IMAGE_SUFFIXES, ImageReadError, image_hw, read_image, read_mask, read_pixels
+from .resize import resize_image, resize_mask
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +168,11 @@ class CachedPairs(torch.utils.data.Dataset):
             img = torch.from_numpy(image.transpose(2, 0, 1))[None]
             msk = torch.from_numpy(mask)[None, None].float()
             if mode == "resize":
-                img = F.interpolate(img, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-                msk = F.interpolate(msk, size=(size, size), mode="nearest")
+                img, msk = resize_image(img, size), resize_mask(msk, size)
             elif min(img.shape[-2:]) < size:
                 scale = size / min(img.shape[-2:])
                 new = [max(size, round(s * scale)) for s in img.shape[-2:]]
-                img = F.interpolate(img, size=new, mode="bilinear", align_corners=False)
-                msk = F.interpolate(msk, size=new, mode="nearest")
+                img, msk = resize_image(img, new), resize_mask(msk, new)
             self.images.append((img[0].clamp(0, 1) * 255).round().to(torch.uint8))
             self.masks.append(msk[0].to(torch.uint8))
             self.pairs.append(pair)

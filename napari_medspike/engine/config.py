@@ -63,6 +63,8 @@ class TrainConfig:
     replay: list[str] = option(help="extra training folders (fine-tune replay)", cli=False, factory=list)
     replay_samples: int = option(0, "how many replay pairs to mix in (0: none)", cli=False)
     keep_initial_as_best: bool = option(False, "fine-tune: the starting weights count as a candidate", cli=False)
+    resumable: bool = option(True, "write last.pt (weights, optimiser, history) every epoch so --resume can "
+                             "continue, and the curves plot; fine-tuning runs are short and skip both", cli=False)
     validate_on_training: bool = option(False, "no held-out pair: validate on the training pairs (and say so)",
                                         cli=False)
     overwrite: bool = option(False, "let a new run replace the trained model and logs already in the run folder")
@@ -72,12 +74,27 @@ class TrainConfig:
 @dataclass(frozen=True)
 class FinetuneDefaults:
     """The defaults of fine-tuning on corrections, shared by :func:`~.finetune.finetune`,
-    ``medspike-finetune`` and the plugin's fine-tune dock."""
+    ``medspike-finetune`` and the plugin's fine-tune dock, chosen with
+    ``benchmarks/adaptation.py`` (BENCHMARKS.md: the default model adapted to PH2 and BUSI).
 
-    epochs: int = 5
-    lr: float = 1e-4
+    ``epochs = 0`` means *auto*: about :attr:`image_passes` training images in all, so few
+    corrections get more epochs (:meth:`epochs_for`); ``lr = 0`` means the architecture's own
+    training rate (``default_lr``: 1e-3 for MedQKFormer); ``minutes`` stops the run after the
+    epoch that crosses it (0: no limit).
+    """
+
+    epochs: int = 0
+    lr: float = 0.0
     batch_size: int = 4
     val_fraction: float = 0.2
+    image_passes: int = 500
+    min_epochs: int = 5
+    max_epochs: int = 60
+    minutes: float = 3.0
+
+    def epochs_for(self, n_train: int) -> int:
+        """Auto epochs for ``n_train`` training images: ``image_passes / n_train``, bounded."""
+        return max(self.min_epochs, min(self.max_epochs, round(self.image_passes / max(n_train, 1))))
 
 
 FINETUNE = FinetuneDefaults()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common import atomic_write, run_job
-from ..data.dataset import find_pairs
+from ..data.dataset import find_pairs, split_pairs
 from ..models.base import Segmenter
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import FINETUNE, MAX_SAFE_LR, FinetuneResult, TrainConfig, TrainProgress
@@ -39,6 +39,7 @@ def finetune_steps(
     lr: float = FINETUNE.lr,
     batch_size: int = FINETUNE.batch_size,
     val_fraction: float = FINETUNE.val_fraction,
+    minutes: float = FINETUNE.minutes,
     replay: str | Path | Sequence[str | Path] | None = None,
     replay_samples: int = 0,
     device: str = "auto",
@@ -48,15 +49,21 @@ def finetune_steps(
     """Fine-tune a model (shipped name, checkpoint or model) on folder(s) of corrections: a
     generator of training events that returns a :class:`FinetuneResult`.
 
-    Holds out ``val_fraction`` of the pairs to measure Dice before and after; the starting
+    ``epochs=0`` chooses them from the number of training pairs (:meth:`FinetuneDefaults.epochs_for`),
+    ``lr=0`` is the architecture's training rate (``default_lr``);
+    ``minutes`` (0: no limit) stops after the epoch that crosses it. Holds out ``val_fraction``
+    of the pairs to measure Dice before and after; the starting
     weights stay the best candidate until an epoch beats them, so fine-tuning never returns a
     worse model on the held-out pairs. Writes ``out`` (``.safetensors``) and its model card; the
     run folder ``<out stem>_run/`` beside it keeps logs and the split.
     """
-    if not 0 < lr <= MAX_SAFE_LR:
-        raise ValueError(f"learning rate {lr} is unsafe for fine-tuning: use a value in (0, {MAX_SAFE_LR}]")
-    if epochs < 1:
-        raise ValueError("epochs must be >= 1")
+    if not 0 <= lr <= MAX_SAFE_LR:
+        raise ValueError(f"learning rate {lr} is unsafe for fine-tuning: use a value in (0, {MAX_SAFE_LR}], "
+                         "or 0 for the architecture's own")
+    if epochs < 0:
+        raise ValueError("epochs must be >= 1, or 0 for auto")
+    if minutes < 0:
+        raise ValueError("minutes must be >= 0 (0: no time limit)")
     folders = [data] if isinstance(data, (str, Path)) else list(data)
     pairs, problems = find_pairs(folders)
     for problem in problems:
@@ -86,6 +93,10 @@ def finetune_steps(
     if in_ch != 3:
         raise ValueError(f"model expects {in_ch} input channels; corrections are RGB images")
     size = source_model.input_size
+    lr = lr or source_model.default_lr
+    val_fraction = val_fraction if len(pairs) >= 2 else 0.0
+    if not epochs:  # auto: from the corrections it trains on (the trainer splits the same way)
+        epochs = FINETUNE.epochs_for(len(split_pairs(pairs, val_fraction, seed)[0]))
     replay_list = [] if replay is None else ([str(replay)] if isinstance(replay, (str, Path)) else [str(r) for r in replay])
     cfg = TrainConfig(
         data=[str(f) for f in folders],
@@ -96,13 +107,15 @@ def finetune_steps(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
-        val_fraction=val_fraction if len(pairs) >= 2 else 0.0,
+        val_fraction=val_fraction,
+        max_minutes=minutes or None,
         validate_on_training=len(pairs) < 2,
         seed=seed,
         device=device,
         replay=replay_list,
         replay_samples=replay_samples,
         keep_initial_as_best=True,
+        resumable=False,  # a fine-tune is short: no last.pt every epoch, the curves once
         overwrite=True,  # the run folder is this output's own scratch space
         plateau_patience=max(1, epochs),
         description=f"Fine-tuned from {start_path.name} on {len(pairs)} corrections.",

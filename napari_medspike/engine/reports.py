@@ -30,8 +30,8 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
 
 
-def write_logs(out: Path, history: list[dict[str, float]]) -> None:
-    """``history.json``, ``history.csv`` and ``curves.png`` in the run folder ``out``."""
+def write_logs(out: Path, history: list[dict[str, float]], plot: bool = True) -> None:
+    """``history.json``, ``history.csv`` and (``plot``) ``curves.png`` in the run folder ``out``."""
     atomic_write(out / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
 
     def write_csv(tmp: Path) -> None:
@@ -41,7 +41,8 @@ def write_logs(out: Path, history: list[dict[str, float]]) -> None:
             writer.writerows(history)
 
     atomic_write(out / "history.csv", write_csv)
-    plot_curves(history, out / "curves.png")
+    if plot:
+        plot_curves(history, out / "curves.png")
 
 
 def measured(value: Any) -> bool:

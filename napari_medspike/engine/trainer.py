@@ -412,19 +412,20 @@ def train_steps(
                 save_best(best)
             elif best_path.exists():  # the card and metadata count every epoch run, not just up to the best
                 refresh_training_record(best_path, epochs_run=len(history), minutes=(time.time() - began) / 60)
-            torch_state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "history": history,
-                "best": best,
-                "torch_rng": torch.get_rng_state(),
-                "loader_rng": generator.get_state(),
-                "python_rng": _from_python_state(random.getstate()),
-            }
-            atomic_write(state_path, lambda tmp: torch.save(torch_state, tmp))
-            write_logs(out, history)
+            if cfg.resumable:
+                torch_state = {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "history": history,
+                    "best": best,
+                    "torch_rng": torch.get_rng_state(),
+                    "loader_rng": generator.get_state(),
+                    "python_rng": _from_python_state(random.getstate()),
+                }
+                atomic_write(state_path, lambda tmp: torch.save(torch_state, tmp))
+            write_logs(out, history, plot=cfg.resumable)
             yield TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row}, message="epoch done")
         elif improved:
             best = {**metrics, "epoch": epoch}
@@ -432,6 +433,8 @@ def train_steps(
             log.info("time budget of %.1f min reached after epoch %d", cfg.max_minutes, epoch)
             break
     if rank == 0:
+        if history and not cfg.resumable:
+            write_logs(out, history)  # the curves once, at the end
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
     if distributed:
         dist.barrier()

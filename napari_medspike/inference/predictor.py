@@ -15,9 +15,9 @@ from collections.abc import Callable, Generator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..data.io import image_hw, reduced_rgb_float, to_rgb_float
+from ..data.resize import resize_image, resize_map
 from ..models.base import Segmenter
 from ..common import Progress, run_job  # noqa: F401 (Progress: re-exported)
 from ..runtime import pick_device, tune_malloc  # noqa: F401 (pick_device: re-exported)
@@ -127,9 +127,9 @@ def predict_steps(
         with computing():
             x = _to_batch(rgb[None], device)
             del rgb
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            x = resize_image(x, size)
             logits = flip_averaged_logits(model, x, flips)
-            logits = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
+            logits = resize_map(logits.float(), (h, w))
             prob = torch.sigmoid_(logits)[0, 0].cpu().numpy()
         yield Progress(1, 1, "done")
         return prob

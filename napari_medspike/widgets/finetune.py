@@ -88,8 +88,19 @@ class FinetuneWidget(DockContainer):
         self.corrections = Select(label="stored", choices=self._stored_names, allow_multiple=False,
                                   tooltip="corrections saved in the folder above; all of them are used to fine-tune")
         self.reload_button = PushButton(text="Load selected")
-        self.epochs = SpinBox(label="epochs", min=1, max=500, value=FINETUNE.epochs)
-        self.lr = FloatSpinBox(label="learning rate", min=1e-6, max=1.0, step=1e-5, value=FINETUNE.lr)
+        self.epochs = SpinBox(label="epochs", min=0, max=500, value=FINETUNE.epochs,
+                              tooltip=f"auto: about {FINETUNE.image_passes} training images in all, so few "
+                              f"corrections get more epochs ({FINETUNE.min_epochs} to {FINETUNE.max_epochs})")
+        self.epochs.native.setSpecialValueText("auto")
+        self.minutes = FloatSpinBox(label="time limit", min=0.0, max=600.0, step=0.5, value=FINETUNE.minutes,
+                                    tooltip="stop after the epoch that crosses this many minutes (0: no limit); "
+                                    "the best weights so far are kept")
+        self.minutes.native.setSuffix(" min")
+        self.minutes.native.setSpecialValueText("none")
+        self.lr = FloatSpinBox(label="learning rate", min=0.0, max=1.0, step=1e-5, value=FINETUNE.lr,
+                               tooltip="auto: the rate the model's architecture was trained with "
+                               "(1e-3 for MedQKFormer, 1e-4 for MedSpikeFormer)")
+        self.lr.native.setSpecialValueText("auto")
         self.replay = FileEdit(label="replay data", mode="d", value="", tooltip="optional: original training folder")
         self.replay_samples = SpinBox(label="replay pairs", min=0, max=10000, value=0)
         self.run_button = PushButton(text="Fine-tune")
@@ -97,7 +108,7 @@ class FinetuneWidget(DockContainer):
         self.result = compact_label(Label(value=""))
         self.plot = CurvePlot()
         self.extend([self.image, self.mask, self.store_dir, self.save_button, self.corrections, self.reload_button,
-                     self.epochs, self.lr, self.replay, self.replay_samples, self.run_button, self.cancel_button,
+                     self.epochs, self.minutes, self.lr, self.replay, self.replay_samples, self.run_button, self.cancel_button,
                      self.result])
         self.inner.layout().addWidget(self.plot.canvas)
         self.lr.native.setDecimals(6)
@@ -165,7 +176,7 @@ class FinetuneWidget(DockContainer):
         if not entries:
             napari.utils.notifications.show_error("no stored corrections: paint a mask and press Save correction")
             return None
-        if not 0 < lr <= MAX_SAFE_LR:
+        if not 0 <= lr <= MAX_SAFE_LR:
             napari.utils.notifications.show_error(f"learning rate {lr:g} is unsafe: use at most {MAX_SAFE_LR:g}")
             return None
         try:
@@ -176,11 +187,12 @@ class FinetuneWidget(DockContainer):
         replay = str(self.replay.value) if str(self.replay.value) not in ("", ".") else None
         out = self.store.root / "models" / f"finetuned_{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
         epochs, replay_samples, root = int(self.epochs.value), int(self.replay_samples.value), self.store.root
+        minutes = float(self.minutes.value)
         self.cancel_event = threading.Event()
         cancel = self.cancel_event
 
         def job():  # the training loop's own events, straight to the worker (no bridge thread)
-            return (yield from finetune_steps(model, root, out, epochs=epochs, lr=lr, replay=replay,
+            return (yield from finetune_steps(model, root, out, epochs=epochs, lr=lr, minutes=minutes, replay=replay,
                                               replay_samples=replay_samples, cancel=cancel))
 
         self.plot.clear()
