@@ -88,21 +88,27 @@ class FinetuneWidget(DockContainer):
         self.corrections = Select(label="stored", choices=self._stored_names, allow_multiple=False,
                                   tooltip="corrections saved in the folder above; all of them are used to fine-tune")
         self.reload_button = PushButton(text="Load selected")
-        self.epochs = SpinBox(label="epochs", min=0, max=500, value=FINETUNE.epochs,
-                              tooltip=f"auto: about {FINETUNE.image_passes} training images in all, so few "
-                              f"corrections get more epochs ({FINETUNE.min_epochs} to {FINETUNE.max_epochs})")
+        # a float box with no decimals: Qt's spin box shows "auto" at 0 (superqt's integer box does not)
+        self.epochs = FloatSpinBox(label="epochs", min=0, max=500, step=1, value=FINETUNE.epochs,
+                                   tooltip=f"auto: about {FINETUNE.image_passes} training images in all, so few "
+                                   f"corrections get more epochs ({FINETUNE.min_epochs} to {FINETUNE.max_epochs})")
+        self.epochs.native.setDecimals(0)
         self.epochs.native.setSpecialValueText("auto")
         self.minutes = FloatSpinBox(label="time limit", min=0.0, max=600.0, step=0.5, value=FINETUNE.minutes,
                                     tooltip="stop after the epoch that crosses this many minutes (0: no limit); "
                                     "the best weights so far are kept")
+        self.minutes.native.setDecimals(1)
         self.minutes.native.setSuffix(" min")
         self.minutes.native.setSpecialValueText("none")
-        self.lr = FloatSpinBox(label="learning rate", min=0.0, max=1.0, step=1e-5, value=FINETUNE.lr,
-                               tooltip="auto: the rate the model's architecture was trained with "
+        self.lr = FloatSpinBox(label="lr", min=0.0, max=1.0, step=1e-5, value=FINETUNE.lr,
+                               tooltip="learning rate; auto: the rate the model's architecture was trained with "
                                "(1e-3 for MedQKFormer, 1e-4 for MedSpikeFormer)")
         self.lr.native.setSpecialValueText("auto")
-        self.replay = FileEdit(label="replay data", mode="d", value="", tooltip="optional: original training folder")
-        self.replay_samples = SpinBox(label="replay pairs", min=0, max=10000, value=0)
+        self.replay = FileEdit(label="replay", mode="d", value="",
+                               tooltip="optional: the original training data (a folder with images/ and masks/), "
+                               "mixed in against forgetting")
+        self.replay_samples = SpinBox(label="pairs", min=0, max=10000, value=0,
+                                      tooltip="how many pairs of the replay folder to mix in (0: none)")
         self.run_button = PushButton(text="Fine-tune")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.result = compact_label(Label(value=""))
