@@ -9,6 +9,7 @@ import pytest
 from skimage import io
 
 from napari_medspike import create_model, save_checkpoint
+from napari_medspike.common import run_job
 from napari_medspike.data.synthetic import synthetic_lesion
 from napari_medspike.inference.measure import COLUMNS, measure_regions, summarise, write_csv
 from napari_medspike.inference.predictor import predict, predict_stack_steps, stack_slices
@@ -34,14 +35,8 @@ def test_a_stack_is_segmented_slice_by_slice():
     model = create_model("medqkformer", widths=(8, 16, 32, 64)).eval()
     frames = np.stack([synthetic_lesion((40, 48), seed=i)[0] for i in range(3)])  # [3, H, W, 3]
     assert stack_slices(frames, rgb=True) == 3 and stack_slices(frames[0], rgb=True) == 1
-    steps = predict_stack_steps(model, frames, rgb=True, tile_size=32)
     events = []
-    while True:
-        try:
-            events.append(next(steps))
-        except StopIteration as stop:
-            probs = stop.value
-            break
+    probs = run_job(predict_stack_steps(model, frames, rgb=True, tile_size=32), events.append)
     assert probs.shape == (3, 40, 48) and [e.done for e in events] == [0, 1, 2, 3]
     np.testing.assert_allclose(probs[1], predict(model, frames[1], tile_size=32), atol=1e-6)
     grey = frames[..., 0]

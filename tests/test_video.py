@@ -9,7 +9,7 @@ import pytest
 from skimage import io
 
 from napari_medspike import create_model, save_checkpoint
-from napari_medspike.common import Progress
+from napari_medspike.common import Progress, run_job
 from napari_medspike.data.io import ImageReadError
 from napari_medspike.data.synthetic import synthetic_lesion
 from napari_medspike.data.video import frame_step, iter_frames, read_video, video_info, write_video
@@ -75,14 +75,9 @@ def test_a_folder_job_segments_images_and_every_video_frame(tmp_path, tiny_model
     (folder / "notes.txt").write_text("ignored")
     assert [p.name for p in list_inputs(folder)] == ["broken.mp4", "clip.avi", "still.png"]
 
-    steps = segment_folder_steps(tiny_model, folder, tmp_path / "out", threshold=0.3, every=2)
     events = []
-    while True:
-        try:
-            events.append(next(steps))
-        except StopIteration as stop:
-            result = stop.value
-            break
+    result = run_job(segment_folder_steps(tiny_model, folder, tmp_path / "out", threshold=0.3, every=2),
+                     events.append)
     assert all(isinstance(e, Progress) and e.total == 3 for e in events)
     assert [e.done for e in events if e.message in ("broken.mp4", "clip.avi", "still.png")] == [1, 2, 3]
     names = sorted(p.name for p in result.masks)

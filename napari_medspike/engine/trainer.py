@@ -42,7 +42,7 @@ from ..runtime import pick_device
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainProgress, TrainResult
 from .metrics import per_image_metrics
-from .reports import refresh_training_record, write_logs, write_model_card
+from .reports import plot_curves, refresh_training_record, write_logs, write_model_card
 
 log = logging.getLogger(__name__)
 
@@ -434,7 +434,7 @@ def train_steps(
             break
     if rank == 0:
         if history and not cfg.resumable:
-            write_logs(out, history)  # the curves once, at the end
+            plot_curves(history, out / "curves.png")  # the curves once, at the end (logs are written)
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
     if distributed:
         dist.barrier()

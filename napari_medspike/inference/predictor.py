@@ -205,12 +205,6 @@ def predict_stack_steps(
     out = np.zeros(stack.shape[:3], np.float32)
     yield Progress(0, n, f"{n} images")
     for i in range(n):
-        steps = predict_steps(model, np.asarray(stack[i]), **options)
-        while True:
-            try:
-                next(steps)
-            except StopIteration as stop:
-                out[i] = stop.value
-                break
+        out[i] = run_job(predict_steps(model, np.asarray(stack[i]), **options))
         yield Progress(i + 1, n, f"image {i + 1} of {n}")
     return out
