@@ -85,11 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=FINETUNE.minutes, help="time limit (0: none)")
     parser.add_argument("--replay", default=None, help="replay folder (e.g. the model's training data)")
     parser.add_argument("--replay-samples", type=int, default=0)
+    parser.add_argument("--freeze-norm-stats", type=int, choices=(0, 1), default=int(FINETUNE.freeze_norm_stats))
+    parser.add_argument("--anchor-weight", type=float, default=FINETUNE.anchor_weight)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     settings = {"epochs": args.epochs or "auto", "lr": args.lr, "minutes": args.minutes,
-                "replay": args.replay, "replay_samples": args.replay_samples}
+                "replay": args.replay, "replay_samples": args.replay_samples,
+                "freeze_norm_stats": bool(args.freeze_norm_stats), "anchor_weight": args.anchor_weight}
     base = load_model(args.model)
     forget = forgetting_pairs(args.model, args.forgetting) if args.forgetting else []
     report = {"model": args.model, "settings": settings, "machine": f"{platform.processor() or platform.machine()}, "
@@ -121,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 result = finetune(args.model, folder, Path(tmp) / "tuned.safetensors", epochs=args.epochs,
                                   lr=args.lr, minutes=args.minutes, replay=replay, replay_samples=args.replay_samples,
-                                  seed=args.seed)
+                                  freeze_norm_stats=bool(args.freeze_norm_stats),
+                                  anchor_weight=args.anchor_weight, seed=args.seed)
                 seconds = time.perf_counter() - start
                 tuned = load_model(result.checkpoint)
             row = {"k": k, **evaluate(tuned, held), "seconds": seconds, "epochs": len(result.history),

@@ -332,3 +332,49 @@ def test_training_is_a_generator_of_events_that_returns_its_result(lesions, tmp_
     first = next(job)
     job.close()
     assert first.epoch == 1 and not (tmp_path / "tuned.safetensors").exists()
+
+
+def test_weight_average_is_what_is_validated_saved_and_resumed(lesions, tmp_path):
+    """--ema: the saved weights are the moving average (not the last step's), and a resumed run
+    continues the average exactly."""
+    one = train(config(lesions, tmp_path / "one", epochs=1, lr=3e-3, ema=0.9))
+    state = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
+    raw, average = state["model"], state["averaged"]
+    changed = [k for k, v in raw.items() if v.is_floating_point() and not torch.allclose(v, average["module." + k])]
+    assert changed, "the average equals the raw weights"
+    saved = load_model(one.checkpoint).state_dict()  # epoch 1 is the best of one
+    assert all(torch.allclose(saved[k], average["module." + k], atol=1e-5) for k in changed)
+    full = train(config(lesions, tmp_path / "full", epochs=3, lr=3e-3, ema=0.9, plateau_patience=99))
+    train(config(lesions, tmp_path / "part", epochs=2, lr=3e-3, ema=0.9, plateau_patience=99))
+    resumed = train(config(lesions, tmp_path / "part", epochs=3, lr=3e-3, ema=0.9, plateau_patience=99), resume=True)
+    assert resumed.history[-1]["val_dice"] == pytest.approx(full.history[-1]["val_dice"], abs=1e-4)
+
+
+def test_photometric_and_scale_augmentation_change_images_not_mask_alignment():
+    from napari_medspike.engine.trainer import build_augment
+
+    torch.manual_seed(0)
+    x = torch.rand(8, 3, 32, 32)
+    m = torch.zeros(8, 1, 32, 32)
+    m[:, :, 8:24, 8:24] = 1
+    xa, ma = build_augment(photometric=True, scale=True)(x, m)
+    assert xa.shape == x.shape and 0.0 <= float(xa.min()) and float(xa.max()) <= 1.0
+    assert set(ma.unique().tolist()) <= {0.0, 1.0}
+    areas = ma.sum(dim=(1, 2, 3))
+    assert float(areas.std()) > 0  # zoom changes the lesion's area from image to image
+
+
+def test_frozen_norm_statistics_and_the_weight_anchor(lesions, tmp_path):
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
+    first = load_model(start).state_dict()
+    frozen = train(config(lesions, tmp_path / "frozen", epochs=1, lr=3e-3, init_from=str(start), freeze_norm_stats=True))
+    weights = load_model(frozen.checkpoint).state_dict()
+    stats = [k for k in weights if k.endswith("running_mean") or k.endswith("running_var")]
+    assert stats and all(torch.equal(weights[k], first[k]) for k in stats)
+
+    def change(run: str, **kw) -> float:
+        tuned = load_model(train(config(lesions, tmp_path / run, epochs=2, lr=3e-3, init_from=str(start), **kw))
+                           .checkpoint).state_dict()
+        return sum(float(((tuned[k] - first[k]) ** 2).sum()) for k in first if k.endswith("weight"))
+
+    assert change("anchored", anchor_weight=10.0) < 0.5 * change("free")

@@ -131,6 +131,10 @@ def finetune_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=FINETUNE.val_fraction)
     parser.add_argument("--replay", nargs="*", help="original training folder(s) to mix in")
     parser.add_argument("--replay-samples", type=int, default=0)
+    parser.add_argument("--anchor-weight", type=float, default=FINETUNE.anchor_weight,
+                        help="pull the weights toward the starting ones (L2-SP; 0: off): less forgetting, less adaptation")
+    parser.add_argument("--freeze-norm-stats", action=argparse.BooleanOptionalAction, default=FINETUNE.freeze_norm_stats,
+                        help="keep the starting model's batch-norm statistics")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -145,7 +149,8 @@ def _finetune(args: argparse.Namespace) -> int:
         result = finetune(
             args.checkpoint, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
             val_fraction=args.val_fraction, minutes=args.minutes, replay=args.replay, replay_samples=args.replay_samples,
-            device=args.device, seed=args.seed, progress=report,
+            anchor_weight=args.anchor_weight, freeze_norm_stats=args.freeze_norm_stats, device=args.device,
+            seed=args.seed, progress=report,
         )
     except KeyboardInterrupt:
         close()

@@ -49,7 +49,11 @@ class TrainConfig:
     plateau_patience: int = option(5, "epochs without a lower validation loss before the learning rate halves")
     val_fraction: float = option(0.1, "fraction of the images held out for validation (by image, seeded)")
     seed: int = option(0, "seed of the split, the shuffling and the augmentation")
-    augment: bool = option(True, "random flips, rotations and colour changes while training")
+    augment: bool = option(True, "random flips, rotations and erased patches while training")
+    photometric: bool = option(False, "augment colours too: jitter, gamma and blur")
+    scale_augment: bool = option(False, "augment scale too: zoom by 0.75-1.25")
+    ema: float = option(0.0, "keep an exponential moving average of the weights with this decay per step "
+                        "(e.g. 0.995) and validate and save it instead of the raw weights (0: off)")
     workers: int = option(0, "DataLoader worker processes")
     checkpointing: bool = option(False, "activation checkpointing (medspikeformer, ann_twin): about half the "
                                  "memory, about a third more time per step")
@@ -63,6 +67,10 @@ class TrainConfig:
     replay: list[str] = option(help="extra training folders (fine-tune replay)", cli=False, factory=list)
     replay_samples: int = option(0, "how many replay pairs to mix in (0: none)", cli=False)
     keep_initial_as_best: bool = option(False, "fine-tune: the starting weights count as a candidate", cli=False)
+    freeze_norm_stats: bool = option(False, "keep batch-norm running statistics as they start (the starting "
+                                     "model's): the scale and shift still train")
+    anchor_weight: float = option(0.0, "pull the weights toward the starting ones (L2-SP): adds this weight times "
+                                  "the sum of squared changes to the loss (0: off)")
     resumable: bool = option(True, "write last.pt (weights, optimiser, history) every epoch so --resume can "
                              "continue, and the curves plot; fine-tuning runs are short and skip both", cli=False)
     validate_on_training: bool = option(False, "no held-out pair: validate on the training pairs (and say so)",
@@ -91,6 +99,8 @@ class FinetuneDefaults:
     min_epochs: int = 5
     max_epochs: int = 60
     minutes: float = 3.0
+    freeze_norm_stats: bool = False
+    anchor_weight: float = 0.0
 
     def epochs_for(self, n_train: int) -> int:
         """Auto epochs for ``n_train`` training images: ``image_passes / n_train``, bounded."""

@@ -42,6 +42,8 @@ def finetune_steps(
     minutes: float = FINETUNE.minutes,
     replay: str | Path | Sequence[str | Path] | None = None,
     replay_samples: int = 0,
+    freeze_norm_stats: bool = FINETUNE.freeze_norm_stats,
+    anchor_weight: float = FINETUNE.anchor_weight,
     device: str = "auto",
     seed: int = 0,
     cancel: threading.Event | None = None,
@@ -114,6 +116,8 @@ def finetune_steps(
         device=device,
         replay=replay_list,
         replay_samples=replay_samples,
+        freeze_norm_stats=freeze_norm_stats,
+        anchor_weight=anchor_weight,
         keep_initial_as_best=True,
         resumable=False,  # a fine-tune is short: no last.pt every epoch, the curves once
         overwrite=True,  # the run folder is this output's own scratch space

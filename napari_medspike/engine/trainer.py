@@ -63,19 +63,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_augment() -> torch.nn.Module:
-    """MODEL.md's augmentation with kornia on batches: flips, rotation ±35°, coarse dropout."""
-    geometric = K.AugmentationSequential(
-        K.RandomHorizontalFlip(),
-        K.RandomVerticalFlip(),
-        K.RandomRotation(35.0, p=0.7),
-        data_keys=["input", "mask"],
-    )
+def build_augment(photometric: bool = False, scale: bool = False) -> torch.nn.Module:
+    """MODEL.md's augmentation with kornia on batches: flips, rotation ±35°, coarse dropout.
+
+    ``photometric`` adds colour jitter, gamma and blur (another camera or stain); ``scale`` adds
+    zoom by 0.75-1.25 (another distance to the tissue)."""
+    steps = [K.RandomHorizontalFlip(), K.RandomVerticalFlip(), K.RandomRotation(35.0, p=0.7)]
+    if scale:
+        steps.append(K.RandomAffine(degrees=0.0, scale=(0.75, 1.25), p=0.5))
+    geometric = K.AugmentationSequential(*steps, data_keys=["input", "mask"])
+    colour = K.AugmentationSequential(
+        K.ColorJitter(0.2, 0.2, 0.2, 0.03, p=0.8),
+        K.RandomGamma((0.7, 1.5), p=0.3),
+        K.RandomGaussianBlur((5, 5), (0.1, 1.5), p=0.2),
+    ) if photometric else None
     dropout = K.RandomErasing(scale=(0.01, 0.06), ratio=(0.5, 2.0), p=0.3)
 
     class Augment(torch.nn.Module):
         def forward(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             x, m = geometric(x, m)
+            if colour is not None:
+                x = colour(x).clamp(0.0, 1.0)
             return dropout(x), (m > 0.5).to(x.dtype)
 
     return Augment()
@@ -104,6 +112,19 @@ def norm_calibration_images(cfg: TrainConfig, model: Segmenter) -> int:
     if cfg.norm_calibration is not None:
         return max(0, int(cfg.norm_calibration))
     return NORM_CALIBRATION_IMAGES if int(getattr(model, "timesteps", 1)) > 1 and model.spiking else 0
+
+
+def freeze_norm_statistics(model: torch.nn.Module) -> None:
+    """Put every batch norm in eval mode: it normalises with its running statistics and stops
+    updating them (its scale and shift still train). Call after ``model.train()``."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def anchor_penalty(model: torch.nn.Module, anchor: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum of squared differences between the model's weights and ``anchor`` (L2-SP, Li et al. 2018)."""
+    return sum(((p - anchor[name]) ** 2).sum() for name, p in model.named_parameters() if name in anchor)
 
 
 @torch.no_grad()
@@ -298,8 +319,14 @@ def train_steps(
             find_unused_parameters=model.has_side_heads and not with_sides,  # side heads idle without alignment
         )
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    anchor = {name: p.detach().clone() for name, p in model.named_parameters()} if cfg.anchor_weight else {}
+    # the weights that are validated and saved: the model itself, or a moving average of it
+    averaged = torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True,
+    ) if cfg.ema else None
+    scored: Segmenter = averaged.module if averaged is not None else model
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=cfg.plateau_patience)
-    augment = build_augment().to(device) if cfg.augment else None
+    augment = build_augment(cfg.photometric, cfg.scale_augment).to(device) if cfg.augment else None
 
     history: list[dict[str, float]] = []
     best: dict[str, float] = {"val_dice": -1.0}
@@ -307,7 +334,8 @@ def train_steps(
     state_path = out / "last.pt"
     best_path = out / "best.safetensors"
     if resume and state_path.is_file():
-        history, best, start_epoch = _load_training_state(state_path, model, optimizer, scheduler, generator)
+        history, best, start_epoch = _load_training_state(state_path, model, optimizer, scheduler, generator,
+                                                          averaged)
         log.info("resuming after epoch %d", start_epoch - 1)
 
     began = time.time() - sum(h.get("time_s", 0.0) for h in history)
@@ -339,12 +367,12 @@ def train_steps(
     def save_best(metrics: dict[str, float]) -> None:
         meta_training.update(epochs_run=len(history), minutes=(time.time() - began) / 60)
         meta = {"input_size": cfg.size, "training": meta_training, "metrics": metrics, **inherited}
-        save_checkpoint(model, best_path, **meta)
+        save_checkpoint(scored, best_path, **meta)
         write_model_card(best_path, read_metadata(best_path))
 
     initial = None
     if cfg.keep_initial_as_best and not history and len(val_set):
-        initial = validate(model, val_loader, device)
+        initial = validate(scored, val_loader, device)
         best = {**initial, "epoch": 0}
         if rank == 0:
             save_best(best)
@@ -357,6 +385,8 @@ def train_steps(
         if sampler is not None:
             sampler.set_epoch(epoch)
         net.train()
+        if cfg.freeze_norm_stats:
+            freeze_norm_statistics(model)
         running, seen = 0.0, 0
         for step, (x, y) in enumerate(loader, 1):
             if cancel is not None and cancel.is_set():
@@ -382,9 +412,13 @@ def train_steps(
                         )
                     else:
                         loss = segmentation_loss(forward(x).float(), y)
+                if anchor:
+                    loss = loss + cfg.anchor_weight * anchor_penalty(model, anchor)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if averaged is not None:
+                    averaged.update_parameters(model)
             running += loss.item() * len(x)
             seen += len(x)
             if rank == 0:
@@ -392,8 +426,8 @@ def train_steps(
         if cancelled:  # a partial epoch is neither validated nor recorded: stop now
             break
         if calibration:
-            recalibrate_norms(model, train_set, calibration, cfg.batch_size, device)
-        metrics = validate(model, val_loader, device) if len(val_set) else {
+            recalibrate_norms(scored, train_set, calibration, cfg.batch_size, device)
+        metrics = validate(scored, val_loader, device) if len(val_set) else {
             "val_loss": running / max(seen, 1), "val_dice": float("nan"), "val_iou": float("nan"), "firing_rate": float("nan")}
         scheduler.step(metrics["val_loss"])
         row = {
@@ -415,6 +449,7 @@ def train_steps(
             if cfg.resumable:
                 torch_state = {
                     "model": model.state_dict(),
+                    **({"averaged": averaged.state_dict()} if averaged is not None else {}),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "epoch": epoch,
@@ -442,7 +477,8 @@ def train_steps(
 
 
 def _load_training_state(path: Path, model: Segmenter, optimizer: torch.optim.Optimizer, scheduler: Any,
-                         generator: torch.Generator) -> tuple[list[dict[str, float]], dict[str, float], int]:
+                         generator: torch.Generator, averaged: torch.nn.Module | None = None,
+                         ) -> tuple[list[dict[str, float]], dict[str, float], int]:
     """Restore a run from its ``last.pt``; return its history, best epoch and the next epoch.
 
     Raises :class:`RunFolderError` naming the file if it is not a readable training state or
@@ -471,6 +507,8 @@ def _load_training_state(path: Path, model: Segmenter, optimizer: torch.optim.Op
         scheduler.load_state_dict(state["scheduler"])
         history, best = state["history"], state["best"]
         start_epoch = int(state["epoch"]) + 1
+        if averaged is not None and "averaged" in state:  # else the average starts from the weights
+            averaged.load_state_dict(state["averaged"])
         torch.set_rng_state(state["torch_rng"])
         generator.set_state(state["loader_rng"])
         random.setstate(_to_python_state(state["python_rng"]))
