@@ -6,8 +6,8 @@ the model is fine-tuned on them with the defaults that the plugin's fine-tune do
 ``medspike-finetune`` use. Every fine-tuned model (and the model before fine-tuning, k = 0) is
 evaluated on the same images after the first 25 (never on a correction), at their original
 resolution with the model's recommended inference setting. With ``--forgetting DATA``, the
-fine-tuned models are also evaluated on that dataset's validation split of the shipped model
-(``split.json`` seed and fraction from its card), to see what they forgot.
+fine-tuned models are also evaluated on that dataset's validation images of the shipped model
+(the keys its checkpoint records), to see what they forgot.
 
     python benchmarks/adaptation.py --data data/ph2 data/busi [--model default] [--k 5 10 25]
         [--forgetting data/kvasir-seg] [--json adaptation.json]
@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_medspike.data.dataset import find_pairs, split_pairs
+from napari_medspike.cli.evaluate import select_subset
+from napari_medspike.data.dataset import find_pairs
 from napari_medspike.data.io import read_mask, read_pixels
-from napari_medspike.engine.checkpoint import load_model, read_metadata, resolve_checkpoint
+from napari_medspike.engine.checkpoint import load_model
 from napari_medspike.engine.config import FINETUNE
 from napari_medspike.engine.finetune import finetune
 from napari_medspike.engine.metrics import binary_metrics
@@ -59,19 +60,6 @@ def corrections_folder(pairs, root: Path) -> Path:
     return root
 
 
-def forgetting_pairs(model_name: str, data: str):
-    """The shipped model's own validation images (its card's seed and fraction, by image)."""
-    training = read_metadata(resolve_checkpoint(model_name)).get("training", {})
-    pairs, _ = find_pairs(data)
-    keys = set(training.get("val_keys", []))
-    if keys:
-        chosen = [p for p in pairs if p.key in keys]
-        if chosen:
-            return chosen
-    _, val = split_pairs(pairs, 0.1, int(training.get("seed", 0)))
-    return val
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
@@ -85,16 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=FINETUNE.minutes, help="time limit (0: none)")
     parser.add_argument("--replay", default=None, help="replay folder (e.g. the model's training data)")
     parser.add_argument("--replay-samples", type=int, default=0)
-    parser.add_argument("--freeze-norm-stats", type=int, choices=(0, 1), default=int(FINETUNE.freeze_norm_stats))
+    parser.add_argument("--freeze-norm-stats", action=argparse.BooleanOptionalAction, default=FINETUNE.freeze_norm_stats)
     parser.add_argument("--anchor-weight", type=float, default=FINETUNE.anchor_weight)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     settings = {"epochs": args.epochs or "auto", "lr": args.lr, "minutes": args.minutes,
                 "replay": args.replay, "replay_samples": args.replay_samples,
-                "freeze_norm_stats": bool(args.freeze_norm_stats), "anchor_weight": args.anchor_weight}
+                "freeze_norm_stats": args.freeze_norm_stats, "anchor_weight": args.anchor_weight}
     base = load_model(args.model)
-    forget = forgetting_pairs(args.model, args.forgetting) if args.forgetting else []
+    # the model's own validation images, as its checkpoint records them
+    forget = select_subset(find_pairs(args.forgetting)[0], "val", base, None) if args.forgetting else []
     report = {"model": args.model, "settings": settings, "machine": f"{platform.processor() or platform.machine()}, "
               f"{torch.get_num_threads()} threads, torch {torch.__version__}", "cases": {}}
     before_forget = evaluate(base, forget) if forget else None
@@ -124,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 result = finetune(args.model, folder, Path(tmp) / "tuned.safetensors", epochs=args.epochs,
                                   lr=args.lr, minutes=args.minutes, replay=replay, replay_samples=args.replay_samples,
-                                  freeze_norm_stats=bool(args.freeze_norm_stats),
+                                  freeze_norm_stats=args.freeze_norm_stats,
                                   anchor_weight=args.anchor_weight, seed=args.seed)
                 seconds = time.perf_counter() - start
                 tuned = load_model(result.checkpoint)

@@ -4,12 +4,11 @@ corrections, the architecture's own learning rate, a time limit, and that they a
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
-from skimage import io
 
+from lesions import write_lesion_pairs
 from napari_medspike import create_model, load_model, save_checkpoint
 from napari_medspike.data.synthetic import synthetic_lesion
 from napari_medspike.engine import finetune as finetune_module
@@ -20,16 +19,6 @@ from napari_medspike.engine.metrics import binary_metrics
 from napari_medspike.inference.predictor import predict
 
 TINY = {"widths": [8, 16, 32, 64]}
-
-
-def write_pairs(root: Path, seeds: range, shape=(48, 64)) -> Path:
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for s in seeds:
-        image, mask = synthetic_lesion(shape, seed=s)
-        io.imsave(root / "images" / f"s{s:03d}.png", image, check_contrast=False)
-        io.imsave(root / "masks" / f"s{s:03d}.png", mask * 255, check_contrast=False)
-    return root
 
 
 def mean_dice(model, seeds: range, shape=(48, 64)) -> float:
@@ -50,7 +39,7 @@ def test_auto_epochs_give_few_corrections_more_epochs_within_bounds():
 
 def test_auto_settings_reach_the_training_loop(tmp_path, monkeypatch):
     """epochs=0 trains epochs_for(training pairs) epochs; lr=0 uses the architecture's rate."""
-    data = write_pairs(tmp_path / "c", range(5))  # 4 train + 1 held out
+    data = write_lesion_pairs(tmp_path / "c", range(5), stem="s{:03d}")  # 4 train + 1 held out
     monkeypatch.setattr(finetune_module, "FINETUNE",
                         dataclasses.replace(FINETUNE, image_passes=8, min_epochs=1, max_epochs=10))
     model = create_model("medqkformer", **TINY)
@@ -62,7 +51,7 @@ def test_auto_settings_reach_the_training_loop(tmp_path, monkeypatch):
 
 
 def test_the_time_limit_stops_after_the_epoch_that_crosses_it(tmp_path):
-    data = write_pairs(tmp_path / "c", range(5))
+    data = write_lesion_pairs(tmp_path / "c", range(5), stem="s{:03d}")
     start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
     result = finetune(start, data, tmp_path / "tuned.safetensors", epochs=20, minutes=1e-6, device="cpu")
     assert len(result.history) == 1 and result.checkpoint.is_file()
@@ -72,7 +61,7 @@ def test_the_time_limit_stops_after_the_epoch_that_crosses_it(tmp_path):
 
 def test_default_fine_tuning_raises_dice_on_held_back_images(tmp_path):
     """With the defaults alone, 8 corrected images make a model better on 8 images it never saw."""
-    corrections = write_pairs(tmp_path / "corrections", range(8))
+    corrections = write_lesion_pairs(tmp_path / "corrections", range(8), stem="s{:03d}")
     start_model = create_model("medqkformer", **TINY).eval()
     start = save_checkpoint(start_model, tmp_path / "start.safetensors", input_size=32)
     held_back = range(100, 108)

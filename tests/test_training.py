@@ -15,8 +15,8 @@ import pytest
 import torch
 from skimage import io
 
+from lesions import write_lesion_pairs
 from napari_medspike import create_model, load_model, save_checkpoint
-from napari_medspike.data.synthetic import synthetic_lesion
 from napari_medspike.engine.checkpoint import atomic_write, read_metadata
 from napari_medspike.engine.config import TrainConfig
 from napari_medspike.engine.finetune import finetune
@@ -27,14 +27,7 @@ TINY = {"widths": [8, 16, 32, 64]}
 
 @pytest.fixture(scope="module")
 def lesions(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("lesions")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    for i in range(16):
-        image, mask = synthetic_lesion((48, 64), seed=i)
-        io.imsave(root / "images" / f"l{i:02d}.png", image, check_contrast=False)
-        io.imsave(root / "masks" / f"l{i:02d}.png", mask * 255, check_contrast=False)
-    return root
+    return write_lesion_pairs(tmp_path_factory.mktemp("lesions"), range(16))
 
 
 def config(data: Path, out: Path, **kw) -> TrainConfig:

@@ -10,7 +10,7 @@ import sys
 from tqdm import tqdm
 
 from ..common import run_command
-from ..engine.config import FINETUNE, TrainConfig, TrainProgress
+from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, TrainConfig, TrainProgress
 from ..engine.finetune import finetune
 from ..engine.trainer import train
 from ..models import ARCHITECTURES
@@ -126,7 +126,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=FINETUNE.minutes,
                         help="stop after the epoch that crosses this time (0: no limit)")
     parser.add_argument("--lr", type=float, default=FINETUNE.lr,
-                        help="0 (default): the architecture's training rate (1e-3 MedQKFormer, 1e-4 MedSpikeFormer)")
+                        help=f"0 (default): the architecture's training rate ({DEFAULT_LR_TEXT})")
     parser.add_argument("--batch-size", type=int, default=FINETUNE.batch_size)
     parser.add_argument("--val-fraction", type=float, default=FINETUNE.val_fraction)
     parser.add_argument("--replay", nargs="*", help="original training folder(s) to mix in")

@@ -10,6 +10,8 @@ from ..models.registry import ARCHITECTURES
 
 #: Adam learning rates for training from scratch, by architecture (MODEL.md; the classes' ``default_lr``).
 DEFAULT_LR = {name: cls.default_lr for name, cls in ARCHITECTURES.items()}
+#: The same for people: "medqkformer 0.001, medspikeformer 0.0001, ..." (help texts, tooltips).
+DEFAULT_LR_TEXT = ", ".join(f"{name} {rate:g}" for name, rate in sorted(DEFAULT_LR.items()))
 MAX_SAFE_LR = 1e-2
 
 
@@ -43,8 +45,7 @@ class TrainConfig:
     mode: str = option("resize", "resize whole images, or take random crops (histology)")
     epochs: int = option(50, "epochs to train")
     batch_size: int = option(8, "images per step")
-    lr: float | None = option(None, "Adam learning rate (default: the architecture's, " +
-                              ", ".join(f"{k} {v:g}" for k, v in sorted(DEFAULT_LR.items())) + ")")
+    lr: float | None = option(None, f"Adam learning rate (default: the architecture's, {DEFAULT_LR_TEXT})")
     weight_decay: float = option(0.0, "Adam weight decay")
     plateau_patience: int = option(5, "epochs without a lower validation loss before the learning rate halves")
     val_fraction: float = option(0.1, "fraction of the images held out for validation (by image, seeded)")

@@ -21,7 +21,7 @@ from magicgui.widgets import (
 from ..data.corrections import CorrectionStore, default_store
 from ..data.io import warm_up as decoders_warm_up
 from ..engine.checkpoint import load_model
-from ..engine.config import FINETUNE, MAX_SAFE_LR
+from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, MAX_SAFE_LR
 from ..engine.finetune import finetune_steps
 from ..inference.predictor import predict
 from ._common import (
@@ -102,7 +102,7 @@ class FinetuneWidget(DockContainer):
         self.minutes.native.setSpecialValueText("none")
         self.lr = FloatSpinBox(label="lr", min=0.0, max=1.0, step=1e-5, value=FINETUNE.lr,
                                tooltip="learning rate; auto: the rate the model's architecture was trained with "
-                               "(1e-3 for MedQKFormer, 1e-4 for MedSpikeFormer)")
+                               f"({DEFAULT_LR_TEXT})")
         self.lr.native.setSpecialValueText("auto")
         self.replay = FileEdit(label="replay", mode="d", value="",
                                tooltip="optional: the original training data (a folder with images/ and masks/), "
