@@ -284,6 +284,15 @@ def test_spiking_models_recalibrate_their_norms_before_validation(lesions, tmp_p
     assert calls == [5]
 
 
+def test_cpu_training_releases_freed_memory_after_every_step(lesions, tmp_path, monkeypatch):
+    from napari_medspike.engine import trainer
+
+    calls = []
+    monkeypatch.setattr(trainer, "release_free_memory", lambda: calls.append(1) or True)
+    train(config(lesions, tmp_path / "run", epochs=2))  # 12 training images, batch 4
+    assert len(calls) == 2 * 3
+
+
 def test_train_command_line_options_are_the_config_fields():
     """medspike-train's options come from TrainConfig: same names, same defaults, nothing missing."""
     import argparse

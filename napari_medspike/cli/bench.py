@@ -118,6 +118,7 @@ def probe_training(
         f"torch.set_num_threads({threads})\n"
         "from napari_medspike.cli.bench import build_models, train_forward\n"
         "from napari_medspike.models import segmentation_loss\n"
+        "from napari_medspike.runtime import release_free_memory\n"
         f"m = build_models([{name!r}], {timesteps})[{name!r}].train()\n"
         f"m.gradient_checkpointing = {checkpointing} and getattr(m, 'supports_checkpointing', False)\n"
         "m.check_inputs = False\n"
@@ -128,6 +129,7 @@ def probe_training(
         "    t0 = time.perf_counter()\n"
         f"    loss = segmentation_loss(train_forward(m, x, {sltt}).float(), y)\n"
         "    opt.zero_grad(set_to_none=True); loss.backward(); opt.step()\n"
+        "    del loss; release_free_memory()  # as the trainer does after each CPU step\n"
         "    times.append(time.perf_counter() - t0)\n"
         "out = {'seconds': times[1:]}"
     )

@@ -38,7 +38,7 @@ from ..models.registry import model_class
 from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
 from ..common import atomic_write, remove_stale_temp_files, run_job
-from ..runtime import pick_device
+from ..runtime import pick_device, release_free_memory
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainProgress, TrainResult
 from .metrics import per_image_metrics
@@ -420,6 +420,9 @@ def train_steps(
                 if averaged is not None:
                     averaged.update_parameters(model)
             running += loss.item() * len(x)
+            if device.type == "cpu":
+                del loss
+                release_free_memory()  # freed activations' holes would raise the peak step by step
             seen += len(x)
             if rank == 0:
                 yield TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message="training")
