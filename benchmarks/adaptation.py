@@ -19,6 +19,7 @@ compare settings. Fine-tune wall time is measured on the machine it runs on; run
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -50,6 +51,16 @@ def evaluate(model, pairs) -> dict[str, float]:
     return {"dice": float(np.mean(dice)), "iou": float(np.mean(iou)), "n": len(pairs)}
 
 
+def interpolated(start, tuned, alpha: float):
+    """A copy of ``tuned`` whose floating-point weights and buffers are
+    ``start + alpha * (tuned - start)`` (weight-space ensembling, WiSE-FT)."""
+    mixed = copy.deepcopy(tuned)
+    begin = start.state_dict()
+    mixed.load_state_dict({k: torch.lerp(begin[k].to(v.dtype), v, alpha) if v.is_floating_point() else v
+                           for k, v in tuned.state_dict().items()})
+    return mixed
+
+
 def corrections_folder(pairs, root: Path) -> Path:
     """A corrections folder (images/ + masks/) of links to ``pairs``."""
     for sub in ("images", "masks"):
@@ -75,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-samples", type=int, default=0)
     parser.add_argument("--freeze-norm-stats", action=argparse.BooleanOptionalAction, default=FINETUNE.freeze_norm_stats)
     parser.add_argument("--anchor-weight", type=float, default=FINETUNE.anchor_weight)
+    parser.add_argument("--interpolate", type=float, nargs="+", default=[], metavar="ALPHA",
+                        help="also evaluate each fine-tuned model's weights interpolated with the start's "
+                             "(start + ALPHA x (tuned - start), WiSE-FT; 1: the tuned model)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     settings = {"epochs": args.epochs or "auto", "lr": args.lr, "minutes": args.minutes,
                 "replay": args.replay, "replay_samples": args.replay_samples,
-                "freeze_norm_stats": args.freeze_norm_stats, "anchor_weight": args.anchor_weight}
+                "freeze_norm_stats": args.freeze_norm_stats, "anchor_weight": args.anchor_weight,
+                "interpolate": args.interpolate}
     base = load_model(args.model)
     # the model's own validation images, as its checkpoint records them
     forget = select_subset(find_pairs(args.forgetting)[0], "val", base, None) if args.forgetting else []
@@ -121,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
                    "held_out_dice": [result.dice_before, result.dice_after]}
             if forget:
                 row["forgetting"] = evaluate(tuned, forget)
+            for alpha in args.interpolate:
+                mixed = interpolated(base, tuned, alpha)
+                row.setdefault("interpolated", {})[alpha] = {
+                    "dice": evaluate(mixed, held)["dice"], **({"forgetting": evaluate(mixed, forget)} if forget else {})}
+                own = f", own validation {row['interpolated'][alpha]['forgetting']['dice']:.3f}" if forget else ""
+                print(f"{name}: k={k} interpolated at {alpha}: Dice {row['interpolated'][alpha]['dice']:.3f}{own}", flush=True)
             rows.append(row)
             extra = f", own validation {row['forgetting']['dice']:.3f}" if forget else ""
             print(f"{name}: k={k} Dice {row['dice']:.3f} (fine-tune {seconds:.0f} s, {row['epochs']} epochs){extra}",
