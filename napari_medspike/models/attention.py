@@ -122,11 +122,20 @@ class SDSA(nn.Module):
         return weight.reshape(c, 4 * c, 1, 1), bias
 
     def _spike_driven_tail(self, raw: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``O -> norm -> neuron -> interaction blocks -> sums -> neuron -> projection + V -> norm``."""
-        o = self.interaction_blocks(self.interaction_neuron(seq_apply(self.interaction_norm, raw)))
-        o_aa, o_ai, o_ia, o_ii = o.chunk(4, dim=2)
-        attn = self.project_neuron(torch.cat((o_aa + o_ii, o_ai + o_ia), dim=2))
-        return seq_apply(self.norm, seq_apply(self.project, attn) + v)
+        """``O -> norm -> neuron -> interaction blocks -> sums -> neuron -> projection + V -> norm``.
+
+        With the fast paths on (training too), the blocks' grouped point-wise convs and the two
+        sums run as one dense conv (:meth:`_merged_sums`), whose backward is a plain matrix
+        product where the grouped conv's is slow on the CPU."""
+        spikes = self.interaction_neuron(seq_apply(self.interaction_norm, raw))
+        if fastpath.enabled():
+            blocks = self.interaction_blocks
+            weight, bias = self._merged_sums()
+            sums = seq_apply(lambda s: F.conv2d(s, weight, bias), blocks.neuron(seq_apply(blocks.depthwise, spikes)))
+        else:
+            o_aa, o_ai, o_ia, o_ii = self.interaction_blocks(spikes).chunk(4, dim=2)
+            sums = torch.cat((o_aa + o_ii, o_ai + o_ia), dim=2)
+        return seq_apply(self.norm, seq_apply(self.project, self.project_neuron(sums)) + v)
 
     def _merged_sums(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The interaction blocks' grouped point-wise convs and the two sums
