@@ -14,6 +14,8 @@ MedSpikeFormer's CPU inference time (BENCHMARKS.md). Two remedies, used where ea
   ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, so large blocks are still returned to the system
   but are backed by transparent huge pages (512x fewer faults). Must be set before start-up,
   hence the re-exec; ``tools/run.sh`` sets it for napari too.
+- :func:`release_free_memory` (training, after every CPU step): returns the heap's free memory
+  to the system, so that the holes freed tensors leave do not raise the peak step after step.
 
 Set ``MEDSPIKE_MALLOC=default`` to leave glibc alone.
 """
@@ -87,8 +89,9 @@ def release_free_memory() -> bool:
 
     A training step frees tensors of many sizes; glibc keeps the holes they leave resident, and
     the next steps' allocations rarely fit them, so the process's peak memory creeps up step after
-    step. The trainer calls this after every CPU step: on a 2-core machine, MedSpikeFormer SLTT-1
-    at 128², batch 8, peaked about 1 GB lower for about 5 % more time per step (BENCHMARKS.md).
+    step. The trainer calls this after every CPU step: on a 2-core machine, the spike-driven
+    MedSpikeFormer with SLTT-1 at 128², batch 8, peaked at 3.4-3.6 GB instead of 4.9-5.0 GB for
+    about 6 % more time per step (BENCHMARKS.md).
     """
     if _tuned or _opted_out():
         return False
