@@ -51,6 +51,6 @@ medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}c" --size 128 -
     --lr 5e-4 --plateau-patience 2 \
     --description "Spike-driven MedSpikeFormer (T = 4, LIF threshold 0.5) at 128x128 on Kvasir-SEG, initialised from its ANN twin and aligned to it, trained on 2 CPU cores."
 # Phase 2c so far: validation Dice at 128² by epoch 0.410, 0.434, 0.439, 0.440, 0.436, 0.457, 0.458,
-# 0.459 (training loss 1.115, 1.041, 1.030, 1.018, 1.000, 0.992, 0.992, 0.978): slow progress at
-# lr 5e-4. The shipped weights are epoch 8 (at the original resolution: Dice 0.471 with mirror
-# TTA, 0.453 without).
+# 0.459, 0.462, 0.477 (training loss 1.115, 1.041, 1.030, 1.018, 1.000, 0.992, 0.992, 0.978, 0.982,
+# 0.970): slow progress at lr 5e-4. The shipped weights are epoch 10 (at the original resolution:
+# Dice 0.479 with mirror TTA, 0.472 without).
