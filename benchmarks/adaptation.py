@@ -138,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                 row["forgetting"] = evaluate(tuned, forget)
             for alpha in args.interpolate:
                 mixed = interpolated(base, tuned, alpha)
-                row.setdefault("interpolated", {})[alpha] = {
-                    "dice": evaluate(mixed, held)["dice"], **({"forgetting": evaluate(mixed, forget)} if forget else {})}
-                own = f", own validation {row['interpolated'][alpha]['forgetting']['dice']:.3f}" if forget else ""
-                print(f"{name}: k={k} interpolated at {alpha}: Dice {row['interpolated'][alpha]['dice']:.3f}{own}", flush=True)
+                figures = {"dice": evaluate(mixed, held)["dice"]}
+                if forget:
+                    figures["forgetting"] = evaluate(mixed, forget)
+                row.setdefault("interpolated", {})[alpha] = figures
+                own = f", own validation {figures['forgetting']['dice']:.3f}" if forget else ""
+                print(f"{name}: k={k} interpolated at {alpha}: Dice {figures['dice']:.3f}{own}", flush=True)
             rows.append(row)
             extra = f", own validation {row['forgetting']['dice']:.3f}" if forget else ""
             print(f"{name}: k={k} Dice {row['dice']:.3f} (fine-tune {seconds:.0f} s, {row['epochs']} epochs){extra}",

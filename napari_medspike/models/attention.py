@@ -129,9 +129,7 @@ class SDSA(nn.Module):
         product where the grouped conv's is slow on the CPU."""
         spikes = self.interaction_neuron(seq_apply(self.interaction_norm, raw))
         if fastpath.enabled():
-            blocks = self.interaction_blocks
-            weight, bias = self._merged_sums()
-            sums = seq_apply(lambda s: F.conv2d(s, weight, bias), blocks.neuron(seq_apply(blocks.depthwise, spikes)))
+            sums = self._merged_interaction_sums(spikes)
         else:
             o_aa, o_ai, o_ia, o_ii = self.interaction_blocks(spikes).chunk(4, dim=2)
             sums = torch.cat((o_aa + o_ii, o_ai + o_ia), dim=2)
@@ -150,6 +148,13 @@ class SDSA(nn.Module):
         weight = torch.cat((torch.cat((w[0], zero, zero, w[3]), 1), torch.cat((zero, w[1], w[2], zero), 1)), 0)
         return weight.reshape(2 * c, 4 * c, 1, 1), torch.cat((b[0] + b[3], b[1] + b[2]))
 
+    def _merged_interaction_sums(self, spikes: torch.Tensor) -> torch.Tensor:
+        """The interaction blocks on ``spikes`` followed by the two sums, with the point-wise
+        convs and sums as one dense conv (:meth:`_merged_sums`): ``[T, B, 2C, H, W]``."""
+        blocks = self.interaction_blocks
+        weight, bias = self._merged_sums()
+        return seq_apply(lambda s: F.conv2d(s, weight, bias), blocks.neuron(seq_apply(blocks.depthwise, spikes)))
+
     def _spike_driven_fast_tail(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Eval-mode :meth:`_spike_driven_tail` with the norms folded in (the first into the
         attention product, the second into the projection) and the point-wise convs and sums
@@ -157,10 +162,7 @@ class SDSA(nn.Module):
         normed = decomposed_channel_attention(q, k, v, self.heads, affine=bn_affine(self.interaction_norm))
         # the record keeps O itself (one more product, only when recording)
         raw = normed if self.record is None else decomposed_channel_attention(q, k, v, self.heads)
-        blocks = self.interaction_blocks
-        spikes = blocks.neuron(seq_apply(blocks.depthwise, self.interaction_neuron(normed)))
-        weight, bias = self._merged_sums()
-        attn = self.project_neuron(seq_apply(lambda s: F.conv2d(s, weight, bias), spikes))
+        attn = self.project_neuron(self._merged_interaction_sums(self.interaction_neuron(normed)))
         scale, shift = bn_affine(self.norm)
         weight = self.project.weight * scale.reshape(-1, 1, 1, 1)
         out = seq_apply(lambda s: F.conv2d(s, weight, self.project.bias * scale + shift), attn)
