@@ -318,3 +318,45 @@ def test_what_a_derived_checkpoint_keeps_is_one_rule():
                              "metrics": {"val_dice": 0.5}, "note": "x"}
     # a model trained from it keeps only the recommended inference settings
     assert info.inherited() == {"inference": {"flips": True}}
+
+
+def test_lif_rate_is_a_fresh_lifs_firing_rate_under_constant_input() -> None:
+    from napari_medspike.models import fastpath
+    from napari_medspike.models.neurons import LIFRate, lif_rate_window, make_lif
+
+    x = torch.rand(1, 20000, generator=torch.Generator().manual_seed(0)) * 3 - 1
+    rate = LIFRate(timesteps=4, threshold=0.5)(x)
+    lif = make_lif()
+    lif.v_threshold = 0.5
+    with fastpath.disabled(), torch.no_grad():  # spikingjelly's own multi-step LIF
+        spikes = lif(x.expand(4, -1).contiguous())
+    torch.testing.assert_close(rate[0], spikes.mean(0))
+    low, high = lif_rate_window(4, 2.0, 0.5)
+    assert (low, high) == pytest.approx((0.5 / (1 - 0.5**4), 1.0))
+    assert rate[x < low].eq(0).all() and rate[x >= high].eq(1).all() and rate[(x > low) & (x < high)].gt(0).all()
+    assert set(rate.unique().tolist()) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+
+
+def test_lif_rate_gradient_spans_the_rise_of_the_rate() -> None:
+    from napari_medspike.models.neurons import LIFRate
+
+    x = torch.tensor([-1.0, 0.0, 0.55, 0.75, 0.95, 1.5, 2.0], requires_grad=True)
+    LIFRate(timesteps=4, threshold=0.5)(x).sum().backward()
+    g = x.grad
+    assert (g > 0).all()  # a smooth surrogate: no dead input
+    assert g[3] == g.max() and g[2] > 10 * g[0] and g[4] > 10 * g[6]
+
+
+def test_rate_twin_shares_the_snn_parameters_and_neuron_settings() -> None:
+    from napari_medspike.models.neurons import LIFRate
+    from napari_medspike.models.registry import model_class
+
+    snn = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=3, threshold=0.5)
+    twin = create_model("rate_twin", **model_class("rate_twin").config_from(snn))
+    twin.load_state_dict(snn.state_dict(), strict=True)
+    assert twin.timesteps == 1 and not twin.spiking
+    rates = [m for m in twin.modules() if isinstance(m, LIFRate)]
+    assert rates and all(m.timesteps == 3 and m.threshold == 0.5 for m in rates)
+    assert not any(isinstance(m, torch.nn.GELU) for m in twin.modules())
+    back = create_model("medspikeformer", **model_class("medspikeformer").config_from(twin))
+    assert back.config == snn.config

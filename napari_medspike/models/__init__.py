@@ -1,10 +1,10 @@
-"""Spiking segmenters: MedSpikeFormer, its ANN twin and MedQKFormer."""
+"""Spiking segmenters: MedSpikeFormer, its ANN and rate twins, and MedQKFormer."""
 
 from .attention import INTERACTIONS
 from .base import InputError, Segmenter
 from .losses import alignment_loss, segmentation_loss
 from .medqkformer import MedQKFormer
-from .medspikeformer import ANNTwin, MedSpikeFormer
+from .medspikeformer import ANNTwin, MedSpikeFormer, RateTwin
 from .registry import ARCHITECTURES, create_model
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "InputError",
     "MedQKFormer",
     "MedSpikeFormer",
+    "RateTwin",
     "Segmenter",
     "alignment_loss",
     "create_model",

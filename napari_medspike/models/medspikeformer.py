@@ -11,7 +11,7 @@ from torch import nn
 from . import fastpath
 from .attention import SDSA
 from .base import Segmenter
-from .neurons import LIFNode
+from .neurons import LIFNode, LIFRate
 from .blocks import (
     ResidualSpikingConv,
     SegmentationHead,
@@ -254,3 +254,43 @@ class ANNTwin(MedSpikeFormer):
         cfg = super().config
         del cfg["timesteps"], cfg["threshold"]
         return cfg
+
+
+class RateTwin(ANNTwin):
+    """MedSpikeFormer's rate twin: one pass, every LIF replaced by its constant-input firing rate.
+
+    Same skeleton and parameters as MedSpikeFormer (state dicts interchangeable), with
+    :class:`~napari_medspike.models.neurons.LIFRate` neurons of the SNN's ``timesteps`` and
+    ``threshold``. It trains at the cost of the ANN twin, and its weights start the SNN close to
+    its own accuracy (the GELU twin's weights leave an SNN almost silent).
+    """
+
+    arch = "rate_twin"
+    neuron_kind = "lif_rate"
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        widths: Sequence[int] = (32, 64, 128, 256),
+        heads: int = 4,
+        layout: str = "spike_driven",
+        timesteps: int = 4,
+        threshold: float = 1.0,
+    ) -> None:
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        if not threshold > 0:
+            raise ValueError(f"threshold must be positive, got {threshold}")
+        super().__init__(in_channels, widths, heads=heads, layout=layout)
+        self.rate_timesteps, self.threshold = int(timesteps), float(threshold)
+        for module in self.modules():
+            if isinstance(module, LIFRate):
+                module.timesteps, module.threshold = self.rate_timesteps, self.threshold
+
+    @classmethod
+    def config_from(cls, source: Segmenter) -> dict[str, Any]:
+        return {"timesteps": 4, **source.config}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {**super().config, "timesteps": self.rate_timesteps, "threshold": self.threshold}

@@ -185,6 +185,61 @@ class _SpatialLIFStep(torch.autograd.Function):
         return grad, None, None, None, None
 
 
+def lif_rate_window(timesteps: int, tau: float, threshold: float) -> tuple[float, float]:
+    """The constant inputs between which a fresh LIF's rate over ``timesteps`` steps rises from
+    0 to 1: it first fires (at the last step) from ``threshold / (1 - (1 - 1/tau)^T)`` and fires
+    at every step from ``tau * threshold``."""
+    return threshold / (1.0 - (1.0 - 1.0 / tau) ** timesteps), tau * threshold
+
+
+class _LIFRateFunction(torch.autograd.Function):
+    """Exact constant-input LIF rate forward; smooth sigmoid surrogate spanning the rate's rise."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, timesteps: int, tau: float, threshold: float):  # type: ignore[override]
+        x = x.detach()
+        v = torch.div(x, tau)
+        count = torch.zeros_like(x)
+        for t in range(timesteps):
+            if t:
+                v.lerp_(x, 1.0 / tau)  # the same charge as lif_charge_fire
+            fired = v >= threshold
+            count += fired
+            v.masked_fill_(fired, 0.0)
+        ctx.save_for_backward(x)
+        ctx.constants = (timesteps, tau, threshold)
+        return count.div_(timesteps)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        low, high = lif_rate_window(*ctx.constants)
+        slope = 4.0 / (high - low)
+        sig = torch.sigmoid((x - 0.5 * (low + high)) * slope)
+        return sig.mul_(1.0 - sig).mul_(slope).mul_(grad), None, None, None
+
+
+class LIFRate(nn.Module):
+    """ANN stand-in for a LIF neuron: the firing rate a fresh LIF (tau 2, hard reset, same
+    threshold) reaches over ``timesteps`` steps of a constant input, in ``{0, 1/T, ..., 1}``.
+
+    The rate twin (:class:`~napari_medspike.models.medspikeformer.RateTwin`) uses it so that its
+    weights carry over to the SNN: trained at the cost of one pass, they start the SNN near the
+    twin's accuracy, where a GELU twin's weights leave it almost silent. The gradient is a
+    sigmoid surrogate spanning the rate's rise (:func:`lif_rate_window`).
+    """
+
+    def __init__(self, timesteps: int = 4, tau: float = 2.0, threshold: float = 1.0) -> None:
+        super().__init__()
+        self.timesteps, self.tau, self.threshold = int(timesteps), float(tau), float(threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _LIFRateFunction.apply(x, self.timesteps, self.tau, self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"timesteps={self.timesteps}, tau={self.tau}, threshold={self.threshold}"
+
+
 def make_lif() -> LIFNode:
     """Multi-step LIF of MODEL.md: tau 2, threshold 1, hard reset to 0, sigmoid surrogate (alpha 4).
 
@@ -224,7 +279,8 @@ def make_neuron(kind: str, gate: bool = False) -> nn.Module:
     """The non-linearity for a model family.
 
     ``kind`` is ``"lif"`` (MedSpikeFormer), ``"ann"`` (its ANN twin: sigmoid for the Q/K/V
-    gates, GELU elsewhere) or ``"nisf"`` (MedQKFormer). ``gate`` marks Q/K/V gates.
+    gates, GELU elsewhere), ``"lif_rate"`` (its rate twin: :class:`LIFRate` everywhere) or
+    ``"nisf"`` (MedQKFormer). ``gate`` marks Q/K/V gates.
     """
     if kind == "lif":
         return make_lif()
@@ -232,7 +288,9 @@ def make_neuron(kind: str, gate: bool = False) -> nn.Module:
         return nn.Sigmoid() if gate else nn.GELU()
     if kind == "nisf":
         return NISF()
-    raise ValueError(f"unknown neuron kind {kind!r}; expected 'lif', 'ann' or 'nisf'")
+    if kind == "lif_rate":
+        return LIFRate()
+    raise ValueError(f"unknown neuron kind {kind!r}; expected 'lif', 'ann', 'lif_rate' or 'nisf'")
 
 
 SPIKING_NEURONS: tuple[type[nn.Module], ...] = (neuron.LIFNode, NISF)

@@ -6,12 +6,13 @@ from typing import Any
 
 from .base import Segmenter
 from .medqkformer import MedQKFormer
-from .medspikeformer import ANNTwin, MedSpikeFormer
+from .medspikeformer import ANNTwin, MedSpikeFormer, RateTwin
 
 ARCHITECTURES: dict[str, type[Segmenter]] = {
     "medspikeformer": MedSpikeFormer,
     "medqkformer": MedQKFormer,
     "ann_twin": ANNTwin,
+    "rate_twin": RateTwin,
 }
 
 
@@ -28,7 +29,8 @@ def create_model(arch: str, **config: Any) -> Segmenter:
 
     Args:
         arch: ``"medspikeformer"`` (LIF, T timesteps, SDSA), ``"medqkformer"`` (NISF, SDQK-A)
-            or ``"ann_twin"`` (MedSpikeFormer's ANN twin).
+            ``"ann_twin"`` (MedSpikeFormer's ANN twin) or ``"rate_twin"`` (its twin with LIF
+            firing rates as activations, whose weights carry over to the SNN).
         **config: architecture options: ``in_channels`` (3), ``widths`` ((32, 64, 128, 256)),
             ``heads`` (4), and for MedSpikeFormer ``timesteps`` (T, default 4) and, for it and
             its twin, ``layout`` (``"spike_driven"``, the default, or ``"reference"``).
