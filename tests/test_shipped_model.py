@@ -80,3 +80,29 @@ def test_the_spiking_model_fires_through_time_on_the_bundled_polyp():
     assert 0.005 < mask.mean() < 0.9, mask.mean()  # it segments something, not everything
     card = model_card_path(list_models()["spiking"]).read_text()
     assert "Firing rate per part" in card and "ANN twin" in card
+
+
+def test_the_spiking_models_weights_carry_over_to_its_rate_twin_not_its_gelu_twin():
+    """The rate twin (LIF firing rates as activations) computes nearly what the SNN computes
+    with the same weights; the GELU twin does not (training/README.md)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from napari_medspike import create_model
+    from napari_medspike.models.registry import model_class
+
+    snn = load_model("spiking").float().eval()
+    size = snn.info.input_size
+    image = torch.from_numpy(np.ascontiguousarray(read_image(SAMPLES / "kvasir.jpg"))).permute(2, 0, 1)[None]
+    x = F.interpolate(image.float(), size=(size, size), mode="area")
+    masks = {}
+    for arch in ("rate_twin", "ann_twin"):
+        twin = create_model(arch, **model_class(arch).config_from(snn)).eval()
+        twin.load_state_dict(snn.state_dict())
+        with torch.inference_mode():
+            masks[arch] = (twin(x) > 0).numpy()
+    with torch.inference_mode():
+        spiking = (snn(x) > 0).numpy()
+    agree = {arch: binary_metrics(mask, spiking)["dice"] for arch, mask in masks.items()}
+    assert agree["rate_twin"] > 0.5 and agree["rate_twin"] > agree["ann_twin"] + 0.3, agree
