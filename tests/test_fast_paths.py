@@ -190,3 +190,18 @@ def test_gradient_checkpointing_gives_the_same_step():
         torch.testing.assert_close(g_ckpt[name], g_plain[name], rtol=1e-4, atol=1e-6, msg=name)
     for name in s_plain:  # running statistics updated once, as without checkpointing
         torch.testing.assert_close(s_ckpt[name], s_plain[name], msg=name)
+
+
+@pytest.mark.parametrize("timesteps", [1, 2, 4])
+def test_time_mean_equals_the_mean_over_timesteps_in_any_layout(timesteps):
+    from napari_medspike.models.blocks import time_mean
+
+    # channels-last timesteps, as convolutions return them on the CPU
+    x = torch.rand(timesteps, 2, 5, 6, 7).permute(0, 1, 4, 2, 3).contiguous().permute(0, 1, 3, 4, 2)
+    x.requires_grad_(True)
+    out = time_mean(x)
+    torch.testing.assert_close(out, x.mean(0))
+    spikes = (x.detach() > 0.5).float()
+    assert torch.equal(time_mean(spikes), spikes.mean(0))  # exact for spikes
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, torch.full_like(x, 1 / timesteps))

@@ -24,6 +24,22 @@ def seq_apply(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return y.unflatten(0, (t, b))
 
 
+def time_mean(x: torch.Tensor) -> torch.Tensor:
+    """``x.mean(0)`` for ``[T, B, C, H, W]`` as a running sum of the timesteps.
+
+    Equal up to rounding (exact for spikes, whose sums are small integers), and as fast whatever
+    each timestep's memory layout: on channels-last timesteps, which convolutions often return
+    on the CPU, PyTorch's reduction over the outer dimension is about 20 times slower (37 ms
+    against 1.6 ms for the head's ``[4, 1, 32, 256, 256]`` spikes).
+    """
+    if x.shape[0] == 1:
+        return x[0]
+    total = torch.add(x[0], x[1])
+    for t in range(2, x.shape[0]):
+        total.add_(x[t])
+    return total.div_(x.shape[0])
+
+
 class Neuron(nn.Module):
     """A neuron on ``[T, B, ...]`` that first broadcasts a ``T = 1`` input to the model's T."""
 
@@ -124,7 +140,7 @@ class DepthwiseSeparable(nn.Module):
         conv of the mean spike map: T times cheaper, equal by linearity."""
         x = self.neuron(seq_apply(self.depthwise, fire(self.input_neuron, x)))
         if average:
-            x = x.mean(0, keepdim=True)
+            x = time_mean(x).unsqueeze(0)
         return seq_apply(self.pointwise, x)
 
 
@@ -171,7 +187,7 @@ class ResidualSpikingConv(nn.Module):
         x = seq_apply(self.norm1, self.unit1(x) + x)
         y = self.unit2(x, average=average)
         if average:
-            x = x.mean(0, keepdim=True)
+            x = time_mean(x).unsqueeze(0)
         return seq_apply(self.norm2, y + x)
 
 
@@ -192,7 +208,7 @@ class SideHead(nn.Module):
         self.out = nn.Conv2d(channels, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.merge(x.mean(0)))
+        return self.out(self.merge(time_mean(x)))
 
 
 class SegmentationHead(nn.Module):
@@ -213,8 +229,8 @@ class SegmentationHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_neuron is None:
-            return self.out(self.merge(x.mean(0)))
+            return self.out(self.merge(time_mean(x)))
         spikes = self.out_neuron(seq_apply(self.merge, self.input_neuron(x)))
         if fastpath.enabled():
-            return self.out(spikes.mean(0))
+            return self.out(time_mean(spikes))
         return seq_apply(self.out, spikes).mean(0)

@@ -20,6 +20,7 @@ from .blocks import (
     fire,
     optional_neuron,
     seq_apply,
+    time_mean,
     upsample2x,
 )
 
@@ -75,7 +76,7 @@ class DecoderBlock(nn.Module):
         with it and the upsampling and convolution run once instead of T times."""
         y = self.residual(x, average=average)
         if average:
-            x = x.mean(0, keepdim=True)
+            x = time_mean(x).unsqueeze(0)
         x = seq_apply(self.norm, y + x)
         if self.up_neuron is not None:
             return seq_apply(upsample2x, self.up(self.up_neuron(x)))
