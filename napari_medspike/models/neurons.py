@@ -224,9 +224,9 @@ class LIFRate(nn.Module):
     threshold) reaches over ``timesteps`` steps of a constant input, in ``{0, 1/T, ..., 1}``.
 
     The rate twin (:class:`~napari_medspike.models.medspikeformer.RateTwin`) uses it so that its
-    weights carry over to the SNN: trained at the cost of one pass, they start the SNN near the
-    twin's accuracy, where a GELU twin's weights leave it almost silent. The gradient is a
-    sigmoid surrogate spanning the rate's rise (:func:`lif_rate_window`).
+    weights, trained at the cost of one pass, carry over to the SNN (approximately: the SNN's
+    inputs vary over time, a constant input does not), where a GELU twin's leave it almost
+    silent. The gradient is a sigmoid surrogate spanning the rate's rise (:func:`lif_rate_window`).
     """
 
     def __init__(self, timesteps: int = 4, tau: float = 2.0, threshold: float = 1.0) -> None:
