@@ -54,3 +54,6 @@ medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}c" --size 128 -
 # 0.459, 0.462, 0.477 (training loss 1.115, 1.041, 1.030, 1.018, 1.000, 0.992, 0.992, 0.978, 0.982,
 # 0.970): slow progress at lr 5e-4. The shipped weights are epoch 10 (at the original resolution:
 # Dice 0.479 with mirror TTA, 0.472 without).
+# Epochs 11-13 (same command plus --resume): validation Dice at 128² 0.467, 0.478, 0.467 (training
+# loss 0.970, 0.966, 0.955): a plateau; the shipped weights stay epoch 10's. Why the spiking
+# network learns so slowly, and what was tried against it: training/README.md, "Rate twin".
