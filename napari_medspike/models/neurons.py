@@ -193,22 +193,16 @@ def lif_rate_window(timesteps: int, tau: float, threshold: float) -> tuple[float
 
 
 class _LIFRateFunction(torch.autograd.Function):
-    """Exact constant-input LIF rate forward; smooth sigmoid surrogate spanning the rate's rise."""
+    """Constant-input LIF rate forward (the SNN's own :func:`lif_charge_fire` on the input
+    repeated over T, averaged); smooth sigmoid surrogate spanning the rate's rise."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, timesteps: int, tau: float, threshold: float):  # type: ignore[override]
         x = x.detach()
-        v = torch.div(x, tau)
-        count = torch.zeros_like(x)
-        for t in range(timesteps):
-            if t:
-                v.lerp_(x, 1.0 / tau)  # the same charge as lif_charge_fire
-            fired = v >= threshold
-            count += fired
-            v.masked_fill_(fired, 0.0)
+        spikes, _, _ = lif_charge_fire(x.expand(timesteps, *x.shape), 0.0, tau, threshold)
         ctx.save_for_backward(x)
         ctx.constants = (timesteps, tau, threshold)
-        return count.div_(timesteps)
+        return spikes.mean(0)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
