@@ -38,6 +38,7 @@ from napari_medspike.engine.config import FINETUNE
 from napari_medspike.engine.finetune import finetune
 from napari_medspike.engine.metrics import binary_metrics
 from napari_medspike.inference.predictor import predict
+from napari_medspike.models.routed import RoutedSegmenter
 
 
 def evaluate(model, pairs) -> dict[str, float]:
@@ -54,6 +55,8 @@ def evaluate(model, pairs) -> dict[str, float]:
 def interpolated(start, tuned, alpha: float):
     """A copy of ``tuned`` whose floating-point weights and buffers are
     ``start + alpha * (tuned - start)`` (weight-space ensembling, WiSE-FT)."""
+    if isinstance(tuned, RoutedSegmenter):  # interpolate its fine-tuned expert
+        tuned = tuned.experts[1]
     mixed = copy.deepcopy(tuned)
     begin = start.state_dict()
     mixed.load_state_dict({k: torch.lerp(begin[k].to(v.dtype), v, alpha) if v.is_floating_point() else v

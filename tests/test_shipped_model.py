@@ -46,6 +46,8 @@ def test_shipped_models_stay_light_and_describe_themselves():
         assert "Validation at the original image resolution" in card and "licence" in card.lower(), name
         info = load_model(name).info
         assert info.training["val_keys"] and "original_resolution" in info.metrics, name
+        domain = info.extra["domain"]  # what kind of images it knows, for fine-tuning that keeps it
+        assert domain["images"] == min(128, info.training["n_train"]) == len(domain["styles"]), name
 
 
 @pytest.mark.parametrize("name", sorted(MODALITY_SAMPLES))

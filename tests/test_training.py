@@ -49,6 +49,8 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(lesions, tmp_path):
     assert meta["arch"] == "medqkformer" and meta["input_size"] == 32
     assert sorted(meta["training"]["val_keys"]) == sorted(r["key"] for r in split["val"])
     assert meta["metrics"]["val_dice"] == pytest.approx(result.best["val_dice"])
+    # what kind of images it knows: the style vectors of its 12 training images (for fine-tuning)
+    assert meta["domain"]["images"] == 12 and len(meta["domain"]["styles"][0]) == 2 * TINY["widths"][0]
 
 
 def test_resume_continues_exactly(lesions, tmp_path):

@@ -6,7 +6,8 @@
 Adds the recommended inference settings (``--flips``: mirror test-time augmentation), the run's
 validation keys (so ``medspike-evaluate --subset val`` finds them), the evaluations at original
 resolution (``medspike-evaluate --json`` outputs; the one matching the recommendation comes
-first on the card), the energy estimate on validation images and the notes, and writes
+first on the card), the energy estimate on validation images, the domain record (what kind of images it knows,
+for fine-tuning that keeps it) and the notes, and writes
 ``napari_medspike/weights/NAME.safetensors`` (float16) + ``NAME.md``.
 """
 
@@ -22,7 +23,8 @@ import torch
 from napari_medspike.analysis.energy import estimate_energy
 from napari_medspike.data.io import image_to_tensor, read_image
 from napari_medspike.engine.checkpoint import WEIGHTS_DIR, load_model, read_metadata, save_checkpoint
-from napari_medspike.engine.reports import write_model_card
+from napari_medspike.engine.reports import dataset_name, write_model_card
+from napari_medspike.engine.routing import domain_record
 from napari_medspike.models.info import ModelInfo
 
 
@@ -88,6 +90,10 @@ def main() -> None:
             "sops_g": sum(e.sops for e in energies) / len(energies) / 1e9,
             "analog_gmacs": sum(e.analog_macs for e in energies) / len(energies) / 1e9,
         }
+    if "domain" not in meta:  # runs from before the trainer recorded it
+        names = ", ".join(dataset_name(d) for d in meta["training"].get("data", []))
+        meta["domain"] = domain_record(model, [row["image"] for row in split["train"]],
+                                       source=f"training images of {names}")
     if args.note:
         meta["training"]["description"] = "\n".join([meta["training"].get("description", ""), *args.note]).strip()
     target = WEIGHTS_DIR / f"{args.name}.safetensors"

@@ -135,6 +135,9 @@ def finetune_main(argv: list[str] | None = None) -> int:
                         help="pull the weights toward the starting ones (L2-SP; 0: off): less forgetting, less adaptation")
     parser.add_argument("--freeze-norm-stats", action=argparse.BooleanOptionalAction, default=FINETUNE.freeze_norm_stats,
                         help="keep the starting model's batch-norm statistics")
+    parser.add_argument("--route", action=argparse.BooleanOptionalAction, default=FINETUNE.route,
+                        help="when the corrections are another kind of image than the model's training data, keep "
+                        "the model for that kind (a gate picks per image; the output holds both)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
@@ -149,7 +152,8 @@ def _finetune(args: argparse.Namespace) -> int:
         result = finetune(
             args.checkpoint, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
             val_fraction=args.val_fraction, minutes=args.minutes, replay=args.replay, replay_samples=args.replay_samples,
-            anchor_weight=args.anchor_weight, freeze_norm_stats=args.freeze_norm_stats, device=args.device,
+            anchor_weight=args.anchor_weight, freeze_norm_stats=args.freeze_norm_stats, route=args.route,
+            device=args.device,
             seed=args.seed, progress=report,
         )
     except KeyboardInterrupt:
@@ -158,7 +162,8 @@ def _finetune(args: argparse.Namespace) -> int:
         return 130
     finally:
         close()
-    print(f"held-out Dice before {result.dice_before:.4f} after {result.dice_after:.4f} -> {result.checkpoint}")
+    print(f"held-out Dice before {result.dice_before:.4f} after {result.dice_after:.4f} -> {result.checkpoint}"
+          + (" (routed: the starting model is kept for images like its training data)" if result.routed else ""))
     return 0
 
 

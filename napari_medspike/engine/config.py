@@ -102,6 +102,9 @@ class FinetuneDefaults:
     minutes: float = 3.0
     freeze_norm_stats: bool = False
     anchor_weight: float = 0.0
+    #: Keep the starting model for images like its training data (a gate picks per image) when the
+    #: corrections are a different kind of image (:mod:`~napari_medspike.engine.routing`).
+    route: bool = True
 
     def epochs_for(self, n_train: int) -> int:
         """Auto epochs for ``n_train`` training images: ``image_passes / n_train``, bounded."""
@@ -153,6 +156,8 @@ class FinetuneResult:
     cancelled: bool
     held_out: bool = True
     validation_images: int = 0
+    #: The checkpoint keeps the starting model for images like its training data (a gate picks).
+    routed: bool = False
 
     def describe(self) -> str:
         """One line for people: the Dice before and after, and on what it was measured."""
@@ -163,4 +168,5 @@ class FinetuneResult:
         where = (f"held-out Dice on {self.validation_images} image{'s' * (self.validation_images != 1)}"
                  if self.held_out else "Dice on the corrected image itself (save 2 or more corrections to "
                  "hold one out)")
-        return f"{where}: {self.dice_before:.3f} -> {self.dice_after:.3f}"
+        kept = "; the starting model is kept for images like its training data" if self.routed else ""
+        return f"{where}: {self.dice_before:.3f} -> {self.dice_after:.3f}{kept}"

@@ -8,12 +8,14 @@ from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..common import atomic_write, run_job
+from ..common import run_job
 from ..data.dataset import find_pairs, split_pairs
 from ..models.base import Segmenter
+from ..models.routed import STYLE_FEATURES, RoutedSegmenter, style_feature_dim
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import FINETUNE, MAX_SAFE_LR, FinetuneResult, TrainConfig, TrainProgress
 from .reports import write_model_card
+from .routing import check_gate, domain_record, image_styles, recorded_styles, routed_model
 from .trainer import train_steps
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ def finetune_steps(
     replay_samples: int = 0,
     freeze_norm_stats: bool = FINETUNE.freeze_norm_stats,
     anchor_weight: float = FINETUNE.anchor_weight,
+    route: bool = FINETUNE.route,
     device: str = "auto",
     seed: int = 0,
     cancel: threading.Event | None = None,
@@ -58,6 +61,13 @@ def finetune_steps(
     weights stay the best candidate until an epoch beats them, so fine-tuning never returns a
     worse model on the held-out pairs. Writes ``out`` (``.safetensors``) and its model card; the
     run folder ``<out stem>_run/`` beside it keeps logs and the split.
+
+    With ``route`` (the default), when the starting model records the kind of images it was
+    trained on (metadata ``"domain"``) and the corrections are of another kind (a gate tells them
+    apart, :func:`~.routing.check_gate`), ``out`` is a
+    :class:`~napari_medspike.models.routed.RoutedSegmenter`: the starting model answers images
+    like its training data, the fine-tuned one images like the corrections, so nothing is
+    forgotten. A routed starting model fine-tunes its fine-tuned expert and keeps its first.
     """
     if not 0 <= lr <= MAX_SAFE_LR:
         raise ValueError(f"learning rate {lr} is unsafe for fine-tuning: use a value in (0, {MAX_SAFE_LR}], "
@@ -85,12 +95,25 @@ def finetune_steps(
     out = Path(out)
     run_dir = out.with_name(out.stem + "_run")
     if isinstance(start, Segmenter):
-        start_path = run_dir / "start.safetensors"
-        save_checkpoint(start, start_path, **start.info.record())
         source_model = start
+        start_name = Path(start.info.path).stem if start.info.path else "the model in use"
+    else:
+        start_name = Path(str(start)).stem
+        source_model = load_model(resolve_checkpoint(start))
+    start_meta = source_model.info.to_metadata()
+    keeper = source_model  # the model a routed result keeps for the starting kind of image
+    if isinstance(source_model, RoutedSegmenter):  # fine-tune its fine-tuned expert, keep its first
+        keeper = source_model.experts[0]
+        keeper.info = source_model.info.updated(arch=keeper.arch, config=keeper.config)
+        tuned_start = source_model.experts[1]
+        tuned_start.info = source_model.info.updated(arch=tuned_start.arch, config=tuned_start.config)
+        source_model = tuned_start
+        start_name = (start_meta.get("routing") or {}).get("start", start_name)
+    if isinstance(start, Segmenter) or keeper is not source_model:
+        start_path = run_dir / "start.safetensors"
+        save_checkpoint(source_model, start_path, **source_model.info.record())
     else:
         start_path = resolve_checkpoint(start)
-        source_model = load_model(start_path)
     in_ch = source_model.in_channels
     if in_ch != 3:
         raise ValueError(f"model expects {in_ch} input channels; corrections are RGB images")
@@ -130,9 +153,30 @@ def finetune_steps(
         save_checkpoint(source_model, best_file, input_size=size, **source_model.info.inherited())
     dice_before = result.initial["val_dice"] if result.initial else float("nan")
     dice_after = float(result.best.get("val_dice", float("nan")))
-    payload = best_file.read_bytes()
-    atomic_write(out, lambda tmp: tmp.write_bytes(payload))
+    routed = _write_result(best_file, out, keeper, start_meta, start_name, [p.image for p in pairs], route)
     write_model_card(out, read_metadata(out))
     held_out = len(pairs) >= 2
     n_val = len(read_metadata(out).get("training", {}).get("val_keys", []))
-    return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val)
+    return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val, routed)
+
+
+def _write_result(best_file: Path, out: Path, keeper: Segmenter, start_meta: dict[str, Any], start_name: str,
+                  images: list[Path], route: bool) -> bool:
+    """Write the fine-tuned model to ``out``: routed with ``keeper`` when ``route`` and a gate
+    tells the starting model's recorded images from the corrections, plain otherwise (then with
+    the corrections as its own domain record). Returns whether it is routed."""
+    tuned = load_model(best_file)
+    meta = tuned.info.record()
+    start_styles = recorded_styles(start_meta, style_feature_dim(keeper)) if route else None
+    if start_styles is not None and keeper.arch == tuned.arch and keeper.config == tuned.config:
+        new_styles = image_styles(keeper, images)
+        fit = check_gate(start_styles, new_styles)
+        log.info("fine-tune: gate between %s's training images and the corrections: %s", start_name, fit.record())
+        if fit.separates:
+            model = routed_model(keeper, tuned, start_styles, new_styles)
+            routing = {"start": start_name, "features": STYLE_FEATURES, **fit.record()}
+            save_checkpoint(model, out, **{**meta, "domain": start_meta["domain"], "routing": routing})
+            return True
+    meta["domain"] = domain_record(tuned, images, source=f"{len(images)} corrections")
+    save_checkpoint(tuned, out, **meta)
+    return False

@@ -57,6 +57,13 @@ def dataset_name(folder: str) -> str:
     return Path(str(folder).rstrip("/\\")).name or str(folder)
 
 
+def domain_line(meta: dict[str, Any]) -> str:
+    """The model card's line about a checkpoint's domain record (metadata ``"domain"``)."""
+    record = meta.get("domain") or {}
+    return (f"- Kind of images it knows: style vectors of {record.get('images')} {record.get('source')} "
+            "(fine-tuning it on another kind of image keeps it for this kind)")
+
+
 def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
     """A markdown card beside the checkpoint: architecture, data, split, metrics, training.
 
@@ -118,6 +125,17 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
     if parts:
         lines.append("- Firing rate per part (mean over its neuron layers and timesteps): "
                      + ", ".join(f"{name} {rate:.3f}" for name, rate in parts.items()))
+    if isinstance(meta.get("domain"), dict):
+        lines.append(domain_line(meta))
+    routing = meta.get("routing")
+    if isinstance(routing, dict):
+        lines.append(
+            f"- Routed: each image goes to the starting model ({routing.get('start')}) or to its fine-tuned copy, "
+            f"whichever kind of image it resembles (gate on {routing.get('features', 'image style')}); leaving one "
+            f"image out at a time, {routing.get('corrections_routed_leave_one_out', float('nan')):.0%} of the "
+            f"{routing.get('corrections')} corrections went to the fine-tuned copy and "
+            f"{routing.get('start_misrouted_leave_one_out', float('nan')):.0%} of {routing.get('start_images')} "
+            "of the starting model's training images did")
     if train.get("description"):
         lines += ["", train["description"]]
     path = checkpoint.with_suffix(".md")
@@ -128,12 +146,18 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
 def refresh_training_record(checkpoint: Path, **training: Any) -> None:
     """Update the ``training`` entries of a checkpoint's metadata (e.g. epochs run so far) and
     rewrite its model card; the weights are copied unchanged (atomically)."""
+    meta = read_metadata(checkpoint)
+    refresh_metadata(checkpoint, training={**meta.get("training", {}), **training})
+
+
+def refresh_metadata(checkpoint: Path, **entries: Any) -> None:
+    """Replace top-level entries of a checkpoint's metadata and rewrite its model card; the
+    weights are copied unchanged (atomically)."""
     from safetensors.torch import load_file, save_file
 
     from .checkpoint import METADATA_KEY
 
-    meta = read_metadata(checkpoint)
-    meta.setdefault("training", {}).update(training)
+    meta = {**read_metadata(checkpoint), **entries}
     tensors = load_file(str(checkpoint))
     header = {METADATA_KEY: json.dumps(meta, default=str)}
     atomic_write(checkpoint, lambda tmp: save_file(tensors, str(tmp), metadata=header))

@@ -42,7 +42,7 @@ from ..runtime import pick_device, release_free_memory
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainProgress, TrainResult
 from .metrics import per_image_metrics
-from .reports import plot_curves, refresh_training_record, write_logs, write_model_card
+from .reports import dataset_name, plot_curves, refresh_metadata, refresh_training_record, write_logs, write_model_card
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +223,15 @@ def train(
 ) -> TrainResult:
     """Run :func:`train_steps` to its end, passing each event to ``progress``."""
     return run_job(train_steps(cfg, cancel=cancel, resume=resume), progress)
+
+
+def record_training_domain(checkpoint: Path, images: list[Path], source: str = "training images") -> None:
+    """Add the domain record of ``checkpoint``'s model on its training ``images`` to its metadata
+    (:func:`~.routing.domain_record`), so fine-tuning it on another kind of image can keep it."""
+    from .routing import domain_record
+
+    if images:
+        refresh_metadata(checkpoint, domain=domain_record(load_model(checkpoint), images, source=source))
 
 
 def train_steps(
@@ -471,6 +480,9 @@ def train_steps(
             log.info("time budget of %.1f min reached after epoch %d", cfg.max_minutes, epoch)
             break
     if rank == 0:
+        if best_path.exists() and not cfg.keep_initial_as_best:  # (fine-tuning records its own)
+            record_training_domain(best_path, [p.image for p in train_set.pairs],
+                                   "training images of " + ", ".join(dataset_name(d) for d in cfg.data))
         if history and not cfg.resumable:
             plot_curves(history, out / "curves.png")  # the curves once, at the end (logs are written)
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))

@@ -5,6 +5,7 @@ from .base import InputError, Segmenter
 from .losses import alignment_loss, segmentation_loss
 from .medqkformer import MedQKFormer
 from .medspikeformer import ANNTwin, MedSpikeFormer, RateTwin
+from .routed import RoutedSegmenter
 from .registry import ARCHITECTURES, create_model
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "MedQKFormer",
     "MedSpikeFormer",
     "RateTwin",
+    "RoutedSegmenter",
     "Segmenter",
     "alignment_loss",
     "create_model",

@@ -7,12 +7,14 @@ from typing import Any
 from .base import Segmenter
 from .medqkformer import MedQKFormer
 from .medspikeformer import ANNTwin, MedSpikeFormer, RateTwin
+from .routed import RoutedSegmenter
 
 ARCHITECTURES: dict[str, type[Segmenter]] = {
     "medspikeformer": MedSpikeFormer,
     "medqkformer": MedQKFormer,
     "ann_twin": ANNTwin,
     "rate_twin": RateTwin,
+    "routed": RoutedSegmenter,
 }
 
 
@@ -34,6 +36,8 @@ def create_model(arch: str, **config: Any) -> Segmenter:
         **config: architecture options: ``in_channels`` (3), ``widths`` ((32, 64, 128, 256)),
             ``heads`` (4), and for MedSpikeFormer ``timesteps`` (T, default 4) and, for it and
             its twin, ``layout`` (``"spike_driven"``, the default, or ``"reference"``).
+            ``"routed"`` (a model and its fine-tuned copy behind a gate, made by fine-tuning)
+            takes ``expert_arch`` and ``expert_config``.
 
     Example:
         >>> model = create_model("medspikeformer", timesteps=2, widths=(16, 32, 64, 128))

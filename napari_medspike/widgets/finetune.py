@@ -9,6 +9,7 @@ from typing import Any
 
 import napari
 from magicgui.widgets import (
+    CheckBox,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -109,12 +110,16 @@ class FinetuneWidget(DockContainer):
                                "mixed in against forgetting")
         self.replay_samples = SpinBox(label="pairs", min=0, max=10000, value=0,
                                       tooltip="how many pairs of the replay folder to mix in (0: none)")
+        self.keep_start = CheckBox(text="keep the start model for its own kind of images", value=FINETUNE.route,
+                                   tooltip="when the corrections are another kind of image than the model was trained "
+                                   "on, the fine-tuned model still answers images of that kind with the start model "
+                                   "(a gate picks per image), so it forgets nothing")
         self.run_button = PushButton(text="Fine-tune")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.result = compact_label(Label(value=""))
         self.plot = CurvePlot()
         self.extend([self.image, self.mask, self.store_dir, self.save_button, self.corrections, self.reload_button,
-                     self.epochs, self.minutes, self.lr, self.replay, self.replay_samples, self.run_button, self.cancel_button,
+                     self.epochs, self.minutes, self.lr, self.replay, self.replay_samples, self.keep_start, self.run_button, self.cancel_button,
                      self.result])
         self.inner.layout().addWidget(self.plot.canvas)
         self.lr.native.setDecimals(6)
@@ -193,13 +198,13 @@ class FinetuneWidget(DockContainer):
         replay = str(self.replay.value) if str(self.replay.value) not in ("", ".") else None
         out = self.store.root / "models" / f"finetuned_{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
         epochs, replay_samples, root = int(self.epochs.value), int(self.replay_samples.value), self.store.root
-        minutes = float(self.minutes.value)
+        minutes, route = float(self.minutes.value), bool(self.keep_start.value)
         self.cancel_event = threading.Event()
         cancel = self.cancel_event
 
         def job():  # the training loop's own events, straight to the worker (no bridge thread)
             return (yield from finetune_steps(model, root, out, epochs=epochs, lr=lr, minutes=minutes, replay=replay,
-                                              replay_samples=replay_samples, cancel=cancel))
+                                              replay_samples=replay_samples, route=route, cancel=cancel))
 
         self.plot.clear()
         show_text(self.result, f"fine-tuning on {len(entries)} corrections…")
