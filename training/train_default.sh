@@ -48,3 +48,10 @@ python training/ship_model.py --run "$RUN2" --name default --flips \
 # shipped model: 0.869). Stopped after 5 epochs (about 5 min per epoch of idle compute).
 # medspike-train --arch medqkformer --data "$DATA" --out runs/qk160 --size 160 --epochs 12 \
 #     --val-fraction 0.1 --seed 0 --init-from default --lr 1e-4 --plateau-patience 2
+# Measured and not kept (no training): multi-scale test-time augmentation of the shipped weights
+# (mirror TTA at input sizes 112-192, probabilities averaged) on the same 88 validation images:
+# single sizes 112 / 128 / 144 / 160 / 192 gave Dice 0.850 / 0.869 / 0.864 / 0.858 / 0.833, the best
+# of all 2- and 3-size combinations 0.874 (112 + 128 + 160), chosen on those same images: below
+# 0.88 and biased, so the recommendation stays mirror TTA at 128. Uniform weight averages of the
+# shipped weights with the two continuations above (EMA run, 160² run): 0.860-0.868, none above
+# the shipped 0.869.
