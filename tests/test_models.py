@@ -7,9 +7,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from napari_medspike import InputError, create_model
-from napari_medspike.models import ARCHITECTURES, INTERACTIONS
+from napari_medspike.models import INTERACTIONS, TRAINABLE_ARCHITECTURES
 
-ARCHS = sorted(ARCHITECTURES)
+ARCHS = sorted(TRAINABLE_ARCHITECTURES)  # (a routed model: tests/test_routing.py)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

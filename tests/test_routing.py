@@ -169,3 +169,13 @@ def test_a_spiking_model_can_be_routed(calibrated):
     x = torch.rand(2, 3, 32, 32)
     inside = routed.forward_intermediates(x)
     assert inside["stages"][0]["spikes"]["q"].shape[0] == 2 and inside["firing_rates"]
+
+
+def test_a_routed_model_is_not_trained_from_scratch(tmp_path):
+    from napari_medspike.engine.config import TrainConfig
+    from napari_medspike.engine.trainer import train
+
+    data = write_lesion_pairs(tmp_path / "d", range(4))
+    with pytest.raises(ValueError, match="fine-tuning makes routed models"):
+        train(TrainConfig(data=[str(data)], out_dir=str(tmp_path / "run"), arch="routed", size=32, epochs=1,
+                          device="cpu"))

@@ -13,7 +13,7 @@ from ..common import run_command
 from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, TrainConfig, TrainProgress
 from ..engine.finetune import finetune
 from ..engine.trainer import train
-from ..models import ARCHITECTURES
+from ..models import TRAINABLE_ARCHITECTURES
 from ..runtime import reexec_with_huge_pages
 from .options import add_config_options, config_from_options
 
@@ -82,7 +82,7 @@ def train_main(argv: list[str] | None = None) -> int:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_config_options(parser, TrainConfig, choices={"arch": sorted(ARCHITECTURES), "mode": ["resize", "crop"]})
+    add_config_options(parser, TrainConfig, choices={"arch": sorted(TRAINABLE_ARCHITECTURES), "mode": ["resize", "crop"]})
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last.pt (an error if there is none)")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)

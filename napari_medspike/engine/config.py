@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..models.registry import ARCHITECTURES
+from ..models.registry import TRAINABLE_ARCHITECTURES
 
 #: Adam learning rates for training from scratch, by architecture (MODEL.md; the classes' ``default_lr``).
-DEFAULT_LR = {name: cls.default_lr for name, cls in ARCHITECTURES.items()}
+DEFAULT_LR = {name: cls.default_lr for name, cls in TRAINABLE_ARCHITECTURES.items()}
 #: The same for people: "medqkformer 0.001, medspikeformer 0.0001, ..." (help texts, tooltips).
 DEFAULT_LR_TEXT = ", ".join(f"{name} {rate:g}" for name, rate in sorted(DEFAULT_LR.items()))
 MAX_SAFE_LR = 1e-2

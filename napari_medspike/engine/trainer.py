@@ -34,7 +34,7 @@ from ..data.dataset import CachedPairs, find_pairs, split_pairs, write_split
 from ..models import alignment_loss, create_model, segmentation_loss
 from ..models.base import Segmenter
 from ..models.info import ModelInfo
-from ..models.registry import model_class
+from ..models.registry import TRAINABLE_ARCHITECTURES, model_class
 from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
 from ..common import atomic_write, remove_stale_temp_files, run_job
@@ -189,6 +189,9 @@ def _datasets(cfg: TrainConfig, out: Path) -> tuple[CachedPairs, CachedPairs, li
 
 
 def _build_model(cfg: TrainConfig) -> Segmenter:
+    if model_class(cfg.arch) not in TRAINABLE_ARCHITECTURES.values():
+        raise ValueError(f"{cfg.arch!r} is not trained directly: fine-tuning makes routed models "
+                         f"(train one of {', '.join(sorted(TRAINABLE_ARCHITECTURES))})")
     if cfg.init_from:
         source = load_model(cfg.init_from)
         model = create_model(cfg.arch, **(cfg.model_config or model_class(cfg.arch).config_from(source)))

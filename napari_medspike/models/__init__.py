@@ -6,7 +6,7 @@ from .losses import alignment_loss, segmentation_loss
 from .medqkformer import MedQKFormer
 from .medspikeformer import ANNTwin, MedSpikeFormer, RateTwin
 from .routed import RoutedSegmenter
-from .registry import ARCHITECTURES, create_model
+from .registry import ARCHITECTURES, TRAINABLE_ARCHITECTURES, create_model
 
 __all__ = [
     "ARCHITECTURES",
@@ -18,6 +18,7 @@ __all__ = [
     "RateTwin",
     "RoutedSegmenter",
     "Segmenter",
+    "TRAINABLE_ARCHITECTURES",
     "alignment_loss",
     "create_model",
     "segmentation_loss",

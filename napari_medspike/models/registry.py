@@ -18,6 +18,10 @@ ARCHITECTURES: dict[str, type[Segmenter]] = {
 }
 
 
+#: The architectures one trains from scratch (a routed model is made by fine-tuning).
+TRAINABLE_ARCHITECTURES: dict[str, type[Segmenter]] = {k: v for k, v in ARCHITECTURES.items() if k != "routed"}
+
+
 def model_class(arch: str) -> type[Segmenter]:
     """The class behind an architecture name (``"medspikeformer"``, ``"ann_twin"``, ...)."""
     key = arch.lower().replace("-", "_")

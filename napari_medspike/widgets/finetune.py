@@ -110,10 +110,10 @@ class FinetuneWidget(DockContainer):
                                "mixed in against forgetting")
         self.replay_samples = SpinBox(label="pairs", min=0, max=10000, value=0,
                                       tooltip="how many pairs of the replay folder to mix in (0: none)")
-        self.keep_start = CheckBox(text="keep the start model for its own kind of images", value=FINETUNE.route,
-                                   tooltip="when the corrections are another kind of image than the model was trained "
-                                   "on, the fine-tuned model still answers images of that kind with the start model "
-                                   "(a gate picks per image), so it forgets nothing")
+        self.keep_start = CheckBox(text="keep the start model too", value=FINETUNE.route,
+                                   tooltip="when the corrections are another kind of image than the start model's "
+                                   "training data, the fine-tuned model sends images like that data to the start model "
+                                   "(a gate picks per image), so fine-tuning forgets nothing")
         self.run_button = PushButton(text="Fine-tune")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.result = compact_label(Label(value=""))
