@@ -31,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="checkpoint file or shipped name (default: the default model)")
     parser.add_argument("--sizes", nargs="+", default=["1280x800", "1920x1080"])
     parser.add_argument("--finetune", action="store_true", help="also fine-tune (slow on a CPU)")
+    parser.add_argument("--sample", default="kvasir", help="bundled sample to open: kvasir, ph2 or busi")
+    parser.add_argument("--more-corrections", type=Path, default=None,
+                        help="a folder with images/ and masks/: its first --count pairs join the stored "
+                        "corrections before fine-tuning (a user who has corrected more images)")
+    parser.add_argument("--count", type=int, default=4)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -43,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         viewer = napari.Viewer(title="napari-medspike", show=True)
         viewer.window._qt_window.resize(w, h)
         settle()
-        widgets = open_plugin(viewer, "kvasir")
+        widgets = open_plugin(viewer, args.sample)
         segment, inspector, tune = widgets["Segment"], widgets["Spike inspector"], widgets["Correct & fine-tune"]
         if args.model:
             choices = dict((v, v) for v in segment.model_choice.choices)
@@ -73,6 +78,13 @@ def main(argv: list[str] | None = None) -> int:
             masks[-1].data = truth[-1].data.astype(masks[-1].data.dtype)
         tune.mask.value = masks[-1]
         tune.save_correction()
+        if args.more_corrections:
+            from napari_medspike.data.dataset import find_pairs
+            from napari_medspike.data.io import read_mask, read_pixels
+
+            for pair in find_pairs(args.more_corrections)[0][: args.count]:
+                tune.store.save(read_pixels(pair.image), read_mask(pair.mask), {"source": str(pair.image)})
+            tune.refresh()
         settle()
         viewer.screenshot(str(args.out / f"{size}-4-correction.png"), canvas_only=False)
         if args.finetune:
