@@ -179,3 +179,30 @@ def test_a_routed_model_is_not_trained_from_scratch(tmp_path):
     with pytest.raises(ValueError, match="fine-tuning makes routed models"):
         train(TrainConfig(data=[str(data)], out_dir=str(tmp_path / "run"), arch="routed", size=32, epochs=1,
                           device="cpu"))
+
+
+def test_energy_of_a_routed_model_counts_the_experts_that_ran(start_file):
+    from napari_medspike.analysis.energy import estimate_energy
+
+    start = load_model(start_file)
+    styles = image_styles(start, [lesion(s) for s in range(10)]), image_styles(start, [lesion(s, True) for s in range(10)])
+    routed = routed_model(start, create_model("medqkformer", **TINY), *styles)
+    own = torch.from_numpy(lesion(50)).permute(2, 0, 1)[None].float() / 255
+    other = torch.from_numpy(lesion(50, inverted=True)).permute(2, 0, 1)[None].float() / 255
+    alone = estimate_energy(start, own)
+    kept = estimate_energy(routed, own)  # the start model alone answers
+    both = estimate_energy(routed, other)  # the start model's pass feeds the gate, then the copy's
+    assert kept.energy_pj == pytest.approx(alone.energy_pj, rel=1e-6)
+    assert kept.stage_firing_rates == pytest.approx(alone.stage_firing_rates)
+    assert both.energy_pj > 1.5 * alone.energy_pj and len(both.stage_firing_rates) == 4
+
+
+def test_the_inspector_says_which_expert_answered(start_file):
+    from napari_medspike.analysis.maps import inspect_stage
+
+    start = load_model(start_file)
+    styles = image_styles(start, [lesion(s) for s in range(10)]), image_styles(start, [lesion(s, True) for s in range(10)])
+    routed = routed_model(start, create_model("medqkformer", **TINY), *styles)
+    assert inspect_stage(routed, lesion(60, inverted=True), 0, spike="q").expert == "the fine-tuned copy"
+    assert inspect_stage(routed, lesion(60), 0, spike="q").expert == "the starting model"
+    assert inspect_stage(start, lesion(60), 0, spike="q").expert is None

@@ -207,7 +207,8 @@ def estimate_energy(model: Segmenter, x: torch.Tensor) -> EnergyReport:
 
     Per-layer firing rates come from spikingjelly's ``OutputMonitor`` on every neuron. The
     accounting follows the architecture as specified (MODEL.md), so the model runs its plain
-    path here, not the algebraically merged inference fast paths (which do fewer MACs).
+    path here, not the algebraically merged inference fast paths (which do fewer MACs). A routed
+    model counts the work of every expert that ran (the starting one runs on every image).
     """
     levels = spike_levels(model)
     was_training = model.training
@@ -223,8 +224,9 @@ def estimate_energy(model: Segmenter, x: torch.Tensor) -> EnergyReport:
         model.train(was_training)
     rates = {name: sum(v) / len(v) for name, v in firing.items() if v}
     stage_rates = []
-    for i in range(len(getattr(model, "stages", []))):
-        values = [r for n, r in rates.items() if n.startswith(f"stages.{i}.")]
+    stages = getattr(model, "stages", None) or getattr(getattr(model, "experts", [None])[0], "stages", [])
+    for i in range(len(stages)):  # (a routed model: the stages of whichever experts ran)
+        values = [r for n, r in rates.items() if n.startswith(f"stages.{i}.") or f".stages.{i}." in n]
         stage_rates.append(sum(values) / len(values) if values else math.nan)
     padded, _ = pad_to_stride(x)
     reference = model.dense_reference().to(x.device)

@@ -79,6 +79,8 @@ class StageMaps:
     virtual: bool = False
     #: every spiking layer's firing rate per (virtual) timestep, in network order
     layer_rates: dict[str, np.ndarray] = field(default_factory=dict)
+    #: a routed model's choice for this image ("the fine-tuned copy" or "the starting model"); else None
+    expert: str | None = None
 
 
 def virtual_timesteps(values: torch.Tensor, levels: int) -> torch.Tensor:
@@ -133,8 +135,11 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     for i in range(len(out["stages"])):
         values = [float(r.mean()) for name, r in layer_rates.items() if stage_of(name) == f"stage {i}"]
         stage_rates.append(sum(values) / len(values) if values else float("nan"))
+    expert = None
+    if "routes" in out:
+        expert = "the fine-tuned copy" if bool(out["routes"][0]) else "the starting model"
     return StageMaps(stage, reduce_channels(spikes, how, channel), rate.astype(np.float32), maps, scale, translate,
-                     spike, spikes.shape[0], stage_rates, virtual, layer_rates)
+                     spike, spikes.shape[0], stage_rates, virtual, layer_rates, expert)
 
 
 def inspect_steps(model: Segmenter, image: np.ndarray, stage: int, spike: str = "v", how: str = "mean",

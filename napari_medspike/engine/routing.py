@@ -24,6 +24,7 @@ import torch
 from ..data.io import read_pixels, to_rgb_float
 from ..data.resize import resize_image
 from ..models.base import Segmenter
+from ..models.info import ModelInfo
 from ..models.routed import STYLE_FEATURES, RoutedSegmenter, style_feature_dim, style_features
 
 log = logging.getLogger(__name__)
@@ -147,4 +148,6 @@ def routed_model(start: Segmenter, tuned: Segmenter, start_styles: torch.Tensor,
     model.experts[0].load_state_dict(start.state_dict())
     model.experts[1].load_state_dict(tuned.state_dict())
     model.gate.set(*_gaussians(start_styles, new_styles))
+    model.info = ModelInfo(arch=model.arch, config=model.config, input_size=start.input_size,
+                           inference=dict(tuned.info.inference))
     return model.eval()

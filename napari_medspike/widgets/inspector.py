@@ -224,8 +224,9 @@ class InspectorWidget(DockContainer):
             time = f"T = {maps.timesteps} timesteps: move the t slider below the canvas"
         else:
             time = "T = 1: a single timestep"
+        routed = f"answered by {maps.expert} (the gate's choice for this image)\n" if maps.expert else ""
         show_text(self.summary, (
-            f"{time}\nfiring rate per encoder stage: {rates}\n"
+            f"{routed}{time}\nfiring rate per encoder stage: {rates}\n"
             f"synaptic ops {report.sops / 1e9:.2f} G, analog MACs {report.analog_macs / 1e9:.2f} G\n"
             f"energy {report.energy_pj / 1e9:.2f} mJ vs dense ANN {report.ann_energy_pj / 1e9:.2f} mJ "
             f"({report.energy_pj / max(report.ann_energy_pj, 1e-9):.0%})\n"
