@@ -190,11 +190,11 @@ def test_energy_of_a_routed_model_counts_the_experts_that_ran(start_file):
     own = torch.from_numpy(lesion(50)).permute(2, 0, 1)[None].float() / 255
     other = torch.from_numpy(lesion(50, inverted=True)).permute(2, 0, 1)[None].float() / 255
     alone = estimate_energy(start, own)
-    kept = estimate_energy(routed, own)  # the start model alone answers
-    both = estimate_energy(routed, other)  # the start model's pass feeds the gate, then the copy's
-    assert kept.energy_pj == pytest.approx(alone.energy_pj, rel=1e-6)
-    assert kept.stage_firing_rates == pytest.approx(alone.stage_firing_rates)
-    assert both.energy_pj > 1.5 * alone.energy_pj and len(both.stage_firing_rates) == 4
+    kept = estimate_energy(routed, own)  # the gate's first stage, then the start model answers
+    both = estimate_energy(routed, other)  # the gate's first stage, then the fine-tuned copy
+    assert alone.energy_pj < kept.energy_pj < 1.6 * alone.energy_pj  # one first stage more, not a pass
+    assert alone.energy_pj < both.energy_pj < 1.6 * alone.energy_pj
+    assert len(both.stage_firing_rates) == 4
 
 
 def test_the_inspector_says_which_expert_answered(start_file):

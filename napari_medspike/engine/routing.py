@@ -25,7 +25,7 @@ from ..data.io import read_pixels, to_rgb_float
 from ..data.resize import resize_image
 from ..models.base import Segmenter
 from ..models.info import ModelInfo
-from ..models.routed import STYLE_FEATURES, RoutedSegmenter, style_feature_dim, style_features
+from ..models.routed import STYLE_FEATURES, RoutedSegmenter, StyleFound, style_feature_dim, style_features
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,11 @@ def image_styles(model: Segmenter, images: Sequence[str | Path | np.ndarray], ba
             pixels = read_pixels(image) if isinstance(image, (str, Path)) else image
             x = torch.from_numpy(np.ascontiguousarray(to_rgb_float(pixels))).permute(2, 0, 1)[None]
             batch.append(resize_image(x, size))
-        with torch.inference_mode(), style_features(model) as found:
-            model(torch.cat(batch))
+        with torch.inference_mode(), style_features(model, stop=True) as found:
+            try:
+                model(torch.cat(batch))
+            except StyleFound:  # the first stage is all it needs
+                pass
         rows.append(found[-1])
     return torch.cat(rows) if rows else torch.zeros(0, style_feature_dim(model))
 

@@ -30,11 +30,17 @@ def style_feature_dim(model: Segmenter) -> int:
     return 2 * int(model.config["widths"][0])
 
 
+class StyleFound(Exception):
+    """Raised by :func:`style_features` with ``stop=True`` to end a forward pass after the first
+    stage: the gate needs no more."""
+
+
 @contextlib.contextmanager
-def style_features(model: Segmenter) -> Iterator[list[torch.Tensor]]:
+def style_features(model: Segmenter, stop: bool = False) -> Iterator[list[torch.Tensor]]:
     """Inside, each forward pass of ``model`` appends the style vectors ``[B, 2 C]`` of its
     batch (first encoder stage output: per channel spatial mean, then standard deviation;
-    averaged over timesteps for a multi-step output ``[T, B, C, h, w]``)."""
+    averaged over timesteps for a multi-step output ``[T, B, C, h, w]``). With ``stop``, the pass
+    ends there by raising :class:`StyleFound` (the caller catches it)."""
     found: list[torch.Tensor] = []
 
     def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:
@@ -42,6 +48,8 @@ def style_features(model: Segmenter) -> Iterator[list[torch.Tensor]]:
         if y.ndim == 5:  # [T, B, C, h, w]: the style of the mean over timesteps
             y = y.mean(0)
         found.append(torch.cat([y.mean((-2, -1)), y.std((-2, -1))], 1))
+        if stop:
+            raise StyleFound
 
     handle = model.stages[0].register_forward_hook(hook)
     try:
@@ -84,10 +92,10 @@ class RoutedSegmenter(Segmenter):
     """Two experts of one architecture and a gate: ``experts[0]`` is the model fine-tuning
     started from, ``experts[1]`` the fine-tuned one.
 
-    Every image goes through expert 0 (its first stage gives the gate its style vector); images
-    the gate assigns to the fine-tuned kind go through expert 1 as well, and take its logits.
-    So images like the starting model's training data get exactly the starting model's output,
-    and images like the corrections the fine-tuned model's; the latter cost two passes.
+    Every image first goes through expert 0's first encoder stage, which gives the gate its style
+    vector; then through the whole expert the gate picks. So images like the starting model's
+    training data get exactly the starting model's output, and images like the corrections the
+    fine-tuned model's, each for one pass plus one first stage.
 
     Args:
         expert_arch: architecture of both experts (any other than ``"routed"``).
@@ -130,18 +138,26 @@ class RoutedSegmenter(Segmenter):
         return self.gate(features) > 0
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        with style_features(self.experts[0]) as found:
-            logits = self.experts[0](x)
-        chosen = self.routes(found[-1]).nonzero().flatten()
-        if len(chosen):
-            logits = logits.index_copy(0, chosen, self.experts[1](x[chosen]).to(logits.dtype))
+        chosen = self.route(x)
+        if bool(chosen.all()) or not bool(chosen.any()):
+            return self.experts[int(chosen[0])](x)
+        parts = [(rows, self.experts[e](x[rows])) for e, rows in enumerate(((~chosen).nonzero().flatten(),
+                                                                              chosen.nonzero().flatten()))]
+        logits = parts[0][1].new_empty((len(x), *parts[0][1].shape[1:]))
+        for rows, out in parts:
+            logits[rows] = out.to(logits.dtype)
         return logits
 
     def route(self, x: torch.Tensor) -> torch.Tensor:
         """Which images of ``x`` ``[B, C, H, W]`` go to the fine-tuned expert (bool ``[B]``);
-        runs expert 0 on them."""
-        with self._forward_lock, torch.no_grad(), style_features(self.experts[0]) as found:
-            self.experts[0](x)
+        runs expert 0's first encoder stage on them."""
+        with self._forward_lock, torch.no_grad(), style_features(self.experts[0], stop=True) as found:
+            try:
+                self.experts[0](x)
+            except StyleFound:
+                pass
+        if not found:
+            raise RuntimeError(f"{self.expert_arch}'s first encoder stage did not run: no style for the gate")
         return self.routes(found[-1])
 
     def forward_intermediates(self, x: torch.Tensor) -> dict[str, Any]:
