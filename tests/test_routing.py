@@ -206,3 +206,20 @@ def test_the_inspector_says_which_expert_answered(start_file):
     assert inspect_stage(routed, lesion(60, inverted=True), 0, spike="q").expert == "the fine-tuned copy"
     assert inspect_stage(routed, lesion(60), 0, spike="q").expert == "the starting model"
     assert inspect_stage(start, lesion(60), 0, spike="q").expert is None
+
+
+def test_a_float16_start_is_kept_in_float16_without_loss(tmp_path, start_file):
+    from safetensors import safe_open
+
+    model = load_model(start_file)
+    half_start = save_checkpoint(model, tmp_path / "half.safetensors", half=True,
+                                 **{**model.info.record(), "domain": read_metadata(start_file)["domain"]})
+    corrections = write_inverted_pairs(tmp_path / "negatives", range(10))
+    result = finetune(half_start, corrections, tmp_path / "tuned.safetensors", epochs=1, device="cpu")
+    assert result.routed
+    with safe_open(str(result.checkpoint), framework="pt") as f:
+        dtypes = {name: f.get_slice(name).get_dtype() for name in f.keys()}
+    assert dtypes["experts.0.head.weight"] == "F16" and dtypes["experts.1.head.weight"] == "F32"
+    start = load_model(half_start)
+    for a, b in zip(load_model(result.checkpoint).experts[0].state_dict().values(), start.state_dict().values()):
+        assert torch.equal(a, b)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +41,24 @@ def describe(model: Segmenter, **extra: Any) -> dict[str, Any]:
     return meta
 
 
-def save_checkpoint(model: Segmenter, path: str | Path, half: bool = False, **metadata: Any) -> Path:
+def save_checkpoint(model: Segmenter, path: str | Path, half: bool | Callable[[str], bool] = False,
+                    **metadata: Any) -> Path:
     """Write ``model``'s weights and metadata (see :func:`describe`) atomically to ``path``.
 
-    ``half=True`` stores weights as float16 (half the size, for shipped models); batch-norm
-    statistics stay float32. :func:`load_model` restores float32 either way.
+    ``half=True`` stores weights as float16 (half the size, for shipped models); a function of
+    the tensor name stores only the weights it picks so (e.g. a routed model's copy of a
+    float16-stored starting model: lossless). Batch-norm statistics stay float32.
+    :func:`load_model` restores float32 either way.
     """
     meta = describe(model, **metadata)
-    if half:
+    if half is True:
         meta["storage_dtype"] = "float16"
+    halve = half if callable(half) else (lambda _name: bool(half))
 
     def stored(name: str, tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.detach().cpu().contiguous()
         keep = name.endswith(("running_mean", "running_var")) or not tensor.is_floating_point()
-        return tensor if (keep or not half) else tensor.half()
+        return tensor if (keep or not halve(name)) else tensor.half()
 
     state = {k: stored(k, v) for k, v in model.state_dict().items()}
     header = {METADATA_KEY: json.dumps(meta, default=str)}

@@ -8,6 +8,8 @@ from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..common import run_job
 from ..data.dataset import find_pairs, split_pairs
 from ..models.base import Segmenter
@@ -175,7 +177,11 @@ def _write_result(best_file: Path, out: Path, keeper: Segmenter, start_meta: dic
         if fit.separates:
             model = routed_model(keeper, tuned, start_styles, new_styles)
             routing = {"start": start_name, "features": STYLE_FEATURES, **fit.record()}
-            save_checkpoint(model, out, **{**meta, "domain": start_meta["domain"], "routing": routing})
+            # a start whose weights are float16 numbers (a shipped model) is stored so: lossless
+            start_half = all(torch.equal(t, t.half().float()) for n, t in keeper.state_dict().items()
+                             if t.is_floating_point() and not n.endswith(("running_mean", "running_var")))
+            save_checkpoint(model, out, half=lambda name: start_half and name.startswith("experts.0."),
+                            **{**meta, "domain": start_meta["domain"], "routing": routing})
             return True
     meta["domain"] = domain_record(tuned, images, source=f"{len(images)} corrections")
     save_checkpoint(tuned, out, **meta)
