@@ -25,7 +25,8 @@ from ..data.io import read_pixels, to_rgb_float
 from ..data.resize import resize_image
 from ..models.base import Segmenter
 from ..models.info import ModelInfo
-from ..models.routed import STYLE_FEATURES, RoutedSegmenter, StyleFound, style_feature_dim, style_features
+from ..models.routed import (STYLE_FEATURES, GaussianGate, RoutedSegmenter, StyleFound, style_feature_dim,
+                             style_features)
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,8 @@ def _gaussians(start: torch.Tensor, new: torch.Tensor) -> tuple[torch.Tensor, ..
 
 
 def _scores(start: torch.Tensor, new: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    mean0, var0, mean1, var1 = _gaussians(start, new)
-
-    def log_likelihood(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-        return -0.5 * (((rows - mean) ** 2) / var + torch.log(var)).sum(1)
-
-    return log_likelihood(mean1, var1) - log_likelihood(mean0, var0)
+    """The gate fitted on ``start`` and ``new`` applied to ``rows`` (``> 0``: the new kind)."""
+    return GaussianGate(start.shape[1]).set(*_gaussians(start, new))(rows)
 
 
 @dataclass(frozen=True)
