@@ -57,3 +57,10 @@ medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}c" --size 128 -
 # Epochs 11-13 (same command plus --resume): validation Dice at 128² 0.467, 0.478, 0.467 (training
 # loss 0.970, 0.966, 0.955): a plateau; the shipped weights stay epoch 10's. Why the spiking
 # network learns so slowly, and what was tried against it: training/README.md, "Rate twin".
+# Measured and not kept: the phase-2c weights (epoch 12) continued without the alignment teacher,
+# same lr 5e-4 and split. Validation Dice at 128² by epoch 0.475, 0.461, 0.431 (training loss,
+# segmentation only, 0.927, 0.945, 0.955: rising); with the teacher the same weights stayed at
+# 0.467-0.478. The alignment to the ANN twin helps the spiking network; stopped after 3 epochs.
+# medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}d" --size 128 --epochs 60 \
+#     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5}' \
+#     --init-from "${SNN}c/best.safetensors" --lr 5e-4 --plateau-patience 2
