@@ -225,3 +225,29 @@ def test_segment_a_folder_from_the_dock(plugin, qtbot, tmp_path, notes):
     assert segment.table.shape[0] == len(segment.measurements)
     assert segment.table.column_headers[0] == "image"
     assert {row["image"] for row in segment.measurements} <= {"clip.mp4", "img0.png", "img1.png"}
+
+
+def test_keep_the_start_model_box_reaches_fine_tuning(plugin, tmp_path, qtbot, store_corrections, monkeypatch):
+    """Ticked by default (the fine-tuning default); unticked, the fine-tune runs with route=False."""
+    from napari_medspike.engine.config import FINETUNE
+    from napari_medspike.widgets import finetune as dock_module
+
+    seen = []
+    real = dock_module.finetune_steps
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("route"))
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(dock_module, "finetune_steps", spy)
+    viewer, widgets, image = plugin
+    tune = widgets["Correct & fine-tune"]
+    store_corrections(viewer, tune, image, tmp_path / "store", [(slice(10, 40), slice(20, 60))])
+    tune.epochs.value = 1
+    assert tune.keep_start.value is FINETUNE.route is True
+    tune.keep_start.value = False
+    with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
+        pass
+    assert seen == [False]
+    assert load_model(SESSION.source).arch == "medspikeformer"  # one network, as asked
+    qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
