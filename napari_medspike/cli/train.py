@@ -136,8 +136,9 @@ def finetune_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--freeze-norm-stats", action=argparse.BooleanOptionalAction, default=FINETUNE.freeze_norm_stats,
                         help="keep the starting model's batch-norm statistics")
     parser.add_argument("--route", action=argparse.BooleanOptionalAction, default=FINETUNE.route,
-                        help="when the corrections are another kind of image than the model's training data, keep "
-                        "the model for that kind (a gate picks per image; the output holds both)")
+                        help="when the corrections are another kind of image than the starting model's training "
+                        "data, the output keeps the starting model for images like that data (a gate picks per "
+                        "image; the file holds both); --no-route: one fine-tuned network")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
