@@ -136,6 +136,7 @@ def test_fine_tuning_on_the_same_kind_or_without_routing_gives_a_plain_model(tmp
     result = finetune(start_file, same, tmp_path / "same.safetensors", epochs=1, device="cpu")
     assert not result.routed and load_model(result.checkpoint).arch == "medqkformer"
     assert read_metadata(result.checkpoint)["domain"]["images"] == 10  # the corrections, for next time
+    assert "style vectors of 10 corrections" in result.checkpoint.with_suffix(".md").read_text()
     negatives = write_inverted_pairs(tmp_path / "negatives", range(10))
     plain = finetune(start_file, negatives, tmp_path / "plain.safetensors", epochs=1, route=False, device="cpu")
     assert not plain.routed and load_model(plain.checkpoint).arch == "medqkformer"

@@ -183,6 +183,6 @@ def _write_result(best_file: Path, out: Path, keeper: Segmenter, start_meta: dic
             save_checkpoint(model, out, half=lambda name: start_half and name.startswith("experts.0."),
                             **{**meta, "domain": start_meta["domain"], "routing": routing})
             return True
-    meta["domain"] = domain_record(tuned, images, source=f"{len(images)} corrections")
+    meta["domain"] = domain_record(tuned, images, source="corrections")
     save_checkpoint(tuned, out, **meta)
     return False
