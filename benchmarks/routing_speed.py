@@ -16,10 +16,10 @@ import statistics
 import sys
 import time
 
-import numpy as np
 import torch
 
 from napari_medspike._sample_data import SAMPLES as SAMPLES_DIR
+from napari_medspike.analysis.maps import model_input
 from napari_medspike.data.io import read_pixels
 from napari_medspike.engine.checkpoint import load_model
 from napari_medspike.engine.routing import image_styles, recorded_styles, routed_model
@@ -50,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 predict(model, image)
                 times[key].append(time.perf_counter() - start)
-        x = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None]
-                                            .float() / 255, size=(alone.input_size,) * 2, mode="bilinear", antialias=True)
-        expert = "fine-tuned copy" if bool(routed.route(x)[0]) else "starting model"
+        chosen = bool(routed.route(model_input(image, alone.input_size))[0])
+        expert = "fine-tuned copy" if chosen else "starting model"
         a, r = (statistics.median(times[k]) * 1000 for k in ("alone", "routed"))
         print(f"{name}: alone {a:.0f} ms, routed {r:.0f} ms (answered by the {expert}): ratio {r / a:.2f}")
     return 0

@@ -17,7 +17,7 @@ from pathlib import Path
 from napari_medspike.data.dataset import find_pairs
 from napari_medspike.engine.checkpoint import (load_model, model_card_path, read_metadata, resolve_checkpoint,
                                                save_checkpoint)
-from napari_medspike.engine.reports import dataset_name, domain_line
+from napari_medspike.engine.reports import DOMAIN_LINE_START, dataset_name, domain_line
 from napari_medspike.engine.routing import domain_record
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
                     **{**model.info.record(), "domain": record})
     card = model_card_path(path)
     if card.exists():
-        kept = [line for line in card.read_text().splitlines() if not line.startswith(domain_line({})[:12])]
+        kept = [line for line in card.read_text().splitlines() if not line.startswith(DOMAIN_LINE_START)]
         head = next((i for i, line in enumerate(kept) if not line.startswith(("#", "-", " ")) and i > 2), len(kept))
         card.write_text("\n".join(kept[:head] + [domain_line(read_metadata(path))] + kept[head:]) + "\n")
     print(f"{path}: domain record of {record['images']} of {len(train)} training images ({names})")

@@ -224,8 +224,7 @@ def estimate_energy(model: Segmenter, x: torch.Tensor) -> EnergyReport:
         model.train(was_training)
     rates = {name: sum(v) / len(v) for name, v in firing.items() if v}
     stage_rates = []
-    stages = getattr(model, "stages", None) or getattr(getattr(model, "experts", [None])[0], "stages", [])
-    for i in range(len(stages)):  # (a routed model: the stages of whichever experts ran)
+    for i in range(len(getattr(model, "stages", []))):  # (a routed model: "experts.N.stages.i.")
         values = [r for n, r in rates.items() if n.startswith(f"stages.{i}.") or f".stages.{i}." in n]
         stage_rates.append(sum(values) / len(values) if values else math.nan)
     padded, _ = pad_to_stride(x)

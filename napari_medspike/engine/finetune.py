@@ -156,9 +156,10 @@ def finetune_steps(
     dice_before = result.initial["val_dice"] if result.initial else float("nan")
     dice_after = float(result.best.get("val_dice", float("nan")))
     routed = _write_result(best_file, out, keeper, start_meta, start_name, [p.image for p in pairs], route)
-    write_model_card(out, read_metadata(out))
+    written = read_metadata(out)
+    write_model_card(out, written)
     held_out = len(pairs) >= 2
-    n_val = len(read_metadata(out).get("training", {}).get("val_keys", []))
+    n_val = len(written.get("training", {}).get("val_keys", []))
     return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val, routed)
 
 

@@ -57,10 +57,14 @@ def dataset_name(folder: str) -> str:
     return Path(str(folder).rstrip("/\\")).name or str(folder)
 
 
+#: How the model card's line about a domain record starts.
+DOMAIN_LINE_START = "- Kind of images it knows:"
+
+
 def domain_line(meta: dict[str, Any]) -> str:
     """The model card's line about a checkpoint's domain record (metadata ``"domain"``)."""
     record = meta.get("domain") or {}
-    return (f"- Kind of images it knows: style vectors of {record.get('images')} {record.get('source')} "
+    return (f"{DOMAIN_LINE_START} style vectors of {record.get('images')} {record.get('source')} "
             "(fine-tuning it on another kind of image keeps it for this kind)")
 
 

@@ -127,6 +127,11 @@ class RoutedSegmenter(Segmenter):
     def config(self) -> dict[str, Any]:
         return {"expert_arch": self.expert_arch, "expert_config": self.experts[0].config}
 
+    @property
+    def stages(self) -> nn.ModuleList:
+        """The starting expert's encoder stages (the first one feeds the gate)."""
+        return self.experts[0].stages
+
     def attention_modules(self) -> list[nn.Module]:
         return self.experts[0].attention_modules()
 
