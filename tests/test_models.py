@@ -347,6 +347,37 @@ def test_lif_rate_gradient_spans_the_rise_of_the_rate() -> None:
     assert g[3] == g.max() and g[2] > 10 * g[0] and g[4] > 10 * g[6]
 
 
+def test_the_ramp_is_the_clipped_line_through_the_rate_corners_with_its_exact_gradient() -> None:
+    from napari_medspike.models.neurons import LIFRate, lif_rate_window
+
+    low, high = lif_rate_window(4, 2.0, 0.5)
+    x = torch.tensor([-1.0, low, 0.5 * (low + high), high, 2.0], requires_grad=True)
+    ramp = LIFRate(timesteps=4, threshold=0.5, relaxed=True)
+    y = ramp(x)
+    torch.testing.assert_close(y.detach(), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+    y[2].backward()
+    assert x.grad[2] == pytest.approx(1.0 / (high - low)) and x.grad[0] == 0 and x.grad[4] == 0
+    rate = LIFRate(timesteps=4, threshold=0.5)(torch.linspace(-1, 2, 301))
+    # the staircase never lies above the line through its corners by more than one step
+    assert (rate - ramp(torch.linspace(-1, 2, 301))).max() <= 0.5
+
+
+def test_a_ramp_rate_twin_round_trips_and_hands_its_weights_to_the_snn() -> None:
+    from napari_medspike.models.neurons import LIFRate
+    from napari_medspike.models.registry import model_class
+
+    twin = create_model("rate_twin", widths=(8, 16, 32, 64), threshold=0.5, activation="ramp")
+    assert all(m.relaxed for m in twin.modules() if isinstance(m, LIFRate))
+    assert create_model("rate_twin", **twin.config).config == twin.config
+    snn = create_model("medspikeformer", **model_class("medspikeformer").config_from(twin))
+    snn.load_state_dict(twin.state_dict(), strict=True)
+    assert snn.threshold == 0.5 and "activation" not in snn.config
+    gelu = create_model("ann_twin", **model_class("ann_twin").config_from(twin))
+    gelu.load_state_dict(twin.state_dict(), strict=True)
+    with pytest.raises(ValueError, match="activation"):
+        create_model("rate_twin", activation="relu")
+
+
 def test_rate_twin_shares_the_snn_parameters_and_neuron_settings() -> None:
     from napari_medspike.models.neurons import LIFRate
     from napari_medspike.models.registry import model_class

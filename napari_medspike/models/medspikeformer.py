@@ -30,6 +30,10 @@ from .blocks import (
 #: convolutions read analog values at every timestep (kept to reproduce the paper).
 LAYOUTS: tuple[str, ...] = ("spike_driven", "reference")
 
+#: The rate twin's activations: ``rate``, the LIF's constant-input firing rate (a staircase with a
+#: surrogate gradient), or ``ramp``, the clipped line through its corners (exact gradient).
+RATE_ACTIVATIONS: tuple[str, ...] = ("rate", "ramp")
+
 
 class EncoderStage(nn.Module):
     """3x3 conv + BN patch embedding -> SDSA -> (side head) -> 2x2 stride-2 conv + BN.
@@ -166,7 +170,9 @@ class MedSpikeFormer(Segmenter):
 
     @classmethod
     def config_from(cls, source: Segmenter) -> dict[str, Any]:
-        return {"timesteps": 4, **source.config}
+        cfg = {"timesteps": 4, **source.config}
+        cfg.pop("activation", None)  # a rate twin's
+        return cfg
 
     def dense_reference(self) -> Segmenter:
         return ANNTwin(**ANNTwin.config_from(self))
@@ -234,8 +240,8 @@ class ANNTwin(MedSpikeFormer):
     @classmethod
     def config_from(cls, source: Segmenter) -> dict[str, Any]:
         cfg = dict(source.config)
-        cfg.pop("timesteps", None)
-        cfg.pop("threshold", None)
+        for option in ("timesteps", "threshold", "activation"):
+            cfg.pop(option, None)
         return cfg
 
     def dense_reference(self) -> Segmenter:
@@ -278,16 +284,20 @@ class RateTwin(ANNTwin):
         layout: str = "spike_driven",
         timesteps: int = 4,
         threshold: float = 1.0,
+        activation: str = "rate",
     ) -> None:
         if timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {timesteps}")
         if not threshold > 0:
             raise ValueError(f"threshold must be positive, got {threshold}")
+        if activation not in RATE_ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {list(RATE_ACTIVATIONS)}")
         super().__init__(in_channels, widths, heads=heads, layout=layout)
-        self.rate_timesteps, self.threshold = int(timesteps), float(threshold)
+        self.rate_timesteps, self.threshold, self.activation = int(timesteps), float(threshold), activation
         for module in self.modules():
             if isinstance(module, LIFRate):
                 module.timesteps, module.threshold = self.rate_timesteps, self.threshold
+                module.relaxed = activation == "ramp"
 
     @classmethod
     def config_from(cls, source: Segmenter) -> dict[str, Any]:
@@ -295,4 +305,5 @@ class RateTwin(ANNTwin):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {**super().config, "timesteps": self.rate_timesteps, "threshold": self.threshold}
+        return {**super().config, "timesteps": self.rate_timesteps, "threshold": self.threshold,
+                "activation": self.activation}

@@ -221,17 +221,26 @@ class LIFRate(nn.Module):
     weights, trained at the cost of one pass, carry over to the SNN (approximately: the SNN's
     inputs vary over time, a constant input does not), where a GELU twin's leave it almost
     silent. The gradient is a sigmoid surrogate spanning the rate's rise (:func:`lif_rate_window`).
+
+    ``relaxed=True`` outputs the straight line through the rate's corners instead of its
+    staircase: 0 below the window, 1 above it, linear in between, with its exact gradient (a
+    clipped linear unit: what an ANN learns quickly, and one step from the staircase).
     """
 
-    def __init__(self, timesteps: int = 4, tau: float = 2.0, threshold: float = 1.0) -> None:
+    def __init__(self, timesteps: int = 4, tau: float = 2.0, threshold: float = 1.0, relaxed: bool = False) -> None:
         super().__init__()
         self.timesteps, self.tau, self.threshold = int(timesteps), float(tau), float(threshold)
+        self.relaxed = bool(relaxed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.relaxed:
+            low, high = lif_rate_window(self.timesteps, self.tau, self.threshold)
+            return ((x - low) / (high - low)).clamp(0.0, 1.0)
         return _LIFRateFunction.apply(x, self.timesteps, self.tau, self.threshold)
 
     def extra_repr(self) -> str:
-        return f"timesteps={self.timesteps}, tau={self.tau}, threshold={self.threshold}"
+        relaxed = ", relaxed=True" if self.relaxed else ""
+        return f"timesteps={self.timesteps}, tau={self.tau}, threshold={self.threshold}{relaxed}"
 
 
 def make_lif() -> LIFNode:
