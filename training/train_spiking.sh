@@ -64,3 +64,12 @@ medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}c" --size 128 -
 # medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}d" --size 128 --epochs 60 \
 #     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5}' \
 #     --init-from "${SNN}c/best.safetensors" --lr 5e-4 --plateau-patience 2
+# Measured and not kept: a clipped-linear twin between the GELU twin and the SNN (the rate twin's
+# "ramp" activation), initialised from the GELU twin. Validation Dice at 128² by epoch 0.444,
+# 0.444, 0.475, 0.462 (training loss 0.998, 0.944, 0.936, 0.924): as slow as the rate twin, so
+# not carried on to the SNN; stopped after 4 epochs (about 2.6 min per epoch of idle compute).
+# The GELU twin's weights as that ramp twin and as the rate twin, statistics re-estimated
+# (training/convert_twin.py): Dice 0.372 and 0.352 (training/README.md, "Rate twin").
+# medspike-train --arch rate_twin --data "$DATA" --out runs/ramp128 --size 128 --epochs 40 \
+#     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5, "activation": "ramp"}' \
+#     --init-from "$TWIN/best.safetensors" --lr 5e-4 --plateau-patience 2
