@@ -89,6 +89,29 @@ def test_routed_model_answers_each_image_with_the_expert_of_its_kind(start_file)
     assert torch.allclose(inside["stages"][0]["spikes"]["q"][:, :1], single["stages"][0]["spikes"]["q"], atol=1e-5)
 
 
+def test_tiled_prediction_sends_every_tile_to_the_expert_chosen_for_the_whole_image(start_file):
+    from napari_medspike.inference.predictor import _to_batch, predict
+    from napari_medspike.data.resize import resize_image
+
+    start = load_model(start_file)
+    other = create_model("medqkformer", **TINY).eval()
+    kinds = [lesion(s) for s in range(20)], [lesion(s, inverted=True) for s in range(20)]
+    routed = routed_model(start, other, image_styles(start, kinds[0]), image_styles(start, kinds[1]))
+    # mostly the start's kind of image, with a strip of the other kind on its right
+    image = np.concatenate([lesion(50), lesion(51), lesion(52, inverted=True)[:, :40]], axis=1)
+    whole = resize_image(_to_batch(image[None].astype(np.float32) / 255, torch.device("cpu")), 32)
+    chosen = routed.expert_for(whole)
+    assert chosen is routed.experts[0]
+    tiles = torch.stack([torch.from_numpy(image[:32, x : x + 32].astype(np.float32) / 255).permute(2, 0, 1)
+                         for x in range(0, image.shape[1] - 31, 24)])
+    assert routed.route(tiles).any() and not routed.route(tiles).all()  # tiles alone would mix experts
+    got = predict(routed, image, mode="tiled", flips=False)
+    np.testing.assert_allclose(got, predict(chosen, image, mode="tiled", tile_size=32, flips=False), atol=1e-6)
+    assert not np.allclose(got, predict(routed.experts[1], image, mode="tiled", tile_size=32, flips=False), atol=1e-3)
+    with pytest.raises(ValueError, match="one image"):
+        routed.expert_for(tiles)
+
+
 def test_routed_checkpoint_round_trip(tmp_path, start_file):
     start = load_model(start_file)
     styles = image_styles(start, [lesion(s) for s in range(10)]), image_styles(start, [lesion(s, True) for s in range(10)])

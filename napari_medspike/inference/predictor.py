@@ -134,6 +134,13 @@ def predict_steps(
         yield Progress(1, 1, "done")
         return prob
 
+    route = getattr(model, "expert_for", None)
+    if route is not None:  # a routed model: one expert for the whole image, chosen on all of it
+        with computing():
+            reduce = min(h, w) // (2 * model.input_size)  # as resize mode does
+            whole = reduced_rgb_float(image, reduce) if reduce >= 2 else rgb
+            model = route(resize_image(_to_batch(whole[None], device), model.input_size))
+            del whole
     pad_h, pad_w = max(0, size - h), max(0, size - w)
     if pad_h or pad_w:
         rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")

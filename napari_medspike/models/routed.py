@@ -165,6 +165,15 @@ class RoutedSegmenter(Segmenter):
             raise RuntimeError(f"{self.expert_arch}'s first encoder stage did not run: no style for the gate")
         return self.routes(found[-1])
 
+    def expert_for(self, image: torch.Tensor) -> Segmenter:
+        """The expert the gate picks for one whole image ``[1, C, H, W]`` (at the model's input
+        size, as the domain records were made). Tiled prediction sends every tile of the image to
+        it: a tile's own style (a crop of background, a patch of hair) can look like another kind
+        of image, and tiles answered by different experts would meet at visible seams."""
+        if image.ndim != 4 or len(image) != 1:
+            raise ValueError(f"expert_for takes one image [1, C, H, W], got shape {tuple(image.shape)}")
+        return self.experts[int(self.route(image)[0])]
+
     def forward_intermediates(self, x: torch.Tensor) -> dict[str, Any]:
         """The chosen expert's :meth:`~.base.Segmenter.forward_intermediates`, plus ``"routes"``
         (bool ``[B]``: True where the fine-tuned expert answered). A batch that mixes both
