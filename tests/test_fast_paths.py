@@ -205,3 +205,33 @@ def test_time_mean_equals_the_mean_over_timesteps_in_any_layout(timesteps):
     assert torch.equal(time_mean(spikes), spikes.mean(0))  # exact for spikes
     out.sum().backward()
     torch.testing.assert_close(x.grad, torch.full_like(x, 1 / timesteps))
+
+
+def test_interactions_stack_in_any_order_with_their_norm():
+    from napari_medspike.models.attention import PAIRED_ORDER, decomposed_channel_attention
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = ((torch.rand(2, 1, 8, 6, 5, generator=g) < 0.3).float() for _ in range(3))
+    scale, shift = torch.rand(32, generator=g) + 0.5, torch.randn(32, generator=g)
+    plain = decomposed_channel_attention(q, k, v, heads=2, affine=(scale, shift))
+    channels = torch.cat([torch.arange(i * 8, (i + 1) * 8) for i in PAIRED_ORDER])
+    paired = decomposed_channel_attention(q, k, v, heads=2, affine=(scale[channels], shift[channels]), order=PAIRED_ORDER)
+    torch.testing.assert_close(paired, plain[:, :, channels])
+    assert not torch.allclose(paired, plain)  # the order really changed
+
+
+@pytest.mark.parametrize("spike_driven", [False, True])
+def test_split_qkv_gives_the_grouped_convs_spikes(spike_driven):
+    torch.manual_seed(2)
+    sdsa = _randomise_bn(SDSA(16, "lif", timesteps=4, heads=4, spike_driven=spike_driven))
+    x = torch.randn(4, 2, 16, 10, 12)
+    with torch.no_grad():
+        functional.reset_net(sdsa)
+        q, k, v = sdsa._split_qkv(x)
+        functional.reset_net(sdsa)
+        with fastpath.disabled():
+            grouped = sdsa.qkv_neuron(torch.stack([sdsa.qkv(x[t]) for t in range(4)]))
+    want = grouped.unflatten(2, (16, 3)).unbind(3)
+    for got, ref in zip((q, k, v), want):
+        assert torch.equal(got, ref)
+    assert 0 < float(q.mean()) < 1
