@@ -154,6 +154,30 @@ def test_fine_tuning_on_another_kind_keeps_the_start_model_for_its_own(tmp_path,
         assert torch.equal(a, b)
 
 
+def test_fine_tuning_a_routed_model_on_its_first_kind_trains_that_expert_and_keeps_the_other(tmp_path, start_file):
+    negatives = write_inverted_pairs(tmp_path / "negatives", range(10))
+    first = finetune(start_file, negatives, tmp_path / "routed.safetensors", epochs=2, device="cpu")
+    assert first.routed
+    before = load_model(first.checkpoint)
+    # new corrections of the start's own kind (reddish lesions): the gate sends them to expert 0
+    same = write_lesion_pairs(tmp_path / "same", range(100, 110), stem="s{:03d}")
+    again = finetune(first.checkpoint, same, tmp_path / "again.safetensors", epochs=2, lr=1e-3, device="cpu")
+    assert again.routed and "fine-tuned before is kept" in again.describe()
+    after = load_model(again.checkpoint)
+    assert isinstance(after, RoutedSegmenter)
+    for a, b in zip(after.experts[1].state_dict().values(), before.experts[1].state_dict().values()):
+        assert torch.equal(a, b)  # the dermoscopy-like copy is untouched
+    for name in ("mean0", "var0", "mean1", "var1"):
+        assert torch.equal(getattr(after.gate, name), getattr(before.gate, name))
+    assert any(not torch.equal(a, b) for a, b in zip(after.experts[0].state_dict().values(),
+                                                     before.experts[0].state_dict().values()))
+    meta = read_metadata(again.checkpoint)
+    assert meta["domain"] == read_metadata(start_file)["domain"] and "first_expert" in meta["routing"]
+    x = torch.from_numpy(lesion(60, inverted=True)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():  # the other kind is still answered by the copy fine-tuned before
+        assert torch.equal(after(x), before.experts[1](x))
+
+
 def test_fine_tuning_on_the_same_kind_or_without_routing_gives_a_plain_model(tmp_path, start_file):
     same = write_lesion_pairs(tmp_path / "same", range(100, 110), stem="s{:03d}")
     result = finetune(start_file, same, tmp_path / "same.safetensors", epochs=1, device="cpu")

@@ -164,7 +164,7 @@ def _finetune(args: argparse.Namespace) -> int:
     finally:
         close()
     print(f"held-out Dice before {result.dice_before:.4f} after {result.dice_after:.4f} -> {result.checkpoint}"
-          + (" (routed: the starting model is kept for images like its training data)" if result.routed else ""))
+          + (f" (routed: {result.kept})" if result.routed else ""))
     return 0
 
 

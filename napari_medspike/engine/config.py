@@ -158,6 +158,8 @@ class FinetuneResult:
     validation_images: int = 0
     #: The checkpoint keeps the starting model for images like its training data (a gate picks).
     routed: bool = False
+    #: What a routed result kept untouched, in words for people (see :meth:`describe`).
+    kept: str = "the starting model is kept for images like its training data"
 
     def describe(self) -> str:
         """One line for people: the Dice before and after, and on what it was measured."""
@@ -168,5 +170,5 @@ class FinetuneResult:
         where = (f"held-out Dice on {self.validation_images} image{'s' * (self.validation_images != 1)}"
                  if self.held_out else "Dice on the corrected image itself (save 2 or more corrections to "
                  "hold one out)")
-        kept = "; the starting model is kept for images like its training data" if self.routed else ""
+        kept = f"; {self.kept}" if self.routed else ""
         return f"{where}: {self.dice_before:.3f} -> {self.dice_after:.3f}{kept}"

@@ -69,7 +69,10 @@ def finetune_steps(
     apart, :func:`~.routing.check_gate`), ``out`` is a
     :class:`~napari_medspike.models.routed.RoutedSegmenter`: the starting model answers images
     like its training data, the fine-tuned one images like the corrections, so nothing is
-    forgotten. A routed starting model fine-tunes its fine-tuned expert and keeps its first.
+    forgotten. A routed starting model fine-tunes the expert its gate sends most corrections
+    to and keeps the other one and the gate: corrections like its fine-tuned kind train that
+    copy (and the gate is fitted again between the first kind and them); corrections like its
+    first kind train the first expert, and the copy fine-tuned before stays as it was.
     """
     if not 0 <= lr <= MAX_SAFE_LR:
         raise ValueError(f"learning rate {lr} is unsafe for fine-tuning: use a value in (0, {MAX_SAFE_LR}], "
@@ -104,12 +107,19 @@ def finetune_steps(
         source_model = load_model(resolve_checkpoint(start))
     start_meta = source_model.info.to_metadata()
     keeper = source_model  # the model a routed result keeps for the starting kind of image
-    if isinstance(source_model, RoutedSegmenter):  # fine-tune its fine-tuned expert, keep its first
-        keeper = source_model.experts[0]
-        keeper.info = source_model.info.updated(arch=keeper.arch, config=keeper.config)
-        tuned_start = source_model.experts[1]
-        tuned_start.info = source_model.info.updated(arch=tuned_start.arch, config=tuned_start.config)
-        source_model = tuned_start
+    first_kind: RoutedSegmenter | None = None  # a routed start whose first expert the corrections are like
+    if isinstance(source_model, RoutedSegmenter):  # fine-tune the expert the corrections go to
+        routed_start = source_model
+        to_tuned = routed_start.routes(image_styles(routed_start.experts[0], [p.image for p in pairs]))
+        index = 1 if float(to_tuned.float().mean()) >= 0.5 else 0
+        log.info("fine-tune: the gate sends %d of %d corrections to the fine-tuned copy: training expert %d",
+                 int(to_tuned.sum()), len(pairs), index)
+        if index == 0:
+            first_kind = routed_start
+        for expert in routed_start.experts:
+            expert.info = routed_start.info.updated(arch=expert.arch, config=expert.config)
+        keeper = routed_start.experts[1 - index]
+        source_model = routed_start.experts[index]
         start_name = (start_meta.get("routing") or {}).get("start", start_name)
     if isinstance(start, Segmenter) or keeper is not source_model:
         start_path = run_dir / "start.safetensors"
@@ -155,12 +165,32 @@ def finetune_steps(
         save_checkpoint(source_model, best_file, input_size=size, **source_model.info.inherited())
     dice_before = result.initial["val_dice"] if result.initial else float("nan")
     dice_after = float(result.best.get("val_dice", float("nan")))
-    routed = _write_result(best_file, out, keeper, start_meta, start_name, [p.image for p in pairs], route)
+    if first_kind is not None and route:
+        routed = _write_first_expert(best_file, out, first_kind, start_meta)
+        kept = "the copy fine-tuned before is kept for images like its corrections"
+    else:
+        routed = _write_result(best_file, out, keeper, start_meta, start_name, [p.image for p in pairs], route)
+        kept = FinetuneResult.kept
     written = read_metadata(out)
     write_model_card(out, written)
     held_out = len(pairs) >= 2
     n_val = len(written.get("training", {}).get("val_keys", []))
-    return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val, routed)
+    return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val, routed, kept)
+
+
+def _write_first_expert(best_file: Path, out: Path, start: RoutedSegmenter, start_meta: dict[str, Any]) -> bool:
+    """Write ``start`` with its first expert replaced by the fine-tuned one in ``best_file``: its
+    gate, its other expert and its records (domain, routing) stay as they were."""
+    tuned = load_model(best_file)
+    model = RoutedSegmenter(start.expert_arch, start.experts[0].config)
+    model.load_state_dict(start.state_dict())
+    model.experts[0].load_state_dict(tuned.state_dict())
+    meta = tuned.info.record()
+    routing = {**(start_meta.get("routing") or {}), "first_expert": "fine-tuned on corrections like its kind"}
+    if start_meta.get("domain"):
+        meta["domain"] = start_meta["domain"]
+    save_checkpoint(model.eval(), out, **{**meta, "routing": routing})
+    return True
 
 
 def _write_result(best_file: Path, out: Path, keeper: Segmenter, start_meta: dict[str, Any], start_name: str,
