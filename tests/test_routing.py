@@ -169,8 +169,11 @@ def test_fine_tuning_a_routed_model_on_its_first_kind_trains_that_expert_and_kee
         assert torch.equal(a, b)  # the dermoscopy-like copy is untouched
     for name in ("mean0", "var0", "mean1", "var1"):
         assert torch.equal(getattr(after.gate, name), getattr(before.gate, name))
-    assert any(not torch.equal(a, b) for a, b in zip(after.experts[0].state_dict().values(),
-                                                     before.experts[0].state_dict().values()))
+    changed = {k for k, v in after.experts[0].state_dict().items() if not torch.equal(v, before.experts[0].state_dict()[k])}
+    assert changed and not any(k.startswith("stages.0.") for k in changed)  # the gate's stage is kept
+    x = torch.stack([torch.from_numpy(lesion(s, inverted=bool(s % 2))).permute(2, 0, 1).float() / 255
+                     for s in range(70, 76)])
+    assert torch.equal(after.route(x), before.route(x))  # so every image goes where it went
     meta = read_metadata(again.checkpoint)
     assert meta["domain"] == read_metadata(start_file)["domain"] and "first_expert" in meta["routing"]
     x = torch.from_numpy(lesion(60, inverted=True)).permute(2, 0, 1)[None].float() / 255

@@ -382,3 +382,18 @@ def test_frozen_norm_statistics_and_the_weight_anchor(lesions, tmp_path):
         return sum(float(((tuned[k] - first[k]) ** 2).sum()) for k in first if k.endswith("weight"))
 
     assert change("anchored", anchor_weight=10.0) < 0.5 * change("free")
+
+
+def test_frozen_parts_keep_their_weights_and_norm_statistics():
+    from napari_medspike.engine.trainer import freeze_parts
+
+    model = create_model("medqkformer", widths=[8, 16, 32, 64])
+    model.train()
+    freeze_parts(model, ["stages.0"])
+    frozen = [p for n, p in model.named_parameters() if n.startswith("stages.0.")]
+    assert frozen and not any(p.requires_grad for p in frozen)
+    assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("stages.0."))
+    norms = [m for n, m in model.named_modules() if n.startswith("stages.0.") and isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms)
+    with pytest.raises(ValueError, match="no module"):
+        freeze_parts(model, ["nowhere"])

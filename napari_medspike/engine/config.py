@@ -70,6 +70,8 @@ class TrainConfig:
     keep_initial_as_best: bool = option(False, "fine-tune: the starting weights count as a candidate", cli=False)
     freeze_norm_stats: bool = option(False, "keep batch-norm running statistics as they start (the starting "
                                      "model's): the scale and shift still train")
+    frozen: list[str] = option(help="parameter-name prefixes that do not train; the batch norms inside keep their "
+                               "statistics too (e.g. a routed model's gate stage)", cli=False, factory=list)
     anchor_weight: float = option(0.0, "pull the weights toward the starting ones (L2-SP): adds this weight times "
                                   "the sum of squared changes to the loss (0: off)")
     resumable: bool = option(True, "write last.pt (weights, optimiser, history) every epoch so --resume can "

@@ -72,7 +72,8 @@ def finetune_steps(
     forgotten. A routed starting model fine-tunes the expert its gate sends most corrections
     to and keeps the other one and the gate: corrections like its fine-tuned kind train that
     copy (and the gate is fitted again between the first kind and them); corrections like its
-    first kind train the first expert, and the copy fine-tuned before stays as it was.
+    first kind train the first expert except its first stage, which the gate reads (so every
+    image is routed as before), and the copy fine-tuned before stays as it was.
     """
     if not 0 <= lr <= MAX_SAFE_LR:
         raise ValueError(f"learning rate {lr} is unsafe for fine-tuning: use a value in (0, {MAX_SAFE_LR}], "
@@ -153,6 +154,8 @@ def finetune_steps(
         replay_samples=replay_samples,
         freeze_norm_stats=freeze_norm_stats,
         anchor_weight=anchor_weight,
+        # the gate reads the first expert's first stage: training that expert leaves it as it is
+        frozen=["stages.0"] if first_kind is not None else [],
         keep_initial_as_best=True,
         resumable=False,  # a fine-tune is short: no last.pt every epoch, the curves once
         overwrite=True,  # the run folder is this output's own scratch space

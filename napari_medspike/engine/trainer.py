@@ -122,6 +122,22 @@ def freeze_norm_statistics(model: torch.nn.Module) -> None:
             module.eval()
 
 
+def freeze_parts(model: torch.nn.Module, prefixes: list[str]) -> None:
+    """Stop the parameters under ``prefixes`` (module paths) from training and put the batch
+    norms there in eval mode (their statistics stay). Call after ``model.train()``."""
+    if not prefixes:
+        return
+    found = False
+    for name, module in model.named_modules():
+        if any(name == p.rstrip(".") or name.startswith(p if p.endswith(".") else p + ".") for p in prefixes):
+            found = True
+            module.requires_grad_(False)
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+    if not found:
+        raise ValueError(f"no module of {type(model).__name__} under {prefixes}")
+
+
 def anchor_penalty(model: torch.nn.Module, anchor: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum of squared differences between the model's weights and ``anchor`` (L2-SP, Li et al. 2018)."""
     return sum(((p - anchor[name]) ** 2).sum() for name, p in model.named_parameters() if name in anchor)
@@ -399,6 +415,7 @@ def train_steps(
         net.train()
         if cfg.freeze_norm_stats:
             freeze_norm_statistics(model)
+        freeze_parts(model, cfg.frozen)
         running, seen = 0.0, 0
         for step, (x, y) in enumerate(loader, 1):
             if cancel is not None and cancel.is_set():
