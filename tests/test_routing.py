@@ -176,6 +176,7 @@ def test_fine_tuning_a_routed_model_on_its_first_kind_trains_that_expert_and_kee
     assert torch.equal(after.route(x), before.route(x))  # so every image goes where it went
     meta = read_metadata(again.checkpoint)
     assert meta["domain"] == read_metadata(start_file)["domain"] and "first_expert" in meta["routing"]
+    assert "fine-tuned on corrections like its own kind" in again.checkpoint.with_suffix(".md").read_text()
     x = torch.from_numpy(lesion(60, inverted=True)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():  # the other kind is still answered by the copy fine-tuned before
         assert torch.equal(after(x), before.experts[1](x))

@@ -140,6 +140,9 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
             f"{routing.get('corrections')} corrections went to the fine-tuned copy and "
             f"{routing.get('start_misrouted_leave_one_out', float('nan')):.0%} of {routing.get('start_images')} "
             "of the starting model's training images did")
+        if routing.get("first_expert"):
+            lines.append("- Since then the starting model's network was fine-tuned on corrections like its own kind, "
+                         "its first stage (what the gate reads) kept as it was; the fine-tuned copy is unchanged")
     if train.get("description"):
         lines += ["", train["description"]]
     path = checkpoint.with_suffix(".md")
