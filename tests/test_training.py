@@ -397,3 +397,16 @@ def test_frozen_parts_keep_their_weights_and_norm_statistics():
     assert norms and not any(m.training for m in norms)
     with pytest.raises(ValueError, match="no module"):
         freeze_parts(model, ["nowhere"])
+
+
+def test_a_frozen_stage_of_a_spiking_model_stays_through_training_and_norm_calibration(lesions, tmp_path):
+    start = train(config(lesions, tmp_path / "start", arch="medspikeformer", model_config={**TINY, "timesteps": 2},
+                         epochs=1))
+    before = load_model(start.out_dir / "best.safetensors").state_dict()
+    tuned = train(config(lesions, tmp_path / "tuned", arch="medspikeformer", epochs=1, lr=3e-3,
+                         init_from=str(start.out_dir / "best.safetensors"), frozen=["stages.0"],
+                         keep_initial_as_best=False))
+    after = load_model(tuned.out_dir / "best.safetensors").state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert any(k.endswith("running_mean") for k in changed)  # the statistics were re-estimated elsewhere
+    assert changed and not any(k.startswith("stages.0.") for k in changed)

@@ -88,7 +88,7 @@ def finetune_steps(
         log.warning("fine-tune: %s", problem)
     if not pairs:
         raise ValueError("no corrections to learn from: no image/mask pairs in " + ", ".join(map(str, folders)))
-    from ..data.io import ImageReadError, read_mask
+    from ..data.io import ImageReadError, read_mask, read_pixels
 
     def has_foreground(pair) -> bool:
         try:
@@ -98,6 +98,15 @@ def finetune_steps(
 
     if not any(has_foreground(p) for p in pairs):
         raise ValueError("every correction mask is empty or unreadable: paint the foreground before fine-tuning")
+
+    def readable(image: Path) -> bool:
+        try:
+            read_pixels(image)
+            return True
+        except ImageReadError:
+            return False
+
+    images = [p.image for p in pairs if readable(p.image)]  # what the gate may look at
     out = Path(out)
     run_dir = out.with_name(out.stem + "_run")
     if isinstance(start, Segmenter):
@@ -111,10 +120,10 @@ def finetune_steps(
     first_kind: RoutedSegmenter | None = None  # a routed start whose first expert the corrections are like
     if isinstance(source_model, RoutedSegmenter):  # fine-tune the expert the corrections go to
         routed_start = source_model
-        to_tuned = routed_start.routes(image_styles(routed_start.experts[0], [p.image for p in pairs]))
-        index = 1 if float(to_tuned.float().mean()) >= 0.5 else 0
+        to_tuned = routed_start.routes(image_styles(routed_start.experts[0], images))
+        index = 1 if not images or float(to_tuned.float().mean()) >= 0.5 else 0
         log.info("fine-tune: the gate sends %d of %d corrections to the fine-tuned copy: training expert %d",
-                 int(to_tuned.sum()), len(pairs), index)
+                 int(to_tuned.sum()), len(images), index)
         if index == 0:
             first_kind = routed_start
         for expert in routed_start.experts:
@@ -172,7 +181,7 @@ def finetune_steps(
         routed = _write_first_expert(best_file, out, first_kind, start_meta)
         kept = "the copy fine-tuned before is kept for images like its corrections"
     else:
-        routed = _write_result(best_file, out, keeper, start_meta, start_name, [p.image for p in pairs], route)
+        routed = _write_result(best_file, out, keeper, start_meta, start_name, images, route)
         kept = FinetuneResult.kept
     written = read_metadata(out)
     write_model_card(out, written)

@@ -408,6 +408,9 @@ def train_steps(
     cancelled = False
     steps = len(loader)
     calibration = norm_calibration_images(cfg, model)
+    # frozen parts keep their batch-norm statistics through the re-estimation too
+    kept_statistics = {name: b.detach().clone() for name, b in scored.named_buffers()
+                       if any(name.startswith(p.rstrip(".") + ".") for p in cfg.frozen)}
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.time()
         if sampler is not None:
@@ -459,6 +462,10 @@ def train_steps(
             break
         if calibration:
             recalibrate_norms(scored, train_set, calibration, cfg.batch_size, device)
+            with torch.no_grad():
+                for name, b in scored.named_buffers():
+                    if name in kept_statistics:
+                        b.copy_(kept_statistics[name])
         metrics = validate(scored, val_loader, device) if len(val_set) else {
             "val_loss": running / max(seen, 1), "val_dice": float("nan"), "val_iou": float("nan"), "firing_rate": float("nan")}
         scheduler.step(metrics["val_loss"])
