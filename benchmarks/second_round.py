@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-max", type=int, default=60, help="new-kind images to evaluate on (0: all)")
+    parser.add_argument("--plain-lr", type=float, nargs="*", default=[], metavar="LR",
+                        help="also fine-tune the model itself (not routed) on the second round's corrections at "
+                             "these learning rates (0: the default) and evaluate it on the first kind")
     args = parser.parse_args(argv)
     base = load_model(args.model)
     rng = np.random.default_rng(args.seed)
@@ -56,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
             model = load_model(result.checkpoint)
             rows[name] = (evaluate(model, held), evaluate(model, val))
             print(f"{name}: {seconds:.0f} s, {model.arch}; {result.describe()}")
+        for lr in args.plain_lr:
+            plain = finetune(args.model, corrections_folder(second, tmp / f"plain{lr}"), tmp / f"plain{lr}.safetensors",
+                             lr=lr, seed=args.seed)
+            print(f"{args.model} alone + the second round's corrections, lr {lr or 'default'}: {plain.describe()}; "
+                  f"{Path(args.first).name} validation Dice {evaluate(load_model(plain.checkpoint), val)['dice']:.3f}")
     print(f"| model | {Path(args.new).name} Dice ({len(held)} images) | {Path(args.first).name} validation Dice ({len(val)}) |")
     print("|---|---:|---:|")
     for name, (a, b) in rows.items():
