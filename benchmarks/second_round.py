@@ -6,7 +6,7 @@ images (Kvasir-SEG training images, never its validation images). Both models ar
 the new kind's other images and on the default's own validation images, at their original
 resolution with the recommended inference setting.
 
-    python benchmarks/second_round.py --new ../shared/data/ph2 --first ../shared/data/kvasir-seg
+    python benchmarks/second_round.py --new data/ph2 --first data/kvasir-seg [--plain-lr 0 1e-4]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python training/convert_twin.py --checkpoint runs/ramp/best.safetensors \
         --arch medspikeformer --config '{"timesteps": 4, "threshold": 0.5}' \
-        --data ../shared/data/kvasir-seg --out runs/ramp_as_snn.safetensors
+        --data data/kvasir-seg --out ramp_as_snn.safetensors
 
 The ANN twin, the rate twin (``rate`` or ``ramp`` activation) and the SNN share one skeleton and
 one state dict, so the weights load as they are. The target's batch-norm statistics are then

@@ -1,7 +1,7 @@
 """Record in a checkpoint what kind of images it was trained on (its metadata ``"domain"``), so
 that fine-tuning it on another kind keeps it for its own (``napari_medspike.engine.routing``).
 
-    python training/record_domain.py --model default --data ../shared/data/kvasir-seg
+    python training/record_domain.py --model default --data data/kvasir-seg
 
 Reads the training images (the data folders' pairs minus the validation keys the checkpoint
 records), keeps the style vectors of up to 128 of them (a seeded choice) and rewrites the
