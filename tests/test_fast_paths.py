@@ -208,13 +208,14 @@ def test_time_mean_equals_the_mean_over_timesteps_in_any_layout(timesteps):
 
 
 def test_interactions_stack_in_any_order_with_their_norm():
-    from napari_medspike.models.attention import PAIRED_ORDER, decomposed_channel_attention
+    from napari_medspike.models.attention import PAIRED_ORDER, decomposed_channel_attention, paired_channels
 
     g = torch.Generator().manual_seed(3)
     q, k, v = ((torch.rand(2, 1, 8, 6, 5, generator=g) < 0.3).float() for _ in range(3))
     scale, shift = torch.rand(32, generator=g) + 0.5, torch.randn(32, generator=g)
     plain = decomposed_channel_attention(q, k, v, heads=2, affine=(scale, shift))
-    channels = torch.cat([torch.arange(i * 8, (i + 1) * 8) for i in PAIRED_ORDER])
+    channels = paired_channels(8)
+    assert channels.tolist() == [i * 8 + j for i in PAIRED_ORDER for j in range(8)]
     paired = decomposed_channel_attention(q, k, v, heads=2, affine=(scale[channels], shift[channels]), order=PAIRED_ORDER)
     torch.testing.assert_close(paired, plain[:, :, channels])
     assert not torch.allclose(paired, plain)  # the order really changed

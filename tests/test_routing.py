@@ -275,3 +275,18 @@ def test_a_float16_start_is_kept_in_float16_without_loss(tmp_path, start_file):
     start = load_model(half_start)
     for a, b in zip(load_model(result.checkpoint).experts[0].state_dict().values(), start.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_styles_leave_out_unreadable_files_only_when_asked(tmp_path, start_file):
+    from napari_medspike.data.io import ImageReadError
+
+    model = load_model(start_file)
+    good = tmp_path / "good.png"
+    io.imsave(good, lesion(1), check_contrast=False)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ImageReadError):
+        image_styles(model, [good, broken])
+    styles = image_styles(model, [good, broken, good], skip_unreadable=True)
+    assert styles.shape[0] == 2 and torch.allclose(styles[0], image_styles(model, [good])[0])
+    assert domain_record(model, [broken, good], source="x")["images"] == 1

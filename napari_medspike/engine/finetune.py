@@ -88,7 +88,7 @@ def finetune_steps(
         log.warning("fine-tune: %s", problem)
     if not pairs:
         raise ValueError("no corrections to learn from: no image/mask pairs in " + ", ".join(map(str, folders)))
-    from ..data.io import ImageReadError, read_mask, read_pixels
+    from ..data.io import ImageReadError, read_mask
 
     def has_foreground(pair) -> bool:
         try:
@@ -99,14 +99,7 @@ def finetune_steps(
     if not any(has_foreground(p) for p in pairs):
         raise ValueError("every correction mask is empty or unreadable: paint the foreground before fine-tuning")
 
-    def readable(image: Path) -> bool:
-        try:
-            read_pixels(image)
-            return True
-        except ImageReadError:
-            return False
-
-    images = [p.image for p in pairs if readable(p.image)]  # what the gate may look at
+    images = [p.image for p in pairs]  # what the gate looks at (unreadable ones left out, as training does)
     out = Path(out)
     run_dir = out.with_name(out.stem + "_run")
     if isinstance(start, Segmenter):
@@ -120,10 +113,10 @@ def finetune_steps(
     first_kind: RoutedSegmenter | None = None  # a routed start whose first expert the corrections are like
     if isinstance(source_model, RoutedSegmenter):  # fine-tune the expert the corrections go to
         routed_start = source_model
-        to_tuned = routed_start.routes(image_styles(routed_start.experts[0], images))
-        index = 1 if not images or float(to_tuned.float().mean()) >= 0.5 else 0
+        to_tuned = routed_start.routes(image_styles(routed_start.experts[0], images, skip_unreadable=True))
+        index = 1 if not len(to_tuned) or float(to_tuned.float().mean()) >= 0.5 else 0
         log.info("fine-tune: the gate sends %d of %d corrections to the fine-tuned copy: training expert %d",
-                 int(to_tuned.sum()), len(images), index)
+                 int(to_tuned.sum()), len(to_tuned), index)
         if index == 0:
             first_kind = routed_start
         for expert in routed_start.experts:
@@ -214,7 +207,7 @@ def _write_result(best_file: Path, out: Path, keeper: Segmenter, start_meta: dic
     meta = tuned.info.record()
     start_styles = recorded_styles(start_meta, style_feature_dim(keeper)) if route else None
     if start_styles is not None and keeper.arch == tuned.arch and keeper.config == tuned.config:
-        new_styles = image_styles(keeper, images)
+        new_styles = image_styles(keeper, images, skip_unreadable=True)
         fit = check_gate(start_styles, new_styles)
         log.info("fine-tune: gate between %s's training images and the corrections: %s", start_name, fit.record())
         if fit.separates:

@@ -12,6 +12,7 @@ model, as before.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.io import read_pixels, to_rgb_float
+from ..data.io import ImageReadError, read_pixels, to_rgb_float
 from ..data.resize import resize_image
 from ..models.base import Segmenter
 from ..models.info import ModelInfo
@@ -43,18 +44,28 @@ MAX_START_MISROUTED = 0.02
 MIN_NEW_ROUTED = 0.8
 
 
-def image_styles(model: Segmenter, images: Sequence[str | Path | np.ndarray], batch_size: int = 8) -> torch.Tensor:
+def image_styles(model: Segmenter, images: Sequence[str | Path | np.ndarray], batch_size: int = 8,
+                 skip_unreadable: bool = False) -> torch.Tensor:
     """Style vectors ``[N, dim]`` of ``images`` (files or arrays) as ``model`` sees them: each
-    resized to its input size, as whole-image prediction does."""
+    resized to its input size, as whole-image prediction does. ``skip_unreadable`` leaves out
+    files that cannot be read (logged) instead of raising, as training skips them."""
     model = model.eval()
     size = model.input_size
+
+    def inputs():
+        for image in images:
+            try:
+                pixels = read_pixels(image) if isinstance(image, (str, Path)) else image
+            except ImageReadError as err:
+                if not skip_unreadable:
+                    raise
+                log.warning("style of %s left out: %s", image, err)
+                continue
+            yield resize_image(torch.from_numpy(np.ascontiguousarray(to_rgb_float(pixels))).permute(2, 0, 1)[None], size)
+
     rows: list[torch.Tensor] = []
-    for i in range(0, len(images), batch_size):
-        batch = []
-        for image in images[i : i + batch_size]:
-            pixels = read_pixels(image) if isinstance(image, (str, Path)) else image
-            x = torch.from_numpy(np.ascontiguousarray(to_rgb_float(pixels))).permute(2, 0, 1)[None]
-            batch.append(resize_image(x, size))
+    resized = inputs()
+    while batch := list(itertools.islice(resized, batch_size)):
         with torch.inference_mode(), style_features(model, stop=True) as found:
             try:
                 model(torch.cat(batch))
@@ -66,13 +77,14 @@ def image_styles(model: Segmenter, images: Sequence[str | Path | np.ndarray], ba
 
 def domain_record(model: Segmenter, images: Sequence[str | Path], source: str, seed: int = 0) -> dict[str, Any]:
     """The metadata ``"domain"`` entry for ``model`` trained on ``images``: the style vectors of up
-    to :data:`DOMAIN_SAMPLES` of them (a seeded choice), rounded to 4 significant digits."""
+    to :data:`DOMAIN_SAMPLES` of them (a seeded choice; unreadable files left out), rounded to 4
+    significant digits."""
     chosen = list(images)
     if len(chosen) > DOMAIN_SAMPLES:
         keep = np.sort(np.random.default_rng(seed).choice(len(chosen), DOMAIN_SAMPLES, replace=False))
         chosen = [chosen[i] for i in keep]
-    styles = image_styles(model, chosen)
-    return {"features": STYLE_FEATURES, "source": source, "images": len(chosen),
+    styles = image_styles(model, chosen, skip_unreadable=True)
+    return {"features": STYLE_FEATURES, "source": source, "images": len(styles),
             "styles": [[float(f"{v:.4g}") for v in row] for row in styles.tolist()]}
 
 

@@ -122,6 +122,11 @@ def freeze_norm_statistics(model: torch.nn.Module) -> None:
             module.eval()
 
 
+def _under(name: str, prefixes: list[str]) -> bool:
+    """Whether a module, parameter or buffer path lies under one of the module paths ``prefixes``."""
+    return any(name == p.rstrip(".") or name.startswith(p.rstrip(".") + ".") for p in prefixes)
+
+
 def freeze_parts(model: torch.nn.Module, prefixes: list[str]) -> None:
     """Stop the parameters under ``prefixes`` (module paths) from training and put the batch
     norms there in eval mode (their statistics stay). Call after ``model.train()``."""
@@ -129,7 +134,7 @@ def freeze_parts(model: torch.nn.Module, prefixes: list[str]) -> None:
         return
     found = False
     for name, module in model.named_modules():
-        if any(name == p.rstrip(".") or name.startswith(p if p.endswith(".") else p + ".") for p in prefixes):
+        if _under(name, prefixes):
             found = True
             module.requires_grad_(False)
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -409,8 +414,7 @@ def train_steps(
     steps = len(loader)
     calibration = norm_calibration_images(cfg, model)
     # frozen parts keep their batch-norm statistics through the re-estimation too
-    kept_statistics = {name: b.detach().clone() for name, b in scored.named_buffers()
-                       if any(name.startswith(p.rstrip(".") + ".") for p in cfg.frozen)}
+    kept_statistics = {name: b.detach().clone() for name, b in scored.named_buffers() if _under(name, cfg.frozen)}
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.time()
         if sampler is not None:

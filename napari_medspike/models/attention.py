@@ -22,6 +22,12 @@ INTERACTIONS: tuple[str, ...] = ("AA", "AI", "IA", "II")
 PAIRED_ORDER: tuple[int, int, int, int] = (0, 3, 1, 2)
 
 
+def paired_channels(channels: int, device: torch.device | None = None) -> torch.Tensor:
+    """Indices that reorder a ``4C`` stack of the interactions (:data:`INTERACTIONS` order) into
+    :data:`PAIRED_ORDER`."""
+    return torch.cat([torch.arange(i * channels, (i + 1) * channels, device=device) for i in PAIRED_ORDER])
+
+
 def head_mask(channels: int, heads: int, device: torch.device | None = None) -> torch.Tensor:
     """``[C, C]`` block-diagonal 0/1 matrix: 1 where two channels belong to the same head."""
     head = torch.arange(channels, device=device) // (channels // heads)
@@ -171,7 +177,7 @@ class SDSA(nn.Module):
         each), half the multiply-adds of the dense 4C -> 2C conv with its zero blocks."""
         c = self.channels
         blocks = self.interaction_blocks
-        channels = torch.cat([torch.arange(i * c, (i + 1) * c) for i in PAIRED_ORDER]).to(spikes.device)
+        channels = paired_channels(c, spikes.device)
         dw_weight, dw_bias = fold_batchnorm(blocks.depthwise[0], blocks.depthwise[1])
         depthwise = blocks.depthwise[0]
         fired = blocks.neuron(seq_apply(lambda s: F.conv2d(s, dw_weight[channels], dw_bias[channels], depthwise.stride,
@@ -189,7 +195,7 @@ class SDSA(nn.Module):
         raw interaction maps (in :data:`INTERACTIONS` order)."""
         c = self.channels
         scale, shift = bn_affine(self.interaction_norm)
-        channels = torch.cat([torch.arange(i * c, (i + 1) * c) for i in PAIRED_ORDER]).to(scale.device)
+        channels = paired_channels(c, scale.device)
         normed = decomposed_channel_attention(q, k, v, self.heads, affine=(scale[channels], shift[channels]),
                                               order=PAIRED_ORDER)
         # the record keeps O itself (one more product, only when recording)
