@@ -35,6 +35,12 @@ def memory_format_for(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
+def box_shrink(h: int, w: int, size: int) -> int:
+    """How many times resize mode box-averages an ``h x w`` image before resizing it to
+    ``size`` (below 2: not at all); it keeps at least twice ``size`` pixels on the short side."""
+    return min(h, w) // (2 * size)
+
+
 def _to_batch(tiles: np.ndarray, device: torch.device) -> torch.Tensor:
     """``[N, H, W, 3]`` float -> ``[N, 3, H, W]`` on ``device`` in its preferred layout."""
     x = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2)
@@ -107,7 +113,7 @@ def predict_steps(
     tune_malloc()
     size = tile_size or model.input_size
     h, w = image_hw(image)
-    shrink = min(h, w) // (2 * size) if mode == "resize" else 1
+    shrink = box_shrink(h, w, size) if mode == "resize" else 1
     # resize mode on a large image: box-average it in bands first, so no full-size float copy
     # exists (a 12k x 12k RGB image would need 1.7 GB); the model sees the same antialiased input
     rgb = reduced_rgb_float(image, shrink) if shrink >= 2 else to_rgb_float(image)
@@ -137,8 +143,8 @@ def predict_steps(
     route = getattr(model, "expert_for", None)
     if route is not None:  # a routed model: one expert for the whole image, chosen on all of it
         with computing():
-            reduce = min(h, w) // (2 * model.input_size)  # as resize mode does
-            whole = reduced_rgb_float(image, reduce) if reduce >= 2 else rgb
+            shrink = box_shrink(h, w, model.input_size)  # as resize mode sees the image
+            whole = reduced_rgb_float(image, shrink) if shrink >= 2 else rgb
             model = route(resize_image(_to_batch(whole[None], device), model.input_size))
             del whole
     pad_h, pad_w = max(0, size - h), max(0, size - w)
