@@ -410,3 +410,28 @@ def test_a_frozen_stage_of_a_spiking_model_stays_through_training_and_norm_calib
     changed = {k for k in after if not torch.equal(after[k], before[k])}
     assert any(k.endswith("running_mean") for k in changed)  # the statistics were re-estimated elsewhere
     assert changed and not any(k.startswith("stages.0.") for k in changed)
+
+
+def test_gradient_clipping_rescales_each_step_before_the_optimiser(lesions, tmp_path):
+    """``clip_grad`` bounds a step's gradient norm before Adam sees it. Adam ignores a common
+    scale, so clipping to almost nothing shows up only through its epsilon: the weights then
+    barely move (a spiking model's rare huge steps are what clipping to about 1 tames)."""
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
+    first = load_model(start).state_dict()
+
+    def change(run: str, **kw) -> float:
+        tuned = load_model(train(config(lesions, tmp_path / run, epochs=1, lr=3e-3, init_from=str(start), **kw))
+                           .checkpoint).state_dict()
+        return sum(float(((tuned[k] - first[k]) ** 2).sum()) for k in first if k.endswith("weight"))
+
+    assert change("clipped", clip_grad=1e-13) < 0.01 * change("free")
+
+
+def test_cuda_precision_is_fp32_for_multi_step_spiking_models_unless_asked():
+    from napari_medspike.engine.trainer import uses_bf16
+
+    lif, integer = create_model("medspikeformer", timesteps=4), create_model("medqkformer", **TINY)
+    assert not uses_bf16("auto", lif) and uses_bf16("auto", integer)
+    assert uses_bf16("bf16", lif) and not uses_bf16("fp32", integer)
+    with pytest.raises(ValueError, match="unknown precision"):
+        uses_bf16("fp16", integer)

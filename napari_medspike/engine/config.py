@@ -55,6 +55,9 @@ class TrainConfig:
     scale_augment: bool = option(False, "augment scale too: zoom by 0.75-1.25")
     ema: float = option(0.0, "keep an exponential moving average of the weights with this decay per step "
                         "(e.g. 0.995) and validate and save it instead of the raw weights (0: off)")
+    clip_grad: float = option(0.0, "clip the gradient's global norm to this value each step (0: off); spiking "
+                              "models meet rare steps with a norm hundreds of times the usual one, which Adam "
+                              "otherwise remembers as a smaller step size for hundreds of steps")
     workers: int = option(0, "DataLoader worker processes")
     checkpointing: bool = option(False, "activation checkpointing (medspikeformer, ann_twin): about half the "
                                  "memory, about a third more time per step")
@@ -64,6 +67,8 @@ class TrainConfig:
     norm_calibration: int | None = option(None, "re-estimate batch-norm statistics on N training images before "
                                           "each validation (default: 64 for multi-step spiking models, 0 otherwise)")
     device: str = option("auto", "auto, cuda, mps or cpu")
+    precision: str = option("auto", "CUDA arithmetic: bf16 (autocast), fp32, or auto: fp32 for multi-step spiking "
+                            "models (in bf16 they trained slower and diverged to NaN on an H100), bf16 otherwise")
     max_minutes: float | None = option(None, "time budget: stop after the epoch that crosses it", flag="--minutes")
     replay: list[str] = option(help="extra training folders (fine-tune replay)", cli=False, factory=list)
     replay_samples: int = option(0, "how many replay pairs to mix in (0: none)", cli=False)
