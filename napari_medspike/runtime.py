@@ -145,3 +145,12 @@ def pick_device(requested: str = "auto") -> tuple["torch.device", str]:  # noqa:
     if requested == "cpu":
         return torch.device("cpu"), "using the CPU"
     raise ValueError(f"unknown device {requested!r}; use auto, cuda, mps or cpu")
+
+
+def bf16_autocast_pays(model: object) -> bool:
+    """Whether bf16 autocast is the default on CUDA for ``model`` (prediction and training).
+
+    Not for multi-step spiking models (LIF over T timesteps): on an NVIDIA H100 at 256² their
+    forward pass took 2.4× (batch 1) and 1.7× (batch 32) its fp32 time and a training step twice
+    as long (casts around neurons that compute in fp32; BENCHMARKS.md, "GPU"). Yes for the rest."""
+    return not (getattr(model, "spiking", False) and getattr(model, "timesteps", 1) > 1)

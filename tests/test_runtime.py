@@ -96,3 +96,13 @@ def test_release_free_memory_leaves_tuned_malloc_alone():
         assert release_free_memory() is False  # the heap is kept on purpose for inference
     finally:
         reset_malloc()
+
+
+def test_bf16_autocast_is_the_cuda_default_except_for_multi_step_spiking_models():
+    from napari_medspike import create_model
+    from napari_medspike.runtime import bf16_autocast_pays
+
+    assert not bf16_autocast_pays(create_model("medspikeformer", timesteps=4))
+    assert bf16_autocast_pays(create_model("medspikeformer", timesteps=1))
+    assert bf16_autocast_pays(create_model("medqkformer", widths=[8, 16, 32, 64]))
+    assert bf16_autocast_pays(create_model("ann_twin"))

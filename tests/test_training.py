@@ -435,3 +435,24 @@ def test_cuda_precision_is_fp32_for_multi_step_spiking_models_unless_asked():
     assert uses_bf16("bf16", lif) and not uses_bf16("fp32", integer)
     with pytest.raises(ValueError, match="unknown precision"):
         uses_bf16("fp16", integer)
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_keeps_its_best(lesions, tmp_path, monkeypatch):
+    import napari_medspike.engine.trainer as trainer
+    from napari_medspike.engine.config import TrainingDiverged
+
+    calls = {"n": 0}
+    plain = trainer.segmentation_loss
+
+    def poisoned(logits, target):
+        calls["n"] += 1
+        loss = plain(logits, target)
+        return loss * float("nan") if calls["n"] > 3 else loss  # epoch 1 has 3 steps of 4 images
+
+    monkeypatch.setattr(trainer, "segmentation_loss", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"became nan at epoch 2, step 1.*best checkpoint so far is kept"):
+        train(config(lesions, run, epochs=3))
+    assert calls["n"] == 5  # epoch 1: 3 steps and 1 validation batch; then the first step of epoch 2, and no more
+    load_model(run / "best.safetensors")  # epoch 1's weights, finite (load_model refuses NaN)
+    assert read_metadata(run / "best.safetensors")["metrics"]["epoch"] == 1

@@ -68,7 +68,7 @@ class TrainConfig:
                                           "each validation (default: 64 for multi-step spiking models, 0 otherwise)")
     device: str = option("auto", "auto, cuda, mps or cpu")
     precision: str = option("auto", "CUDA arithmetic: bf16 (autocast), fp32, or auto: fp32 for multi-step spiking "
-                            "models (in bf16 they trained slower and diverged to NaN on an H100), bf16 otherwise")
+                            "models (their bf16 training step took twice the fp32 one on an H100), bf16 otherwise")
     max_minutes: float | None = option(None, "time budget: stop after the epoch that crosses it", flag="--minutes")
     replay: list[str] = option(help="extra training folders (fine-tune replay)", cli=False, factory=list)
     replay_samples: int = option(0, "how many replay pairs to mix in (0: none)", cli=False)
@@ -119,6 +119,11 @@ class FinetuneDefaults:
 
 
 FINETUNE = FinetuneDefaults()
+
+
+class TrainingDiverged(ValueError):
+    """The training loss became NaN or infinite: the run stops at once (the weights of that step
+    are lost; ``best.safetensors`` and ``last.pt`` from earlier epochs are kept)."""
 
 
 class RunFolderError(ValueError):

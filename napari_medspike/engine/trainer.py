@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -38,9 +39,9 @@ from ..models.registry import TRAINABLE_ARCHITECTURES, model_class
 from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
 from ..common import atomic_write, remove_stale_temp_files, run_job
-from ..runtime import pick_device, release_free_memory
+from ..runtime import bf16_autocast_pays, pick_device, release_free_memory
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
-from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainProgress, TrainResult
+from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainingDiverged, TrainProgress, TrainResult
 from .metrics import per_image_metrics
 from .reports import dataset_name, plot_curves, refresh_metadata, refresh_training_record, write_logs, write_model_card
 
@@ -126,13 +127,12 @@ PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def uses_bf16(precision: str, model: Segmenter) -> bool:
-    """Whether a CUDA run trains ``model`` under bf16 autocast. ``"auto"``: not for multi-step
-    spiking models (LIF over T timesteps: on an H100 their bf16 training step took twice the fp32
-    one and the loss went to NaN in the first epoch), yes for the others."""
+    """Whether a CUDA run trains ``model`` under bf16 autocast; ``"auto"``: where it pays
+    (:func:`~napari_medspike.runtime.bf16_autocast_pays`: not for multi-step spiking models)."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; use one of {PRECISIONS}")
     if precision == "auto":
-        return not (model.spiking and model.timesteps > 1)
+        return bf16_autocast_pays(model)
     return precision == "bf16"
 
 
@@ -471,7 +471,12 @@ def train_steps(
                 optimizer.step()
                 if averaged is not None:
                     averaged.update_parameters(model)
-            running += loss.item() * len(x)
+            value = loss.item()
+            if not math.isfinite(value):
+                kept = f"the best checkpoint so far is kept in {best_path}" if best_path.exists() else "nothing was saved"
+                raise TrainingDiverged(f"the training loss became {value} at epoch {epoch}, step {step}: the run "
+                                       f"stops here ({kept}); try a lower learning rate or --clip-grad 1")
+            running += value * len(x)
             if device.type == "cpu":
                 del loss
                 release_free_memory()  # freed activations' holes would raise the peak step by step

@@ -20,7 +20,7 @@ from ..data.io import image_hw, reduced_rgb_float, to_rgb_float
 from ..data.resize import resize_image, resize_map
 from ..models.base import Segmenter
 from ..common import Progress, run_job  # noqa: F401 (Progress: re-exported)
-from ..runtime import pick_device, tune_malloc  # noqa: F401 (pick_device: re-exported)
+from ..runtime import bf16_autocast_pays, pick_device, tune_malloc  # noqa: F401 (pick_device: re-exported)
 
 MODES = ("resize", "tiled")
 
@@ -118,14 +118,15 @@ def predict_steps(
     # exists (a 12k x 12k RGB image would need 1.7 GB); the model sees the same antialiased input
     rgb = reduced_rgb_float(image, shrink) if shrink >= 2 else to_rgb_float(image)
     model = model.to(device, memory_format=memory_format_for(device)).eval()
+    bf16 = device.type == "cuda" and bf16_autocast_pays(model)
     # Inference mode and autocast are per thread: they are entered around each piece of work,
     # never across a yield (a job suspended inside them would leave its worker thread, which
     # napari reuses for the next job, without gradients).
     def computing() -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        # bf16 autocast on CUDA (probabilities are computed in fp32); plain fp32 elsewhere
-        stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"))
+        # bf16 autocast on CUDA where it pays (probabilities are computed in fp32); fp32 elsewhere
+        stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
         return stack
 
     if mode == "resize":
