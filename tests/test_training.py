@@ -127,6 +127,11 @@ def test_alignment_training_with_ann_twin_teacher(lesions, tmp_path):
     meta = read_metadata(snn.checkpoint)
     assert meta["training"]["teacher"] == str(twin.checkpoint) and meta["training"]["align_stages"] == [0, 1, 2, 3]
     assert 0 <= snn.history[0]["firing_rate"] <= 1
+    # a twin is a teacher only at the size it was trained at: refused before any data is read
+    with pytest.raises(ValueError, match="trained at 32x32 but this run is at 64x64"):
+        train(config(lesions, tmp_path / "snn64", arch="medspikeformer", model_config={**TINY, "timesteps": 2},
+                     teacher=str(twin.checkpoint), size=64, epochs=1))
+    assert not (tmp_path / "snn64").exists()
 
 
 def test_sltt_training_with_teacher_through_the_command_line(lesions, tmp_path):

@@ -73,3 +73,19 @@ medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}c" --size 128 -
 # medspike-train --arch rate_twin --data "$DATA" --out runs/ramp128 --size 128 --epochs 40 \
 #     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5, "activation": "ramp"}' \
 #     --init-from "$TWIN/best.safetensors" --lr 5e-4 --plateau-patience 2
+
+# On a GPU: both phases at 256² (the twin is a teacher only at the size it was trained at; the
+# trainer refuses another). Multi-step spiking models train in fp32 on CUDA by default (bf16 was
+# 2x slower per step on an H100). Each SNN epoch of Kvasir-SEG took about 20 s on one H100, the
+# twin's step about a third of the SNN's (BENCHMARKS.md, "GPU").
+# medspike-train --arch ann_twin --data "$DATA" --out runs/twin256 --size 256 --epochs 60 \
+#     --val-fraction 0.1 --seed 0 --plateau-patience 3
+# medspike-train --arch medspikeformer --data "$DATA" --out runs/snn256 --size 256 --epochs 100 \
+#     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5}' \
+#     --init-from runs/twin256/best.safetensors --teacher runs/twin256/best.safetensors \
+#     --lr 5e-4 --clip-grad 1.0 --plateau-patience 3
+# Measured and not kept: the shipped 128² weights continued at 256² on one H100, aligned to the
+# 128² twin (lr 5e-4, batch 8; once in bf16, once in fp32 with --clip-grad 1): the loss started at
+# 5.6 (at 128²: about 1.0) and was NaN by the end of the first epoch in both. At 256² the 128² twin's
+# own segmentation loss is 18.3 (0.44 at 128²) on 8 training images and the alignment loss 4.8
+# (0.03 at 128²): the likely cause. The GPU time of this task (15 min) ran out before a 256² twin.

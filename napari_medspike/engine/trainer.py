@@ -136,6 +136,21 @@ def uses_bf16(precision: str, model: Segmenter) -> bool:
     return precision == "bf16"
 
 
+def check_teacher_size(cfg: TrainConfig) -> None:
+    """Refuse an alignment teacher trained at another input size than the run's: its side maps
+    there mislead the student. (The GELU twin trained at 128² on Kvasir-SEG has a segmentation
+    loss of 0.44 at 128² and 18 at 256², and the alignment loss grows from 0.03 to 4.8; a spiking
+    run at 256² aligned to it went to NaN in its first epoch.)"""
+    if not cfg.teacher:
+        return
+    trained = read_metadata(resolve_checkpoint(cfg.teacher)).get("input_size")
+    if trained is not None and int(trained) != cfg.size:
+        raise ValueError(
+            f"the teacher {cfg.teacher} was trained at {trained}x{trained} but this run is at {cfg.size}x{cfg.size}: "
+            f"an ANN twin is a teacher only at its own size. Train the twin at {cfg.size}x{cfg.size} first "
+            f"(--arch ann_twin --size {cfg.size}), or run at --size {trained}")
+
+
 def _under(name: str, prefixes: list[str]) -> bool:
     """Whether a module, parameter or buffer path lies under one of the module paths ``prefixes``."""
     return any(name == p.rstrip(".") or name.startswith(p.rstrip(".") + ".") for p in prefixes)
@@ -291,6 +306,7 @@ def train_steps(
     """
     out = Path(cfg.out_dir)
     check_run_folder(out, resume=resume, overwrite=cfg.overwrite)
+    check_teacher_size(cfg)
     distributed = _is_distributed()
     if distributed and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
