@@ -58,3 +58,18 @@ def test_segmentation_loss_is_low_for_a_confident_right_answer():
     assert float(good) < 0.01 < 1.5 < float(bad)
     with pytest.raises(ValueError, match="differ"):
         segmentation_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4))
+
+
+def test_alignment_is_finite_for_extreme_logits_and_matches_the_closed_form():
+    """The float32 clamp of MODEL.md (1 - 1e-8 == 1.0) gave NaN from side logits of about 17 on."""
+    z_s = torch.tensor([-40.0, -17.0, -3.0, 0.5, 17.0, 40.0]).view(1, 1, 2, 3).requires_grad_(True)
+    z_a = torch.tensor([30.0, 2.0, -1.0, 0.0, -20.0, 40.0]).view(1, 1, 2, 3)
+    loss = alignment_loss([z_s], [z_a], stages=[0])
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z_s.grad).all()
+    # against the closed form of the Bernoulli KL in logits, softplus(z_a) - softplus(z_s) +
+    # p_s (z_s - z_a), plus the squared difference, in float64
+    zs, za = z_s.detach().double(), z_a.double()
+    p, q = torch.sigmoid(zs), torch.sigmoid(za)
+    kl = torch.nn.functional.softplus(za) - torch.nn.functional.softplus(zs) + p * (zs - za)
+    assert float(loss) == pytest.approx(float(kl.mean() + (p - q).pow(2).mean()), rel=1e-5)

@@ -86,6 +86,8 @@ medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}c" --size 128 -
 #     --lr 5e-4 --clip-grad 1.0 --plateau-patience 3
 # Measured and not kept: the shipped 128² weights continued at 256² on one H100, aligned to the
 # 128² twin (lr 5e-4, batch 8; once in bf16, once in fp32 with --clip-grad 1): the loss started at
-# 5.6 (at 128²: about 1.0) and was NaN by the end of the first epoch in both. At 256² the 128² twin's
-# own segmentation loss is 18.3 (0.44 at 128²) on 8 training images and the alignment loss 4.8
-# (0.03 at 128²): the likely cause. The GPU time of this task (15 min) ran out before a 256² twin.
+# 5.6 (at 128²: about 1.0) and was NaN after 24 (bf16) and 34 (fp32) steps. At 256² the 128² twin's
+# own segmentation loss is 18.3 (0.44 at 128²) on 8 training images, its side logits reach 11 and
+# the alignment loss is 4.8 (0.03 at 128²); chasing it, the student's side logits passed about 17,
+# where the alignment loss of that version gave NaN (a clamp at 1 - 1e-8, which is 1.0 in float32;
+# fixed: it now works from the logits). The GPU time of this task (15 min) ran out before a 256² twin.

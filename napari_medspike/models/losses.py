@@ -7,10 +7,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-#: Probabilities are clamped to this before logarithms (MODEL.md).
-EPS = 1e-8
-
-
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """``1 - soft Dice`` per image (sigmoid of ``logits`` vs a 0/1 ``target``), averaged."""
     prob = torch.sigmoid(logits).flatten(1)
@@ -37,8 +33,13 @@ def alignment_loss(
     """Distribution-alignment loss between SNN and (frozen) ANN-twin side-head maps.
 
     For every stage index in ``stages`` (each counted once): ``KL(P_s || P_a) + mean((P_s -
-    P_a)^2)`` where ``P = sigmoid(side logits)`` clamped to ``[1e-8, 1 - 1e-8]`` and the KL is
-    that of the per-pixel Bernoulli distributions, averaged over pixels. Times ``weight``.
+    P_a)^2)`` where ``P = sigmoid(side logits)`` and the KL is that of the per-pixel Bernoulli
+    distributions, averaged over pixels. Times ``weight``.
+
+    The logarithms come from the logits (``log P = logsigmoid(z)``, ``log(1 - P) =
+    logsigmoid(-z)``), so the loss and its gradient are finite for any logits. MODEL.md clamps P
+    to ``[1e-8, 1 - 1e-8]`` instead, but ``1 - 1e-8`` is 1.0 in float32: from a logit of about 17
+    on, ``(1 - P) log(1 - P)`` became ``0 * log 0`` = NaN.
 
     MODEL.md writes the KL as ``mean(P_s log(P_s / P_a))``, the foreground term alone. That
     term can be negative (P_s = 0.5, P_a = 0.9 gives -0.29) and is minimised at
@@ -56,8 +57,8 @@ def alignment_loss(
         raise ValueError(f"stages {bad} out of range for {len(snn_side_logits)} side maps")
     total = snn_side_logits[0].new_zeros(())
     for s in stage_list:
-        p_s = torch.sigmoid(snn_side_logits[s].float()).clamp(EPS, 1 - EPS)
-        p_a = torch.sigmoid(ann_side_logits[s].detach().float()).clamp(EPS, 1 - EPS)
-        kl = p_s * torch.log(p_s / p_a) + (1 - p_s) * torch.log((1 - p_s) / (1 - p_a))
+        z_s, z_a = snn_side_logits[s].float(), ann_side_logits[s].detach().float()
+        p_s, p_a = torch.sigmoid(z_s), torch.sigmoid(z_a)
+        kl = p_s * (F.logsigmoid(z_s) - F.logsigmoid(z_a)) + (1 - p_s) * (F.logsigmoid(-z_s) - F.logsigmoid(-z_a))
         total = total + kl.mean() + (p_s - p_a).pow(2).mean()
     return total * weight
