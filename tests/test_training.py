@@ -461,3 +461,29 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_keeps_its_best(l
     assert calls["n"] == 5  # epoch 1: 3 steps and 1 validation batch; then the first step of epoch 2, and no more
     load_model(run / "best.safetensors")  # epoch 1's weights, finite (load_model refuses NaN)
     assert read_metadata(run / "best.safetensors")["metrics"]["epoch"] == 1
+
+
+def test_a_weight_average_from_random_weights_warms_up():
+    """From scratch the average forgets the random start within a few hundred steps; from trained
+    weights (no warm-up) it keeps the plain decay."""
+    from napari_medspike.engine.trainer import ema_update
+
+    def share_of_start(warmup: bool, steps: int = 300) -> float:
+        start, later = torch.zeros(4), torch.ones(4)
+        model = torch.nn.Linear(2, 2)
+        averaged = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_update(0.999, warmup=warmup))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(start[: p.numel()].view_as(p))
+        averaged.update_parameters(model)  # the first update copies the start
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(later[: p.numel()].view_as(p))
+        for _ in range(steps):
+            averaged.update_parameters(model)
+        return 1.0 - float(averaged.module.weight.mean())
+
+    assert share_of_start(warmup=False) == pytest.approx(0.999 ** 300, rel=1e-3)  # 74 % still the start
+    assert share_of_start(warmup=True) < 0.05
+    with pytest.raises(ValueError, match="decay"):
+        ema_update(1.5)

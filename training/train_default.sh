@@ -61,3 +61,13 @@ python training/ship_model.py --run "$RUN2" --name default --flips \
 # falling; stopped after 4 epochs (about 4 min per epoch of idle compute).
 # medspike-train --arch medqkformer --data "$DATA" --out runs/qk128swa --size 128 --epochs 15 \
 #     --val-fraction 0.1 --seed 0 --init-from default --lr 1e-4 --plateau-patience 100 --ema 0.999
+# Measured and not kept (one NVIDIA H100, sharing it with two other runs, about 5 s per epoch):
+# MedQKFormer from scratch at 128² with colour and scale augmentation and a weight moving average
+# of 0.999 per step (batch 16, lr 1e-3). The average's validation Dice at 128² rose to 0.40 by
+# epoch 7, then fell to 0.0 from epoch 10 on while the training loss kept falling (1.39 -> 0.34
+# over 44 epochs, 3.9 min): after 2000 steps 12 % of that average was still the random start. The
+# trainer's average from random weights now warms up (decay min(d, (1 + n) / (10 + n))); the GPU
+# time of this task ran out before a rerun.
+# medspike-train --arch medqkformer --data "$DATA" --out runs/qk128ema --size 128 --epochs 300 \
+#     --minutes 4.3 --batch-size 16 --lr 1e-3 --photometric --scale-augment --ema 0.999 \
+#     --val-fraction 0.1 --seed 0 --plateau-patience 3

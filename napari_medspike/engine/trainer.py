@@ -136,6 +136,28 @@ def uses_bf16(precision: str, model: Segmenter) -> bool:
     return precision == "bf16"
 
 
+def ema_update(decay: float, warmup: bool = False) -> Callable[[list, list, torch.Tensor], None]:
+    """The weight average's update for ``AveragedModel(multi_avg_fn=...)``: an exponential moving
+    average with ``decay`` per step, or, with ``warmup`` (a run from random weights),
+    ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates. Without it the random start fades
+    slowly: at 0.999 it is still 12 % of the average after 2000 steps (a MedQKFormer trained from
+    scratch on Kvasir-SEG with --ema 0.999 validated at Dice 0 after 44 epochs, its raw loss
+    falling). A run from trained weights starts its average from them, without warm-up."""
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"the moving average's decay must lie in [0, 1], got {decay}")
+
+    @torch.no_grad()
+    def update(averaged: list, current: list, num_averaged: torch.Tensor) -> None:
+        d = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged))) if warmup else decay
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1.0 - d)
+        else:  # integer buffers (batch-norm step counts)
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(a * d + c * (1.0 - d))
+
+    return update
+
+
 def check_teacher_size(cfg: TrainConfig) -> None:
     """Refuse an alignment teacher trained at another input size than the run's: its side maps
     there mislead the student. (The GELU twin trained at 128² on Kvasir-SEG has a segmentation
@@ -384,7 +406,7 @@ def train_steps(
     anchor = {name: p.detach().clone() for name, p in model.named_parameters()} if cfg.anchor_weight else {}
     # the weights that are validated and saved: the model itself, or a moving average of it
     averaged = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema), use_buffers=True,
+        model, multi_avg_fn=ema_update(cfg.ema, warmup=not cfg.init_from), use_buffers=True,
     ) if cfg.ema else None
     scored: Segmenter = averaged.module if averaged is not None else model
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=cfg.plateau_patience)
