@@ -88,6 +88,7 @@ medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}c" --size 128 -
 # 128² twin (lr 5e-4, batch 8; once in bf16, once in fp32 with --clip-grad 1): the loss started at
 # 5.6 (at 128²: about 1.0) and was NaN after 24 (bf16) and 34 (fp32) steps. At 256² the 128² twin's
 # own segmentation loss is 18.3 (0.44 at 128²) on 8 training images, its side logits reach 11 and
-# the alignment loss is 4.8 (0.03 at 128²); chasing it, the student's side logits passed about 17,
-# where the alignment loss of that version gave NaN (a clamp at 1 - 1e-8, which is 1.0 in float32;
-# fixed: it now works from the logits). The GPU time of this task (15 min) ran out before a 256² twin.
+# the alignment loss is 4.8 (0.03 at 128²). The running loss went from 5.5 to NaN in one step, not
+# by a slow climb: the alignment loss of that version gave NaN as soon as any side logit passed
+# about 17 (a clamp at 1 - 1e-8, which is 1.0 in float32; fixed: it now works from the logits),
+# which such a teacher makes likely. The GPU time of this task (15 min) ran out before a 256² twin.
