@@ -56,8 +56,7 @@ class TrainConfig:
     ema: float = option(0.0, "keep an exponential moving average of the weights with this decay per step "
                         "(e.g. 0.995) and validate and save it instead of the raw weights (0: off)")
     clip_grad: float = option(0.0, "clip the gradient's global norm to this value each step (0: off); spiking "
-                              "models meet rare steps with a norm hundreds of times the usual one, which Adam "
-                              "otherwise remembers as a smaller step size for hundreds of steps")
+                              "models meet rare steps with a norm hundreds of times the usual one")
     workers: int = option(0, "DataLoader worker processes")
     checkpointing: bool = option(False, "activation checkpointing (medspikeformer, ann_twin): about half the "
                                  "memory, about a third more time per step")
