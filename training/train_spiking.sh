@@ -92,3 +92,13 @@ medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}c" --size 128 -
 # by a slow climb: the alignment loss of that version gave NaN as soon as any side logit passed
 # about 17 (a clamp at 1 - 1e-8, which is 1.0 in float32; fixed: it now works from the logits),
 # which such a teacher makes likely. The GPU time of this task (15 min) ran out before a 256² twin.
+# Measured and not kept: the shipped weights (phase 2c, epoch 10) continued with each step's
+# gradient norm clipped to 1 (fresh Adam, otherwise phase 2c's command). Training steps of this
+# model have norms of about 0.5-0.9 and, every few steps, 150-480: a batch-norm channel whose input
+# is constant over the batch (stage 3's interaction norm: interactions that never fire in that
+# batch) scales its gradient by 1/sqrt(eps). Validation Dice at 128² by epoch 0.465, 0.467, 0.436
+# (training loss 0.966, 0.957, 0.971): no gain over the plateau of 0.467-0.478; stopped after 3.
+# medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}e" --size 128 --epochs 60 \
+#     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5}' \
+#     --init-from "${SNN}c/best.safetensors" --teacher "$TWIN/best.safetensors" \
+#     --lr 5e-4 --clip-grad 1.0 --plateau-patience 2
