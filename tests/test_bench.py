@@ -20,3 +20,17 @@ def test_bench_writes_json_and_markdown(tmp_path):
     assert 100 < train["peak_mem_mb"] < 20_000  # a real process's peak, in MB
     table = (tmp_path / "bench.md").read_text()
     assert "| medqkformer | 7.43 M |" in table and "| ann_twin |" in table
+
+
+def test_bench_table_shows_the_largest_batch_that_ran():
+    """A GPU run with --batches 1 32 reported an empty batch-8 column, and training times of
+    0.02 s/img as 0.02 / 0.00: the table now shows the batch that ran and three digits."""
+    from napari_medspike.cli.bench import markdown
+
+    timing = {"seconds": {"median": 0.0125, "min": 0.012, "max": 0.013}, "images_per_s": 2560.0}
+    model = {"parameters": 1e6, "gflops": 1.0, "forward_fp32": {"batch1": timing, "batch32": timing},
+             "train_fp32": {"seconds_per_image": 0.00217, "peak_mem_mb": 5137.0, "batch": 8}}
+    table = markdown({"machine": {"device": "gpu", "processor": "x86_64", "cpus": 16, "threads": None, "torch": "2"},
+                      "size": 256, "models": {"basicunet": model}})
+    assert "fwd b32 ms | img/s (b32)" in table
+    assert "| basicunet | 1.00 M | 1.0 | fp32 | 12 (12–13) | 12 (12–13) | 2560.0 | 0.00217 | 5137 | 8 |" in table
