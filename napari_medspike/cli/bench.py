@@ -258,9 +258,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(results: dict[str, Any]) -> str:
     """The results as a markdown table (one row per model and precision)."""
     m = results["machine"]
-    run = {int(key[len("batch"):]) for r in results["models"].values() for k, fwd in r.items()
-           if k.startswith("forward_") for key in fwd}
-    big = max(run - {1}, default=8)  # the second column: the largest batch that ran
+    batches = {int(key[len("batch"):]) for r in results["models"].values() for k, fwd in r.items()
+               if k.startswith("forward_") for key in fwd}
+    big = max(batches - {1}, default=8)  # the second column: the largest batch that ran
     lines = [
         f"Machine: {m['device']} ({m['processor']}, {m['cpus']} CPUs, {m['threads']} threads), torch {m['torch']}, "
         f"input {results['size']}², median (min-max) over repeats, models alternated in one process.",

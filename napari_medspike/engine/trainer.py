@@ -145,10 +145,12 @@ def ema_update(decay: float, warmup: bool = False) -> Callable[[list, list, torc
     falling). A run from trained weights starts its average from them, without warm-up."""
     if not 0.0 <= decay <= 1.0:
         raise ValueError(f"the moving average's decay must lie in [0, 1], got {decay}")
+    if not warmup:
+        return torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
 
     @torch.no_grad()
     def update(averaged: list, current: list, num_averaged: torch.Tensor) -> None:
-        d = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged))) if warmup else decay
+        d = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
         if averaged[0].is_floating_point():
             torch._foreach_lerp_(averaged, current, 1.0 - d)
         else:  # integer buffers (batch-norm step counts)
