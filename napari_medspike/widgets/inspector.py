@@ -72,7 +72,9 @@ class RatePlot:
         left.set_ylabel("firing rate", fontsize=8)
         left.set_xticks(range(steps))
         left.tick_params(labelsize=7)
-        left.legend(fontsize=6, ncol=2, loc="upper right", handlelength=1.0, columnspacing=0.8, framealpha=0.6)
+        # below the axes, so that no line hides behind it
+        left.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.32), handlelength=1.0,
+                    columnspacing=0.8, frameon=False)
         left.set_title("firing rate per timestep", fontsize=8)
         grid = np.stack([r for r in layer_rates.values() if len(r) == steps])
         image = right.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=max(float(grid.max()), 1e-6),
