@@ -10,6 +10,7 @@ import numpy as np
 from magicgui.widgets import Container
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, QObject
 
 from ..engine.checkpoint import list_models, load_model
 from ..models.base import Segmenter
@@ -216,6 +217,56 @@ def make_narrow(container: Any) -> None:
             button.text = "…"
             button.native.setMaximumWidth(32)
     container.root_native_widget.setMinimumWidth(DOCK_MIN_WIDTH)
+
+
+def viewer_grid(viewer: Any) -> Any:
+    """The viewer's grid settings (``viewer.canvas.grid`` from napari 0.9, ``viewer.grid`` before)."""
+    canvas = getattr(viewer, "canvas", None)
+    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
+
+
+def show_for_editing(viewer: Any, mask: Any, image: Any = None) -> None:
+    """Make ``mask`` ready to paint: the grid off (the mask lies over its image, not in a cell
+    of its own), the mask and its image visible with no other image drawn over that image (the
+    inspector's spike maps), the mask on top of the layer list and the active layer (napari's
+    paint tools act on it)."""
+    from napari.layers import Image
+
+    if mask is None or mask not in viewer.layers:
+        return
+    grid = viewer_grid(viewer)
+    if grid.enabled:
+        grid.enabled = False
+    for layer in (image, mask):
+        if layer is not None and layer in viewer.layers:
+            layer.visible = True
+    if image is not None and image in viewer.layers:
+        for layer in list(viewer.layers)[viewer.layers.index(image) + 1:]:
+            if isinstance(layer, Image) and layer is not image:
+                layer.visible = False
+    index, top = viewer.layers.index(mask), len(viewer.layers) - 1
+    if index != top:
+        viewer.layers.move(index, top + 1)
+    viewer.layers.selection.active = mask
+
+
+class _ShowFilter(QObject):
+    """Calls ``callback`` whenever the widget it filters is shown (its dock opened or raised)."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        super().__init__()
+        self.callback = callback
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Show:
+            self.callback()
+        return False
+
+
+def call_when_shown(widget: Any, callback: Callable[[], None]) -> None:
+    """Call ``callback`` each time the magicgui ``widget``'s dock is opened or raised."""
+    widget._show_filter = _ShowFilter(callback)  # kept alive with the widget
+    widget.native.installEventFilter(widget._show_filter)
 
 
 def follow_layers(widget: Any, viewer: Any) -> None:

@@ -29,10 +29,12 @@ from ._common import (
     SESSION,
     DockContainer,
     add_segmentation_layers,
+    call_when_shown,
     compact_label,
     follow_layers,
     image_data_2d,
     make_narrow,
+    show_for_editing,
     show_text,
     start_worker,
 )
@@ -131,6 +133,13 @@ class FinetuneWidget(DockContainer):
         follow_layers(self, self.viewer)
         self.refresh()
         make_narrow(self)
+        # Opening this dock (or picking another mask in it) gets the mask ready to paint, even
+        # after the Spike inspector hid it or laid the layers out in a grid.
+        call_when_shown(self, self._show_mask_for_editing)
+        self.mask.changed.connect(lambda *_: self.native.isVisible() and self._show_mask_for_editing())
+
+    def _show_mask_for_editing(self) -> None:
+        show_for_editing(self.viewer, self.mask.value, self.image.value)
 
     @property
     def store(self) -> CorrectionStore:

@@ -12,6 +12,7 @@ from ..analysis.energy import warm_up as energy_warm_up
 from ..analysis.maps import REDUCTIONS, inspect_steps, stage_of
 from ._common import (
     SESSION,
+    call_when_shown,
     DockContainer,
     compact_label,
     elide,
@@ -21,6 +22,7 @@ from ._common import (
     selected_image_and_model,
     show_text,
     start_worker,
+    viewer_grid,
 )
 
 #: What the four interaction maps mean, for tooltips and the README.
@@ -34,12 +36,6 @@ INTERACTION_HELP = (
 #: equal colours mean equal values across the four maps; a diverging one if a map is signed.
 INTERACTION_COLORMAP, SIGNED_COLORMAP = "magma", "bwr"
 VIEWS = ("side by side", "overlay")
-
-
-def viewer_grid(viewer: napari.Viewer) -> Any:
-    """The viewer's grid settings (``viewer.canvas.grid`` from napari 0.9, ``viewer.grid`` before)."""
-    canvas = getattr(viewer, "canvas", None)
-    return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
 
 
 class RatePlot:
@@ -127,6 +123,8 @@ class InspectorWidget(DockContainer):
         self._session_changed(SESSION.source)
         self._layers: list[str] = []
         make_narrow(self)
+        # back from another dock (the Correct & fine-tune one turns the grid off): this view again
+        call_when_shown(self, self._apply_view)
 
     # --- the model --------------------------------------------------------------------------
     @staticmethod

@@ -288,3 +288,33 @@ def test_training_in_a_worker_thread_after_other_jobs_has_gradients(plugin, qtbo
     with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
         pass
     assert "finetuned_" in SESSION.source
+
+
+def test_opening_the_correction_dock_readies_the_mask_for_painting(plugin, qtbot):
+    """After the inspector's grid (which hides the mask), raising the Correct & fine-tune dock
+    turns the grid off and shows the mask over its image, on top and active for painting;
+    while the dock stays hidden, picking a mask changes nothing in the view. Raising the
+    inspector again brings its grid back."""
+    from qtpy.QtGui import QShowEvent
+    from qtpy.QtWidgets import QApplication
+
+    viewer, widgets, image = plugin
+    with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
+        pass
+    mask = viewer.layers["photo mask"]
+    with qtbot.waitSignal(widgets["Spike inspector"].run().finished, timeout=WAIT):
+        pass
+    assert viewer_grid(viewer).enabled and not mask.visible
+    other = viewer.add_labels(np.zeros(mask.data.shape, np.uint8), name="other mask", visible=False)
+    tune = widgets["Correct & fine-tune"]
+    tune.reset_choices()
+    tune.mask.value = other
+    tune.mask.value = mask  # the dock is not shown: the view stays as the inspector left it
+    assert viewer_grid(viewer).enabled and not mask.visible and viewer.layers[-1] is other
+    QApplication.sendEvent(tune.native, QShowEvent())  # the dock is raised
+    assert not viewer_grid(viewer).enabled
+    assert mask.visible and image.visible
+    assert not any(layer.visible for layer in viewer.layers if "(stage 0" in layer.name)  # no spike map over it
+    assert viewer.layers[-1] is mask and viewer.layers.selection.active is mask
+    QApplication.sendEvent(widgets["Spike inspector"].native, QShowEvent())  # back to the inspector
+    assert viewer_grid(viewer).enabled and not mask.visible
