@@ -102,8 +102,8 @@ medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}c" --size 128 -
 #     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5}' \
 #     --init-from "${SNN}c/best.safetensors" --teacher "$TWIN/best.safetensors" \
 #     --lr 5e-4 --clip-grad 1.0 --plateau-patience 2
-# Measured and not kept: the shipped weights continued without a teacher at lr 1e-4 with a weight
-# average (0.995 per step; the twin of phase 1 was not at hand), same split. Validation Dice at
+# Measured and not kept: the shipped weights continued without the teacher at lr 1e-4 with a weight
+# average (0.995 per step), same split. Validation Dice at
 # 128² of the average by epoch 0.470, 0.471, 0.470 (training loss 0.934, 0.931, 0.923) against
 # 0.477 for the shipped weights: the same plateau at a fifth of the rate; stopped after 3 epochs
 # (about 12 min per epoch of idle compute).
