@@ -401,12 +401,26 @@ MASK_STYLES = ("outline", "filled")
 
 
 def style_mask(layer: Any, colour: str = MASK_COLOURS[0], style: str = MASK_STYLES[0]) -> None:
-    """Show a 0/1 mask layer in one contrasting colour, as an outline (2 px) or filled."""
+    """Show a 0/1 mask layer in one contrasting colour, as an outline (2 px) or filled (the
+    layer's metadata keeps both, see :func:`mask_look`)."""
     from napari.utils.colormaps import DirectLabelColormap
 
     layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: colour})
     layer.contour = 2 if style == "outline" else 0
     layer.opacity = 1.0 if style == "outline" else 0.5
+    layer.metadata.update(mask_colour=colour, mask_style=style)
+
+
+def mask_look(layer: Any) -> tuple[str, str]:
+    """The colour and style :func:`style_mask` gave ``layer`` (the defaults for a layer it did
+    not style, such as one the user added)."""
+    metadata = getattr(layer, "metadata", None) or {}
+    return metadata.get("mask_colour", MASK_COLOURS[0]), metadata.get("mask_style", MASK_STYLES[0])
+
+
+def other_colour(colour: str) -> str:
+    """The first mask colour that is not ``colour`` (a second mask must stand apart)."""
+    return next(c for c in MASK_COLOURS if c != colour)
 
 
 def add_segmentation_layers(

@@ -34,6 +34,8 @@ from ._common import (
     follow_layers,
     image_data_2d,
     make_narrow,
+    mask_look,
+    other_colour,
     show_for_editing,
     show_text,
     start_worker,
@@ -239,13 +241,19 @@ class FinetuneWidget(DockContainer):
         model = load_model(result.checkpoint)
         SESSION.set(model, str(result.checkpoint))
         state = "cancelled, best weights kept" if result.cancelled else "done"
-        show_text(self.result, f"{state}: {result.describe()}\nsaved {result.checkpoint.name} (now the model in "
-                  "Segment and the inspector)")
+        summary = (f"{state}: {result.describe()}\nsaved {result.checkpoint.name} (now the model in "
+                   "Segment and the inspector)")
         self.result.tooltip = str(result.checkpoint)
         image = self.image.value
-        if image is not None:
+        if image is None:
+            show_text(self.result, summary)
+        else:
             data = image_data_2d(image)
             threshold = float(self.mask.value.metadata.get("threshold", 0.5)) if self.mask.value else 0.5
+            # the new mask in another colour than the corrected one, so that both can be compared
+            colour, style = mask_look(self.mask.value)
+            colour = other_colour(colour)
+            show_text(self.result, f"{summary}\nre-segmenting '{image.name}': its new mask in {colour}")
 
             def resegment():
                 yield None
@@ -254,4 +262,4 @@ class FinetuneWidget(DockContainer):
             self.resegment_worker = start_worker(
                 resegment, "Re-segment", on_finish=lambda: setattr(self, "resegment_worker", None),
                 on_return=lambda prob: add_segmentation_layers(self.viewer, image, prob, threshold,
-                                                                           suffix=" (fine-tuned)"))
+                                                               suffix=" (fine-tuned)", colour=colour, style=style))

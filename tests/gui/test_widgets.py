@@ -149,6 +149,11 @@ def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot,
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
     assert "photo mask (fine-tuned)" in viewer.layers
     np.testing.assert_array_equal(viewer.layers["photo mask"].data[30:60, 10:40], 1)  # user's mask intact
+    # the new mask stands apart from the corrected one (cyan by default), and the dock says how
+    tuned = viewer.layers["photo mask (fine-tuned)"]
+    assert tuned.metadata["mask_colour"] == "yellow"
+    np.testing.assert_allclose(tuned.colormap.color_dict[1][:3], (1.0, 1.0, 0.0))
+    assert "re-segmenting 'photo': its new mask in yellow" in " ".join(tune.result.value.split())
 
 
 def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot):
