@@ -12,8 +12,8 @@ from ..analysis.energy import warm_up as energy_warm_up
 from ..analysis.maps import REDUCTIONS, inspect_steps, stage_of
 from ._common import (
     SESSION,
-    call_when_shown,
     DockContainer,
+    call_when_shown,
     compact_label,
     elide,
     follow_layers,
@@ -124,7 +124,7 @@ class InspectorWidget(DockContainer):
         self._layers: list[str] = []
         make_narrow(self)
         # back from another dock (the Correct & fine-tune one turns the grid off): this view again
-        call_when_shown(self, self._apply_view)
+        call_when_shown(self, lambda: self._apply_view(keep_camera=True))
 
     # --- the model --------------------------------------------------------------------------
     @staticmethod
@@ -233,10 +233,11 @@ class InspectorWidget(DockContainer):
             "AA, AI, IA, II: active or inactive Q with active or inactive K (hover Inspect)"
         ))
 
-    def _apply_view(self, *_: Any) -> None:
+    def _apply_view(self, *_: Any, keep_camera: bool = False) -> None:
         """Side by side: only the image and this stage's maps are shown, in napari's grid (one
         camera); overlay: the spikes over the image (the interaction maps can be switched on in
-        the layer list)."""
+        the layer list). ``keep_camera``: leave the zoom as it is unless the grid turns on or off
+        (when the dock is raised again)."""
         shown = [name for name in self._layers if name in self.viewer.layers]
         if not shown:
             return
@@ -257,5 +258,7 @@ class InspectorWidget(DockContainer):
                 index = self.viewer.layers.index(self.viewer.layers[name])
                 self.viewer.layers.move(index, len(self.viewer.layers))
             viewer_grid(self.viewer).shape = (2, 3) if len(shown) > 4 else (-1, -1)
+        grid_changes = viewer_grid(self.viewer).enabled != grid
         viewer_grid(self.viewer).enabled = grid
-        self.viewer.reset_view()
+        if grid_changes or not keep_camera:
+            self.viewer.reset_view()

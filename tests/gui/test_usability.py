@@ -318,3 +318,6 @@ def test_opening_the_correction_dock_readies_the_mask_for_painting(plugin, qtbot
     assert viewer.layers[-1] is mask and viewer.layers.selection.active is mask
     QApplication.sendEvent(widgets["Spike inspector"].native, QShowEvent())  # back to the inspector
     assert viewer_grid(viewer).enabled and not mask.visible
+    viewer.camera.zoom = 7.5  # raised again with nothing to change: the user's zoom stays
+    QApplication.sendEvent(widgets["Spike inspector"].native, QShowEvent())
+    assert viewer.camera.zoom == 7.5
