@@ -62,6 +62,17 @@ def open_plugin(viewer: Any, sample: str = "kvasir", model: str | None = None) -
     return widgets
 
 
+def plugin_dock(viewer: Any, name: str) -> Any:
+    """The Qt dock that holds this plugin's widget ``name`` (e.g. ``"Spike inspector"``), through
+    napari's public ``dock_widgets`` where it has it."""
+    title = f"{name} (napari-medspike)"
+    widgets = getattr(viewer.window, "dock_widgets", None)
+    if widgets is not None and title in widgets:
+        inner = widgets[title]
+        return getattr(inner, "native", inner).parent()
+    return viewer.window._dock_widgets[title]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screenshot", type=Path, help="save a PNG of the whole window here")

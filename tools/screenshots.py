@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import napari
 
-    from napari_medspike.demo import open_plugin, wait_for
+    from napari_medspike.demo import open_plugin, plugin_dock, wait_for
 
     for size in args.sizes:
         w, h = (int(v) for v in size.split("x"))
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for(segment.run())
         settle()
         viewer.screenshot(str(args.out / f"{size}-1-segment.png"), canvas_only=False)
-        dock = viewer.window._dock_widgets["Spike inspector (napari-medspike)"]
+        dock = plugin_dock(viewer, "Spike inspector")
         dock.raise_()
         wait_for(inspector.run())
         settle(1.0)
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         inspector.view.value = "overlay"
         settle(1.0)
         viewer.screenshot(str(args.out / f"{size}-3-inspect-overlay-t2.png"), canvas_only=False)
-        viewer.window._dock_widgets["Correct & fine-tune (napari-medspike)"].raise_()
+        plugin_dock(viewer, "Correct & fine-tune").raise_()
         tune.store_dir.value = tempfile.mkdtemp(prefix="medspike-shots-")
         tune.reset_choices()
         masks = [layer for layer in viewer.layers if layer.name.endswith(" mask")]

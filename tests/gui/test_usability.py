@@ -108,7 +108,7 @@ def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path,
 
 @pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
 def test_the_canvas_keeps_room_and_every_button_can_be_reached(make_napari_viewer, size):
-    from napari_medspike.demo import open_plugin
+    from napari_medspike.demo import open_plugin, plugin_dock
 
     viewer = make_napari_viewer(show=True)
     window = viewer.window._qt_window
@@ -119,7 +119,7 @@ def test_the_canvas_keeps_room_and_every_button_can_be_reached(make_napari_viewe
     canvas = viewer.window._qt_viewer.canvas.native
     assert canvas.width() >= 0.55 * window.width(), (canvas.width(), window.width())
     for name, widget in widgets.items():
-        dock = viewer.window._dock_widgets[f"{name} (napari-medspike)"]
+        dock = plugin_dock(viewer, name)
         dock.raise_()
         settle(0.2)
         scroll = widget.native  # the scroll area napari docks
