@@ -294,7 +294,7 @@ def test_opening_the_correction_dock_readies_the_mask_for_painting(plugin, qtbot
     """After the inspector's grid (which hides the mask), raising the Correct & fine-tune dock
     turns the grid off and shows the mask over its image, on top and active for painting;
     while the dock stays hidden, picking a mask changes nothing in the view. Raising the
-    inspector again brings its grid back."""
+    inspector again brings its grid back, and keeps the zoom when there is nothing to change."""
     from qtpy.QtGui import QShowEvent
     from qtpy.QtWidgets import QApplication
 
