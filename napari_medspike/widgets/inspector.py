@@ -52,6 +52,8 @@ class RatePlot:
                                "timestep; bottom: every spiking layer (rows, input to output) at each timestep")
 
     def show(self, layer_rates: dict[str, np.ndarray], virtual: bool) -> None:
+        from matplotlib.ticker import MaxNLocator
+
         self.figure.clear()
         if not layer_rates:
             self.canvas.draw_idle()
@@ -73,8 +75,10 @@ class RatePlot:
                     columnspacing=0.8, frameon=False)
         left.set_title("firing rate per timestep", fontsize=8)
         grid = np.stack([r for r in layer_rates.values() if len(r) == steps])
+        # rows numbered 1..n like the axis label says, on whole-number ticks
         image = right.imshow(grid, aspect="auto", cmap="viridis", vmin=0, vmax=max(float(grid.max()), 1e-6),
-                             interpolation="nearest")
+                             interpolation="nearest", extent=(-0.5, steps - 0.5, len(grid) + 0.5, 0.5))
+        right.yaxis.set_major_locator(MaxNLocator(integer=True))
         right.set_xlabel(xlabel, fontsize=8)
         right.set_ylabel(f"layer 1-{len(grid)}", fontsize=8)
         right.set_title("per layer", fontsize=8)

@@ -155,6 +155,10 @@ def test_inspector_grid_names_time_axis_and_recorded_spikes(plugin, qtbot):
     assert "active or inactive Q" in summary and "inactive" in inspector.run_button.tooltip
     lines = inspector.plot.figure.axes[0].get_lines()
     assert lines and len(lines[0].get_xdata()) == 2  # firing rate per timestep, per part of the network
+    per_layer = inspector.plot.figure.axes[1]  # layers numbered 1..n, as its label says, on whole ticks
+    rows = per_layer.images[0].get_array().shape[0]
+    assert per_layer.get_ylabel() == f"layer 1-{rows}" and per_layer.images[0].get_extent()[2:] == [rows + 0.5, 0.5]
+    assert all(float(tick).is_integer() for tick in per_layer.get_yticks())
     inspector.view.value = "overlay"
     assert not viewer_grid(viewer).enabled
     assert viewer.layers["spikes v (stage 0, t)"].visible and not viewer.layers["AA (stage 0)"].visible
