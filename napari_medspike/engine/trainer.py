@@ -148,14 +148,9 @@ def ema_update(decay: float, warmup: bool = False) -> Callable[[list, list, torc
     if not warmup:
         return torch.optim.swa_utils.get_ema_multi_avg_fn(decay)
 
-    @torch.no_grad()
     def update(averaged: list, current: list, num_averaged: torch.Tensor) -> None:
-        d = min(decay, (1.0 + float(num_averaged)) / (10.0 + float(num_averaged)))
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1.0 - d)
-        else:  # integer buffers (batch-norm step counts)
-            for a, c in zip(averaged, current, strict=True):
-                a.copy_(a * d + c * (1.0 - d))
+        n = float(num_averaged)
+        torch.optim.swa_utils.get_ema_multi_avg_fn(min(decay, (1.0 + n) / (10.0 + n)))(averaged, current, num_averaged)
 
     return update
 

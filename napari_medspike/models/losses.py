@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """``1 - soft Dice`` per image (sigmoid of ``logits`` vs a 0/1 ``target``), averaged."""
     prob = torch.sigmoid(logits).flatten(1)
