@@ -1,4 +1,4 @@
-"""training/fit_probe.py, the few-image fitting probe behind the spiking model's learning rate."""
+"""training/fit_probe.py, the few-image fitting probe (training/README.md, "Fit probe")."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_the_probe_never_takes_a_validation_image(tmp_path, monkeypatch, capsys)
 
     data = write_lesion_pairs(tmp_path / "data", range(20), shape=(32, 32))
     train, val = split_pairs(find_pairs([data])[0], 0.1, 0)
-    seen: list[int] = []
+    seen: list[str] = []
     import napari_medspike.data.dataset as dataset
 
     original = dataset.CachedPairs.__init__

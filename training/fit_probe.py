@@ -9,6 +9,7 @@ Adam steps. Every ``--every`` steps it prints the segmentation loss and the Dice
 training-mode output on those images. It says nothing about generalisation; it separates "the
 network cannot learn this quickly" from "the recipe is slow" in minutes instead of epochs (at
 64², 8 images: about 40 s for 80 steps of the ANN twin and 3 min of the SNN on 2 CPU cores).
+What a few images show need not hold for many: training/README.md, "Fit probe".
 ``--bn-init SCALE,SHIFT`` starts every batch norm at that scale and shift.
 """
 
