@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import napari_medspike.data.dataset as dataset
 from lesions import write_lesion_pairs
 
 PROBE = Path(__file__).resolve().parents[1] / "training" / "fit_probe.py"
@@ -34,13 +35,9 @@ def test_the_probe_fits_training_images_and_reports_loss_and_dice(tmp_path, monk
 
 def test_the_probe_never_takes_a_validation_image(tmp_path, monkeypatch, capsys):
     """It reads only the seeded split's training images: asking for all of them gets 90 %."""
-    from napari_medspike.data.dataset import find_pairs, split_pairs
-
     data = write_lesion_pairs(tmp_path / "data", range(20), shape=(32, 32))
-    train, val = split_pairs(find_pairs([data])[0], 0.1, 0)
+    train, val = dataset.split_pairs(dataset.find_pairs([data])[0], 0.1, 0)
     seen: list[str] = []
-    import napari_medspike.data.dataset as dataset
-
     original = dataset.CachedPairs.__init__
 
     def spy(self, pairs, *a, **k):
