@@ -63,7 +63,7 @@ def stage_placement(image_shape: tuple[int, int], map_shape: tuple[int, int], pa
 class StageMaps:
     """Maps of one encoder stage, ready for napari layers.
 
-    ``virtual`` is True for integer-spike models (MedQKFormer): their ``k/D`` outputs are shown
+    ``virtual`` is True for single-step integer-spike models (MedQKFormer): their ``k/D`` outputs are shown
     as D binary virtual timesteps (step j fires where ``k > j``), so ``timesteps`` is D.
     """
 
@@ -111,8 +111,9 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     """Run the model on an image and reduce one stage's spikes and interactions to maps.
 
     ``spike`` names a recorded spike tensor (:attr:`~napari_medspike.models.Segmenter.recorded_spikes`:
-    ``q, k, v`` for MedSpikeFormer, ``q, k`` for MedQKFormer). Integer spikes are shown as
-    virtual binary timesteps (:func:`virtual_timesteps`).
+    ``q, k, v`` for MedSpikeFormer, ``q, k`` for MedQKFormer). Single-step integer spikes
+    (MedQKFormer) are shown as virtual binary timesteps (:func:`virtual_timesteps`); multi-step
+    ones (MedSpikeFormer with ``spike_levels > 1``) per timestep, as ``k/D``.
     """
     if not 0 <= stage < len(model.attention_modules()):
         raise ValueError(f"stage must be 0..{len(model.attention_modules()) - 1}, got {stage}")
@@ -123,7 +124,7 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     out = model.forward_intermediates(x)
     record = out["stages"][stage]
     spikes = record["spikes"][spike]
-    virtual = model.spike_levels > 1
+    virtual = model.spike_levels > 1 and model.timesteps == 1  # (multi-step integer spikes: shown per timestep, k/D)
     if virtual:
         spikes = virtual_timesteps(spikes, model.spike_levels)
     maps = {name: reduce_channels(record["interactions"][name], how, channel) for name in INTERACTIONS}

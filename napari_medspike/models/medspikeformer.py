@@ -11,8 +11,9 @@ from torch import nn
 from . import fastpath
 from .attention import SDSA
 from .base import Segmenter
-from .neurons import LIFNode, LIFRate
+from .neurons import IntegerLIF, LIFNode, LIFRate
 from .blocks import (
+    Neuron,
     ResidualSpikingConv,
     SegmentationHead,
     SeqConvBN,
@@ -99,6 +100,9 @@ class MedSpikeFormer(Segmenter):
             ``"reference"`` (the paper's layout); see :data:`LAYOUTS`.
         threshold: the LIF firing threshold (MODEL.md: 1). A lower one keeps a deep spike-driven
             network active from the start of training (the shipped spiking model uses 0.5).
+        spike_levels: spikes a neuron may fire per timestep: 1 (binary LIF, MODEL.md) or D > 1
+            (:class:`~napari_medspike.models.neurons.IntegerLIF`: up to D spikes per timestep, as
+            D binary virtual sub-steps; every layer still reads spikes).
 
     Tensors inside are ``[T, B, C, H, W]``; the heads average over T. The side heads feed the
     distribution-alignment loss (``forward(x, side_outputs=True)``) and cost nothing
@@ -119,10 +123,13 @@ class MedSpikeFormer(Segmenter):
         heads: int = 4,
         layout: str = "spike_driven",
         threshold: float = 1.0,
+        spike_levels: int = 1,
     ) -> None:
         super().__init__(in_channels)
         if not threshold > 0:
             raise ValueError(f"threshold must be positive, got {threshold}")
+        if int(spike_levels) != spike_levels or spike_levels < 1:
+            raise ValueError(f"spike_levels must be a whole number >= 1, got {spike_levels}")
         if len(widths) != 4:
             raise ValueError(f"widths must list 4 stage widths, got {list(widths)}")
         if timesteps < 1:
@@ -144,6 +151,11 @@ class MedSpikeFormer(Segmenter):
         )
         self.head = SegmentationHead(self.widths[0], kind, self.timesteps, spike_driven=sd)
         self.threshold = float(threshold)
+        if spike_levels > 1:  # (the twins keep their class's spike_levels = 0)
+            self.spike_levels = int(spike_levels)
+            for module in self.modules():
+                if isinstance(module, Neuron) and isinstance(module.node, LIFNode):
+                    module.node = IntegerLIF(self.spike_levels)
         for module in self.modules():
             if isinstance(module, LIFNode):
                 module.v_threshold = self.threshold
@@ -162,6 +174,8 @@ class MedSpikeFormer(Segmenter):
             "heads": self.heads,
             "layout": self.layout,
             "threshold": self.threshold,
+            # binary models (spike_levels 1) keep the configuration they were saved with
+            **({"spike_levels": self.spike_levels} if self.spike_levels > 1 else {}),
         }
 
     default_lr = 1e-4
@@ -240,7 +254,7 @@ class ANNTwin(MedSpikeFormer):
     @classmethod
     def config_from(cls, source: Segmenter) -> dict[str, Any]:
         cfg = dict(source.config)
-        for option in ("timesteps", "threshold", "activation"):
+        for option in ("timesteps", "threshold", "activation", "spike_levels"):
             cfg.pop(option, None)
         return cfg
 

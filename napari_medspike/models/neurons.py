@@ -259,6 +259,127 @@ def make_lif() -> LIFNode:
     )
 
 
+def integer_lif_charge_fire(
+    x_seq: torch.Tensor, v: float | torch.Tensor, tau: float, threshold: float, levels: int,
+    keep_charge: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The integer LIF's dynamics as an in-place loop (no autograd): charge
+    ``h = v + (x - v) / tau``, fire ``k = clamp(round(h / θ), 0, D)`` spikes, soft reset
+    ``v = h - k θ``. Returns the counts ``k`` ``[T, ...]``, the final state and, with
+    ``keep_charge``, the potentials ``h`` before each reset (what the gradient needs)."""
+    counts = torch.empty_like(x_seq, memory_format=torch.preserve_format)
+    charge = torch.empty_like(x_seq, memory_format=torch.preserve_format) if keep_charge else None
+    carried = isinstance(v, torch.Tensor)
+    if carried:
+        v = v.expand_as(x_seq[0]).clone(memory_format=torch.preserve_format)
+    else:
+        v = torch.div(x_seq[0], tau) if v == 0 else (x_seq[0] - v).div_(tau).add_(v)
+    for t in range(x_seq.shape[0]):
+        if t:
+            v.lerp_(x_seq[t], 1.0 / tau)
+        if charge is not None:
+            charge[t].copy_(v)
+        k = torch.div(v, threshold, out=counts[t]).round_().clamp_(0, levels)
+        v.add_(k, alpha=-threshold)
+    return counts, v, charge
+
+
+class _IntegerLIFFunction(torch.autograd.Function):
+    """The integer LIF from a fresh state with its gradient written out (one saved tensor).
+
+    ``g_h[t] = g_out[t] · w[t] / (D θ) + g_v[t]``, ``g_x[t] = g_h[t] / tau``,
+    ``g_v[t-1] = g_h[t] (1 - 1/tau)``, where ``w`` is 1 inside the firing range
+    ``-1/2 < h/θ < D + 1/2`` (straight-through) and 0 outside; the reset is detached."""
+
+    @staticmethod
+    def forward(ctx, x_seq: torch.Tensor, tau: float, threshold: float, levels: int):  # type: ignore[override]
+        counts, v, charge = integer_lif_charge_fire(x_seq, 0.0, tau, threshold, levels, keep_charge=True)
+        ctx.save_for_backward(charge)
+        ctx.constants = (tau, threshold, levels)
+        ctx.mark_non_differentiable(v)
+        return counts.div_(levels), v
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor, _grad_v: torch.Tensor | None):  # type: ignore[override]
+        (charge,) = ctx.saved_tensors
+        tau, threshold, levels = ctx.constants
+        grad_x = torch.empty_like(charge)
+        grad_v: torch.Tensor | float = 0.0
+        for t in range(charge.shape[0] - 1, -1, -1):
+            u = charge[t] / threshold
+            inside = (u > -0.5) & (u < levels + 0.5)
+            grad_h = (grad_out[t] * inside).div_(levels * threshold).add_(grad_v)
+            torch.div(grad_h, tau, out=grad_x[t])
+            grad_v = grad_h.mul_(1.0 - 1.0 / tau)
+        return grad_x, None, None, None
+
+
+class _IntegerFire(torch.autograd.Function):
+    """``clamp(round(u), 0, D)`` with a straight-through gradient inside ``(-1/2, D + 1/2)``."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, levels: int) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(u)
+        ctx.levels = levels
+        return torch.clamp(torch.round(u), 0, levels)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (u,) = ctx.saved_tensors
+        return grad * ((u > -0.5) & (u < ctx.levels + 0.5)).to(grad.dtype), None
+
+
+class IntegerLIF(LIFNode):
+    """Multi-step LIF that fires up to ``max_spikes`` spikes per timestep (integer LIF).
+
+    Charge as the binary LIF (``h = v + (x - v) / tau``), fire ``k = clamp(round(h / θ), 0, D)``
+    spikes and subtract them (soft reset ``v = h - k θ``). The output is ``k / D``: D binary
+    virtual sub-steps per timestep with k of them firing, so a layer after it does the work of
+    k spikes (only additions) and its firing rate is the fraction of virtual sub-steps that fire.
+    Four binary timesteps carry 5 levels per neuron; with D = 4 they carry 17, which is what
+    lets the network fit many images (training/README.md, "Integer spikes"). Gradient:
+    straight-through inside the firing range; the reset is detached. Not for SLTT.
+
+    With the fast paths on, inference runs :func:`integer_lif_charge_fire` and training from a
+    fresh state :class:`_IntegerLIFFunction`; otherwise (and on a carried state) a plain
+    autograd loop (:meth:`reference_forward`), which tests hold them to.
+    """
+
+    def __init__(self, max_spikes: int) -> None:
+        if max_spikes < 2:
+            raise ValueError(f"an integer LIF fires up to 2 or more spikes per step, got {max_spikes}")
+        super().__init__(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=0.0,
+                         surrogate_function=surrogate.Sigmoid(alpha=4.0), detach_reset=True, step_mode="m")
+        self.max_spikes = int(max_spikes)
+
+    def multi_step_forward(self, x_seq: torch.Tensor, *args, **kwargs) -> torch.Tensor:  # type: ignore[override]
+        if self.sltt_mode is not None:
+            raise ValueError("spatial learning through time (SLTT) needs binary spikes; train integer "
+                             "spikes with full backpropagation through time (sltt 0)")
+        if fastpath.enabled() and not isinstance(self.v, torch.Tensor) and self.v == 0:
+            if not torch.is_grad_enabled():
+                counts, self.v, _ = integer_lif_charge_fire(x_seq, 0.0, self.tau, self.v_threshold, self.max_spikes)
+                return counts.div_(self.max_spikes)
+            out, self.v = _IntegerLIFFunction.apply(x_seq, self.tau, self.v_threshold, self.max_spikes)
+            return out
+        return self.reference_forward(x_seq)
+
+    def reference_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """The dynamics step by step with autograd recording them (any state, any device)."""
+        v: float | torch.Tensor = self.v
+        counts = []
+        for t in range(x_seq.shape[0]):
+            h = v + (x_seq[t] - v) / self.tau
+            k = _IntegerFire.apply(h / self.v_threshold, self.max_spikes)
+            v = h - k.detach() * self.v_threshold
+            counts.append(k)
+        self.v = v
+        return torch.stack(counts) / self.max_spikes
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, max_spikes={self.max_spikes}"
+
+
 class NISF(nn.Module):
     """Normalised Integer Spike-Fire neuron: ``round(clamp(x, 0, D)) / D`` (stateless).
 

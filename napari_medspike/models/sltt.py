@@ -127,6 +127,9 @@ def sltt_forward(
     """
     if not model.training:
         raise ValueError("SLTT is a training method: put the model in training mode")
+    if getattr(model, "spike_levels", 1) > 1:
+        raise ValueError("SLTT needs binary spikes; train a model with integer spikes (spike_levels > 1) with "
+                         "full backpropagation through time (sltt 0)")
     if steps is None:
         steps = choose_timesteps(int(model.timesteps), k, generator)
     elif sorted(set(steps)) != sorted(steps) or not all(0 <= t < model.timesteps for t in steps):

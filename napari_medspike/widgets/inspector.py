@@ -146,6 +146,8 @@ class InspectorWidget(DockContainer):
             return
         if not model.spiking:
             time = "an ANN: no spikes to show"
+        elif model.spike_levels > 1 and model.timesteps > 1:
+            time = f"T = {model.timesteps} timesteps, up to {model.spike_levels} spikes each"
         elif model.spike_levels > 1:
             time = f"integer spikes, shown as {model.spike_levels} virtual timesteps"
         else:
