@@ -120,3 +120,16 @@ medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}c" --size 128 -
 # medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}f" --size 128 --epochs 60 \
 #     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5}' \
 #     --init-from spiking --lr 1e-4 --ema 0.995 --plateau-patience 2
+# Measured and not kept: three SNN runs side by side on one NVIDIA H200 for 9 minutes, 128² and
+# 256², from scratch, full BPTT, the same seeded split (the commands, with --device cuda, as below;
+# a fourth run, the twin and then the aligned SNN, got no epoch done: the twin did not finish its
+# first epoch within its 2-minute share). Validation Dice at model resolution by epoch:
+#   128², lr 1e-3:                              0.418 0.331 0.447 0.431 0.441 0.455  (training loss 1.19 -> 0.96)
+#   128², lr 2e-3, --clip-grad 1, --ema 0.999:  0.412 0.414 0.359 0.445 0.463 0.466  (1.15 -> 0.99)
+#   256², lr 1e-3:                              0.408 0.450 0.433 0.448                (1.20 -> 0.98)
+# At the original resolution with mirror TTA (medspike-evaluate --subset val --flips on): 0.464 and
+# 0.475 for the two 128² runs, against 0.479 for the shipped weights: the same plateau, reached in
+# six epochs from scratch. Processes sharing one GPU take turns on it (no MPS here): each 128² run
+# took about 60 s per epoch, the 256² one about 88 s, so one run at a time is the way to use a GPU.
+# medspike-train --arch medspikeformer --data "$DATA" --out runs/snn128s --size 128 --epochs 400 \
+#     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5}' --lr 1e-3 --plateau-patience 3
