@@ -128,8 +128,23 @@ medspike-train --arch medspikeformer --data "$DATA" --out "${SNN}c" --size 128 -
 #   128², lr 2e-3, --clip-grad 1, --ema 0.999:  0.412 0.414 0.359 0.445 0.463 0.466  (1.15 -> 0.99)
 #   256², lr 1e-3:                              0.408 0.450 0.433 0.448                (1.20 -> 0.98)
 # At the original resolution with mirror TTA (medspike-evaluate --subset val --flips on): 0.464 and
-# 0.475 for the two 128² runs, against 0.479 for the shipped weights: the same plateau, reached in
-# six epochs from scratch. Processes sharing one GPU take turns on it (no MPS here): each 128² run
+# 0.475 for the two 128² runs, 0.451 for the 256² one, against 0.479 for the shipped weights: the
+# same plateau, reached in six epochs from scratch. Processes sharing one GPU take turns on it (no MPS here): each 128² run
 # took about 60 s per epoch, the 256² one about 88 s, so one run at a time is the way to use a GPU.
 # medspike-train --arch medspikeformer --data "$DATA" --out runs/snn128s --size 128 --epochs 400 \
 #     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5}' --lr 1e-3 --plateau-patience 3
+
+# Integer spikes (training/README.md, "Integer spikes"): the same network with every LIF firing up
+# to 4 spikes per timestep (spike_levels 4), from scratch, full BPTT, lr 1e-3, alone on one H200
+# (about 17 s per epoch; the GPU time of that task ran out after 8 epochs). Validation Dice at 128²
+# by epoch: 0.420 0.467 0.497 0.489 0.518 0.541 0.537 0.507 (training loss 1.27 -> 0.86), against
+# 0.418 0.331 0.447 0.431 0.441 0.455 for the binary network with the same command above.
+medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128 --size 128 --epochs 400 \
+    --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5, "spike_levels": 4}' \
+    --lr 1e-3 --plateau-patience 3
+# ... continued on 2 CPU cores from its best epoch (6) at lr 5e-4 (a fresh optimiser; the GPU run's
+# last.pt did not come back). Continue it with the same command plus --resume.
+medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128c --size 128 --epochs 60 \
+    --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5, "spike_levels": 4}' \
+    --init-from runs/snnI128/best.safetensors --lr 5e-4 --plateau-patience 1 \
+    --description "Spike-driven MedSpikeFormer with integer spikes (T = 4, up to 4 spikes per timestep, LIF threshold 0.5) at 128x128 on Kvasir-SEG."

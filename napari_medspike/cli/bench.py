@@ -31,16 +31,20 @@ from ..runtime import huge_pages_requested, reexec_with_huge_pages, tune_malloc
 
 #: Bench names for the paper's layout of MedSpikeFormer and its twin (``layout="reference"``).
 REFERENCE_SUFFIX = "-reference"
+INTEGER_SUFFIX = "-integer"
 
 
 def build_models(names: list[str], timesteps: int) -> dict[str, torch.nn.Module]:
     """Untrained models by bench name: an architecture, ``basicunet``, or
-    ``medspikeformer-reference`` / ``ann_twin-reference`` for the paper's layout."""
+    ``medspikeformer-reference`` / ``ann_twin-reference`` for the paper's layout,
+    ``medspikeformer-integer`` for integer spikes (up to 4 per timestep)."""
     models: dict[str, torch.nn.Module] = {}
     for name in names:
         arch, layout = name, {}
         if name.endswith(REFERENCE_SUFFIX):
             arch, layout = name[: -len(REFERENCE_SUFFIX)], {"layout": "reference"}
+        elif name == "medspikeformer" + INTEGER_SUFFIX:
+            arch, layout = "medspikeformer", {"spike_levels": 4, "threshold": 0.5}
         if name == "basicunet":
             try:
                 from monai.networks.nets import BasicUNet
