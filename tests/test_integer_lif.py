@@ -9,7 +9,7 @@ from spikingjelly.activation_based import functional
 from napari_medspike import create_model
 from napari_medspike.analysis.energy import estimate_energy
 from napari_medspike.models import fastpath
-from napari_medspike.models.medspikeformer import ANNTwin
+from napari_medspike.models.medspikeformer import ANNTwin, RateTwin
 from napari_medspike.models.neurons import IntegerLIF, LIFNode
 from napari_medspike.models.sltt import sltt_forward
 
@@ -71,6 +71,8 @@ def test_spike_levels_option_swaps_every_lif_and_round_trips():
     assert set(binary.state_dict()) == set(model.state_dict())
     twin = ANNTwin(**ANNTwin.config_from(model))
     assert twin.spike_levels == 0 and not twin.spiking
+    rate_twin = RateTwin(**RateTwin.config_from(model))  # the twins share the state dict
+    rate_twin.load_state_dict(model.state_dict())
 
 
 def test_integer_spike_model_reads_spikes_after_the_encoding_layer_and_reports_rates(calibrated):

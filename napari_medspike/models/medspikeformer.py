@@ -315,7 +315,9 @@ class RateTwin(ANNTwin):
 
     @classmethod
     def config_from(cls, source: Segmenter) -> dict[str, Any]:
-        return {"timesteps": 4, **source.config}
+        cfg = {"timesteps": 4, **source.config}
+        cfg.pop("spike_levels", None)  # the rate twin models binary LIF rates
+        return cfg
 
     @property
     def config(self) -> dict[str, Any]:
