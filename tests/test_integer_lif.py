@@ -103,7 +103,6 @@ def test_integer_spike_model_fast_paths_match(calibrated):
     assert (fast - plain).abs().median() < 1e-3
 
 
-
 @pytest.mark.parametrize("grad", [False, True])
 def test_integer_lif_fast_path_matches_the_reference_loop(grad):
     torch.manual_seed(0)

@@ -260,20 +260,15 @@ def make_lif() -> LIFNode:
 
 
 def integer_lif_charge_fire(
-    x_seq: torch.Tensor, v: float | torch.Tensor, tau: float, threshold: float, levels: int,
-    keep_charge: bool = False,
+    x_seq: torch.Tensor, tau: float, threshold: float, levels: int, keep_charge: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The integer LIF's dynamics as an in-place loop (no autograd): charge
+    """The integer LIF's dynamics from rest (``v = 0``) as an in-place loop (no autograd): charge
     ``h = v + (x - v) / tau``, fire ``k = clamp(round(h / θ), 0, D)`` spikes, soft reset
     ``v = h - k θ``. Returns the counts ``k`` ``[T, ...]``, the final state and, with
     ``keep_charge``, the potentials ``h`` before each reset (what the gradient needs)."""
     counts = torch.empty_like(x_seq, memory_format=torch.preserve_format)
     charge = torch.empty_like(x_seq, memory_format=torch.preserve_format) if keep_charge else None
-    carried = isinstance(v, torch.Tensor)
-    if carried:
-        v = v.expand_as(x_seq[0]).clone(memory_format=torch.preserve_format)
-    else:
-        v = torch.div(x_seq[0], tau) if v == 0 else (x_seq[0] - v).div_(tau).add_(v)
+    v = torch.div(x_seq[0], tau)  # the first charge from rest
     for t in range(x_seq.shape[0]):
         if t:
             v.lerp_(x_seq[t], 1.0 / tau)
@@ -293,7 +288,7 @@ class _IntegerLIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq: torch.Tensor, tau: float, threshold: float, levels: int):  # type: ignore[override]
-        counts, v, charge = integer_lif_charge_fire(x_seq, 0.0, tau, threshold, levels, keep_charge=True)
+        counts, v, charge = integer_lif_charge_fire(x_seq, tau, threshold, levels, keep_charge=True)
         ctx.save_for_backward(charge)
         ctx.constants = (tau, threshold, levels)
         ctx.mark_non_differentiable(v)
@@ -358,7 +353,7 @@ class IntegerLIF(LIFNode):
                              "spikes with full backpropagation through time (sltt 0)")
         if fastpath.enabled() and not isinstance(self.v, torch.Tensor) and self.v == 0:
             if not torch.is_grad_enabled():
-                counts, self.v, _ = integer_lif_charge_fire(x_seq, 0.0, self.tau, self.v_threshold, self.max_spikes)
+                counts, self.v, _ = integer_lif_charge_fire(x_seq, self.tau, self.v_threshold, self.max_spikes)
                 return counts.div_(self.max_spikes)
             out, self.v = _IntegerLIFFunction.apply(x_seq, self.tau, self.v_threshold, self.max_spikes)
             return out
