@@ -147,6 +147,40 @@ def pick_device(requested: str = "auto") -> tuple["torch.device", str]:  # noqa:
     raise ValueError(f"unknown device {requested!r}; use auto, cuda, mps or cpu")
 
 
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where oneDNN's bf16
+    convolutions and matrix products run about twice as fast as fp32 ones; elsewhere bf16 is
+    emulated and slower than fp32."""
+    import torch
+
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(check() for check in checks if check is not None)
+    except Exception:  # a private check that changed: assume no
+        return False
+
+
+def bf16_inference(model: object, device: "torch.device", precision: str = "auto") -> bool:  # noqa: F821
+    """Whether prediction runs ``model`` on ``device`` under bf16 autocast.
+
+    ``"fp32"``/``"bf16"`` force it. ``"auto"``: on CUDA where :func:`bf16_autocast_pays`; on a
+    CPU with native bf16 (:func:`cpu_computes_bf16`) for models that say it pays
+    (``model.bf16_on_cpu_pays``: the integer-spike MedSpikeFormer, whose convolutions read spike
+    counts that bf16 holds exactly; BENCHMARKS.md, "bf16 on the CPU"). Elsewhere fp32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {list(PRECISIONS)}")
+    if precision != "auto" or device.type not in ("cuda", "cpu"):
+        return precision == "bf16"
+    if device.type == "cuda":
+        return bf16_autocast_pays(model)
+    return bool(getattr(model, "bf16_on_cpu_pays", False)) and cpu_computes_bf16()
+
+
 def bf16_autocast_pays(model: object) -> bool:
     """Whether bf16 autocast is the default on CUDA for ``model`` (prediction and training).
 

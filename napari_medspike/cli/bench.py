@@ -167,7 +167,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     models = {k: m.to(device) for k, m in build_models(args.models, args.timesteps).items()}
     for model in models.values():
         model.gradient_checkpointing = args.checkpointing and getattr(model, "supports_checkpointing", False)
-    dtypes = ["fp32"] + (["bf16"] if device.type == "cuda" and args.bf16 else [])
+    bf16 = args.bf16 if device.type == "cuda" else device.type == "cpu" and args.cpu_bf16
+    dtypes = ["fp32"] + (["bf16"] if bf16 else [])
     s = args.size
     results: dict[str, Any] = {
         "machine": {
@@ -214,7 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 print(f"{name:15s} forward {dtype} batch {batch}: {statistics.median(times[name]) * 1e3:8.1f} ms "
                       f"({batch / statistics.median(times[name]):.1f} img/s)", file=sys.stderr)
-        if args.train_repeats > 0:
+        if args.train_repeats > 0 and (dtype == "fp32" or device.type == "cuda"):  # CPU training: fp32
             b = args.train_batch
             x = torch.rand(b, 3, s, s, device=device)
             y = (torch.rand(b, 1, s, s, device=device) > 0.5).float()
@@ -311,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-bf16", dest="bf16", action="store_false", help="CUDA: skip the bf16 runs")
+    parser.add_argument("--cpu-bf16", action="store_true",
+                        help="CPU: also time forward passes under bf16 autocast (how prediction runs the "
+                        "integer-spike spiking model on CPUs with native bf16)")
     parser.add_argument("--sltt", type=int, default=0, metavar="K",
                         help="train MedSpikeFormer with SLTT-K (K random timesteps, spatial gradients; 0: BPTT)")
     parser.add_argument("--checkpointing", action="store_true",

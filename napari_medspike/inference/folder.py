@@ -67,14 +67,15 @@ def segment_folder_steps(
     flips: bool | None = None,
     probabilities: bool = False,
     every: int = 1,
+    precision: str = "auto",
 ) -> Generator[Progress, None, FolderResult]:
     """Segment every image (and every ``every``-th frame of every video) of ``source``.
 
     Writes ``OUT/masks/<name>.png`` (0/255; video frames as ``<video>_f<frame>.png``),
     optionally ``OUT/probabilities/<name>.tif`` (float32), and ``OUT/measurements.csv`` (one row
-    per connected region). Unreadable files are skipped and listed in the result. Yields
-    :class:`Progress` per file and per video frame; closing the generator stops it, and the
-    measurements of what was done are still written.
+    per connected region); ``precision`` as in :func:`predict_steps`. Unreadable files are
+    skipped and listed in the result. Yields :class:`Progress` per file and per video frame;
+    closing the generator stops it, and the measurements of what was done are still written.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
@@ -95,7 +96,8 @@ def segment_folder_steps(
             try:
                 frames = video_info(path).frames if path.suffix.lower() in VIDEO_SUFFIXES else 1
                 for stem, index, pixels in _frames(path, every):
-                    prob = run_job(predict_steps(model, pixels, mode=mode, device=device, flips=flips))
+                    prob = run_job(predict_steps(model, pixels, mode=mode, device=device, flips=flips,
+                                                    precision=precision))
                     mask = prob >= threshold
                     encoded = png_bytes(mask.astype(np.uint8) * 255)
                     target = out / "masks" / f"{stem}.png"

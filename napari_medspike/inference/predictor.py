@@ -20,7 +20,7 @@ from ..data.io import image_hw, reduced_rgb_float, to_rgb_float
 from ..data.resize import resize_image, resize_map
 from ..models.base import Segmenter
 from ..common import Progress, run_job  # noqa: F401 (Progress: re-exported)
-from ..runtime import bf16_autocast_pays, pick_device, tune_malloc  # noqa: F401 (pick_device: re-exported)
+from ..runtime import bf16_inference, pick_device, tune_malloc  # noqa: F401 (pick_device: re-exported)
 
 MODES = ("resize", "tiled")
 
@@ -98,12 +98,15 @@ def predict_steps(
     overlap: float = 0.25,
     batch_size: int = 4,
     flips: bool | None = None,
+    precision: str = "auto",
 ) -> Generator[Progress, None, np.ndarray]:
     """Yield progress while predicting; return the probability map ``[H, W]`` float32.
 
     ``image`` is any 2D grey/RGB/RGBA array (see :func:`to_rgb_float`). ``mode="resize"`` resizes
     to the model's input size and the probabilities back; ``"tiled"`` runs overlapping tiles of
     the model's size at full resolution, blended smoothly (memory bounded by the tile batch).
+    ``precision`` is ``"auto"``, ``"fp32"`` or ``"bf16"`` (autocast; see
+    :func:`~napari_medspike.runtime.bf16_inference`); probabilities are always fp32.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
@@ -118,14 +121,14 @@ def predict_steps(
     # exists (a 12k x 12k RGB image would need 1.7 GB); the model sees the same antialiased input
     rgb = reduced_rgb_float(image, shrink) if shrink >= 2 else to_rgb_float(image)
     model = model.to(device, memory_format=memory_format_for(device)).eval()
-    bf16 = device.type == "cuda" and bf16_autocast_pays(model)
+    bf16 = bf16_inference(model, device, precision)
     # Inference mode and autocast are per thread: they are entered around each piece of work,
     # never across a yield (a job suspended inside them would leave its worker thread, which
     # napari reuses for the next job, without gradients).
     def computing() -> contextlib.ExitStack:
         stack = contextlib.ExitStack()
         stack.enter_context(torch.inference_mode())
-        # bf16 autocast on CUDA where it pays (probabilities are computed in fp32); fp32 elsewhere
+        # bf16 autocast where it pays (probabilities are computed in fp32); fp32 elsewhere
         stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16))
         return stack
 

@@ -137,6 +137,13 @@ class Segmenter(nn.Module, abc.ABC):
     #: Its number of timesteps is a config option (``timesteps=T``); fixed otherwise.
     configurable_timesteps: bool = False
 
+    @property
+    def bf16_on_cpu_pays(self) -> bool:
+        """Whether prediction on a CPU with native bf16 runs this model under bf16 autocast by
+        default (:func:`~napari_medspike.runtime.bf16_inference`): only where it was measured
+        to be faster at a validation Dice within 0.01 of fp32's."""
+        return False
+
     @classmethod
     def config_from(cls, source: Segmenter) -> dict[str, Any]:
         """A config of this architecture on ``source``'s skeleton (to initialise one from the
