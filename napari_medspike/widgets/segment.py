@@ -12,6 +12,7 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, P
 from ..engine.checkpoint import list_models
 from ..inference.measure import measure_regions, summarise, write_csv
 from ..inference.predictor import MODES, Progress, pick_device, predict_stack_steps, recommended_flips
+from ..runtime import bf16_inference
 from ._common import (
     MASK_COLOURS,
     MASK_STYLES,
@@ -168,7 +169,7 @@ class SegmentWidget(DockContainer):
             _, self._mask_layer = add_segmentation_layers(self.viewer, layer, prob, threshold,
                                                           colour=self.mask_colour.value, style=self.mask_style.value)
             self._measure(layer, prob, threshold)
-            extra = ", mirror TTA" if flips else ""
+            extra = (", mirror TTA" if flips else "") + (", bf16" if bf16_inference(model, device) else "")
             images = f"{prob.shape[0]} images, " if prob.ndim == 3 else ""
             show_text(self.status, f"segmented '{elide(layer.name, 40)}' ({images}{mode}{extra}, {device.type})")
 
