@@ -148,6 +148,9 @@ def pick_device(requested: str = "auto") -> tuple["torch.device", str]:  # noqa:
 
 
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+#: What the command-line tools say about ``--precision``.
+PRECISION_HELP = ("arithmetic: auto (bf16 where it was measured to pay: the integer-spike spiking model on "
+                  "CPUs with native bf16, most models on CUDA; fp32 otherwise), fp32 or bf16")
 
 
 @functools.lru_cache(maxsize=None)

@@ -17,7 +17,7 @@ from ..common import atomic_write, run_command
 from ..engine.checkpoint import load_model
 from ..engine.metrics import METRICS, binary_metrics, summarise
 from ..inference.predictor import pick_device, predict, recommended_flips
-from ..runtime import PRECISIONS, bf16_inference, reexec_with_huge_pages
+from ..runtime import PRECISION_HELP, PRECISIONS, bf16_inference, reexec_with_huge_pages
 
 #: Images in each row of the gallery (the worst and the best cases).
 GALLERY_SIZE = 4
@@ -184,9 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="test-time augmentation, logits averaged over the four mirror images "
                         "(auto: as the checkpoint recommends)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
-                        help="arithmetic: auto (bf16 where it was measured to pay: the integer-spike spiking "
-                        "model on CPUs with native bf16, most models on CUDA; fp32 otherwise), fp32 or bf16")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto", help=PRECISION_HELP)
     parser.add_argument("--gallery-size", type=int, default=GALLERY_SIZE, metavar="N",
                         help=f"images in each row of the --report gallery (default {GALLERY_SIZE})")
     parser.add_argument("--debug", action="store_true",
@@ -229,7 +227,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"{summary['count']:>8} " + " ".join(f"{summary['mean_' + m]:>12.4f}" for m in METRICS))
     if args.json:
         payload = {"checkpoint": model.info.path, "arch": model.arch, "subset": args.subset,
-                   "mode": args.mode, "flips": flips, "precision": precision, "threshold": args.threshold, **summary, "images": rows}
+                   "mode": args.mode, "flips": flips, "precision": precision, "threshold": args.threshold,
+                   **summary, "images": rows}
         atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
     if gallery is not None:
         args.report.mkdir(parents=True, exist_ok=True)

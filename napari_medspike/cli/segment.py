@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..common import run_command
-from ..runtime import PRECISIONS, reexec_with_huge_pages
+from ..runtime import PRECISION_HELP, PRECISIONS, reexec_with_huge_pages
 
 
 def _segment(args: argparse.Namespace) -> int:
@@ -60,9 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probabilities", action="store_true", help="also write float32 probability maps")
     parser.add_argument("--every", type=int, default=1, metavar="K", help="videos: segment every K-th frame")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto",
-                        help="arithmetic: auto (bf16 where it was measured to pay: the integer-spike spiking "
-                        "model on CPUs with native bf16, most models on CUDA; fp32 otherwise), fp32 or bf16")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="auto", help=PRECISION_HELP)
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     args = parser.parse_args(argv)
     if not 0.0 < args.threshold < 1.0:

@@ -39,7 +39,7 @@ from ..models.registry import TRAINABLE_ARCHITECTURES, model_class
 from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
 from ..common import atomic_write, remove_stale_temp_files, run_job
-from ..runtime import bf16_autocast_pays, pick_device, release_free_memory
+from ..runtime import PRECISIONS, bf16_autocast_pays, pick_device, release_free_memory
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainingDiverged, TrainProgress, TrainResult
 from .metrics import per_image_metrics
@@ -121,9 +121,6 @@ def freeze_norm_statistics(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.eval()
-
-
-PRECISIONS = ("auto", "bf16", "fp32")
 
 
 def uses_bf16(precision: str, model: Segmenter) -> bool:
