@@ -146,8 +146,8 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128 --size 12
     --lr 1e-3 --plateau-patience 3
 # ... continued on 2 CPU cores from its best epoch (6) at lr 5e-4 (a fresh optimiser; the GPU run's
 # last.pt did not come back). Validation Dice at 128² by epoch 0.540, 0.571, 0.580, 0.614, 0.595,
-# and 0.602, 0.630 at lr 2.5e-4 (training loss 0.836 -> 0.710, about 12 min per epoch on an idle machine); the
-# shipped weights are epoch 7 (at the original resolution: Dice 0.663 with mirror TTA, 0.632 without; epoch 4,
+# and 0.602, 0.630, 0.646 at lr 2.5e-4 (training loss 0.836 -> 0.711, about 12 min per epoch on an idle machine);
+# the shipped weights are epoch 8 (at the original resolution: Dice 0.665 with mirror TTA, 0.643 without; epoch 4,
 # shipped before: 0.626 and 0.613). Continue with --resume.
 medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128c --size 128 --epochs 60 \
     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5, "spike_levels": 4}' \
