@@ -92,7 +92,8 @@ class LIFNode(neuron.LIFNode):
 #: many bytes per timestep: a band's potential, inputs and outputs then stay in the CPU's cache
 #: through all T timesteps and their five or so passes each, instead of streaming the whole
 #: tensor from memory on every pass (an integer LIF on ``[4, 1, 128, 256, 256]`` floats: 20 ms
-#: against 41 ms on 2 cores of an AMD EPYC; BENCHMARKS.md, "Neurons band by band").
+#: against 41 ms on 2 cores of an AMD EPYC; BENCHMARKS.md, "bf16 on the CPU, and neurons band by
+#: band").
 BAND_BYTES = 2 << 20
 
 
@@ -314,20 +315,20 @@ def integer_lif_charge_fire(
     for band in row_bands(x_seq):
         x_b, v_b, counts_b = x_seq[band], v[band], counts[band]
         charge_b = None if charge is None else charge[band]
-        divide(x_b[0], tau, out=v_b)  # the first charge from rest
+        _divide(x_b[0], tau, out=v_b)  # the first charge from rest
         for t in range(x_seq.shape[0]):
             if t:
                 v_b.lerp_(x_b[t], 1.0 / tau)
             if charge_b is not None:
                 charge_b[t].copy_(v_b)
-            k = divide(v_b, threshold, out=counts_b[t]).round_().clamp_(0, levels)
+            k = _divide(v_b, threshold, out=counts_b[t]).round_().clamp_(0, levels)
             v_b.add_(k, alpha=-threshold)
             if normalise:
-                divide(k, levels, out=k)
+                _divide(k, levels, out=k)
     return counts, v, charge
 
 
-def divide(x: torch.Tensor, divisor: float, out: torch.Tensor) -> torch.Tensor:
+def _divide(x: torch.Tensor, divisor: float, out: torch.Tensor) -> torch.Tensor:
     """``x / divisor`` into ``out``, as a multiplication where ``1 / divisor`` is exact (a power
     of two, such as tau 2, threshold 0.5 and 4 levels): the same result, and a bf16 division is
     about a quarter slower than a multiplication on the CPU."""
