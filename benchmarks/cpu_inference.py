@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -27,20 +25,9 @@ from napari_medspike import load_model
 from napari_medspike.models import neurons, segmentation_loss
 from napari_medspike.runtime import cpu_computes_bf16, tune_malloc
 
+from fast_paths import compare  # this folder's script: cases alternated, median seconds each
+
 ONE_PIECE = 1 << 40
-
-
-def timed_cases(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each case, alternating them after one warm-up each."""
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for fn in cases.values():
-        fn()
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def with_bands(band_bytes: int, fn: Callable[[], object]) -> Callable[[], object]:
@@ -99,7 +86,7 @@ def main() -> None:
 
         cases[f"{args.model} train step, one piece"] = with_bands(ONE_PIECE, step)
         cases[f"{args.model} train step, bands"] = step
-    results = timed_cases(cases, args.repeats)
+    results = compare(cases, args.repeats)
     base = results["basicunet fp32"]
     print(f"{args.size}², batch 1, {args.threads} threads, native bf16: {cpu_computes_bf16()}")
     for name, seconds in results.items():
