@@ -214,8 +214,9 @@ class SDSA(nn.Module):
         conv = self.qkv[0]
         weight, bias = fold_batchnorm(conv, self.qkv[1])
         flat = x.flatten(0, 1)
-        if x.device.type == "cpu":
-            flat = flat.contiguous(memory_format=torch.channels_last)
+        if x.device.type == "cpu":  # one copy: channels-last, and in autocast's dtype (else each conv casts)
+            dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else flat.dtype
+            flat = flat.to(dtype=dtype, memory_format=torch.channels_last)
         # the grouped conv's outputs are interleaved (q, k, v) per input channel
         parts = [F.conv2d(flat, weight[j::3], bias[j::3], conv.stride, conv.padding, conv.dilation, self.channels)
                  for j in range(3)]

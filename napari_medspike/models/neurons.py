@@ -307,31 +307,46 @@ def integer_lif_charge_fire(
     """The integer LIF's dynamics from rest (``v = 0``) as an in-place loop (no autograd): charge
     ``h = v + (x - v) / tau``, fire ``k = clamp(round(h / θ), 0, D)`` spikes, soft reset
     ``v = h - k θ``. Returns the counts ``k`` ``[T, ...]`` (``k / D`` with ``normalise``), the
-    final state and, with ``keep_charge``, the potentials ``h`` before each reset (what the
-    gradient needs). Runs band by band (:func:`row_bands`)."""
+    final state ``v`` and, with ``keep_charge``, the charges before each reset in units of the
+    threshold, ``h / θ`` (what the gradient needs). Runs band by band (:func:`row_bands`).
+
+    The loop keeps the potential in units of the threshold, ``u = v / θ``: charge
+    ``u = (1 - 1/tau) u + x / (tau θ)``, fire ``k = clamp(round(u), 0, D)``, reset ``u -= k``.
+    With ``tau θ = 1`` (tau 2, threshold 0.5) the charge is one ``add`` and the fire needs no
+    division: five passes per timestep instead of six (BENCHMARKS.md, "Integer neurons in units
+    of the threshold"). The scaling by powers of two is exact, so the counts equal those of
+    ``h / θ`` computed directly up to the charge's last bit of rounding, as before.
+    """
     counts = torch.empty_like(x_seq, memory_format=torch.preserve_format)
     charge = torch.empty_like(x_seq, memory_format=torch.preserve_format) if keep_charge else None
-    v = torch.empty_like(x_seq[0], memory_format=torch.preserve_format)
+    u = torch.empty_like(x_seq[0], memory_format=torch.preserve_format)
+    decay = 1.0 - 1.0 / tau
     for band in row_bands(x_seq):
-        x_b, v_b, counts_b = x_seq[band], v[band], counts[band]
+        x_b, u_b, counts_b = x_seq[band], u[band], counts[band]
         charge_b = None if charge is None else charge[band]
-        _divide(x_b[0], tau, out=v_b)  # the first charge from rest
         for t in range(x_seq.shape[0]):
-            if t:
-                v_b.lerp_(x_b[t], 1.0 / tau)
+            if t == 0:  # the first charge from rest
+                _divide(x_b[0], tau * threshold, out=u_b)
+            elif tau * threshold == 1.0:
+                torch.add(x_b[t], u_b, alpha=decay, out=u_b)
+            else:
+                u_b.mul_(decay).add_(_divide(x_b[t], tau * threshold, out=counts_b[t]))
             if charge_b is not None:
-                charge_b[t].copy_(v_b)
-            k = _divide(v_b, threshold, out=counts_b[t]).round_().clamp_(0, levels)
-            v_b.add_(k, alpha=-threshold)
+                charge_b[t].copy_(u_b)
+            k = torch.round(u_b, out=counts_b[t]).clamp_(0, levels)
+            u_b.sub_(k)
             if normalise:
                 _divide(k, levels, out=k)
-    return counts, v, charge
+        u_b.mul_(threshold)  # the state in the neuron's own units
+    return counts, u, charge
 
 
 def _divide(x: torch.Tensor, divisor: float, out: torch.Tensor) -> torch.Tensor:
-    """``x / divisor`` into ``out``, as a multiplication where ``1 / divisor`` is exact (a power
-    of two, such as tau 2, threshold 0.5 and 4 levels): the same result, and a bf16 division is
-    about a quarter slower than a multiplication on the CPU."""
+    """``x / divisor`` into ``out``: a copy for a divisor of 1, and a multiplication where
+    ``1 / divisor`` is exact (a power of two, such as tau 2, threshold 0.5 and 4 levels): the
+    same result, and a bf16 division is about a quarter slower than a multiplication on the CPU."""
+    if divisor == 1.0:
+        return out if out is x else out.copy_(x)
     mantissa, _ = math.frexp(divisor)
     if mantissa == 0.5:
         return torch.mul(x, 1.0 / divisor, out=out)
@@ -362,7 +377,7 @@ class _IntegerLIFFunction(torch.autograd.Function):
             charge_b, grad_out_b, grad_x_b = charge[band], grad_out[band], grad_x[band]
             grad_v: torch.Tensor | float = 0.0
             for t in range(charge.shape[0] - 1, -1, -1):
-                u = charge_b[t] / threshold
+                u = charge_b[t]  # in units of the threshold
                 inside = (u > -0.5) & (u < levels + 0.5)
                 grad_h = (grad_out_b[t] * inside).div_(levels * threshold).add_(grad_v)
                 torch.div(grad_h, tau, out=grad_x_b[t])
