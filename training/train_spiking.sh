@@ -146,10 +146,12 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128 --size 12
     --lr 1e-3 --plateau-patience 3
 # ... continued on 2 CPU cores from its best epoch (6) at lr 5e-4 (a fresh optimiser; the GPU run's
 # last.pt did not come back). Validation Dice at 128² by epoch 0.540, 0.571, 0.580, 0.614, 0.595,
-# and 0.602, 0.630, 0.646, 0.631 at lr 2.5e-4, 0.628 at 1.25e-4 (training loss 0.836 -> 0.697; about
-# 12 min per epoch on an idle machine, 10-11 min with the banded neurons). The shipped weights are
-# epoch 8 (at the original resolution: Dice 0.665 with mirror TTA, 0.643 without; epoch 4, shipped
-# before: 0.626 and 0.613). Continue with --resume.
+# and 0.602, 0.630, 0.646, 0.631 at lr 2.5e-4, 0.628, 0.644, 0.630 at 1.25e-4, 0.630, 0.633, 0.641,
+# 0.647, 0.634 at 6.25e-5, 0.628 at 3.1e-5 (training loss 0.836 -> 0.641; about 12 min per epoch on
+# an idle machine, 10-11 min with the banded neurons). The shipped weights are epoch 16 (at the
+# original resolution: Dice 0.678 with mirror TTA, 0.649 without; epoch 8, shipped before: 0.665 and
+# 0.643; epoch 4: 0.626 and 0.613). Stopped during epoch 19; continue with --resume
+# (runs/snnI128c/last.pt holds epoch 18).
 medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128c --size 128 --epochs 60 \
     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5, "spike_levels": 4}' \
     --init-from runs/snnI128/best.safetensors --lr 5e-4 --plateau-patience 1 \
