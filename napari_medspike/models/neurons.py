@@ -314,8 +314,8 @@ def integer_lif_charge_fire(
     ``u = (1 - 1/tau) u + x / (tau θ)``, fire ``k = clamp(round(u), 0, D)``, reset ``u -= k``.
     With ``tau θ = 1`` (tau 2, threshold 0.5) the charge is one ``add`` and the fire needs no
     division: five passes per timestep instead of six (BENCHMARKS.md, "Integer neurons in units
-    of the threshold"). The scaling by powers of two is exact, so the counts equal those of
-    ``h / θ`` computed directly up to the charge's last bit of rounding, as before.
+    of the threshold"). With powers of two for tau and θ that scaling is exact, so the counts
+    equal those of ``h / θ`` computed directly up to the charge's last bit of rounding.
     """
     counts = torch.empty_like(x_seq, memory_format=torch.preserve_format)
     charge = torch.empty_like(x_seq, memory_format=torch.preserve_format) if keep_charge else None
