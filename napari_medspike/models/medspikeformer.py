@@ -171,10 +171,10 @@ class MedSpikeFormer(Segmenter):
     def bf16_on_cpu_pays(self) -> bool:
         """Spike-driven with integer spikes: every convolution after the (fp32) encoding layer
         reads spike counts k/D, which bf16 holds exactly. At 256², batch 1, on 2 cores of an AMD
-        EPYC with AVX512-BF16 the shipped model's forward pass took 563-592 ms against 712-729 ms
-        in fp32, and its Kvasir-SEG validation Dice (mirror TTA) was 0.666 against 0.665 (an
-        earlier epoch: 0.656 against 0.663; BENCHMARKS.md, "bf16 on the CPU"). Binary LIF
-        models ran slower under bf16 (1255 against 784 ms)."""
+        EPYC with AVX512-BF16 bf16 cut the shipped model's forward pass by about a fifth, and its
+        Kvasir-SEG validation Dice (mirror TTA) was 0.683 against 0.678 in fp32 (an earlier epoch:
+        0.656 against 0.663; BENCHMARKS.md, "bf16 on the CPU"). Binary LIF models ran slower
+        under bf16 (1255 against 784 ms)."""
         return self.layout == "spike_driven" and self.spike_levels > 1
 
     @classmethod
