@@ -134,6 +134,45 @@ def test_alignment_training_with_ann_twin_teacher(lesions, tmp_path):
     assert not (tmp_path / "snn64").exists()
 
 
+def test_distilled_targets_mix_the_masks_with_the_teachers_probabilities():
+    from napari_medspike.models.losses import distilled_targets
+
+    masks = torch.tensor([[0.0, 1.0, 1.0]])
+    logits = torch.tensor([[0.0, 0.0, 20.0]])  # probabilities 0.5, 0.5, ~1
+    assert torch.allclose(distilled_targets(masks, logits, 0.5), torch.tensor([[0.25, 0.75, 1.0]]))
+    assert torch.equal(distilled_targets(masks, logits, 0.0), masks)
+    with pytest.raises(ValueError, match="differ"):
+        distilled_targets(masks, logits[:, :2], 0.5)
+
+
+def test_distillation_from_a_checkpoint_that_never_saw_the_validation_images(lesions, tmp_path, monkeypatch):
+    import napari_medspike.engine.trainer as trainer
+
+    teacher = train(config(lesions, tmp_path / "teacher", epochs=1))
+    targets = []
+    plain_loss = trainer.segmentation_loss
+    monkeypatch.setattr(trainer, "segmentation_loss", lambda logits, y: targets.append(y) or plain_loss(logits, y))
+    student = train(config(lesions, tmp_path / "student", arch="medspikeformer",
+                           model_config={**TINY, "timesteps": 2}, distill=str(teacher.checkpoint), epochs=1))
+    # its three training steps (12 images, batch 4) learned from soft targets: masks (0/1) mixed
+    # half and half with probabilities; validation scores against the masks alone
+    steps, validation = targets[:3], targets[3:]
+    assert all(((t > 0) & (t < 1)).any() for t in steps)
+    assert validation and all(((t == 0) | (t == 1)).all() for t in validation)
+    meta = read_metadata(student.checkpoint)
+    assert meta["training"]["distill"] == str(teacher.checkpoint) and meta["training"]["distill_mix"] == 0.5
+    assert "distilled from" in student.checkpoint.with_suffix(".md").read_text()
+    # refused: a teacher that trained on this run's validation images (another split), another
+    # size, a mix outside [0, 1]; each before any training
+    with pytest.raises(ValueError, match="trained on .* of this run's"):
+        train(config(lesions, tmp_path / "leak", distill=str(teacher.checkpoint), seed=1, epochs=1))
+    with pytest.raises(ValueError, match="run at --size 32"):
+        train(config(lesions, tmp_path / "size", distill=str(teacher.checkpoint), size=48, epochs=1))
+    with pytest.raises(ValueError, match="must lie in"):
+        train(config(lesions, tmp_path / "mix", distill=str(teacher.checkpoint), distill_mix=1.5, epochs=1))
+    assert not (tmp_path / "leak" / "best.safetensors").exists()
+
+
 def test_sltt_training_with_teacher_through_the_command_line(lesions, tmp_path):
     from napari_medspike.cli.train import train_main
 

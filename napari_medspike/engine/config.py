@@ -41,6 +41,11 @@ class TrainConfig:
     teacher: str | None = option(None, "frozen ANN-twin checkpoint: adds the distribution-alignment loss")
     align_stages: list[int] = option(help="encoder stages to align, comma-separated", factory=lambda: [0, 1, 2, 3])
     align_weight: float = option(1.0, "weight of the alignment loss")
+    distill: str | None = option(None, "frozen segmentation checkpoint (any architecture, trained at the run's "
+                                 "size, never on its validation images) whose probabilities are mixed into the "
+                                 "training targets (knowledge distillation)")
+    distill_mix: float = option(0.5, "weight of the --distill checkpoint's probabilities in the targets "
+                                "(0: the masks alone, 1: the checkpoint alone)")
     size: int = option(256, "model input size")
     mode: str = option("resize", "resize whole images, or take random crops (histology)")
     epochs: int = option(50, "epochs to train")

@@ -33,6 +33,7 @@ from spikingjelly.activation_based import monitor
 
 from ..data.dataset import CachedPairs, find_pairs, split_pairs, write_split
 from ..models import alignment_loss, create_model, segmentation_loss
+from ..models.losses import distilled_targets
 from ..models.base import Segmenter
 from ..models.info import ModelInfo
 from ..models.registry import TRAINABLE_ARCHITECTURES, model_class
@@ -164,6 +165,30 @@ def check_teacher_size(cfg: TrainConfig) -> None:
             f"the teacher {cfg.teacher} was trained at {trained}x{trained} but this run is at {cfg.size}x{cfg.size}: "
             f"an ANN twin is a teacher only at its own size. Train the twin at {cfg.size}x{cfg.size} first "
             f"(--arch ann_twin --size {cfg.size}), or run at --size {trained}")
+
+
+def check_distiller(cfg: TrainConfig, val_keys: list[str]) -> None:
+    """Refuse a distillation checkpoint that was trained at another size than the run's, or on any
+    of the run's validation images (its soft targets would carry them into training)."""
+    if not 0.0 <= cfg.distill_mix <= 1.0:
+        raise ValueError(f"--distill-mix must lie in [0, 1], got {cfg.distill_mix}")
+    meta = read_metadata(resolve_checkpoint(cfg.distill))
+    trained = meta.get("input_size")
+    if trained is not None and int(trained) != cfg.size:
+        raise ValueError(f"the distillation checkpoint {cfg.distill} was trained at {trained}x{trained} but this "
+                         f"run is at {cfg.size}x{cfg.size}: run at --size {trained}")
+    record = meta.get("training") or {}
+    if "val_keys" not in record or "data" not in record:
+        raise ValueError(f"the distillation checkpoint {cfg.distill} does not record which images it was trained "
+                         "on, so it could have seen this run's validation images: use a checkpoint trained with "
+                         "medspike-train")
+    its_folders = {dataset_name(d) for d in record["data"]}
+    its_val = set(record["val_keys"])
+    seen = [k for k in val_keys if k.split("/")[0] in its_folders and k not in its_val]
+    if seen:
+        raise ValueError(f"the distillation checkpoint {cfg.distill} was trained on {len(seen)} of this run's "
+                         f"{len(val_keys)} validation images (e.g. {seen[0]}): use the same --seed and "
+                         "--val-fraction as its run, or another checkpoint")
 
 
 def _under(name: str, prefixes: list[str]) -> bool:
@@ -373,6 +398,11 @@ def train_steps(
         teacher = load_model(cfg.teacher, device=device)
         teacher.requires_grad_(False)
     with_sides = teacher is not None
+    distiller = None
+    if cfg.distill:
+        check_distiller(cfg, [p.key for p in val_set.pairs])
+        distiller = load_model(cfg.distill, device=device).eval()
+        distiller.requires_grad_(False)
 
     sampler = None
     if distributed:
@@ -430,6 +460,7 @@ def train_steps(
         "init_from": cfg.init_from,
         "teacher": cfg.teacher,
         "align_stages": cfg.align_stages if with_sides else [],
+        **({"distill": cfg.distill, "distill_mix": cfg.distill_mix} if distiller is not None else {}),
         "gradient": f"SLTT-{cfg.sltt} (spatial only, {cfg.sltt} of {model.timesteps} timesteps)" if cfg.sltt else "BPTT",
         "val_keys": [p.key for p in val_set.pairs],
         "validated_on": "training images (nothing held out)" if cfg.validate_on_training and not cfg.val_fraction
@@ -479,6 +510,9 @@ def train_steps(
                 x, y = augment(x, y)
             if use_amp:
                 x = x.contiguous(memory_format=torch.channels_last)
+            if distiller is not None:  # soft targets: the masks mixed with the checkpoint's probabilities
+                with torch.no_grad():
+                    y = distilled_targets(y, distiller(x), cfg.distill_mix)
             forward = (lambda inputs, **kw: sltt_forward(model, inputs, k=cfg.sltt, **kw)) if cfg.sltt else net
             # grad mode is per thread: a job that ran before in this (pooled) worker thread
             # must not leave this step without gradients

@@ -18,11 +18,19 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
-    """BCE-with-logits + (1 - soft Dice), 1:1 (MODEL.md). ``target`` holds 0/1, shape of logits."""
+    """BCE-with-logits + (1 - soft Dice), 1:1 (MODEL.md). ``target`` holds 0/1 (or soft targets in
+    [0, 1], e.g. masks mixed with a teacher's probabilities), shape of logits."""
     if logits.shape != target.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ")
     target = target.to(logits.dtype)
     return F.binary_cross_entropy_with_logits(logits, target) + soft_dice_loss(logits, target, smooth)
+
+
+def distilled_targets(masks: torch.Tensor, teacher_logits: torch.Tensor, mix: float) -> torch.Tensor:
+    """Soft targets for knowledge distillation: ``(1 - mix) * masks + mix * sigmoid(teacher_logits)``."""
+    if masks.shape != teacher_logits.shape:
+        raise ValueError(f"masks {tuple(masks.shape)} and teacher logits {tuple(teacher_logits.shape)} differ")
+    return torch.lerp(masks.float(), torch.sigmoid(teacher_logits.detach().float()), mix)
 
 
 def alignment_loss(
