@@ -173,6 +173,29 @@ def test_distillation_from_a_checkpoint_that_never_saw_the_validation_images(les
     assert not (tmp_path / "leak" / "best.safetensors").exists()
 
 
+def test_deep_supervision_trains_the_side_heads_against_pooled_masks(lesions, tmp_path):
+    from napari_medspike.models.losses import deep_supervision_loss, segmentation_loss
+
+    masks = torch.zeros(1, 1, 8, 8)
+    masks[..., :4, :] = 1.0
+    sides = [torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4)]
+    expected = (segmentation_loss(sides[0], masks) + segmentation_loss(sides[1], masks[..., ::2, ::2])) / 2
+    assert torch.allclose(deep_supervision_loss(sides, masks), expected)
+
+    tiny = {**TINY, "timesteps": 2}
+    start = save_checkpoint(create_model("medspikeformer", **tiny), tmp_path / "start.safetensors", input_size=32)
+    begin = {k: v.clone() for k, v in load_model(start).state_dict().items() if "side_head" in k and v.is_floating_point()}
+    for weight in (0.0, 0.5):
+        run = train(config(lesions, tmp_path / f"ds{weight}", arch="medspikeformer", model_config=tiny,
+                           init_from=str(start), deep_supervision=weight, epochs=1))
+        after = load_model(run.checkpoint).state_dict()
+        moved = any(not torch.allclose(after[k], v) for k, v in begin.items())
+        assert moved == (weight > 0), weight  # idle side heads stay as they start
+    assert read_metadata(tmp_path / "ds0.5" / "best.safetensors")["training"]["deep_supervision"] == 0.5
+    with pytest.raises(ValueError, match="side heads"):
+        train(config(lesions, tmp_path / "qk", deep_supervision=0.5, epochs=1))
+
+
 def test_sltt_training_with_teacher_through_the_command_line(lesions, tmp_path):
     from napari_medspike.cli.train import train_main
 

@@ -33,7 +33,7 @@ from spikingjelly.activation_based import monitor
 
 from ..data.dataset import CachedPairs, find_pairs, split_pairs, write_split
 from ..models import alignment_loss, create_model, segmentation_loss
-from ..models.losses import distilled_targets
+from ..models.losses import deep_supervision_loss, distilled_targets
 from ..models.base import Segmenter
 from ..models.info import ModelInfo
 from ..models.registry import TRAINABLE_ARCHITECTURES, model_class
@@ -397,7 +397,9 @@ def train_steps(
                              f"(medspikeformer), not {cfg.arch}")
         teacher = load_model(cfg.teacher, device=device)
         teacher.requires_grad_(False)
-    with_sides = teacher is not None
+    if cfg.deep_supervision and not model.has_side_heads:
+        raise ValueError(f"deep supervision needs side heads (medspikeformer, ann_twin), not {cfg.arch}")
+    with_sides = teacher is not None or cfg.deep_supervision > 0
     distiller = None
     if cfg.distill:
         check_distiller(cfg, [p.key for p in val_set.pairs])
@@ -461,6 +463,7 @@ def train_steps(
         "teacher": cfg.teacher,
         "align_stages": cfg.align_stages if with_sides else [],
         **({"distill": cfg.distill, "distill_mix": cfg.distill_mix} if distiller is not None else {}),
+        **({"deep_supervision": cfg.deep_supervision} if cfg.deep_supervision else {}),
         "gradient": f"SLTT-{cfg.sltt} (spatial only, {cfg.sltt} of {model.timesteps} timesteps)" if cfg.sltt else "BPTT",
         "val_keys": [p.key for p in val_set.pairs],
         "validated_on": "training images (nothing held out)" if cfg.validate_on_training and not cfg.val_fraction
@@ -520,11 +523,13 @@ def train_steps(
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     if with_sides:
                         logits, sides = forward(x, side_outputs=True)
-                        with torch.no_grad():
-                            _, teacher_sides = teacher(x, side_outputs=True)
-                        loss = segmentation_loss(logits.float(), y) + alignment_loss(
-                            sides, teacher_sides, cfg.align_stages, cfg.align_weight
-                        )
+                        loss = segmentation_loss(logits.float(), y)
+                        if teacher is not None:
+                            with torch.no_grad():
+                                _, teacher_sides = teacher(x, side_outputs=True)
+                            loss = loss + alignment_loss(sides, teacher_sides, cfg.align_stages, cfg.align_weight)
+                        if cfg.deep_supervision:
+                            loss = loss + cfg.deep_supervision * deep_supervision_loss(sides, y)
                     else:
                         loss = segmentation_loss(forward(x).float(), y)
                 if anchor:

@@ -33,6 +33,15 @@ def distilled_targets(masks: torch.Tensor, teacher_logits: torch.Tensor, mix: fl
     return torch.lerp(masks.float(), torch.sigmoid(teacher_logits.detach().float()), mix)
 
 
+def deep_supervision_loss(side_logits: Sequence[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """Mean :func:`segmentation_loss` of side-head logit maps against ``target`` [B, 1, H, W]
+    average-pooled to each map's size (the fraction of foreground under each side pixel)."""
+    if not side_logits:
+        raise ValueError("deep supervision needs at least one side map")
+    losses = [segmentation_loss(z.float(), F.adaptive_avg_pool2d(target.float(), z.shape[-2:])) for z in side_logits]
+    return torch.stack(losses).mean()
+
+
 def alignment_loss(
     snn_side_logits: Sequence[torch.Tensor],
     ann_side_logits: Sequence[torch.Tensor],
