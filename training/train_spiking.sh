@@ -164,7 +164,7 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128c --size 1
 #   distilled from the default MedQKFormer (targets: half mask, half its probabilities; the default
 #   was trained on the same split, which the trainer checks):  0.634 0.629 0.639
 #   deep supervision through the side heads (weight 0.5):          0.637 0.634 0.644 0.624
-# Both stay on the plateau of 0.63-0.65 that the plain run has held since its eleventh CPU epoch.
+# Both stay on the plateau of 0.63-0.65 that the plain run has held since its seventh CPU epoch.
 # medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128kd --size 128 --epochs 60 \
 #     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.5, "spike_levels": 4}' \
 #     --init-from runs/snnI128c/best.safetensors --distill default --distill-mix 0.5 --lr 2.5e-4 --plateau-patience 3
