@@ -244,6 +244,8 @@ class FinetuneWidget(DockContainer):
         summary = (f"{state}: {result.describe()}\nsaved {result.checkpoint.name} (now the model in "
                    "Segment and the inspector)")
         self.result.tooltip = str(result.checkpoint)
+        # the dock's text can sit below the fold on a laptop screen: say the outcome where it shows
+        napari.utils.notifications.show_info(f"fine-tuning {state}: {result.describe()}")
         image = self.image.value
         if image is None:
             show_text(self.result, summary)

@@ -132,7 +132,7 @@ def test_save_correction_and_guardrails(plugin, tmp_path, notes):
     assert tune.save_correction() is None and any("differ in size" in n for n in notes)
 
 
-def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot, store_corrections):
+def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot, store_corrections, notes):
     viewer, widgets, image = plugin
     tune = widgets["Correct & fine-tune"]
     mask = store_corrections(viewer, tune, image, tmp_path / "store",
@@ -146,6 +146,8 @@ def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot,
     assert SESSION.source.endswith(".safetensors") and "finetuned_" in SESSION.source
     assert load_model(SESSION.source).arch == "medspikeformer"
     assert "held-out Dice on 1 image" in " ".join(tune.result.value.split())
+    # the outcome is also a notification, visible however small the window
+    assert any(n.startswith("fine-tuning done:") and "held-out Dice on 1 image" in n for n in notes)
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
     assert "photo mask (fine-tuned)" in viewer.layers
     np.testing.assert_array_equal(viewer.layers["photo mask"].data[30:60, 10:40], 1)  # user's mask intact
