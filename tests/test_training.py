@@ -549,3 +549,15 @@ def test_a_weight_average_from_random_weights_warms_up():
     assert share_of_start(warmup=True) < 0.05
     with pytest.raises(ValueError, match="decay"):
         ema_update(1.5)
+
+
+def test_finetune_result_headline_puts_the_figures_first():
+    from napari_medspike.engine.config import FinetuneResult
+
+    def result(**kw):
+        return FinetuneResult(checkpoint=Path("t.safetensors"), history=[], cancelled=False, **kw)
+
+    assert result(dice_before=0.5, dice_after=0.8125, validation_images=3).headline() == \
+        "Dice 0.500 -> 0.812 (held out: 3 images)"
+    assert result(dice_before=0.5, dice_after=0.75, held_out=False).headline().endswith("(on the corrected image itself)")
+    assert result(dice_before=float("nan"), dice_after=0.7).headline() == "Dice not measured"

@@ -245,7 +245,7 @@ class FinetuneWidget(DockContainer):
                    "Segment and the inspector)")
         self.result.tooltip = str(result.checkpoint)
         # the dock's text can sit below the fold on a laptop screen: say the outcome where it shows
-        napari.utils.notifications.show_info(f"fine-tuning {state}: {result.describe()}")
+        napari.utils.notifications.show_info(f"fine-tuning {state}: {result.headline()}")
         image = self.image.value
         if image is None:
             show_text(self.result, summary)

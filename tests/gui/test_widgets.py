@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
@@ -147,7 +149,7 @@ def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot,
     assert load_model(SESSION.source).arch == "medspikeformer"
     assert "held-out Dice on 1 image" in " ".join(tune.result.value.split())
     # the outcome is also a notification, visible however small the window
-    assert any(n.startswith("fine-tuning done:") and "held-out Dice on 1 image" in n for n in notes)
+    assert any(re.fullmatch(r"fine-tuning done: Dice \d\.\d{3} -> \d\.\d{3} \(held out: 1 image\)", n) for n in notes), notes
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
     assert "photo mask (fine-tuned)" in viewer.layers
     np.testing.assert_array_equal(viewer.layers["photo mask"].data[30:60, 10:40], 1)  # user's mask intact
