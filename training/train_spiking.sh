@@ -177,7 +177,7 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128c --size 1
 # 0.617, 0.602; validation loss 0.650, 0.607, 0.607 against 0.64-0.67 before): the first change
 # that leaves the plateau, still rising when stopped. The price is energy: about twice the spikes,
 # 3.42 mJ against 7.06 mJ for the ANN twin (48 %; the shipped model 1.64 mJ, 23 %) on 8 validation
-# images at epoch 3, above the one-third budget, so it is not shipped. Continue it with --resume
+# images at epoch 2, above the one-third budget, so it is not shipped. Continue it with --resume
 # (runs/snnI128q8/last.pt) to see where it levels off; spike_levels 6 (threshold 1/3) would sit
 # between the two.
 # medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q8 --size 128 --epochs 60 \
