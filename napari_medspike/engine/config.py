@@ -179,25 +179,30 @@ class FinetuneResult:
     #: What a routed result kept untouched, in words for people (see :meth:`describe`).
     kept: str = "the starting model is kept for images like its training data"
 
-    def describe(self) -> str:
-        """One line for people: the Dice before and after, and on what it was measured."""
+    @property
+    def measured(self) -> bool:
+        """Whether both Dice figures exist (a run cancelled before its first epoch has none)."""
         import math
 
-        if not (math.isfinite(self.dice_before) and math.isfinite(self.dice_after)):
+        return math.isfinite(self.dice_before) and math.isfinite(self.dice_after)
+
+    @property
+    def _images(self) -> str:
+        return f"{self.validation_images} image{'s' * (self.validation_images != 1)}"
+
+    def describe(self) -> str:
+        """One line for people: the Dice before and after, and on what it was measured."""
+        if not self.measured:
             return "Dice not measured (cancelled before the first epoch)"
-        where = (f"held-out Dice on {self.validation_images} image{'s' * (self.validation_images != 1)}"
-                 if self.held_out else "Dice on the corrected image itself (save 2 or more corrections to "
-                 "hold one out)")
+        where = (f"held-out Dice on {self._images}" if self.held_out
+                 else "Dice on the corrected image itself (save 2 or more corrections to hold one out)")
         kept = f"; {self.kept}" if self.routed else ""
         return f"{where}: {self.dice_before:.3f} -> {self.dice_after:.3f}{kept}"
 
     def headline(self) -> str:
         """The figures first, short enough for a one-line notification: ``Dice 0.612 -> 0.874
         (held out: 2 images)``; :meth:`describe` says the rest."""
-        import math
-
-        if not (math.isfinite(self.dice_before) and math.isfinite(self.dice_after)):
+        if not self.measured:
             return "Dice not measured"
-        where = (f"held out: {self.validation_images} image{'s' * (self.validation_images != 1)}"
-                 if self.held_out else "on the corrected image itself")
+        where = f"held out: {self._images}" if self.held_out else "on the corrected image itself"
         return f"Dice {self.dice_before:.3f} -> {self.dice_after:.3f} ({where})"

@@ -98,8 +98,8 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
         f", Adam lr {train.get('lr')}, batch {train.get('batch_size')}"
         + (f", {train['gradient']}" if train.get("gradient", "BPTT") != "BPTT" else ""),
         f"- Initialised from: {train.get('init_from') or 'scratch'}; alignment teacher: {train.get('teacher') or 'none'}"
-        + (f"; distilled from: {train['distill']} (targets {1 - train.get('distill_mix', 0.5):g} mask + "
-           f"{train.get('distill_mix', 0.5):g} its probabilities)" if train.get("distill") else ""),
+        + (f"; distilled from: {train['distill']} (targets {1 - train['distill_mix']:g} mask + "
+           f"{train['distill_mix']:g} its probabilities)" if train.get("distill") else ""),
         f"- Package version: {meta.get('package_version')}",
     ]
     if "inference" in meta:

@@ -157,14 +157,18 @@ def check_teacher_size(cfg: TrainConfig) -> None:
     """Refuse an alignment teacher trained at another input size than the run's: its side maps
     there mislead the student. (The GELU twin trained at 128² on Kvasir-SEG has a segmentation
     loss of 0.44 at 128² and 18 at 256², and the alignment loss grows from 0.03 to 4.8.)"""
-    if not cfg.teacher:
-        return
-    trained = read_metadata(resolve_checkpoint(cfg.teacher)).get("input_size")
-    if trained is not None and int(trained) != cfg.size:
-        raise ValueError(
-            f"the teacher {cfg.teacher} was trained at {trained}x{trained} but this run is at {cfg.size}x{cfg.size}: "
-            f"an ANN twin is a teacher only at its own size. Train the twin at {cfg.size}x{cfg.size} first "
-            f"(--arch ann_twin --size {cfg.size}), or run at --size {trained}")
+    if cfg.teacher:
+        _check_trained_size(read_metadata(resolve_checkpoint(cfg.teacher)), cfg.size, f"the teacher {cfg.teacher}",
+                            f"an ANN twin is a teacher only at its own size. Train the twin at {cfg.size}x{cfg.size} "
+                            f"first (--arch ann_twin --size {cfg.size}), or ")
+
+
+def _check_trained_size(meta: dict[str, Any], size: int, what: str, advice: str = "") -> None:
+    """Raise if the checkpoint described by ``meta`` was trained at another input size than ``size``."""
+    trained = meta.get("input_size")
+    if trained is not None and int(trained) != size:
+        raise ValueError(f"{what} was trained at {trained}x{trained} but this run is at {size}x{size}: "
+                         f"{advice}run at --size {trained}")
 
 
 def check_distiller(cfg: TrainConfig, val_keys: list[str]) -> None:
@@ -173,10 +177,7 @@ def check_distiller(cfg: TrainConfig, val_keys: list[str]) -> None:
     if not 0.0 <= cfg.distill_mix <= 1.0:
         raise ValueError(f"--distill-mix must lie in [0, 1], got {cfg.distill_mix}")
     meta = read_metadata(resolve_checkpoint(cfg.distill))
-    trained = meta.get("input_size")
-    if trained is not None and int(trained) != cfg.size:
-        raise ValueError(f"the distillation checkpoint {cfg.distill} was trained at {trained}x{trained} but this "
-                         f"run is at {cfg.size}x{cfg.size}: run at --size {trained}")
+    _check_trained_size(meta, cfg.size, f"the distillation checkpoint {cfg.distill}")
     record = meta.get("training") or {}
     if "val_keys" not in record or "data" not in record:
         raise ValueError(f"the distillation checkpoint {cfg.distill} does not record which images it was trained "
