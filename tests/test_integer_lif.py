@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 import torch
 from spikingjelly.activation_based import functional
@@ -137,3 +139,50 @@ def test_inspector_maps_show_each_timestep_of_integer_spikes(calibrated):
     maps = inspect_stage(model, image, 0, spike="v", size=64)
     assert not maps.virtual and maps.timesteps == 4
     assert maps.spikes.shape[0] == 4 and maps.firing_rate.ndim == 2
+
+
+@pytest.mark.parametrize("threshold", [0.5, 1 / 3])
+def test_a_firing_rate_penalty_reaches_fused_neurons_as_autograd_would_send_it(threshold):
+    """The fused backward adds the penalty's per-element gradient itself (IntegerLIF.rate_gradient);
+    the reference loop gets it through autograd. Both give the same input gradient, over budget
+    and under it (where the penalty is zero and changes nothing)."""
+    from napari_medspike.models.losses import FiringRatePenalty
+
+    torch.manual_seed(0)
+    x = (torch.randn(4, 2, 8, 16, 16) * 1.5).requires_grad_(True)
+    g = torch.randn(4, 2, 8, 16, 16)
+    net = torch.nn.Sequential(IntegerLIF(6), IntegerLIF(4))
+    for node in net:
+        node.v_threshold = threshold
+    results = {}
+    for max_rate in (0.0, 0.99):
+        for fast in (True, False):
+            functional.reset_net(net)
+            with FiringRatePenalty(net, max_rate, weight=3.0) as budget, (nullcontext() if fast else fastpath.disabled()):
+                out = net(x)
+                penalty, rate = budget()
+                assert all(node.fused_backward == fast for node in net)
+                (grad,) = torch.autograd.grad((out * g).sum() + penalty, x)
+            results[max_rate, fast] = (float(penalty), rate, grad)
+    for max_rate in (0.0, 0.99):
+        (p_fast, r_fast, g_fast), (p_plain, r_plain, g_plain) = results[max_rate, True], results[max_rate, False]
+        assert r_fast == pytest.approx(r_plain, abs=1e-4)
+        assert p_fast == pytest.approx(3.0 * max(r_fast - max_rate, 0.0))
+        torch.testing.assert_close(g_fast, g_plain, rtol=1e-4, atol=1e-6)
+    assert results[0.0, True][0] > 0 and results[0.99, True][0] == 0
+    assert not torch.allclose(results[0.0, True][2], results[0.99, True][2])  # over budget: a push down
+    assert all(node.rate_gradient == 0.0 for node in net)  # left as found
+
+
+def test_a_firing_rate_penalty_checks_its_arguments():
+    from napari_medspike.models.losses import FiringRatePenalty
+
+    net = torch.nn.Sequential(IntegerLIF(4))
+    with pytest.raises(ValueError, match="lies in"):
+        FiringRatePenalty(net, 1.5)
+    with pytest.raises(ValueError, match="positive"):
+        FiringRatePenalty(net, 0.1, weight=0.0)
+    with pytest.raises(ValueError, match="no spiking neurons"):
+        FiringRatePenalty(torch.nn.Conv2d(1, 1, 1), 0.1)
+    with FiringRatePenalty(net, 0.1) as budget, pytest.raises(RuntimeError, match="forward pass"):
+        budget()

@@ -196,6 +196,27 @@ def test_deep_supervision_trains_the_side_heads_against_pooled_masks(lesions, tm
         train(config(lesions, tmp_path / "qk", deep_supervision=0.5, epochs=1))
 
 
+def test_a_spike_budget_lowers_the_firing_rate_and_is_recorded(lesions, tmp_path):
+    tiny = {**TINY, "timesteps": 2, "threshold": 0.5, "spike_levels": 4}
+    start = save_checkpoint(create_model("medspikeformer", **tiny), tmp_path / "start.safetensors", input_size=32)
+    rates = {}
+    for budget in (0.0, 0.01):
+        run = train(config(lesions, tmp_path / f"budget{budget}", arch="medspikeformer", model_config=tiny,
+                           init_from=str(start), max_firing_rate=budget, firing_weight=50.0, epochs=2, lr=1e-2,
+                           norm_calibration=0))
+        rates[budget] = run.history[-1]["firing_rate"]
+    assert rates[0.01] < 0.5 * rates[0.0], rates  # the same run, held to a budget, fires less
+    meta = read_metadata(tmp_path / "budget0.01" / "best.safetensors")
+    assert (meta["training"]["max_firing_rate"], meta["training"]["firing_weight"]) == (0.01, 50.0)
+    assert "spike budget: mean firing rate 0.01" in (tmp_path / "budget0.01" / "best.md").read_text()
+    assert "max_firing_rate" not in read_metadata(tmp_path / "budget0.0" / "best.safetensors")["training"]
+    with pytest.raises(ValueError, match="spiking models"):
+        train(config(lesions, tmp_path / "twin", arch="ann_twin", max_firing_rate=0.1, epochs=1))
+    with pytest.raises(ValueError, match="checkpointing"):
+        train(config(lesions, tmp_path / "ckpt", arch="medspikeformer", model_config=tiny, max_firing_rate=0.1,
+                     checkpointing=True, epochs=1))
+
+
 def test_sltt_training_with_teacher_through_the_command_line(lesions, tmp_path):
     from napari_medspike.cli.train import train_main
 

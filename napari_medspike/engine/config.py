@@ -48,6 +48,9 @@ class TrainConfig:
                                  "training targets (knowledge distillation)")
     distill_mix: float = option(0.5, "weight of the --distill checkpoint's probabilities in the targets "
                                 "(0: the masks alone, 1: the checkpoint alone)")
+    max_firing_rate: float = option(0.0, "spiking models: a spike budget; adds --firing-weight times the amount by "
+                                    "which the neurons' mean firing rate exceeds this rate (0: off)")
+    firing_weight: float = option(1.0, "weight of the --max-firing-rate penalty")
     size: int = option(256, "model input size")
     mode: str = option("resize", "resize whole images, or take random crops (histology)")
     epochs: int = option(50, "epochs to train")

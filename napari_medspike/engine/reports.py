@@ -99,7 +99,9 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
         + (f", {train['gradient']}" if train.get("gradient", "BPTT") != "BPTT" else ""),
         f"- Initialised from: {train.get('init_from') or 'scratch'}; alignment teacher: {train.get('teacher') or 'none'}"
         + (f"; distilled from: {train['distill']} (targets {1 - train['distill_mix']:g} mask + "
-           f"{train['distill_mix']:g} its probabilities)" if train.get("distill") else ""),
+           f"{train['distill_mix']:g} its probabilities)" if train.get("distill") else "")
+        + (f"; spike budget: mean firing rate {train['max_firing_rate']:g} (penalty weight "
+           f"{train['firing_weight']:g})" if train.get("max_firing_rate") else ""),
         f"- Package version: {meta.get('package_version')}",
     ]
     if "inference" in meta:

@@ -33,7 +33,7 @@ from spikingjelly.activation_based import monitor
 
 from ..data.dataset import CachedPairs, find_pairs, split_pairs, write_split
 from ..models import alignment_loss, create_model, segmentation_loss
-from ..models.losses import deep_supervision_loss, distilled_targets
+from ..models.losses import FiringRatePenalty, deep_supervision_loss, distilled_targets
 from ..models.base import Segmenter
 from ..models.info import ModelInfo
 from ..models.registry import TRAINABLE_ARCHITECTURES, model_class
@@ -401,6 +401,14 @@ def train_steps(
     if cfg.deep_supervision and not model.has_side_heads:
         raise ValueError(f"deep supervision needs side heads (medspikeformer, ann_twin), not {cfg.arch}")
     with_sides = teacher is not None or cfg.deep_supervision > 0
+    spike_budget = None
+    if cfg.max_firing_rate:
+        if not model.spiking:
+            raise ValueError(f"--max-firing-rate applies to spiking models, not {cfg.arch}")
+        if cfg.checkpointing:
+            raise ValueError("--max-firing-rate does not combine with --checkpointing (its recomputed forward "
+                             "passes would count the spikes twice)")
+        spike_budget = FiringRatePenalty(model, cfg.max_firing_rate, cfg.firing_weight)
     distiller = None
     if cfg.distill:
         check_distiller(cfg, [p.key for p in val_set.pairs])
@@ -465,6 +473,7 @@ def train_steps(
         "align_stages": cfg.align_stages if with_sides else [],
         **({"distill": cfg.distill, "distill_mix": cfg.distill_mix} if distiller is not None else {}),
         **({"deep_supervision": cfg.deep_supervision} if cfg.deep_supervision else {}),
+        **({"max_firing_rate": cfg.max_firing_rate, "firing_weight": cfg.firing_weight} if spike_budget else {}),
         "gradient": f"SLTT-{cfg.sltt} (spatial only, {cfg.sltt} of {model.timesteps} timesteps)" if cfg.sltt else "BPTT",
         "val_keys": [p.key for p in val_set.pairs],
         "validated_on": "training images (nothing held out)" if cfg.validate_on_training and not cfg.val_fraction
@@ -495,6 +504,8 @@ def train_steps(
     calibration = norm_calibration_images(cfg, model)
     # frozen parts keep their batch-norm statistics through the re-estimation too
     kept_statistics = {name: b.detach().clone() for name, b in scored.named_buffers() if _under(name, cfg.frozen)}
+    if spike_budget is not None:
+        spike_budget.__enter__()  # hooks on the neurons, removed after the last epoch
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.time()
         if sampler is not None:
@@ -533,6 +544,8 @@ def train_steps(
                             loss = loss + cfg.deep_supervision * deep_supervision_loss(sides, y)
                     else:
                         loss = segmentation_loss(forward(x).float(), y)
+                if spike_budget is not None:
+                    loss = loss + spike_budget()[0]
                 if anchor:
                     loss = loss + cfg.anchor_weight * anchor_penalty(model, anchor)
                 optimizer.zero_grad(set_to_none=True)
@@ -602,6 +615,8 @@ def train_steps(
         if cfg.max_minutes is not None and (time.time() - began) / 60 >= cfg.max_minutes:
             log.info("time budget of %.1f min reached after epoch %d", cfg.max_minutes, epoch)
             break
+    if spike_budget is not None:
+        spike_budget.__exit__()
     if rank == 0:
         if best_path.exists() and not cfg.keep_initial_as_best:  # (fine-tuning records its own)
             record_training_domain(best_path, [p.image for p in train_set.pairs],

@@ -80,3 +80,76 @@ def alignment_loss(
         kl = p_s * (F.logsigmoid(z_s) - F.logsigmoid(z_a)) + (1 - p_s) * (F.logsigmoid(-z_s) - F.logsigmoid(-z_a))
         total = total + kl.mean() + (p_s - p_a).pow(2).mean()
     return total * weight
+
+
+class FiringRatePenalty:
+    """A spike budget for training: ``weight * relu(rate - max_rate)``, where ``rate`` is the mean
+    firing rate of ``model``'s neurons (each neuron call's mean output, averaged over calls, as the
+    trainer's validation reports it) in the forward pass run with gradients since the last call.
+    Its gradient lowers the rate only where the network is over budget; under it the penalty is
+    zero. A spiking model's energy grows with its spike count, so this trades accuracy for energy
+    where the segmentation loss alone would spend spikes freely.
+
+    Use as a context manager (hooks on every neuron, removed on exit); call it after the forward
+    pass and before ``backward``. Integer LIF neurons on their fused training path take the
+    penalty's gradient, a constant per element, inside their own backward pass
+    (``IntegerLIF.rate_gradient``); other neurons get it through autograd. Not for activation
+    checkpointing, whose recomputed forward passes would be counted again.
+    """
+
+    def __init__(self, model: torch.nn.Module, max_rate: float, weight: float = 1.0) -> None:
+        from .neurons import SPIKING_NEURONS  # the losses above need no spiking code
+
+        if not 0 <= max_rate < 1:
+            raise ValueError(f"a firing-rate budget lies in [0, 1), got {max_rate}")
+        if weight <= 0:
+            raise ValueError(f"the firing-rate penalty's weight must be positive, got {weight}")
+        self.max_rate, self.weight = float(max_rate), float(weight)
+        self._neurons = [m for m in model.modules() if isinstance(m, SPIKING_NEURONS)]
+        if not self._neurons:
+            raise ValueError(f"{type(model).__name__} has no spiking neurons to hold to a firing-rate budget")
+        # per neuron call: (module, its mean output, elements); the mean carries autograd's graph
+        # only where the neuron cannot take the gradient itself
+        self._calls: list[tuple[torch.nn.Module, torch.Tensor, int]] = []
+        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
+
+    def _record(self, module: torch.nn.Module, _args: tuple, out: torch.Tensor) -> None:
+        if not torch.is_grad_enabled():  # training passes only, not validation or teachers
+            return
+        fused = getattr(module, "fused_backward", False)
+        mean = out.detach().float().mean() if fused else out.float().mean()
+        self._calls.append((module, mean, out.numel()))
+
+    def _set_rate_gradients(self, values: dict[torch.nn.Module, float]) -> None:
+        for m in self._neurons:
+            if hasattr(m, "rate_gradient"):
+                m.rate_gradient = values.get(m, 0.0)
+
+    def __enter__(self) -> FiringRatePenalty:
+        self._hooks = [m.register_forward_hook(self._record) for m in self._neurons]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks, self._calls = [], []
+        self._set_rate_gradients({})
+
+    def __call__(self) -> tuple[torch.Tensor, float]:
+        """The penalty (a scalar; its gradient reaches every neuron) and the mean rate."""
+        if not self._calls:
+            raise RuntimeError("no neuron fired with gradients enabled since the last call: run a training "
+                               "forward pass inside the `with` block first")
+        calls, self._calls = self._calls, []
+        rate = torch.stack([mean for _, mean, _ in calls]).mean()
+        over = float(rate.detach()) > self.max_rate
+        injected: dict[torch.nn.Module, float] = {}
+        if over:  # d penalty / d output element = weight / (calls * elements of that call)
+            for module, mean, numel in calls:
+                if not mean.requires_grad:
+                    share = self.weight / (len(calls) * numel)
+                    if injected.setdefault(module, share) != share:
+                        raise ValueError(f"{type(module).__name__} ran twice on outputs of different sizes in "
+                                         "one pass; its fused gradient holds one value per pass")
+        self._set_rate_gradients(injected)
+        return self.weight * torch.relu(rate - self.max_rate), float(rate.detach())
