@@ -85,7 +85,7 @@ def test_the_spiking_model_fires_through_time_on_the_bundled_polyp():
 
 
 def test_the_spiking_model_fires_integer_spikes_at_a_fraction_of_its_twins_energy():
-    """The shipped MedSpikeFormer fires up to 4 spikes per timestep and uses them (counts above
+    """The shipped MedSpikeFormer fires several spikes per timestep and uses them (counts above
     one occur), every encoder stage fires at 0.05-0.3 of its virtual sub-steps, and its energy
     estimate on the bundled polyp is at most a third of its ANN twin's."""
     import torch
@@ -94,10 +94,10 @@ def test_the_spiking_model_fires_integer_spikes_at_a_fraction_of_its_twins_energ
     from napari_medspike.analysis.maps import model_input
 
     model = load_model("spiking").float().eval()
-    assert model.spike_levels == 4
+    assert model.spike_levels >= 2
     x = model_input(read_image(SAMPLES / "kvasir.jpg"), model.input_size)
     with torch.inference_mode():
-        counts = model.forward_intermediates(x)["stages"][1]["spikes"]["v"] * 4
+        counts = model.forward_intermediates(x)["stages"][1]["spikes"]["v"] * model.spike_levels
     assert torch.equal(counts, counts.round()) and float(counts.max()) >= 2
     report = estimate_energy(model, x)
     assert all(0.05 <= rate <= 0.3 for rate in report.stage_firing_rates), report.stage_firing_rates

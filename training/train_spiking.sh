@@ -183,3 +183,13 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128c --size 1
 # medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q8 --size 128 --epochs 60 \
 #     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.25, "spike_levels": 8}' \
 #     --init-from runs/snnI128c/best.safetensors --lr 2.5e-4 --plateau-patience 3
+# In between, with a spike budget (--max-firing-rate: a hinge on the neurons' mean firing rate).
+# The finer-step weights (epoch 3 above) at threshold 1/3 with up to 6 spikes: 38.9 % of the
+# twin's energy as they start. One epoch at lr 2.5e-4 with the budget 0.065 (weight 4): validation
+# Dice at 128² 0.673, validation loss 0.591 (the lowest of any run), but 36.7 % of the twin's
+# energy (firing 0.0888 -> 0.0853). A second epoch with weight 16: 0.662, firing 0.0848. The budget
+# pulls too slowly at this learning rate: on its own (no segmentation loss), 12 Adam steps at
+# 2.5e-4 lower the rate by 3 % (0.0883 -> 0.0856), and against the segmentation loss it stalls.
+# medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q6 --size 128 --epochs 60 \
+#     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.3333333333333333, "spike_levels": 6}' \
+#     --init-from runs/snnI128q8/best.safetensors --lr 2.5e-4 --plateau-patience 2 --max-firing-rate 0.065 --firing-weight 4
