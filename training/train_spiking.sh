@@ -193,3 +193,20 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128c --size 1
 # medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q6 --size 128 --epochs 60 \
 #     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.3333333333333333, "spike_levels": 6}' \
 #     --init-from runs/snnI128q8/best.safetensors --lr 2.5e-4 --plateau-patience 2 --max-firing-rate 0.065 --firing-weight 4
+# Coarser, so that the energy fits: the 1/3-threshold weights of that first epoch at threshold 0.4
+# with up to 5 spikes (32.9 % of the twin's energy as they start), the budget at 0.086 (weight 16),
+# lr 2.5e-4, about 11-13 min per epoch. Validation Dice at 128² by epoch 0.654, 0.657, 0.655
+# (firing 0.0849, 0.0842, 0.0835; the shipped weights: 0.648 at 128²). Its best epoch (2) uses
+# 30.6 % of the twin's energy (8 validation images; stages 0.076, 0.076, 0.075, 0.078) and scores,
+# at the original resolution on the 88 validation images, against the shipped weights:
+#   mirror TTA, fp32   Dice 0.684, IoU 0.573   (shipped 0.678, 0.560)
+#   no TTA, fp32       Dice 0.662, IoU 0.545   (shipped 0.649, 0.529)
+#   mirror TTA, bf16   Dice 0.679, IoU 0.568   (shipped 0.683, 0.565; what prediction runs on this CPU)
+# and its bf16 forward pass at 256² takes 484 ms against 465 ms for the shipped model (5.61x and
+# 5.39x BasicUNet fp32, alternated in one process: benchmarks/cpu_inference.py --model spiking
+# runs/snnI128q5/best.safetensors). Better in fp32 by about the epoch-to-epoch noise of the
+# selection, worse in bf16, slower and a third more energy: not shipped. Continue it with --resume
+# (runs/snnI128q5/last.pt holds epoch 3).
+# medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q5 --size 128 --epochs 60 \
+#     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.4, "spike_levels": 5}' \
+#     --init-from runs/snnI128q6/best.safetensors --lr 2.5e-4 --plateau-patience 2 --max-firing-rate 0.086 --firing-weight 16
