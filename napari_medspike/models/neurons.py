@@ -329,7 +329,7 @@ def integer_lif_charge_fire(
                 _divide(x_b[0], tau * threshold, out=u_b)
             elif tau * threshold == 1.0:
                 torch.add(x_b[t], u_b, alpha=decay, out=u_b)
-            else:  # (the reciprocal as add's factor: one pass fewer than a division, and no slower than it)
+            else:  # two passes: decay, then add with 1/(tau θ) as its factor (no division into a buffer)
                 u_b.mul_(decay).add_(x_b[t], alpha=1.0 / (tau * threshold))
             if charge_b is not None:
                 charge_b[t].copy_(u_b)
