@@ -52,10 +52,11 @@ def test_shipped_spiking_model_agrees_in_bf16_and_fp32():
     full = predict(model, image, flips=True, precision="fp32")  # the recommended mirror TTA
     half = predict(model, image, flips=True, precision="bf16")
     assert half.dtype == np.float32 and half.shape == full.shape
-    # spiking thresholds amplify rounding: on this image 98.7 % of the pixels agree (the masks'
-    # Dice against each other 0.96); over the validation split mean Dice moved by under 0.01
+    # spiking thresholds amplify rounding: on this image 96.8 % of the pixels agree (the masks'
+    # Dice against each other 0.90; 0.96 for the weights shipped before, with 4 spike levels);
+    # over the validation split mean Dice moved by under 0.01 (0.707 fp32, 0.703 bf16)
     agree = ((half >= 0.5) == (full >= 0.5)).mean()
     overlap = binary_metrics(half >= 0.5, full >= 0.5)["dice"]
-    assert agree > 0.95 and overlap > 0.9, f"bf16 and fp32 masks: {agree:.1%} of the pixels agree, Dice {overlap:.3f}"
+    assert agree > 0.95 and overlap > 0.85, f"bf16 and fp32 masks: {agree:.1%} of the pixels agree, Dice {overlap:.3f}"
     with pytest.raises(ValueError, match="unknown precision"):
         predict(model, image, precision="half")
