@@ -207,7 +207,9 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q6 --size 
 #   mirror TTA, bf16   Dice 0.703, IoU 0.588   (shipped before 0.683, 0.565; what prediction runs on this CPU)
 # Its bf16 forward pass at 256² takes about 4 % longer (484 ms against 465 ms, 5.61x and 5.39x
 # BasicUNet fp32, alternated in one process: benchmarks/cpu_inference.py --model OLD NEW).
-# Continue it with --resume and a larger --epochs (runs/snnI128q5/last.pt holds epoch 4).
+# A fifth epoch (--resume --epochs 60): 0.678 at 128², but at the original resolution with mirror
+# TTA in fp32 only 0.695 (the fourth: 0.705), so the fourth stays shipped. Continue it with
+# --resume and a larger --epochs (runs/snnI128q5/last.pt holds epoch 5).
 medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q5 --size 128 --epochs 4 \
     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.4, "spike_levels": 5}' \
     --init-from runs/snnI128q6/best.safetensors --lr 2.5e-4 --plateau-patience 2 --max-firing-rate 0.086 --firing-weight 16
