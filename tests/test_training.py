@@ -217,6 +217,27 @@ def test_a_spike_budget_lowers_the_firing_rate_and_is_recorded(lesions, tmp_path
                      checkpointing=True, epochs=1))
 
 
+def test_a_stopped_run_leaves_no_spike_budget_hooks_on_the_neurons(lesions, tmp_path, monkeypatch):
+    import napari_medspike.engine.trainer as trainer
+
+    budgets = []
+
+    class Recorded(trainer.FiringRatePenalty):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            budgets.append(self)
+
+    monkeypatch.setattr(trainer, "FiringRatePenalty", Recorded)
+    tiny = {**TINY, "timesteps": 2, "threshold": 0.5, "spike_levels": 4}
+    steps = trainer.train_steps(config(lesions, tmp_path / "stopped", arch="medspikeformer", model_config=tiny,
+                                       max_firing_rate=0.01, epochs=2, norm_calibration=0))
+    next(steps)  # one training step, with the budget's hooks on every neuron
+    (budget,) = budgets
+    assert budget._hooks and all(m._forward_hooks for m in budget._neurons)
+    steps.close()  # what a caller that stops iterating does
+    assert not budget._hooks and not any(m._forward_hooks for m in budget._neurons)
+
+
 def test_sltt_training_with_teacher_through_the_command_line(lesions, tmp_path):
     from napari_medspike.cli.train import train_main
 

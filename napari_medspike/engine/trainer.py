@@ -14,6 +14,7 @@ tensors only, loaded with ``weights_only=True``), ``split.json``, ``history.csv`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -504,119 +505,118 @@ def train_steps(
     calibration = norm_calibration_images(cfg, model)
     # frozen parts keep their batch-norm statistics through the re-estimation too
     kept_statistics = {name: b.detach().clone() for name, b in scored.named_buffers() if _under(name, cfg.frozen)}
-    if spike_budget is not None:
-        spike_budget.__enter__()  # hooks on the neurons, removed after the last epoch
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        t0 = time.time()
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        net.train()
-        if cfg.freeze_norm_stats:
-            freeze_norm_statistics(model)
-        freeze_parts(model, cfg.frozen)
-        running, seen = 0.0, 0
-        for step, (x, y) in enumerate(loader, 1):
-            if cancel is not None and cancel.is_set():
-                cancelled = True
+    with contextlib.ExitStack() as neuron_hooks:  # removed when training ends, stops or fails
+        if spike_budget is not None:
+            neuron_hooks.enter_context(spike_budget)
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            t0 = time.time()
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            net.train()
+            if cfg.freeze_norm_stats:
+                freeze_norm_statistics(model)
+            freeze_parts(model, cfg.frozen)
+            running, seen = 0.0, 0
+            for step, (x, y) in enumerate(loader, 1):
+                if cancel is not None and cancel.is_set():
+                    cancelled = True
+                    break
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+                if augment is not None:
+                    x, y = augment(x, y)
+                if use_amp:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                if distiller is not None:  # soft targets: the masks mixed with the checkpoint's probabilities
+                    with torch.no_grad():
+                        y = distilled_targets(y, distiller(x), cfg.distill_mix)
+                forward = (lambda inputs, **kw: sltt_forward(model, inputs, k=cfg.sltt, **kw)) if cfg.sltt else net
+                # grad mode is per thread: a job that ran before in this (pooled) worker thread
+                # must not leave this step without gradients
+                with torch.inference_mode(False), torch.enable_grad():
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                        if with_sides:
+                            logits, sides = forward(x, side_outputs=True)
+                            loss = segmentation_loss(logits.float(), y)
+                            if teacher is not None:
+                                with torch.no_grad():
+                                    _, teacher_sides = teacher(x, side_outputs=True)
+                                loss = loss + alignment_loss(sides, teacher_sides, cfg.align_stages, cfg.align_weight)
+                            if cfg.deep_supervision:
+                                loss = loss + cfg.deep_supervision * deep_supervision_loss(sides, y)
+                        else:
+                            loss = segmentation_loss(forward(x).float(), y)
+                    if spike_budget is not None:
+                        loss = loss + spike_budget()[0]
+                    if anchor:
+                        loss = loss + cfg.anchor_weight * anchor_penalty(model, anchor)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.clip_grad:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    optimizer.step()
+                    if averaged is not None:
+                        averaged.update_parameters(model)
+                value = loss.item()
+                if not math.isfinite(value):
+                    kept = f"the best checkpoint so far is kept in {best_path}" if best_path.exists() else "nothing was saved"
+                    raise TrainingDiverged(f"the training loss became {value} at epoch {epoch}, step {step}: the run "
+                                           f"stops here ({kept}); try a lower learning rate or --clip-grad 1")
+                running += value * len(x)
+                if device.type == "cpu":
+                    del loss
+                    release_free_memory()  # freed activations' holes would raise the peak step by step
+                seen += len(x)
+                if rank == 0:
+                    yield TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message="training")
+            if cancelled:  # a partial epoch is neither validated nor recorded: stop now
                 break
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            if augment is not None:
-                x, y = augment(x, y)
-            if use_amp:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if distiller is not None:  # soft targets: the masks mixed with the checkpoint's probabilities
+            if calibration:
+                recalibrate_norms(scored, train_set, calibration, cfg.batch_size, device)
                 with torch.no_grad():
-                    y = distilled_targets(y, distiller(x), cfg.distill_mix)
-            forward = (lambda inputs, **kw: sltt_forward(model, inputs, k=cfg.sltt, **kw)) if cfg.sltt else net
-            # grad mode is per thread: a job that ran before in this (pooled) worker thread
-            # must not leave this step without gradients
-            with torch.inference_mode(False), torch.enable_grad():
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    if with_sides:
-                        logits, sides = forward(x, side_outputs=True)
-                        loss = segmentation_loss(logits.float(), y)
-                        if teacher is not None:
-                            with torch.no_grad():
-                                _, teacher_sides = teacher(x, side_outputs=True)
-                            loss = loss + alignment_loss(sides, teacher_sides, cfg.align_stages, cfg.align_weight)
-                        if cfg.deep_supervision:
-                            loss = loss + cfg.deep_supervision * deep_supervision_loss(sides, y)
-                    else:
-                        loss = segmentation_loss(forward(x).float(), y)
-                if spike_budget is not None:
-                    loss = loss + spike_budget()[0]
-                if anchor:
-                    loss = loss + cfg.anchor_weight * anchor_penalty(model, anchor)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.clip_grad:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                optimizer.step()
-                if averaged is not None:
-                    averaged.update_parameters(model)
-            value = loss.item()
-            if not math.isfinite(value):
-                kept = f"the best checkpoint so far is kept in {best_path}" if best_path.exists() else "nothing was saved"
-                raise TrainingDiverged(f"the training loss became {value} at epoch {epoch}, step {step}: the run "
-                                       f"stops here ({kept}); try a lower learning rate or --clip-grad 1")
-            running += value * len(x)
-            if device.type == "cpu":
-                del loss
-                release_free_memory()  # freed activations' holes would raise the peak step by step
-            seen += len(x)
+                    for name, b in scored.named_buffers():
+                        if name in kept_statistics:
+                            b.copy_(kept_statistics[name])
+            metrics = validate(scored, val_loader, device) if len(val_set) else {
+                "val_loss": running / max(seen, 1), "val_dice": float("nan"), "val_iou": float("nan"), "firing_rate": float("nan")}
+            scheduler.step(metrics["val_loss"])
+            row = {
+                "epoch": epoch,
+                "train_loss": running / max(seen, 1),
+                **metrics,
+                "lr": optimizer.param_groups[0]["lr"],
+                "time_s": time.time() - t0,
+            }
+            history.append(row)
+            # Without a validation set the latest weights are the best we know.
+            improved = not len(val_set) or metrics["val_dice"] > best["val_dice"]
             if rank == 0:
-                yield TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message="training")
-        if cancelled:  # a partial epoch is neither validated nor recorded: stop now
-            break
-        if calibration:
-            recalibrate_norms(scored, train_set, calibration, cfg.batch_size, device)
-            with torch.no_grad():
-                for name, b in scored.named_buffers():
-                    if name in kept_statistics:
-                        b.copy_(kept_statistics[name])
-        metrics = validate(scored, val_loader, device) if len(val_set) else {
-            "val_loss": running / max(seen, 1), "val_dice": float("nan"), "val_iou": float("nan"), "firing_rate": float("nan")}
-        scheduler.step(metrics["val_loss"])
-        row = {
-            "epoch": epoch,
-            "train_loss": running / max(seen, 1),
-            **metrics,
-            "lr": optimizer.param_groups[0]["lr"],
-            "time_s": time.time() - t0,
-        }
-        history.append(row)
-        # Without a validation set the latest weights are the best we know.
-        improved = not len(val_set) or metrics["val_dice"] > best["val_dice"]
-        if rank == 0:
-            if improved:
+                if improved:
+                    best = {**metrics, "epoch": epoch}
+                    save_best(best)
+                elif best_path.exists():  # the card and metadata count every epoch run, not just up to the best
+                    refresh_training_record(best_path, epochs_run=len(history), minutes=(time.time() - began) / 60)
+                if cfg.resumable:
+                    torch_state = {
+                        "model": model.state_dict(),
+                        **({"averaged": averaged.state_dict()} if averaged is not None else {}),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "epoch": epoch,
+                        "history": history,
+                        "best": best,
+                        "torch_rng": torch.get_rng_state(),
+                        "loader_rng": generator.get_state(),
+                        "python_rng": _from_python_state(random.getstate()),
+                    }
+                    atomic_write(state_path, lambda tmp: torch.save(torch_state, tmp))
+                write_logs(out, history, plot=cfg.resumable)
+                yield TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row}, message="epoch done")
+            elif improved:
                 best = {**metrics, "epoch": epoch}
-                save_best(best)
-            elif best_path.exists():  # the card and metadata count every epoch run, not just up to the best
-                refresh_training_record(best_path, epochs_run=len(history), minutes=(time.time() - began) / 60)
-            if cfg.resumable:
-                torch_state = {
-                    "model": model.state_dict(),
-                    **({"averaged": averaged.state_dict()} if averaged is not None else {}),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "history": history,
-                    "best": best,
-                    "torch_rng": torch.get_rng_state(),
-                    "loader_rng": generator.get_state(),
-                    "python_rng": _from_python_state(random.getstate()),
-                }
-                atomic_write(state_path, lambda tmp: torch.save(torch_state, tmp))
-            write_logs(out, history, plot=cfg.resumable)
-            yield TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row}, message="epoch done")
-        elif improved:
-            best = {**metrics, "epoch": epoch}
-        if cfg.max_minutes is not None and (time.time() - began) / 60 >= cfg.max_minutes:
-            log.info("time budget of %.1f min reached after epoch %d", cfg.max_minutes, epoch)
-            break
-    if spike_budget is not None:
-        spike_budget.__exit__()
+            if cfg.max_minutes is not None and (time.time() - began) / 60 >= cfg.max_minutes:
+                log.info("time budget of %.1f min reached after epoch %d", cfg.max_minutes, epoch)
+                break
     if rank == 0:
         if best_path.exists() and not cfg.keep_initial_as_best:  # (fine-tuning records its own)
             record_training_domain(best_path, [p.image for p in train_set.pairs],
