@@ -111,16 +111,29 @@ def test_whole_model_fast_paths_match(arch, layout, calibrated):
         config["layout"] = layout
     model = calibrated(arch, **config)
     x = torch.rand(1, 3, 64, 48)
-    with torch.inference_mode():
-        with fastpath.disabled():
-            plain = model(x)
-        fast = model(x)
-        channels_last = model.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
-    # A spike can flip where a membrane potential sits within rounding of the threshold; the
-    # masks must agree almost everywhere and the logits closely.
-    for out in (fast, channels_last):
-        assert ((out > 0) == (plain > 0)).float().mean() > 0.995
-        assert (out - plain).abs().median() < 1e-3
+
+    def plain_fast_and_channels_last(dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        m, inputs = model.to(dtype), x.to(dtype)
+        with torch.inference_mode():
+            with fastpath.disabled():
+                plain = m(inputs)
+            fast = m(inputs)
+            channels_last = m.to(memory_format=torch.channels_last)(inputs.contiguous(memory_format=torch.channels_last))
+        m.to(memory_format=torch.contiguous_format)
+        return plain, fast, channels_last
+
+    # In float64 the fast paths are the same arithmetic regrouped: equal to rounding (the
+    # spiking models to 1e-15; the twin's to 1e-6, some of its constants being float32).
+    plain, *outs = plain_fast_and_channels_last(torch.float64)
+    for out in outs:
+        torch.testing.assert_close(out, plain, rtol=0, atol=1e-5)
+    # In float32 a spike can flip where a membrane potential sits within rounding of the
+    # threshold, and an early flip moves a whole region (this seeded example does so for the
+    # reference layout on one thread); the masks must still agree almost everywhere.
+    plain, *outs = plain_fast_and_channels_last(torch.float32)
+    for out in outs:
+        assert ((out > 0) == (plain > 0)).float().mean() > 0.98
+        assert (out - plain).abs().median() < 0.05
 
 
 @pytest.mark.parametrize("expanded", [False, True])
