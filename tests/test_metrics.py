@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from napari_medspike.engine.metrics import binary_metrics, summarise
+from napari_medspike.engine.metrics import binary_metrics, mean_interval, paired_difference, summarise
 
 
 def test_empty_prediction_on_empty_mask_scores_one():
@@ -33,6 +33,46 @@ def test_summary_means_and_count():
     s = summarise([{"dice": 1.0, "iou": 1.0, "sensitivity": 1, "specificity": 1},
                    {"dice": 0.0, "iou": 0.0, "sensitivity": 0, "specificity": 1}])
     assert s["count"] == 2 and s["mean_dice"] == 0.5 and s["mean_specificity"] == 1.0
+    assert s["ci95_specificity"] == [1.0, 1.0] and s["ci95_dice"][0] < 0.5 < s["ci95_dice"][1]
+
+
+def test_bootstrap_interval_holds_the_mean_and_narrows_with_more_images():
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (20, 80, 320):
+        values = rng.beta(5, 2, n)
+        low, high = mean_interval(values)
+        assert low < values.mean() < high
+        assert (low, high) == mean_interval(values)  # seeded: the same interval every time
+        widths.append(high - low)
+    assert widths[0] > 1.5 * widths[1] > 2.25 * widths[2]  # about 1/sqrt(n)
+    # a coverage check: over 200 draws of 40 images, the 95 % interval holds the true mean
+    # (5/7) in most of them (a broken interval, e.g. the sample mean twice, almost never)
+    held = sum(lo < 5 / 7 < hi for lo, hi in (mean_interval(rng.beta(5, 2, 40), resamples=500) for _ in range(200)))
+    assert 175 <= held <= 200
+    assert mean_interval([0.3]) == (0.3, 0.3) and mean_interval([0.7, 0.7]) == (0.7, 0.7)
+    assert all(np.isnan(mean_interval([])))
+    with pytest.raises(ValueError, match="confidence level"):
+        mean_interval([0.1, 0.2], level=95)
+
+
+def test_paired_difference_matches_images_by_key():
+    rng = np.random.default_rng(2)
+    base = [{"key": f"k{i}", "dice": float(d)} for i, d in enumerate(rng.uniform(0.3, 0.9, 50))]
+    better = [{**r, "dice": r["dice"] + 0.02 + 0.01 * rng.standard_normal()} for r in base][::-1]  # any order
+    c = paired_difference(better, base)
+    assert c["images"] == 50 and c["mean_difference"] == pytest.approx(0.02, abs=0.005)
+    assert 0 < c["interval"][0] < 0.02 < c["interval"][1]  # clearly better, though the means' own
+    assert c["better"] + c["worse"] == 50  # intervals (about +-0.05) overlap
+    same = paired_difference(base, base)
+    assert same["mean_difference"] == 0 and same["interval"] == [0.0, 0.0] and same["better"] == same["worse"] == 0
+    assert paired_difference(base[:10], base[5:])["images"] == 5  # only the images both evaluated
+    with pytest.raises(ValueError, match="share no image"):
+        paired_difference(base[:5], base[5:])
+    with pytest.raises(ValueError, match="unknown metric"):
+        paired_difference(base, base, "accuracy")
+    with pytest.raises(ValueError, match="no 'iou'"):
+        paired_difference(base, base, "iou")
 
 
 def test_gallery_never_shows_an_image_twice(tmp_path):
@@ -48,3 +88,18 @@ def test_gallery_never_shows_an_image_twice(tmp_path):
         assert len(keys) == len(set(keys)) and (tmp_path / f"g{n_rows}.png").is_file()
         if n_rows >= 8:
             assert len(keys) == 8
+
+
+def test_model_card_gives_the_validation_interval_where_one_was_measured(tmp_path):
+    from napari_medspike.engine.reports import write_model_card
+
+    figures = {"count": 88, "mean_dice": 0.7067, "mean_iou": 0.5924, "mean_sensitivity": 0.75,
+               "mean_specificity": 0.96, "flips": True}
+    for name, extra in (("with", {"ci95_dice": [0.652, 0.752], "ci95_iou": [0.539, 0.641]}), ("without", {})):
+        meta = {"arch": "medqkformer", "config": {}, "metrics": {"original_resolution": {**figures, **extra}}}
+        card = write_model_card(tmp_path / f"{name}.safetensors", meta).read_text()
+        line = next(l for l in card.splitlines() if "original image resolution" in l)
+        if extra:
+            assert "Dice 0.7067 (95 % CI 0.652-0.752), IoU 0.5924 (95 % CI 0.539-0.641)" in line
+        else:  # cards of models evaluated before intervals were reported
+            assert "Dice 0.7067, IoU 0.5924" in line and "CI" not in line

@@ -283,7 +283,7 @@ def test_finetune_guardrails(lesions, tmp_path):
         finetune(start, empty, tmp_path / "x.safetensors")
 
 
-def test_evaluate_cli(lesions, tmp_path):
+def test_evaluate_cli(lesions, tmp_path, capsys):
     from napari_medspike.cli.evaluate import main
 
     ckpt = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "m.safetensors", input_size=32)
@@ -294,6 +294,20 @@ def test_evaluate_cli(lesions, tmp_path):
     assert payload["count"] == 16 and len(payload["images"]) == 16
     assert payload["mean_dice"] == pytest.approx(np.mean([r["dice"] for r in payload["images"]]))
     assert (tmp_path / "rep" / "gallery.png").stat().st_size > 1000
+    low, high = payload["ci95_dice"]
+    assert low <= payload["mean_dice"] <= high
+    # the same model with mirror TTA, compared image by image with the run above
+    tta = tmp_path / "tta.json"
+    assert main(["--checkpoint", str(ckpt), "--data", str(lesions), "--json", str(tta), "--device", "cpu",
+                 "--flips", "on", "--compare", str(out)]) == 0
+    comparison = json.loads(tta.read_text())["comparison"]
+    dice = [r["dice"] for r in json.loads(tta.read_text())["images"]]
+    assert comparison["dice"]["images"] == 16
+    assert comparison["dice"]["mean_difference"] == pytest.approx(np.mean(dice) - payload["mean_dice"])
+    assert "shared images" in capsys.readouterr().out
+    (tmp_path / "junk.json").write_text("{}")
+    assert main(["--checkpoint", str(ckpt), "--data", str(lesions), "--compare", str(tmp_path / "junk.json")]) == 2
+    assert "not a medspike-evaluate --json file" in capsys.readouterr().err
 
 
 def test_torchrun_two_cpu_processes(lesions, tmp_path):

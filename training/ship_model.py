@@ -63,7 +63,7 @@ def main() -> None:
     meta["inference"] = {"flips": bool(args.flips)}
     for path in args.eval:
         ev = json.loads(path.read_text())
-        figures = {k: ev[k] for k in ev if k.startswith("mean_") or k == "count"}
+        figures = {k: ev[k] for k in ev if k.startswith(("mean_", "ci95_")) or k == "count"}
         figures["flips"] = bool(ev.get("flips", False))
         key = "original_resolution" if figures["flips"] == args.flips else "original_resolution_alternative"
         meta["metrics"][key] = figures

@@ -15,7 +15,7 @@ from ..data.dataset import find_pairs, load_pair
 from ..data.io import ImageReadError, to_rgb_float
 from ..common import atomic_write, run_command
 from ..engine.checkpoint import load_model
-from ..engine.metrics import METRICS, binary_metrics, summarise
+from ..engine.metrics import METRICS, binary_metrics, paired_difference, summarise
 from ..inference.predictor import pick_device, predict, recommended_flips
 from ..runtime import PRECISION_HELP, PRECISIONS, bf16_inference, reexec_with_huge_pages
 
@@ -163,6 +163,32 @@ def write_gallery(rows: list[dict], images: dict[str, tuple], path: Path, n: int
     return [(label, row["key"]) for label, row in picks]
 
 
+def read_evaluation(path: Path) -> list[dict]:
+    """The per-image rows of a ``medspike-evaluate --json`` file; ``ValueError`` naming the
+    file if it is not one."""
+    try:
+        rows = json.loads(Path(path).read_text())["images"]
+        if not all("key" in r and "dice" in r for r in rows):
+            raise KeyError("key")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such evaluation file") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a medspike-evaluate --json file ({type(err).__name__}: {err})") from None
+    return rows
+
+
+def describe_comparison(comparison: dict) -> list[str]:
+    """Lines for the terminal: each metric's mean per-image difference and its interval."""
+    lines = [f"against {comparison['baseline']} ({comparison['dice']['images']} shared images):"]
+    for metric in ("dice", "iou"):
+        c = comparison[metric]
+        low, high = c["interval"]
+        verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
+        lines.append(f"  {metric:>4} {c['mean_difference']:+.4f} (95% CI {low:+.4f} to {high:+.4f}; higher on "
+                     f"{c['better']}, lower on {c['worse']} images): {verdict}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # a real command line (not a call from Python): huge-page malloc
         reexec_with_huge_pages()
@@ -187,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=list(PRECISIONS), default="auto", help=PRECISION_HELP)
     parser.add_argument("--gallery-size", type=int, default=GALLERY_SIZE, metavar="N",
                         help=f"images in each row of the --report gallery (default {GALLERY_SIZE})")
+    parser.add_argument("--compare", type=Path, metavar="JSON",
+                        help="an earlier --json of another model or setting on the same images: report the "
+                        "per-image difference in Dice and IoU, with 95 %% bootstrap intervals")
     parser.add_argument("--debug", action="store_true",
                         help="on an error, show the full Python traceback instead of a one-line message")
     args = parser.parse_args(argv)
@@ -196,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    baseline = read_evaluation(args.compare) if args.compare else None  # a bad file fails before the work
     model = load_model(args.checkpoint)
     device, note = pick_device(args.device)
     flips = recommended_flips(model) if args.flips == "auto" else args.flips == "on"
@@ -225,10 +255,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     summary = summarise(rows)
     print(f"{'images':>8} " + " ".join(f"{m:>12}" for m in METRICS))
     print(f"{summary['count']:>8} " + " ".join(f"{summary['mean_' + m]:>12.4f}" for m in METRICS))
+    print(f"{'95% CI':>8} " + " ".join(f"{'%.3f-%.3f' % tuple(summary['ci95_' + m]):>12}" for m in METRICS))
+    comparison = None
+    if baseline is not None:
+        comparison = {"baseline": str(args.compare),
+                      **{m: paired_difference(rows, baseline, m) for m in ("dice", "iou")}}
+        for line in describe_comparison(comparison):
+            print(line)
     if args.json:
         payload = {"checkpoint": model.info.path, "arch": model.arch, "subset": args.subset,
                    "mode": args.mode, "flips": flips, "precision": precision, "threshold": args.threshold,
-                   **summary, "images": rows}
+                   **summary, **({"comparison": comparison} if comparison else {}), "images": rows}
         atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
     if gallery is not None:
         args.report.mkdir(parents=True, exist_ok=True)

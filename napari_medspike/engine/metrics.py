@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -57,11 +58,77 @@ def binary_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     return {k: float(v[0]) for k, v in metrics_from_counts(*counts).items()}
 
 
-def summarise(rows: Iterable[dict[str, float]]) -> dict[str, float]:
-    """Mean of each metric over images, plus ``count``."""
+#: Confidence level and bootstrap resamples of the intervals :func:`summarise` reports.
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+#: Largest set whose interval is bias-corrected (BCa); larger ones take plain percentiles.
+BCA_MAX_VALUES = 2000
+#: Values resampled at once (memory of a bootstrap batch: 8 bytes each).
+BATCH_ELEMENTS = 4_000_000
+
+
+def mean_interval(values: Iterable[float], level: float = CONFIDENCE, resamples: int = RESAMPLES,
+                  seed: int = 0) -> tuple[float, float]:
+    """Bootstrap confidence interval (BCa, seeded) of the mean of per-image ``values``.
+
+    How far the mean could move on another draw of images like these: on 88 validation images
+    a mean Dice is uncertain by several hundredths. Fewer than two values, or all equal, give
+    the mean itself at both ends."""
+    from scipy.stats import bootstrap
+
+    values = np.asarray(list(values), dtype=np.float64)
+    if not 0 < level < 1:
+        raise ValueError(f"a confidence level lies in (0, 1), got {level}")
+    if values.size == 0:
+        return float("nan"), float("nan")
+    mean = float(values.mean())
+    if values.size < 2 or np.ptp(values) == 0:
+        return mean, mean
+    # BCa corrects the skew of per-image scores; its jackknife costs n means of n values, so
+    # large sets (where skew matters little) take percentiles; batches bound the memory
+    methods = ("BCa", "percentile") if values.size <= BCA_MAX_VALUES else ("percentile",)
+    batch = max(1, min(resamples, BATCH_ELEMENTS // values.size))
+    with warnings.catch_warnings():  # BCa warns (and returns NaN) on data with few distinct values
+        warnings.simplefilter("ignore")
+        for method in methods:
+            result = bootstrap((values,), np.mean, confidence_level=level, n_resamples=resamples, batch=batch,
+                               method=method, vectorized=True, random_state=np.random.default_rng(seed))
+            low, high = (float(v) for v in (result.confidence_interval.low, result.confidence_interval.high))
+            if np.isfinite(low) and np.isfinite(high):
+                return low, high
+    return mean, mean
+
+
+def summarise(rows: Iterable[dict[str, float]]) -> dict[str, float | list[float]]:
+    """Mean of each metric over images, its 95 % bootstrap interval (``ci95_<metric>``, see
+    :func:`mean_interval`), plus ``count``."""
     rows = list(rows)
-    out: dict[str, float] = {"count": len(rows)}
+    out: dict[str, float | list[float]] = {"count": len(rows)}
     for key in METRICS:
         values = [r[key] for r in rows if key in r]
         out[f"mean_{key}"] = float(np.mean(values)) if values else float("nan")
+        out[f"ci95_{key}"] = list(mean_interval(values))
     return out
+
+
+def paired_difference(rows: Iterable[dict], baseline: Iterable[dict], metric: str = "dice",
+                      level: float = CONFIDENCE) -> dict[str, float | int | list[float]]:
+    """Mean per-image difference ``rows - baseline`` of ``metric`` over the images (by ``key``)
+    both evaluated, with its bootstrap interval (:func:`mean_interval` of the differences: a
+    paired comparison, much tighter than comparing two means with their own intervals).
+
+    Raises ``ValueError`` if the two share no image or lack ``metric``."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}: one of {', '.join(METRICS)}")
+    ours = {r["key"]: r for r in rows}
+    theirs = {r["key"]: r for r in baseline}
+    shared = [k for k in ours if k in theirs]
+    if not shared:
+        raise ValueError("the two evaluations share no image (compare evaluations of the same images)")
+    try:
+        diff = [float(ours[k][metric]) - float(theirs[k][metric]) for k in shared]
+    except KeyError:
+        raise ValueError(f"an evaluation row has no {metric!r}") from None
+    low, high = mean_interval(diff, level)
+    return {"images": len(shared), "mean_difference": float(np.mean(diff)), "interval": [low, high],
+            "better": int(sum(d > 0 for d in diff)), "worse": int(sum(d < 0 for d in diff))}

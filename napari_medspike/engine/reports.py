@@ -112,10 +112,15 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
         orig = metrics.get(key)
         if orig:
             tta = {True: ", mirror TTA on (`--flips on`)", False: ", mirror TTA off (`--flips off`)"}.get(orig.get("flips"), "")
+            def interval(metric: str) -> str:  # evaluations from before intervals were reported have none
+                low_high = orig.get(f"ci95_{metric}")
+                return f" (95 % CI {low_high[0]:.3f}-{low_high[1]:.3f})" if low_high else ""
+
             lines.append(
                 f"- Validation at the original image resolution ({orig.get('count')} images, `medspike-evaluate"
-                f" --subset val`{tta}): Dice {orig['mean_dice']:.4f}, IoU {orig['mean_iou']:.4f}, sensitivity"
-                f" {orig['mean_sensitivity']:.4f}, specificity {orig['mean_specificity']:.4f}"
+                f" --subset val`{tta}): Dice {orig['mean_dice']:.4f}{interval('dice')}, IoU"
+                f" {orig['mean_iou']:.4f}{interval('iou')}, sensitivity {orig['mean_sensitivity']:.4f},"
+                f" specificity {orig['mean_specificity']:.4f}"
             )
     energy = metrics.get("energy")
     if energy:
