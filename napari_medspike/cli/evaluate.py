@@ -168,8 +168,9 @@ def read_evaluation(path: Path) -> list[dict]:
     file if it is not one."""
     try:
         rows = json.loads(Path(path).read_text())["images"]
-        if not all("key" in r and "dice" in r for r in rows):
-            raise KeyError("key")
+        missing = {"key", "dice", "iou"} - set().union(*(set(r) for r in rows)) if rows else {"images"}
+        if missing or not all({"key", "dice", "iou"} <= set(r) for r in rows):
+            raise KeyError(", ".join(sorted(missing)) or "a row without key, dice or iou")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such evaluation file") from None
     except (ValueError, KeyError, TypeError) as err:
