@@ -122,8 +122,8 @@ def test_whole_model_fast_paths_match(arch, layout, calibrated):
         m.to(memory_format=torch.contiguous_format)
         return plain, fast, channels_last
 
-    # In float64 the fast paths are the same arithmetic regrouped: equal to rounding (the
-    # spiking models to 1e-15; the twin's to 1e-6, some of its constants being float32).
+    # In float64 the fast paths are the same arithmetic regrouped: equal to rounding (measured:
+    # the spiking models to 1e-15, the ANN twin to 1e-6).
     plain, *outs = plain_fast_and_channels_last(torch.float64)
     for out in outs:
         torch.testing.assert_close(out, plain, rtol=0, atol=1e-5)

@@ -68,6 +68,13 @@ def domain_line(meta: dict[str, Any]) -> str:
             "(fine-tuning it on another kind of image keeps it for this kind)")
 
 
+def _interval(figures: dict[str, Any], metric: str) -> str:
+    """`` (95 % CI low-high)`` of an evaluation's metric; empty for evaluations from before
+    intervals were reported."""
+    low_high = figures.get(f"ci95_{metric}")
+    return f" (95 % CI {low_high[0]:.3f}-{low_high[1]:.3f})" if low_high else ""
+
+
 def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
     """A markdown card beside the checkpoint: architecture, data, split, metrics, training.
 
@@ -112,14 +119,10 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
         orig = metrics.get(key)
         if orig:
             tta = {True: ", mirror TTA on (`--flips on`)", False: ", mirror TTA off (`--flips off`)"}.get(orig.get("flips"), "")
-            def interval(metric: str) -> str:  # evaluations from before intervals were reported have none
-                low_high = orig.get(f"ci95_{metric}")
-                return f" (95 % CI {low_high[0]:.3f}-{low_high[1]:.3f})" if low_high else ""
-
             lines.append(
                 f"- Validation at the original image resolution ({orig.get('count')} images, `medspike-evaluate"
-                f" --subset val`{tta}): Dice {orig['mean_dice']:.4f}{interval('dice')}, IoU"
-                f" {orig['mean_iou']:.4f}{interval('iou')}, sensitivity {orig['mean_sensitivity']:.4f},"
+                f" --subset val`{tta}): Dice {orig['mean_dice']:.4f}{_interval(orig, 'dice')}, IoU"
+                f" {orig['mean_iou']:.4f}{_interval(orig, 'iou')}, sensitivity {orig['mean_sensitivity']:.4f},"
                 f" specificity {orig['mean_specificity']:.4f}"
             )
     energy = metrics.get("energy")
