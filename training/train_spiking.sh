@@ -215,7 +215,8 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q6 --size 
 # medspike-evaluate --compare of the shipped weights against epoch 6, image by image: +0.003
 # (95 % interval -0.017 to +0.028): the epochs differ by less than the validation set can tell,
 # so the fourth stays shipped. Stopped in epoch 11 (runs/snnI128q5/last.pt holds epoch 10).
-# Measured and not kept: epoch 6 of that run (its lowest validation loss) continued at lr 1.25e-4
+# Measured and not kept: epoch 6 of that run (its lowest validation loss; EPOCH6.safetensors below
+# holds the model of its last.pt after epoch 6, saved with save_checkpoint) continued at lr 1.25e-4
 # with the budget raised to 0.094 (the model spends 30 % of its twin's energy; the limit is a
 # third). Validation Dice at 128² 0.690, 0.663 (loss 0.571, 0.599; firing 0.0845, 0.0840: the
 # higher budget did not raise it); the first epoch at the original resolution with mirror TTA in
