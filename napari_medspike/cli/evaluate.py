@@ -163,14 +163,18 @@ def write_gallery(rows: list[dict], images: dict[str, tuple], path: Path, n: int
     return [(label, row["key"]) for label, row in picks]
 
 
+#: What a row of an evaluation must hold to be compared with (:func:`read_evaluation`).
+EVALUATION_KEYS = frozenset({"key", "dice", "iou"})
+
+
 def read_evaluation(path: Path) -> list[dict]:
     """The per-image rows of a ``medspike-evaluate --json`` file; ``ValueError`` naming the
     file if it is not one."""
     try:
         rows = json.loads(Path(path).read_text())["images"]
-        missing = {"key", "dice", "iou"} - set().union(*(set(r) for r in rows)) if rows else {"images"}
-        if missing or not all({"key", "dice", "iou"} <= set(r) for r in rows):
-            raise KeyError(", ".join(sorted(missing)) or "a row without key, dice or iou")
+        lacking = next((EVALUATION_KEYS - set(r) for r in rows if not EVALUATION_KEYS <= set(r)), set())
+        if not rows or lacking:
+            raise KeyError(", ".join(sorted(lacking)) or "images")
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such evaluation file") from None
     except (ValueError, KeyError, TypeError) as err:

@@ -505,9 +505,8 @@ def train_steps(
     calibration = norm_calibration_images(cfg, model)
     # frozen parts keep their batch-norm statistics through the re-estimation too
     kept_statistics = {name: b.detach().clone() for name, b in scored.named_buffers() if _under(name, cfg.frozen)}
-    with contextlib.ExitStack() as neuron_hooks:  # removed when training ends, stops or fails
-        if spike_budget is not None:
-            neuron_hooks.enter_context(spike_budget)
+    # the budget's hooks on the neurons go when training ends, stops or fails
+    with spike_budget if spike_budget is not None else contextlib.nullcontext():
         for epoch in range(start_epoch, cfg.epochs + 1):
             t0 = time.time()
             if sampler is not None:
