@@ -111,18 +111,15 @@ def test_state_would_leak_without_reset(calibrated) -> None:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_parameter_gets_a_finite_gradient(arch: str) -> None:
-    from napari_medspike import alignment_loss, segmentation_loss
+    from napari_medspike import segmentation_loss
+    from napari_medspike.models.losses import deep_supervision_loss
 
-    model = create_model(arch, widths=(8, 16, 32, 64)).train()
+    options = {"side_heads": True} if arch == "medqkformer" else {}
+    model = create_model(arch, widths=(8, 16, 32, 64), **options).train()
     x = torch.rand(2, 3, 32, 32)
     target = (torch.rand(2, 1, 32, 32) > 0.5).float()
-    if arch != "medqkformer":
-        logits, sides = model(x, side_outputs=True)
-        loss = segmentation_loss(logits, target) + alignment_loss(
-            sides, [torch.zeros_like(s) for s in sides]
-        )
-    else:
-        loss = segmentation_loss(model(x), target)
+    logits, sides = model(x, side_outputs=True)
+    loss = segmentation_loss(logits, target) + deep_supervision_loss(sides, target)
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"no gradient for {missing}"
@@ -391,3 +388,19 @@ def test_rate_twin_shares_the_snn_parameters_and_neuron_settings() -> None:
     assert not any(isinstance(m, torch.nn.GELU) for m in twin.modules())
     back = create_model("medspikeformer", **model_class("medspikeformer").config_from(twin))
     assert back.config == snn.config
+
+
+def test_medqkformer_side_heads_are_for_training_only() -> None:
+    plain = create_model("medqkformer", widths=(8, 16, 32, 64)).eval()
+    sided = create_model("medqkformer", widths=(8, 16, 32, 64), side_heads=True).eval()
+    missing, unexpected = sided.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == [f"side_heads.{i}.{p}" for i in range(3) for p in ("bias", "weight")] and not unexpected
+    x = torch.rand(1, 3, 48, 64)
+    with torch.no_grad():
+        logits, sides = sided(x, side_outputs=True)
+        assert torch.equal(logits, plain(x)) and torch.equal(sided(x), logits)  # same prediction
+    assert [tuple(s.shape[-2:]) for s in sides] == [(6, 8), (12, 16), (24, 32)]
+    with pytest.raises(ValueError, match="no side heads"):
+        plain(x, side_outputs=True)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        sided(torch.rand(1, 3, 40, 40), side_outputs=True)

@@ -196,6 +196,27 @@ def test_deep_supervision_trains_the_side_heads_against_pooled_masks(lesions, tm
         train(config(lesions, tmp_path / "qk", deep_supervision=0.5, epochs=1))
 
 
+def test_deep_supervision_adds_side_heads_to_a_trained_medqkformer(lesions, tmp_path):
+    plain = create_model("medqkformer", **TINY)
+    start = save_checkpoint(plain, tmp_path / "start.safetensors", input_size=32)
+    run = train(config(lesions, tmp_path / "ds", init_from=str(start), model_config={"side_heads": True},
+                       deep_supervision=0.5, epochs=1, lr=3e-3))
+    tuned = load_model(run.checkpoint)
+    assert tuned.config == {**plain.config, "side_heads": True}  # the start's widths, plus the heads
+    assert tuned.has_side_heads and not plain.has_side_heads
+    fresh = create_model("medqkformer", **TINY, side_heads=True).state_dict()
+    trained = tuned.state_dict()
+    heads = [k for k in trained if k.startswith("side_heads.")]
+    assert len(heads) == 6 and any(not torch.equal(trained[k], fresh[k]) for k in heads)  # they learnt
+    # and can be dropped again: a run without them starts from the trained body
+    again = load_model(train(config(lesions, tmp_path / "plain", init_from=str(run.checkpoint),
+                                    model_config={"side_heads": False}, epochs=1)).checkpoint)
+    assert not again.has_side_heads and "side_heads.0.weight" not in again.state_dict()
+    with pytest.raises(ValueError, match="does not fit"):
+        train(config(lesions, tmp_path / "wider", init_from=str(start), model_config={"widths": [16, 16, 32, 64]},
+                     epochs=1))
+
+
 def test_a_spike_budget_lowers_the_firing_rate_and_is_recorded(lesions, tmp_path):
     tiny = {**TINY, "timesteps": 2, "threshold": 0.5, "spike_levels": 4}
     start = save_checkpoint(create_model("medspikeformer", **tiny), tmp_path / "start.safetensors", input_size=32)

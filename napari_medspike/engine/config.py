@@ -41,7 +41,8 @@ class TrainConfig:
     teacher: str | None = option(None, "frozen ANN-twin checkpoint: adds the distribution-alignment loss")
     align_stages: list[int] = option(help="encoder stages to align, comma-separated", factory=lambda: [0, 1, 2, 3])
     align_weight: float = option(1.0, "weight of the alignment loss")
-    deep_supervision: float = option(0.0, "medspikeformer: adds this weight times the side heads' segmentation "
+    deep_supervision: float = option(0.0, "models with side heads (medspikeformer, ann_twin; medqkformer with "
+                                     "--config '{\"side_heads\": true}'): adds this weight times the side heads' segmentation "
                                      "loss against the masks at each stage's resolution (0: off)")
     distill: str | None = option(None, "frozen segmentation checkpoint (any architecture, trained at the run's "
                                  "size, never on its validation images) whose probabilities are mixed into the "

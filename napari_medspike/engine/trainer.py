@@ -286,8 +286,18 @@ def _build_model(cfg: TrainConfig) -> Segmenter:
                          f"(train one of {', '.join(sorted(TRAINABLE_ARCHITECTURES))})")
     if cfg.init_from:
         source = load_model(cfg.init_from)
-        model = create_model(cfg.arch, **(cfg.model_config or model_class(cfg.arch).config_from(source)))
-        model.load_state_dict(source.state_dict(), strict=True)
+        model = create_model(cfg.arch, **{**model_class(cfg.arch).config_from(source), **cfg.model_config})
+        misfit = f"{cfg.init_from} does not fit {cfg.arch} with config {model.config}"
+        try:
+            missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+        except RuntimeError as error:  # tensors of other shapes
+            raise ValueError(f"{misfit}: {error}") from None
+        # side heads are for training only: those the source lacks start fresh (deep supervision
+        # added to a model trained without it), those it has and the run drops are left out;
+        # any other mismatch means another skeleton
+        missing, unexpected = ([k for k in keys if not k.startswith("side_heads.")] for keys in (missing, unexpected))
+        if missing or unexpected:
+            raise ValueError(f"{misfit}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return model
     return create_model(cfg.arch, **cfg.model_config)
 
@@ -400,7 +410,8 @@ def train_steps(
         teacher = load_model(cfg.teacher, device=device)
         teacher.requires_grad_(False)
     if cfg.deep_supervision and not model.has_side_heads:
-        raise ValueError(f"deep supervision needs side heads (medspikeformer, ann_twin), not {cfg.arch}")
+        raise ValueError(f"deep supervision needs side heads (medspikeformer, ann_twin, or medqkformer "
+                         f"with the config option side_heads), not {cfg.arch} with {model.config}")
     with_sides = teacher is not None or cfg.deep_supervision > 0
     spike_budget = None
     if cfg.max_firing_rate:

@@ -218,15 +218,29 @@ class Segmenter(nn.Module, abc.ABC):
         functional.reset_net(self)
         return pad_to_stride(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_with_sides(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and side-head logit maps for checked input whose sides are multiples of
+        :data:`STRIDE` (models with :attr:`has_side_heads`)."""
+        raise NotImplementedError(f"{self.arch} has no side heads")
+
+    def forward(self, x: torch.Tensor, side_outputs: bool = False):
         """Foreground logits ``[B, 1, H, W]`` for images ``x`` ``[B, C, H, W]`` in ``[0, 1]``.
 
         Sizes that are not multiples of 16 are replicate-padded and the logits cropped back.
         Neuron state is reset before every call, so identical inputs give identical outputs.
+        With ``side_outputs=True`` (models with side heads, for training losses) it returns
+        ``(logits, side_maps)``, the side maps at lower resolutions; the sides must then be
+        multiples of 16.
         """
+        if side_outputs and not self.has_side_heads:
+            raise ValueError(f"{self.arch} has no side heads to output")
         with self._forward_lock:
             x, (h, w) = self._prepare(x)
-            return self._forward(x)[..., :h, :w]
+            if not side_outputs:
+                return self._forward(x)[..., :h, :w]
+            if (h, w) != tuple(x.shape[-2:]):
+                raise ValueError(f"side outputs need sides that are multiples of {STRIDE}, got {(h, w)}")
+            return self._forward_with_sides(x)
 
     @contextlib.contextmanager
     def _recording(self) -> Iterator[list[dict[str, torch.Tensor]]]:

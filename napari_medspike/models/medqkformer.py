@@ -51,6 +51,9 @@ class MedQKFormer(Segmenter):
         in_channels: image channels (3 for RGB).
         widths: channels of the four encoder stages.
         heads: heads of the SDQK-A token weights (each width / 2 must be divisible by it).
+        side_heads: adds a 1x1 logit head on the outputs of the first three decoder blocks
+            (resolutions H/8, H/4, H/2) for deep supervision in training; prediction never
+            runs them. Off by default (the reference layout has none).
 
     :meth:`forward_intermediates` reports T = 1: spikes ``q, k`` and the four terms ``AA, AI,
     IA, II`` of SDQK-A (``same = AA + II``, ``cross = AI + IA``), each ``[1, B, C/2, h, w]``.
@@ -64,6 +67,7 @@ class MedQKFormer(Segmenter):
         in_channels: int = 3,
         widths: Sequence[int] = (32, 64, 128, 256),
         heads: int = 4,
+        side_heads: bool = False,
     ) -> None:
         super().__init__(in_channels)
         if len(widths) != 4:
@@ -74,22 +78,34 @@ class MedQKFormer(Segmenter):
         dec = (*self.widths[::-1], self.widths[0])
         self.decoders = nn.ModuleList(QKDecoderBlock(dec[i], dec[i + 1]) for i in range(4))
         self.head = nn.Conv2d(self.widths[0], 1, 1)
+        self.has_side_heads = bool(side_heads)
+        self.side_heads = nn.ModuleList(nn.Conv2d(c, 1, 1) for c in dec[1:4]) if side_heads else None
 
     @property
     def config(self) -> dict[str, Any]:
-        return {"in_channels": self.in_channels, "widths": list(self.widths), "heads": self.heads}
+        return {"in_channels": self.in_channels, "widths": list(self.widths), "heads": self.heads,
+                **({"side_heads": True} if self.has_side_heads else {})}
 
     def attention_modules(self) -> list[nn.Module]:
         return [stage.attention for stage in self.stages]
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _decode(self, x: torch.Tensor, with_sides: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []
         for stage in self.stages:
             x = stage(x)
             skips.append(x)
-        h = skips[-1]
+        h, sides = skips[-1], []
         for i, decoder in enumerate(self.decoders):
             h = decoder(h)
             if i < 3:
                 h = h + skips[2 - i]
-        return self.head(h)
+                if with_sides:
+                    sides.append(self.side_heads[i](h))
+        return self.head(h), sides
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._decode(x, with_sides=False)[0]
+
+    def _forward_with_sides(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and the side heads' maps at H/8, H/4 and H/2 (deep supervision)."""
+        return self._decode(x, with_sides=True)

@@ -235,21 +235,12 @@ class MedSpikeFormer(Segmenter):
         skips, _ = self._encode(x)
         return self._decode(skips)
 
-    def forward(self, x: torch.Tensor, side_outputs: bool = False):  # type: ignore[override]
-        """Logits ``[B, 1, H, W]``; with ``side_outputs=True`` also the four side-head logit maps.
-
-        The side maps (stage resolutions H, H/2, H/4, H/8) feed the distribution-alignment loss
-        and are computed only when asked; they need sides that are multiples of 16.
-        """
-        if not side_outputs:
-            return super().forward(x)
-        with self._forward_lock:
-            x, (h, w) = self._prepare(x)
-            if (h, w) != tuple(x.shape[-2:]):
-                raise ValueError(f"side outputs need sides that are multiples of 16, got {(h, w)}")
-            skips, features = self._encode(x)
-            sides = [stage.side_head(f) for stage, f in zip(self.stages, features)]
-            return self._decode(skips), sides
+    def _forward_with_sides(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Logits and the four side-head maps (stage resolutions H, H/2, H/4, H/8), which feed
+        the distribution-alignment loss and deep supervision."""
+        skips, features = self._encode(x)
+        sides = [stage.side_head(f) for stage, f in zip(self.stages, features)]
+        return self._decode(skips), sides
 
 
 class ANNTwin(MedSpikeFormer):
