@@ -82,3 +82,12 @@ python training/ship_model.py --run "$RUN2" --name default --flips \
 # idle compute).
 # medspike-train --arch medqkformer --data "$DATA" --out runs/qk192 --size 192 --epochs 12 \
 #     --val-fraction 0.1 --seed 0 --init-from default --lr 1e-4 --plateau-patience 2
+# Measured and not kept: deep supervision, the shipped weights continued with side heads on the
+# first three decoder blocks (--config '{"side_heads": true}', new heads, weight 0.5) at lr 1e-4.
+# Validation Dice at 128² by epoch 0.843, 0.845, 0.834, 0.837 (the start: 0.847); at the original
+# resolution with mirror TTA, epoch 2 0.865 (CI 0.829-0.892); image by image against the shipped
+# model -0.004 (CI -0.011 to +0.001): no clear difference. Stopped after 4 epochs (about 3 min per
+# epoch of idle compute).
+# medspike-train --arch medqkformer --data "$DATA" --out runs/qk128ds --size 128 --epochs 12 \
+#     --val-fraction 0.1 --seed 0 --init-from default --config '{"side_heads": true}' \
+#     --deep-supervision 0.5 --lr 1e-4 --plateau-patience 2
