@@ -295,7 +295,8 @@ def _build_model(cfg: TrainConfig) -> Segmenter:
         # side heads are for training only: those the source lacks start fresh (deep supervision
         # added to a model trained without it), those it has and the run drops are left out;
         # any other mismatch means another skeleton
-        missing, unexpected = ([k for k in keys if not k.startswith("side_heads.")] for keys in (missing, unexpected))
+        missing = [k for k in missing if not k.startswith("side_heads.")]
+        unexpected = [k for k in unexpected if not k.startswith("side_heads.")]
         if missing or unexpected:
             raise ValueError(f"{misfit}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return model

@@ -220,7 +220,8 @@ class Segmenter(nn.Module, abc.ABC):
 
     def _forward_with_sides(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and side-head logit maps for checked input whose sides are multiples of
-        :data:`STRIDE` (models with :attr:`has_side_heads`)."""
+        :data:`STRIDE`. :meth:`forward` calls it only on models with :attr:`has_side_heads`,
+        which override it."""
         raise NotImplementedError(f"{self.arch} has no side heads")
 
     def forward(self, x: torch.Tensor, side_outputs: bool = False):

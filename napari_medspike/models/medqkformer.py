@@ -89,7 +89,7 @@ class MedQKFormer(Segmenter):
     def attention_modules(self) -> list[nn.Module]:
         return [stage.attention for stage in self.stages]
 
-    def _decode(self, x: torch.Tensor, with_sides: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _logits_and_sides(self, x: torch.Tensor, with_sides: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []
         for stage in self.stages:
             x = stage(x)
@@ -104,8 +104,8 @@ class MedQKFormer(Segmenter):
         return self.head(h), sides
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._decode(x, with_sides=False)[0]
+        return self._logits_and_sides(x, with_sides=False)[0]
 
     def _forward_with_sides(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and the side heads' maps at H/8, H/4 and H/2 (deep supervision)."""
-        return self._decode(x, with_sides=True)
+        return self._logits_and_sides(x, with_sides=True)
