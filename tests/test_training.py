@@ -638,3 +638,56 @@ def test_finetune_result_headline_puts_the_figures_first():
         "Dice 0.500 -> 0.812 (held out: 3 images)"
     assert result(dice_before=0.5, dice_after=0.75, held_out=False).headline().endswith("(on the corrected image itself)")
     assert result(dice_before=float("nan"), dice_after=0.7).headline() == "Dice not measured"
+
+
+def test_cosine_schedule_anneals_by_steps_or_by_the_time_budget():
+    from napari_medspike.engine.schedule import CosineSchedule
+
+    def optimiser():
+        return torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+
+    opt = optimiser()
+    by_steps = CosineSchedule(opt, total_steps=10, clock=lambda: 0.0)
+    rates = []
+    for _ in range(10):
+        by_steps.step()
+        rates.append(opt.param_groups[0]["lr"])
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    assert rates[4] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))  # halfway: half-way between the ends
+    assert rates[-1] == pytest.approx(1e-5)
+    # a time budget half spent after one step of a thousand: the rate is already the halfway one
+    now = [0.0]
+    opt = optimiser()
+    by_time = CosineSchedule(opt, total_steps=1000, minutes=2.0, clock=lambda: now[0])
+    now[0] = 60.0
+    by_time.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(rates[4])
+    now[0] = 600.0
+    by_time.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)
+    # a resume carries the steps done and the starting rate; a plateau run's state is refused
+    again = CosineSchedule(optimiser(), total_steps=10, clock=lambda: 0.0)
+    again.load_state_dict(by_steps.state_dict())
+    assert again.steps_done == 10 and again.base_lrs == [1e-3]
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser())
+    with pytest.raises(ValueError, match="plateau"):
+        again.load_state_dict(plateau.state_dict())
+
+
+def test_cosine_training_ends_annealed_and_resumes_exactly(lesions, tmp_path):
+    full = train(config(lesions, tmp_path / "full", epochs=3, lr=3e-3, schedule="cosine"))
+    rates = [h["lr"] for h in full.history]
+    assert rates[0] < 3e-3 and rates[0] > rates[1] > rates[2] and rates[2] == pytest.approx(3e-5)
+    assert read_metadata(full.checkpoint)["training"]["schedule"] == "cosine"
+    cancel = threading.Event()  # stopped in epoch 3, then resumed: the same schedule to the end
+
+    def progress(p):
+        if p.epoch == 3:
+            cancel.set()
+
+    train(config(lesions, tmp_path / "part", epochs=3, lr=3e-3, schedule="cosine"), progress=progress, cancel=cancel)
+    resumed = train(config(lesions, tmp_path / "part", epochs=3, lr=3e-3, schedule="cosine"), resume=True)
+    assert [h["lr"] for h in resumed.history] == pytest.approx(rates)
+    assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-4)
+    with pytest.raises(ValueError, match="schedule"):
+        train(config(lesions, tmp_path / "bad", schedule="linear"))

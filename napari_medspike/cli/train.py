@@ -12,6 +12,7 @@ from tqdm import tqdm
 from ..common import run_command
 from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, TrainConfig, TrainProgress
 from ..engine.finetune import finetune
+from ..engine.schedule import SCHEDULES
 from ..engine.trainer import PRECISIONS, train
 from ..models import TRAINABLE_ARCHITECTURES
 from ..runtime import reexec_with_huge_pages
@@ -83,7 +84,8 @@ def train_main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_options(parser, TrainConfig, choices={"arch": sorted(TRAINABLE_ARCHITECTURES), "mode": ["resize", "crop"],
-                                                     "precision": list(PRECISIONS)})
+                                                     "precision": list(PRECISIONS),
+                                                     "schedule": list(SCHEDULES)})
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last.pt (an error if there is none)")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)

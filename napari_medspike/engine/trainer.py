@@ -45,6 +45,7 @@ from ..runtime import PRECISIONS, bf16_autocast_pays, pick_device, release_free_
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainingDiverged, TrainProgress, TrainResult
 from .metrics import per_image_metrics
+from .schedule import SCHEDULES, CosineSchedule
 from .reports import dataset_name, plot_curves, refresh_metadata, refresh_training_record, write_logs, write_model_card
 
 log = logging.getLogger(__name__)
@@ -371,6 +372,8 @@ def train_steps(
         for stale in remove_stale_temp_files(out):  # left by a run killed mid-write (e.g. a huge last.pt)
             log.info("removed %s, left by an interrupted write", stale)
     lr = cfg.lr if cfg.lr is not None else model_class(cfg.arch).default_lr
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {cfg.schedule!r}; use one of {SCHEDULES}")
     if not 0 < lr <= MAX_SAFE_LR:
         raise ValueError(f"learning rate {lr} is unsafe: use a value in (0, {MAX_SAFE_LR}]")
     seed_everything(cfg.seed)
@@ -457,7 +460,9 @@ def train_steps(
         model, multi_avg_fn=ema_update(cfg.ema, warmup=not cfg.init_from), use_buffers=True,
     ) if cfg.ema else None
     scored: Segmenter = averaged.module if averaged is not None else model
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=cfg.plateau_patience)
+    cosine = cfg.schedule == "cosine"
+    scheduler: Any = CosineSchedule(optimizer, len(loader) * cfg.epochs, minutes=cfg.max_minutes) if cosine else \
+        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=cfg.plateau_patience)
     augment = build_augment(cfg.photometric, cfg.scale_augment).to(device) if cfg.augment else None
 
     history: list[dict[str, float]] = []
@@ -471,6 +476,8 @@ def train_steps(
         log.info("resuming after epoch %d", start_epoch - 1)
 
     began = time.time() - sum(h.get("time_s", 0.0) for h in history)
+    if cosine:  # the time budget counts from the run's start, across resumes
+        scheduler.count_time_from(began)
     meta_training = {
         "data": [str(d) for d in cfg.data],
         "mode": cfg.mode,
@@ -478,6 +485,7 @@ def train_steps(
         "n_train": len(train_set),
         "n_val": len(val_set),
         "lr": lr,
+        "schedule": cfg.schedule,
         "plateau_patience": cfg.plateau_patience,
         "batch_size": cfg.batch_size * world,
         "device": f"{device.type} x{world}",
@@ -566,6 +574,8 @@ def train_steps(
                     if cfg.clip_grad:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
                     optimizer.step()
+                    if cosine:
+                        scheduler.step()
                     if averaged is not None:
                         averaged.update_parameters(model)
                 value = loss.item()
@@ -590,7 +600,8 @@ def train_steps(
                             b.copy_(kept_statistics[name])
             metrics = validate(scored, val_loader, device) if len(val_set) else {
                 "val_loss": running / max(seen, 1), "val_dice": float("nan"), "val_iou": float("nan"), "firing_rate": float("nan")}
-            scheduler.step(metrics["val_loss"])
+            if not cosine:
+                scheduler.step(metrics["val_loss"])
             row = {
                 "epoch": epoch,
                 "train_loss": running / max(seen, 1),
