@@ -1,13 +1,11 @@
-"""Copy a checkpoint with its weights stored as float16 (batch-norm statistics as float32), metadata kept."""
-import json, sys
-from safetensors import safe_open
-from safetensors.torch import save_file
-src, dst = sys.argv[1], sys.argv[2]
-with safe_open(src, "pt") as f:
-    header = dict(f.metadata())
-    tensors = {k: f.get_tensor(k) for k in f.keys()}
-key = next(iter(header))
-meta = json.loads(header[key]); meta["storage_dtype"] = "float16"; header[key] = json.dumps(meta)
-keep = lambda k, v: k.endswith(("running_mean", "running_var")) or not v.is_floating_point()
-save_file({k: (v if keep(k, v) else v.half()).contiguous() for k, v in tensors.items()}, dst, metadata=header)
-print(dst, meta.get("metrics"))
+"""Copy a checkpoint with its weights stored as float16 (half the size; batch-norm statistics
+stay float32), its metadata kept: python tools/gpu/half.py SOURCE DESTINATION"""
+
+import sys
+
+from napari_medspike.engine.checkpoint import load_model, save_checkpoint
+
+if __name__ == "__main__":
+    source, destination = sys.argv[1], sys.argv[2]
+    model = load_model(source)
+    save_checkpoint(model, destination, half=True, **model.info.record())
