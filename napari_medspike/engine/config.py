@@ -61,7 +61,8 @@ class TrainConfig:
     plateau_patience: int = option(5, "epochs without a lower validation loss before the learning rate halves")
     schedule: str = option("plateau", "learning-rate schedule: plateau (halve it after --plateau-patience epochs "
                            "without a lower validation loss) or cosine (from --lr down to a hundredth of it, step by "
-                           "step over the run; with --minutes, over the epochs or the time budget, whichever ends first)")
+                           "step over the run; with --minutes, over the epochs or the time budget, whichever ends first, "
+                           "except in a distributed run, where it follows the epochs)")
     val_fraction: float = option(0.1, "fraction of the images held out for validation (by image, seeded)")
     seed: int = option(0, "seed of the split, the shuffling and the augmentation")
     augment: bool = option(True, "random flips, rotations and erased patches while training")

@@ -461,7 +461,9 @@ def train_steps(
     ) if cfg.ema else None
     scored: Segmenter = averaged.module if averaged is not None else model
     cosine = cfg.schedule == "cosine"
-    scheduler: Any = CosineSchedule(optimizer, len(loader) * cfg.epochs, minutes=cfg.max_minutes) if cosine else \
+    # processes of a distributed run anneal by steps alone: their clocks could give them different rates
+    scheduler: Any = CosineSchedule(optimizer, len(loader) * cfg.epochs,
+                                    minutes=None if distributed else cfg.max_minutes) if cosine else \
         torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=cfg.plateau_patience)
     augment = build_augment(cfg.photometric, cfg.scale_augment).to(device) if cfg.augment else None
 
