@@ -14,7 +14,8 @@ SCHEDULES = ("plateau", "cosine")
 class CosineSchedule:
     """Cosine decay of each parameter group's learning rate from its starting value down to
     ``floor`` times it, by the fraction of the run done: ``steps_done / total_steps`` or, with a
-    time budget of ``minutes``, the share of it spent since ``start`` (by ``clock``), whichever
+    time budget of ``minutes``, the share of it spent since the schedule was made (by ``clock``;
+    :meth:`count_time_from` moves that start), whichever
     is further along. So a run cut short by its time budget still ends annealed.
 
     Call :meth:`step` after every optimiser step. :meth:`state_dict` and
@@ -22,7 +23,7 @@ class CosineSchedule:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int, minutes: float | None = None,
-                 start: float | None = None, clock: Callable[[], float] = time.time, floor: float = 0.01) -> None:
+                 clock: Callable[[], float] = time.time, floor: float = 0.01) -> None:
         if total_steps < 1:
             raise ValueError(f"a cosine schedule needs at least one step, got {total_steps}")
         if not 0.0 <= floor <= 1.0:
@@ -31,7 +32,7 @@ class CosineSchedule:
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         self.steps_done = 0
         self._clock = clock
-        self._start = clock() if start is None else start
+        self._start = clock()
 
     def count_time_from(self, start: float) -> None:
         """Measure the time budget from ``start`` (by ``clock``), e.g. a resumed run's first start."""

@@ -11,12 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image
 
-from napari_medspike.data.dataset import find_pairs, load_pair
-from napari_medspike.data.resize import resize_image, resize_mask
+from napari_medspike.data.dataset import CachedPairs, find_pairs
 
 
 def main() -> None:
@@ -27,19 +24,15 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=92, help="JPEG quality of the images")
     args = parser.parse_args()
     pairs, _ = find_pairs(args.source)
+    cached = CachedPairs(pairs, size=args.size, mode="resize")  # the trainer's own resizing
     out = Path(args.parent) / Path(args.source).resolve().name
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    for pair in pairs:
-        image, mask = load_pair(pair)
-        img = resize_image(torch.from_numpy(image.transpose(2, 0, 1))[None], args.size)
-        msk = resize_mask(torch.from_numpy(mask)[None, None].float(), args.size)
-        pixels = (img[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        Image.fromarray(pixels).save(out / "images" / f"{Path(pair.image).stem}.jpg", quality=args.quality,
-                                     subsampling=0)
-        Image.fromarray((msk[0, 0].numpy() > 0).astype(np.uint8) * 255).save(
-            out / "masks" / f"{Path(pair.mask).stem}.png", optimize=True)
-    print(f"{len(pairs)} pairs -> {out}")
+    for pair, image, mask in zip(cached.pairs, cached.images, cached.masks):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(
+            out / "images" / f"{Path(pair.image).stem}.jpg", quality=args.quality, subsampling=0)
+        Image.fromarray(mask[0].numpy() * 255).save(out / "masks" / f"{Path(pair.mask).stem}.png", optimize=True)
+    print(f"{len(cached.pairs)} pairs -> {out}" + (f" ({len(cached.skipped)} skipped)" if cached.skipped else ""))
 
 
 if __name__ == "__main__":
