@@ -16,6 +16,8 @@ def test_row_bands_cover_every_row_once():
     assert [b[1] for b in bands] == [slice(0, 3), slice(3, 6), slice(6, 9), slice(9, 12)]
     assert row_bands(x, band_bytes=1 << 30) == [(Ellipsis,)]  # small: one piece
     assert row_bands(torch.zeros(4, 100)) == [(Ellipsis,)]  # no rows to split
+    # off the CPU bands would only add kernel launches: one piece, whatever the size
+    assert row_bands(torch.zeros(4, 2, 3, 10, 7, device="meta"), band_bytes=2 * 3 * 7 * 4 * 3) == [(Ellipsis,)]
 
 
 def _run(node: torch.nn.Module, x: torch.Tensor, carried: torch.Tensor | None = None):

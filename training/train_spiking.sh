@@ -228,3 +228,12 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q6 --size 
 medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q5 --size 128 --epochs 4 \
     --val-fraction 0.1 --seed 0 --config '{"timesteps": 4, "threshold": 0.4, "spike_levels": 5}' \
     --init-from runs/snnI128q6/best.safetensors --lr 2.5e-4 --plateau-patience 2 --max-firing-rate 0.086 --firing-weight 16
+# Measured and not kept (one NVIDIA H200, tools/gpu/train.sh, the data resized to 256² as the
+# trainer's cache does): the shipped weights continued at 256², alone on the GPU, cosine from lr
+# 4e-4 over a 5.8-minute budget, batch 8, fp32, the same spike budget. Only 2 epochs fitted (135 s
+# and 126 s each; the neurons still ran the CPU's band-by-band loop there, now one piece on a GPU):
+# validation Dice at 256² 0.650, 0.660 (firing 0.083, 0.084); the second epoch at the original
+# resolution with mirror TTA, fp32: 0.685 (CI 0.630-0.729), against 0.707 for the shipped weights.
+# medspike-train --arch medspikeformer --data .gpu/kvasir-seg --out runs/snn256 --size 256 --epochs 200 \
+#     --minutes 5.8 --schedule cosine --lr 4e-4 --batch-size 8 --val-fraction 0.1 --seed 0 \
+#     --init-from spiking --max-firing-rate 0.086 --firing-weight 16 --device cuda
