@@ -133,6 +133,11 @@ python training/ship_model.py --run "$RUN2" --name default --flips \
 # 0.04, against 0.88 and 0.78) pull its mean below the shipped model's: no clear difference.
 # Averages of its weights with the shipped ones (half each, statistics averaged too) did worse:
 # 0.857 at 256² and 0.821 at 128² (mirror TTA, fp32).
+# Other ways to use it, each with mirror TTA in fp32 on the same 88 images (a one-off script over
+# napari_medspike.inference.predictor.predict, tile_size for the input size): fed 192² inputs 0.850,
+# 128² inputs 0.724, 256² and 128² averaged 0.830; averaged with the shipped model's probabilities
+# 0.877 (CI 0.842-0.903; image by image +0.009, CI -0.008 to +0.029), short of 0.88 for about five
+# times the prediction time of the shipped model. None kept.
 # medspike-train --arch medqkformer --data .gpu/kvasir-seg --out runs/qk256 --size 256 --epochs 200 \
 #     --minutes 5.3 --schedule cosine --lr 4e-4 --batch-size 16 --val-fraction 0.1 --seed 0 \
 #     --init-from default --device cuda
