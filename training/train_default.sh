@@ -136,8 +136,9 @@ python training/ship_model.py --run "$RUN2" --name default --flips \
 # Other ways to use it, each with mirror TTA in fp32 on the same 88 images (a one-off script over
 # napari_medspike.inference.predictor.predict, tile_size for the input size): fed 192² inputs 0.850,
 # 128² inputs 0.724, 256² and 128² averaged 0.830; averaged with the shipped model's probabilities
-# 0.877 (CI 0.842-0.903; image by image +0.009, CI -0.008 to +0.029), short of 0.88 for about five
-# times the prediction time of the shipped model. None kept.
+# 0.877 (CI 0.842-0.903; image by image +0.009, CI -0.008 to +0.029), short of 0.88 for about four
+# times the prediction time (medspike-evaluate on 2 CPU cores, mirror TTA, 88 images: 57 s for the
+# shipped model, 165 s for the 256² one). None kept.
 # medspike-train --arch medqkformer --data .gpu/kvasir-seg --out runs/qk256 --size 256 --epochs 200 \
 #     --minutes 5.3 --schedule cosine --lr 4e-4 --batch-size 16 --val-fraction 0.1 --seed 0 \
 #     --init-from default --device cuda
