@@ -133,10 +133,12 @@ python training/ship_model.py --run "$RUN2" --name default --flips \
 # 0.04, against 0.88 and 0.78) pull its mean below the shipped model's: no clear difference. Both
 # are large: their masks cover 39 % and 43 % of the frame (the median mask of Kvasir-SEG: 10 %).
 # Averages of its weights with the shipped ones (half each, statistics averaged too) did worse:
-# 0.857 at 256² and 0.821 at 128² (mirror TTA, fp32).
-# Other ways to use it, each with mirror TTA in fp32 on the same 88 images (a one-off script over
-# napari_medspike.inference.predictor.predict, tile_size for the input size): fed 192² inputs 0.850,
-# 128² inputs 0.724, 256² and 128² averaged 0.830; averaged with the shipped model's probabilities
+# 0.857 at 256² and 0.821 at 128² (mirror TTA, fp32; the averages from
+# python training/average_weights.py default runs/qk256/best.safetensors OUT --size 256|128).
+# Other ways to use it, each with mirror TTA in fp32 on the same 88 images (training/ensemble_eval.py,
+# e.g. python training/ensemble_eval.py default runs/qk256/best.safetensors --data "$DATA"
+# --compare BASE.json, or runs/qk256/best.safetensors@192 for another input size): fed 192² inputs
+# 0.850, 128² inputs 0.724, 256² and 128² averaged 0.830; averaged with the shipped model's probabilities
 # 0.877 (CI 0.842-0.903; image by image +0.009, CI -0.008 to +0.029), short of 0.88 for about four
 # times the prediction time (medspike-evaluate on 2 CPU cores, mirror TTA, 88 images: 57 s for the
 # shipped model, 165 s for the 256² one). None kept.
