@@ -251,3 +251,15 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q5 --size 
 medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128cos --size 128 --epochs 6 \
     --minutes 75 --schedule cosine --lr 2.5e-4 --val-fraction 0.1 --seed 0 \
     --init-from runs/snnI128q5/best.safetensors --max-firing-rate 0.086 --firing-weight 16
+# Measured and not kept: that first epoch (runs/snnI128cos/best.safetensors, float32) annealed again,
+# cosine from lr 1.5e-4 over a 95-minute budget, same budget and split (2 CPU cores, about 19-22 min
+# per epoch). Validation Dice at 128² by epoch 0.682, 0.669, 0.670, 0.668 (validation loss 0.593,
+# 0.603, 0.603, 0.596; firing 0.084-0.085; the learning rate down to 1.1e-5 after epoch 4); stopped
+# in epoch 5, whose rate would have been near its floor. At the original resolution with mirror
+# TTA, fp32, image by image against the shipped weights (--compare): epoch 1 0.721 (+0.001, CI
+# -0.013 to +0.021), epoch 4 (the model of last.pt, batch-norm statistics as re-estimated after that
+# epoch) 0.705 (-0.015, CI -0.044 to +0.001). More epochs at this size and spike budget do not lift
+# it: at 128² it has stayed between 0.65 and 0.69 in every CPU epoch since its spike steps last changed.
+# medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128ann --size 128 --epochs 20 \
+#     --minutes 95 --schedule cosine --lr 1.5e-4 --val-fraction 0.1 --seed 0 \
+#     --init-from runs/snnI128cos/best.safetensors --max-firing-rate 0.086 --firing-weight 16
