@@ -95,6 +95,24 @@ def test_bad_pairs_are_reported_and_the_rest_stays_usable(tmp_path):
     assert x.shape == (3, 32, 32) and y.shape == (1, 32, 32) and set(y.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_soft_masks_hold_the_fraction_of_foreground_each_pixel_covers(tmp_path):
+    root = tmp_path / "soft"
+    _save(root / "images" / "a.png", np.zeros((90, 90, 3), np.uint8))
+    truth = np.zeros((90, 90), np.uint8)
+    truth[10:55, 20:71] = 255  # edges that fall inside the small pixels (90 / 32 = 2.8125)
+    _save(root / "masks" / "a.png", truth)
+    pairs, _ = find_pairs(root)
+    hard = CachedPairs(pairs, size=32)[0][1]
+    soft = CachedPairs(pairs, size=32, soft_masks=True)[0][1]
+    assert set(hard.unique().tolist()) == {0.0, 1.0}
+    assert 0.0 <= float(soft.min()) and float(soft.max()) <= 1.0
+    assert ((soft > 0.02) & (soft < 0.98)).sum() >= 40  # the outline is fractional
+    assert float((soft == 1.0).sum()) > 0.0 and float(soft[0, 0, 0]) == 0.0
+    area = (truth > 0).mean()
+    assert abs(float(soft.mean()) - area) < abs(float(hard.mean()) - area)
+    assert abs(float(soft.mean()) - area) < 0.005
+
+
 def test_missing_folders_raise(tmp_path):
     with pytest.raises(FileNotFoundError, match="images/ and masks/"):
         find_pairs(tmp_path)

@@ -53,6 +53,13 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(lesions, tmp_path):
     assert meta["domain"]["images"] == 12 and len(meta["domain"]["styles"][0]) == 2 * TINY["widths"][0]
 
 
+def test_training_on_soft_masks_learns_and_says_so(lesions, tmp_path):
+    result = train(config(lesions, tmp_path / "soft", epochs=4, lr=3e-3, soft_masks=True, augment=True))
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0] and result.best["val_dice"] > 0.3
+    assert read_metadata(result.checkpoint)["training"]["masks"] == "area-weighted (soft)"
+
+
 def test_resume_continues_exactly(lesions, tmp_path):
     full = train(config(lesions, tmp_path / "full", epochs=3, augment=True))
     train(config(lesions, tmp_path / "part", epochs=2, augment=True))
@@ -510,6 +517,22 @@ def test_photometric_and_scale_augmentation_change_images_not_mask_alignment():
     assert set(ma.unique().tolist()) <= {0.0, 1.0}
     areas = ma.sum(dim=(1, 2, 3))
     assert float(areas.std()) > 0  # zoom changes the lesion's area from image to image
+
+
+def test_soft_masks_move_with_the_image_and_stay_soft():
+    from napari_medspike.engine.trainer import build_augment
+
+    torch.manual_seed(0)
+    m = torch.zeros(8, 1, 32, 32)
+    m[:, :, 8:24, 6:20] = 1
+    m[:, :, 7, 6:20] = 0.4  # a soft edge
+    x = m.expand(-1, 3, -1, -1).clone()  # the image is the mask: it must stay aligned with it
+    xa, ma = build_augment(scale=True, soft_masks=True)(x, m)
+    assert ma.shape == m.shape and 0.0 <= float(ma.min()) and float(ma.max()) <= 1.0
+    assert ((ma > 0.05) & (ma < 0.95)).any()  # not thresholded
+    kept = xa[:, 0] != 0  # erased patches aside
+    assert torch.allclose(xa[:, 0][kept], ma[:, 0][kept], atol=1e-5)
+    assert not torch.equal(ma, m)  # moved
 
 
 def test_frozen_norm_statistics_and_the_weight_anchor(lesions, tmp_path):

@@ -68,6 +68,8 @@ class TrainConfig:
     augment: bool = option(True, "random flips, rotations and erased patches while training")
     photometric: bool = option(False, "augment colours too: jitter, gamma and blur")
     scale_augment: bool = option(False, "augment scale too: zoom by 0.75-1.25")
+    soft_masks: bool = option(False, "resize masks area-weighted, so edge pixels hold the fraction of foreground "
+                              "they cover (targets in [0, 1]), instead of by nearest neighbour")
     ema: float = option(0.0, "keep an exponential moving average of the weights with this decay per step "
                         "(e.g. 0.995) and validate and save it instead of the raw weights (0: off)")
     clip_grad: float = option(0.0, "clip the gradient's global norm to this value each step (0: off); spiking "

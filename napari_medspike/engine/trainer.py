@@ -67,15 +67,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_augment(photometric: bool = False, scale: bool = False) -> torch.nn.Module:
+def build_augment(photometric: bool = False, scale: bool = False, soft_masks: bool = False) -> torch.nn.Module:
     """MODEL.md's augmentation with kornia on batches: flips, rotation ±35°, coarse dropout.
 
     ``photometric`` adds colour jitter, gamma and blur (another camera or stain); ``scale`` adds
-    zoom by 0.75-1.25 (another distance to the tissue)."""
+    zoom by 0.75-1.25 (another distance to the tissue). Masks come out 0/1, or with
+    ``soft_masks`` (fractions of foreground) moved bilinearly with the image and kept soft."""
     steps = [K.RandomHorizontalFlip(), K.RandomVerticalFlip(), K.RandomRotation(35.0, p=0.7)]
     if scale:
         steps.append(K.RandomAffine(degrees=0.0, scale=(0.75, 1.25), p=0.5))
-    geometric = K.AugmentationSequential(*steps, data_keys=["input", "mask"])
+    # soft masks travel as a fourth image channel (bilinear); 0/1 masks as masks (nearest)
+    geometric = K.AugmentationSequential(*steps, data_keys=["input"] if soft_masks else ["input", "mask"])
     colour = K.AugmentationSequential(
         K.ColorJitter(0.2, 0.2, 0.2, 0.03, p=0.8),
         K.RandomGamma((0.7, 1.5), p=0.3),
@@ -85,10 +87,15 @@ def build_augment(photometric: bool = False, scale: bool = False) -> torch.nn.Mo
 
     class Augment(torch.nn.Module):
         def forward(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            x, m = geometric(x, m)
+            if soft_masks:
+                both = geometric(torch.cat([x, m.to(x.dtype)], dim=1))
+                x, m = both[:, :-1], both[:, -1:].clamp(0.0, 1.0)
+            else:
+                x, m = geometric(x, m)
+                m = (m > 0.5).to(x.dtype)
             if colour is not None:
                 x = colour(x).clamp(0.0, 1.0)
-            return dropout(x), (m > 0.5).to(x.dtype)
+            return dropout(x), m
 
     return Augment()
 
@@ -270,8 +277,8 @@ def _datasets(cfg: TrainConfig, out: Path) -> tuple[CachedPairs, CachedPairs, li
         problems += replay_problems
         rng = random.Random(cfg.seed)
         train_pairs = train_pairs + rng.sample(replay, min(cfg.replay_samples, len(replay)))
-    train_set = CachedPairs(train_pairs, cfg.size, cfg.mode, random_crops=True)
-    val_set = CachedPairs(val_pairs, cfg.size, cfg.mode, random_crops=False)
+    train_set = CachedPairs(train_pairs, cfg.size, cfg.mode, random_crops=True, soft_masks=cfg.soft_masks)
+    val_set = CachedPairs(val_pairs, cfg.size, cfg.mode, random_crops=False, soft_masks=cfg.soft_masks)
     problems += train_set.problems + val_set.problems
     if len(train_set) == 0:
         raise ValueError("no readable training pairs" + (f": {problems[0]}" if problems else ""))
@@ -465,7 +472,7 @@ def train_steps(
     scheduler: Any = CosineSchedule(optimizer, len(loader) * cfg.epochs,
                                     minutes=None if distributed else cfg.max_minutes) if cosine else \
         torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=cfg.plateau_patience)
-    augment = build_augment(cfg.photometric, cfg.scale_augment).to(device) if cfg.augment else None
+    augment = build_augment(cfg.photometric, cfg.scale_augment, cfg.soft_masks).to(device) if cfg.augment else None
 
     history: list[dict[str, float]] = []
     best: dict[str, float] = {"val_dice": -1.0}
@@ -496,6 +503,7 @@ def train_steps(
         "align_stages": cfg.align_stages if with_sides else [],
         **({"distill": cfg.distill, "distill_mix": cfg.distill_mix} if distiller is not None else {}),
         **({"deep_supervision": cfg.deep_supervision} if cfg.deep_supervision else {}),
+        **({"masks": "area-weighted (soft)"} if cfg.soft_masks else {}),
         **({"max_firing_rate": cfg.max_firing_rate, "firing_weight": cfg.firing_weight} if spike_budget else {}),
         "gradient": f"SLTT-{cfg.sltt} (spatial only, {cfg.sltt} of {model.timesteps} timesteps)" if cfg.sltt else "BPTT",
         "val_keys": [p.key for p in val_set.pairs],
