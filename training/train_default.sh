@@ -145,6 +145,20 @@ python training/ship_model.py --run "$RUN2" --name default --flips \
 # medspike-train --arch medqkformer --data .gpu/kvasir-seg --out runs/qk256 --size 256 --epochs 200 \
 #     --minutes 5.3 --schedule cosine --lr 4e-4 --batch-size 16 --val-fraction 0.1 --seed 0 \
 #     --init-from default --device cuda
+# Measured and not kept (2 CPU cores, about 6 min per epoch): soft masks. Masks resized to 128² by
+# nearest neighbour keep Dice 0.974 with themselves at the original resolution, area-weighted 0.998
+# (python training/mask_resize_ceiling.py --data "$DATA" --model default). The shipped weights
+# continued for 4 epochs, cosine from lr 1e-4, without and with --soft-masks (validation masks
+# resized the same way as the training masks). Validation Dice at 128² by epoch:
+#   nearest neighbour (control): 0.828 0.828 0.837 0.838
+#   area-weighted (soft):        0.838 0.834 0.844 0.836
+# Best epochs at the original resolution, mirror TTA, fp32, image by image against the shipped
+# model: control 0.860 (-0.008, CI -0.032 to +0.005), soft 0.865 (-0.004, CI -0.011 to +0.002);
+# soft against control +0.005 (CI -0.010 to +0.027, higher on 37 images, lower on 51). The three
+# models' probabilities averaged (training/ensemble_eval.py default runs/qk128soft/best.safetensors
+# runs/qk128ctl/best.safetensors): 0.869, +0.000. No clear difference; the option stays available.
+# medspike-train --arch medqkformer --data "$DATA" --out runs/qk128soft --size 128 --epochs 4 \
+#     --val-fraction 0.1 --seed 0 --init-from default --lr 1e-4 --schedule cosine --soft-masks
 # Next on a GPU (not run yet): at about 6 s per epoch alone on an H200, a whole run from scratch at
 # 256² fits one call. Scale augmentation is meant for the large polyps the continued 256² model
 # missed. Prepare with: bash tools/gpu/prepare.sh ../shared/data/kvasir-seg 256
