@@ -263,3 +263,13 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128cos --size
 # medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128ann --size 128 --epochs 20 \
 #     --minutes 95 --schedule cosine --lr 1.5e-4 --val-fraction 0.1 --seed 0 \
 #     --init-from runs/snnI128cos/best.safetensors --max-firing-rate 0.086 --firing-weight 16
+# Measured and not kept: the same start and schedule with soft masks (--soft-masks: masks resized
+# to 128² area-weighted, edge pixels holding the fraction of foreground they cover), stopped after
+# its first epoch (about 20 min) for the comparison with that run's first epoch. Validation Dice at
+# 128² 0.686 (validation masks resized the same way; the run above: 0.682); at the original
+# resolution with mirror TTA, fp32: 0.711 (CI 0.656-0.756), IoU 0.597; image by image against the
+# run above's first epoch -0.011 (CI -0.032 to +0.002), against the shipped weights -0.010 (CI
+# -0.023 to +0.002): no gain.
+# medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128soft --size 128 --epochs 20 \
+#     --minutes 95 --schedule cosine --lr 1.5e-4 --val-fraction 0.1 --seed 0 \
+#     --init-from runs/snnI128cos/best.safetensors --max-firing-rate 0.086 --firing-weight 16 --soft-masks
