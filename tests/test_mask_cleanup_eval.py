@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 SCRIPT = Path(__file__).resolve().parents[1] / "training" / "mask_cleanup_eval.py"
-clean = runpy.run_path(str(SCRIPT))["clean"]
+SCRIPT_GLOBALS = runpy.run_path(str(SCRIPT))
+clean, guided_filter, edge_forgiven = (SCRIPT_GLOBALS[name] for name in ("clean", "guided_filter", "edge_forgiven"))
 
 
 def probability_map() -> np.ndarray:
@@ -38,7 +39,6 @@ def test_small_regions_are_dropped_relative_to_the_largest_and_holes_filled():
 
 
 def test_guided_filter_pulls_a_blurred_edge_to_the_image_edge():
-    guided_filter = runpy.run_path(str(SCRIPT))["guided_filter"]
     guide = np.zeros((32, 32), np.float32)
     guide[:, 10:] = 1.0  # the image's edge: between columns 9 and 10
     prob = np.clip((np.arange(32, dtype=np.float32) - 11.5) / 6 + 0.5, 0, 1)[None].repeat(32, 0)  # 0.5 at 11.5
@@ -50,7 +50,6 @@ def test_guided_filter_pulls_a_blurred_edge_to_the_image_edge():
 
 
 def test_edge_forgiven_clears_errors_near_the_outline_only():
-    edge_forgiven = runpy.run_path(str(SCRIPT))["edge_forgiven"]
     truth = np.zeros((40, 40), bool)
     truth[10:30, 10:30] = True
     pred = np.roll(truth, 1, axis=1)  # one pixel off

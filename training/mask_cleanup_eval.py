@@ -71,29 +71,28 @@ def main() -> None:
         guide = to_rgb_float(image).mean(axis=-1).astype(np.float32)
         cases.append((prob.astype(np.float32), np.asarray(mask) > 0, guide))
 
-    def dice(**kw) -> np.ndarray:
-        return np.array([binary_metrics(clean(p, **kw), m)["dice"] for p, m, _ in cases])
+    def scored(make_mask) -> np.ndarray:  # per-image Dice of make_mask(prob, truth, guide)
+        return np.array([binary_metrics(make_mask(p, m, g), m)["dice"] for p, m, g in cases])
 
     def report(label: str, d: np.ndarray) -> None:
         print(f"{label}  Dice {d.mean():.4f} ({(d - base).mean():+.4f}; "
               f"higher on {(d > base).sum()}, lower on {(d < base).sum()})")
 
-    base = dice(threshold=0.5, min_fraction=0.0, fill=False)
+    base = scored(lambda p, m, g: p >= 0.5)
     print(f"{len(cases)} images, flips {'on' if flips else 'off'}: Dice {base.mean():.4f} at threshold 0.5")
     for threshold in (0.4, 0.5, 0.6):
         for min_fraction in (0.0, 0.1, 0.5, 1.0):
             for fill in (False, True):
                 kept = "all" if not min_fraction else "largest" if min_fraction == 1 else f">={min_fraction:.0%} of largest"
                 report(f"threshold {threshold}  regions {kept:18} fill holes {fill!s:5}",
-                       dice(threshold=threshold, min_fraction=min_fraction, fill=fill))
+                       scored(lambda p, m, g: clean(p, threshold, min_fraction, fill)))
     for radius in (4, 8, 16):
         for eps in (1e-3, 1e-2, 1e-1):
             report(f"guided filter, radius {radius:2}, eps {eps:g}",
-                   np.array([binary_metrics(guided_filter(g, p, radius, eps) >= 0.5, m)["dice"] for p, m, g in cases]))
+                   scored(lambda p, m, g: guided_filter(g, p, radius, eps) >= 0.5))
     for radius in (2, 4, 8):
         report(f"errors within {radius} px of the true outline forgiven (not a clean-up: where the errors lie)",
-               np.array([binary_metrics(edge_forgiven(p >= 0.5, m, radius), m)["dice"] for p, m, _ in cases]))
-
+               scored(lambda p, m, g: edge_forgiven(p >= 0.5, m, radius)))
 
 if __name__ == "__main__":
     main()
