@@ -60,6 +60,22 @@ def test_training_on_soft_masks_learns_and_says_so(lesions, tmp_path):
     assert read_metadata(result.checkpoint)["training"]["masks"] == "area-weighted (soft)"
 
 
+def test_split_seed_keeps_the_held_out_images_while_the_weights_change(lesions, tmp_path):
+    """Another model for an ensemble: a new --seed with --split-seed holds out the same images."""
+    def run(name: str, **kw):
+        result = train(config(lesions, tmp_path / name, epochs=1, **kw))
+        split = json.loads((tmp_path / name / "split.json").read_text())
+        return {r["key"] for r in split["val"]}, load_model(result.checkpoint), read_metadata(result.checkpoint)
+
+    first_val, first, _ = run("seed0")
+    other_val, other, _ = run("seed1", seed=1)
+    same_val, same, meta = run("seed1split0", seed=1, split_seed=0)
+    assert other_val != first_val  # --seed alone draws another split
+    assert same_val == first_val and meta["training"]["split_seed"] == 0 and meta["training"]["seed"] == 1
+    weights = next(iter(first.state_dict()))
+    assert not torch.equal(first.state_dict()[weights], same.state_dict()[weights])
+
+
 def test_resume_continues_exactly(lesions, tmp_path):
     full = train(config(lesions, tmp_path / "full", epochs=3, augment=True))
     train(config(lesions, tmp_path / "part", epochs=2, augment=True))

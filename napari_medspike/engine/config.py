@@ -64,7 +64,9 @@ class TrainConfig:
                            "step over the run; with --minutes, over the epochs or the time budget, whichever ends first, "
                            "except in a distributed run, where it follows the epochs)")
     val_fraction: float = option(0.1, "fraction of the images held out for validation (by image, seeded)")
-    seed: int = option(0, "seed of the split, the shuffling and the augmentation")
+    seed: int = option(0, "seed of the split, the weights' initialisation, the shuffling and the augmentation")
+    split_seed: int | None = option(None, "seed of the split alone (default: --seed): keep it and change --seed to "
+                                    "train another model, for an ensemble, on the same held-out images")
     augment: bool = option(True, "random flips, rotations and erased patches while training")
     photometric: bool = option(False, "augment colours too: jitter, gamma and blur")
     scale_augment: bool = option(False, "augment scale too: zoom by 0.75-1.25")
@@ -101,6 +103,11 @@ class TrainConfig:
                                         cli=False)
     overwrite: bool = option(False, "let a new run replace the trained model and logs already in the run folder")
     description: str = option("", "text for the model card")
+
+    @property
+    def split_seed_or_seed(self) -> int:
+        """The seed that draws the train/validation split: ``split_seed``, else ``seed``."""
+        return self.seed if self.split_seed is None else self.split_seed
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ def check_distiller(cfg: TrainConfig, val_keys: list[str]) -> None:
     seen = [k for k in val_keys if k.split("/")[0] in its_folders and k not in its_val]
     if seen:
         raise ValueError(f"the distillation checkpoint {cfg.distill} was trained on {len(seen)} of this run's "
-                         f"{len(val_keys)} validation images (e.g. {seen[0]}): use the same --seed and "
+                         f"{len(val_keys)} validation images (e.g. {seen[0]}): use the same split seed and "
                          "--val-fraction as its run, or another checkpoint")
 
 
@@ -269,7 +269,7 @@ def _datasets(cfg: TrainConfig, out: Path) -> tuple[CachedPairs, CachedPairs, li
     pairs, problems = find_pairs(cfg.data)
     if not pairs:
         raise ValueError(f"no image/mask pairs found in {cfg.data}" + (f": {problems[0]}" if problems else ""))
-    train_pairs, val_pairs = split_pairs(pairs, cfg.val_fraction, cfg.seed)
+    train_pairs, val_pairs = split_pairs(pairs, cfg.val_fraction, cfg.split_seed_or_seed)
     if not val_pairs and cfg.validate_on_training:  # e.g. one correction: measure on it, flagged
         val_pairs = list(train_pairs)
     if cfg.replay and cfg.replay_samples > 0:
@@ -284,7 +284,7 @@ def _datasets(cfg: TrainConfig, out: Path) -> tuple[CachedPairs, CachedPairs, li
         raise ValueError("no readable training pairs" + (f": {problems[0]}" if problems else ""))
     if _rank() == 0:  # the pairs actually used; unreadable ones apart, under "skipped"
         skipped = train_set.skipped + [s for s in val_set.skipped if s[0] not in train_pairs]
-        write_split(out / "split.json", train_set.pairs, val_set.pairs, cfg.seed, skipped=skipped)
+        write_split(out / "split.json", train_set.pairs, val_set.pairs, cfg.split_seed_or_seed, skipped=skipped)
     return train_set, val_set, problems
 
 
@@ -491,6 +491,7 @@ def train_steps(
         "data": [str(d) for d in cfg.data],
         "mode": cfg.mode,
         "seed": cfg.seed,
+        "split_seed": cfg.split_seed_or_seed,
         "n_train": len(train_set),
         "n_val": len(val_set),
         "lr": lr,
