@@ -117,7 +117,8 @@ class FinetuneWidget(DockContainer):
         self.keep_start = CheckBox(text="keep the start model too", value=FINETUNE.route,
                                    tooltip="when the corrections are another kind of image than the start model's "
                                    "training data, the fine-tuned model sends images like that data to the start model "
-                                   "(a gate picks per image), so fine-tuning forgets nothing")
+                                   "(a gate picks per image, used when it tells the two kinds apart on the "
+                                   "corrections), so fine-tuning forgets nothing")
         self.run_button = PushButton(text="Fine-tune")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.result = compact_label(Label(value=""))

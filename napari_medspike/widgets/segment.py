@@ -45,7 +45,7 @@ class SegmentWidget(DockContainer):
         self.image = create_widget(annotation=napari.layers.Image, label="image")
         self.model_choice = ComboBox(label="model", choices=self._model_choices,
                                      value=names[0] if names else CHECKPOINT_FILE,
-                                     tooltip="shipped models, checkpoints used or fine-tuned in this session, "
+                                     tooltip="shipped models, checkpoints used or fine-tuned since napari started, "
                                      "fine-tuned checkpoints in the corrections folder, or any checkpoint file")
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", visible=not names)
         self.card = Label(value="")
