@@ -290,3 +290,31 @@ def test_styles_leave_out_unreadable_files_only_when_asked(tmp_path, start_file)
     styles = image_styles(model, [good, broken, good], skip_unreadable=True)
     assert styles.shape[0] == 2 and torch.allclose(styles[0], image_styles(model, [good])[0])
     assert domain_record(model, [broken, good], source="x")["images"] == 1
+
+
+def test_a_model_says_where_its_weights_are():
+    model = create_model("medqkformer", **TINY)
+    assert model.device == torch.device("cpu")
+    assert model.to("meta").device == torch.device("meta")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_inspect_and_fine_tune_after_segmenting_on_a_gpu(tmp_path, start_file):
+    """Segment moves the plugin's shared model to the GPU; inspecting it and fine-tuning from it
+    (styles for the gate, a routed start) must still work."""
+    from napari_medspike.analysis.maps import inspect_steps
+    from napari_medspike.common import run_job
+    from napari_medspike.inference.predictor import predict
+
+    start = load_model(start_file)
+    predict(start, lesion(50), device="cuda")
+    assert start.device.type == "cuda"
+    maps, report = run_job(inspect_steps(start, lesion(50), 0, spike="q"))
+    assert maps.firing_rate.size and report.energy_pj > 0
+    corrections = write_inverted_pairs(tmp_path / "negatives", range(8))
+    first = finetune(start, corrections, tmp_path / "tuned.safetensors", epochs=1, device="cuda")
+    assert first.routed
+    routed = load_model(first.checkpoint)
+    predict(routed, lesion(51), device="cuda")
+    again = finetune(routed, corrections, tmp_path / "again.safetensors", epochs=1, device="cuda")
+    assert again.routed

@@ -120,7 +120,7 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     if spike not in model.recorded_spikes:
         raise ValueError(f"{model.arch} records spikes {list(model.recorded_spikes)}, not {spike!r}")
     size = size or model.input_size
-    x = model_input(image, size)
+    x = model_input(image, size).to(model.device)  # where Segment left the model (a GPU, maybe)
     out = model.forward_intermediates(x)
     record = out["stages"][stage]
     spikes = record["spikes"][spike]
@@ -151,6 +151,6 @@ def inspect_steps(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     yield Progress(0, 2, "forward with recording")
     maps = inspect_stage(model, image, stage, spike=spike, how=how, channel=channel)
     yield Progress(1, 2, "energy")
-    report = estimate_energy(model, model_input(image, model.input_size))
+    report = estimate_energy(model, model_input(image, model.input_size).to(model.device))
     yield Progress(2, 2, "done")
     return maps, report

@@ -68,10 +68,10 @@ def image_styles(model: Segmenter, images: Sequence[str | Path | np.ndarray], ba
     while batch := list(itertools.islice(resized, batch_size)):
         with torch.inference_mode(), style_features(model, stop=True) as found:
             try:
-                model(torch.cat(batch))
+                model(torch.cat(batch).to(model.device))
             except StyleFound:  # the first stage is all it needs
                 pass
-        rows.append(found[-1])
+        rows.append(found[-1].cpu())
     return torch.cat(rows) if rows else torch.zeros(0, style_feature_dim(model))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import itertools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -172,6 +173,13 @@ class Segmenter(nn.Module, abc.ABC):
     def input_size(self) -> int:
         """The square input size the model was trained at (:attr:`info`)."""
         return int(self.info.input_size)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are now (prediction may have moved a shared model to a GPU): the
+        device every input of this model must be on."""
+        first = next(itertools.chain(self.parameters(), self.buffers()), None)
+        return first.device if first is not None else torch.device("cpu")
 
     @property
     def checkpoint_info(self) -> dict[str, Any]:

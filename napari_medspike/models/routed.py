@@ -79,8 +79,8 @@ class GaussianGate(nn.Module):
         return self
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``log p1(f) - log p0(f)`` per row of ``features`` ``[N, dim]``."""
-        f = features.float()
+        """``log p1(f) - log p0(f)`` per row of ``features`` ``[N, dim]`` (on any device)."""
+        f = features.float().to(self.mean0.device)
 
         def log_likelihood(mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
             return -0.5 * (((f - mean) ** 2) / var + torch.log(var)).sum(1)
