@@ -128,13 +128,17 @@ def image_data_2d(layer: Any, viewer: Any = None) -> np.ndarray:
     if getattr(layer, "multiscale", False):
         raise ValueError(f"'{layer.name}' is multiscale: open the full-resolution image instead")
     if layer.ndim == 3 and viewer is not None:
-        step = viewer.dims.current_step[viewer.dims.ndim - 3]
-        index = int(np.clip(round((step * viewer.dims.range[-3].step + viewer.dims.range[-3].start
-                                   - layer.translate[0]) / layer.scale[0]), 0, layer.data.shape[0] - 1))
-        return np.asarray(layer.data[index])
+        return np.asarray(layer.data[shown_slice(layer, viewer)])
     if layer.ndim != 2:
         raise ValueError(f"'{layer.name}' has {layer.ndim} dimensions: select a 2D image or save one slice")
     return np.asarray(layer.data)
+
+
+def shown_slice(layer: Any, viewer: Any) -> int:
+    """Index along the first axis of a 3D layer (a stack or video) of the slice the viewer shows."""
+    step = viewer.dims.current_step[viewer.dims.ndim - 3]
+    return int(np.clip(round((step * viewer.dims.range[-3].step + viewer.dims.range[-3].start
+                              - layer.translate[0]) / layer.scale[0]), 0, layer.data.shape[0] - 1))
 
 
 def image_data(layer: Any) -> np.ndarray:
@@ -382,10 +386,13 @@ class DraftSaver:
         :func:`~napari_medspike.data.corrections.write_draft`)."""
         from ..data.corrections import write_draft
 
-        return write_draft(self.folder or drafts_folder(), self.layer.name, np.asarray(self.layer.data) > 0)
+        data = np.asarray(self.layer.data)
+        if data.ndim != 2:  # a stack's mask: Save correction stores the slice shown
+            return None
+        return write_draft(self.folder or drafts_folder(), self.layer.name, data > 0)
 
 
-def _mark_edits(layer: Any) -> None:
+def mark_edits(layer: Any) -> None:
     """Remember that the user painted on a mask layer (no later result overwrites it) and
     autosave it after each stroke."""
     paint = getattr(layer.events, "paint", None)
@@ -405,7 +412,8 @@ def style_mask(layer: Any, colour: str = MASK_COLOURS[0], style: str = MASK_STYL
     layer's metadata keeps both, see :func:`mask_look`)."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    layer.colormap = DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: colour})
+    # every label above 0 is foreground (a stroke painted with label 2 after pressing M too)
+    layer.colormap = DirectLabelColormap(color_dict={None: colour, 0: "transparent", 1: colour})
     layer.contour = 2 if style == "outline" else 0
     layer.opacity = 1.0 if style == "outline" else 0.5
     layer.metadata.update(mask_colour=colour, mask_style=style)
@@ -425,13 +433,14 @@ def other_colour(colour: str) -> str:
 
 def add_segmentation_layers(
     viewer: Any, image_layer: Any, prob: np.ndarray, threshold: float, suffix: str = "",
-    colour: str = MASK_COLOURS[0], style: str = MASK_STYLES[0],
+    colour: str = MASK_COLOURS[0], style: str = MASK_STYLES[0], settings: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """Add or update ``<image> probability`` and ``<image> mask`` aligned with the image layer.
 
     A mask layer the user has painted on is never overwritten: the new mask gets a new name.
     The mask is drawn in a contrasting ``colour``, as an ``outline`` or ``filled``
-    (:func:`style_mask`).
+    (:func:`style_mask`). ``settings`` (``predict``'s mode, flips and device) are kept in the
+    mask's metadata as ``segmented_with``, so re-segmenting after fine-tuning can repeat them.
     """
     nd = prob.ndim  # 2, or 3 for a stack: aligned with the image layer's own axes
     scale, translate = tuple(image_layer.scale[-nd:]), tuple(image_layer.translate[-nd:])
@@ -453,6 +462,8 @@ def add_segmentation_layers(
         layer = viewer.add_labels(mask, name=mask_name, scale=scale, translate=translate,
                                   metadata={"source_image": image_layer.name})
         style_mask(layer, colour, style)
-        _mark_edits(layer)
+        mark_edits(layer)
     viewer.layers[mask_name].metadata["threshold"] = threshold
+    if settings is not None:
+        viewer.layers[mask_name].metadata["segmented_with"] = dict(settings)
     return viewer.layers[prob_name], viewer.layers[mask_name]

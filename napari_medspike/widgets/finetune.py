@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import napari
+import numpy as np
 from magicgui.widgets import (
     CheckBox,
     FileEdit,
@@ -34,11 +35,14 @@ from ._common import (
     follow_layers,
     image_data_2d,
     make_narrow,
+    mark_edits,
     mask_look,
     other_colour,
     show_for_editing,
     show_text,
+    shown_slice,
     start_worker,
+    style_mask,
 )
 
 
@@ -166,14 +170,21 @@ class FinetuneWidget(DockContainer):
             napari.utils.notifications.show_error("choose an image and its mask (a Labels layer)")
             return None
         try:
-            data = image_data_2d(image)
+            data = image_data_2d(image, self.viewer)  # a stack: the slice shown
+            mask = np.asarray(labels.data)
+            name = image.name
+            if image.ndim == 3:  # a stack or video (napari's ndim leaves out an RGB axis)
+                index = shown_slice(image, self.viewer)
+                name = f"{image.name} [{index}]"
+                if mask.ndim == 3:
+                    mask = mask[min(shown_slice(labels, self.viewer), len(mask) - 1)]
             provenance = {
                 "source": str(image.source.path or image.metadata.get("path", "")),
                 "image_layer": image.name,
                 "labels_layer": labels.name,
                 "model": SESSION.source,
             }
-            entry = self.store.save(data, labels.data > 0, provenance, name=image.name)
+            entry = self.store.save(data, mask > 0, provenance, name=name)
         except Exception as err:
             napari.utils.notifications.show_error(f"correction not saved: {err}")
             return None
@@ -188,9 +199,16 @@ class FinetuneWidget(DockContainer):
             napari.utils.notifications.show_error("select a stored correction first")
             return
         stem = chosen[0] if isinstance(chosen, (list, tuple)) else chosen
-        image, mask, meta = self.store.load(stem)
+        try:
+            image, mask, meta = self.store.load(stem)
+        except (KeyError, OSError, ValueError) as err:  # gone meanwhile, or unreadable
+            napari.utils.notifications.show_error(f"cannot open correction {stem}: {err}")
+            self.refresh()
+            return
         self.viewer.add_image(image, name=stem, rgb=True, metadata={"path": meta.get("source", "")})
-        self.viewer.add_labels(mask.astype("uint8"), name=f"{stem} mask", opacity=0.5)
+        layer = self.viewer.add_labels(mask.astype("uint8"), name=f"{stem} mask")
+        style_mask(layer)
+        mark_edits(layer)
 
     def run(self) -> Any:
         """Fine-tune the current model on every stored correction in a worker."""
@@ -250,17 +268,22 @@ class FinetuneWidget(DockContainer):
         image = self.image.value
         if image is None:
             show_text(self.result, summary)
+        elif image.ndim != 2 or getattr(image, "multiscale", False):  # (napari's ndim leaves out RGB)
+            show_text(self.result, f"{summary}\nsegment '{image.name}' again to see the fine-tuned model on it")
         else:
             data = image_data_2d(image)
-            threshold = float(self.mask.value.metadata.get("threshold", 0.5)) if self.mask.value else 0.5
+            mask = self.mask.value
+            threshold = float(mask.metadata.get("threshold", 0.5)) if mask is not None else 0.5
+            # as Segment made the corrected mask (mode, mirror TTA, device), so only the model differs
+            settings = dict(mask.metadata.get("segmented_with", {})) if mask is not None else {}
             # the new mask in another colour than the corrected one, so that both can be compared
-            colour, style = mask_look(self.mask.value)
+            colour, style = mask_look(mask)
             colour = other_colour(colour)
             show_text(self.result, f"{summary}\nre-segmenting '{image.name}': its new mask in {colour}")
 
             def resegment():
                 yield None
-                return predict(model, data)
+                return predict(model, data, **settings)
 
             self.resegment_worker = start_worker(
                 resegment, "Re-segment", on_finish=lambda: setattr(self, "resegment_worker", None),

@@ -32,6 +32,8 @@ from ._common import (
 )
 
 CHECKPOINT_FILE = "checkpoint file…"
+#: The status line while a cancelled job winds down.
+CANCELLING = "cancelling…"
 
 
 class SegmentWidget(DockContainer):
@@ -166,7 +168,11 @@ class SegmentWidget(DockContainer):
             return (yield from predict_stack_steps(model, data, rgb=rgb, mode=mode, device=device, flips=flips))
 
         def done(prob: Any) -> None:
+            if layer not in self.viewer.layers:  # closed while it was being segmented
+                show_text(self.status, f"'{elide(layer.name, 40)}' was closed while segmenting: no layers added")
+                return
             _, self._mask_layer = add_segmentation_layers(self.viewer, layer, prob, threshold,
+                                                          settings={"mode": mode, "flips": flips, "device": device.type},
                                                           colour=self.mask_colour.value, style=self.mask_style.value)
             self._measure(layer, prob, threshold)
             extra = (", mirror TTA" if flips else "") + (", bf16" if bf16_inference(model, device) else "")
@@ -279,10 +285,12 @@ class SegmentWidget(DockContainer):
     def cancel(self) -> None:
         if self.worker is not None:
             self.worker.quit()
-            self.status.value = "cancelling…"
+            self.status.value = CANCELLING
 
     def _busy(self, busy: bool) -> None:
         self.run_button.enabled = self.folder_button.enabled = not busy
         self.cancel_button.enabled = busy
         if not busy:
             self.worker = None
+            if self.status.value == CANCELLING:
+                show_text(self.status, "cancelled: no layers added")

@@ -187,6 +187,8 @@ def test_masks_are_drawn_in_a_contrasting_colour_the_user_can_change(plugin, qtb
     mask = viewer.layers["photo mask"]
     assert mask.contour == 2
     np.testing.assert_allclose(mask.colormap.map(np.array([1]))[0], [0, 1, 1, 1])  # cyan outline
+    # any label a user paints with (M picks a new one) is foreground and drawn so, 0 stays clear
+    np.testing.assert_allclose(mask.colormap.map(np.array([0, 2, 7])), [[0, 0, 0, 0], [0, 1, 1, 1], [0, 1, 1, 1]])
     segment.mask_colour.value = "yellow"
     segment.mask_style.value = "filled"
     assert mask.contour == 0

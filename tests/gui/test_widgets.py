@@ -64,6 +64,21 @@ def test_event_loop_keeps_running_during_a_job_and_cancel_stops_it(plugin, qtbot
     timer.stop()
     assert "big mask" not in viewer.layers
     qtbot.waitUntil(lambda: segment.run_button.enabled, timeout=WAIT)
+    assert "cancelled" in segment.status.value  # not left at "cancelling…"
+
+
+def test_an_image_closed_while_segmenting_gets_no_orphan_layers(plugin, qtbot):
+    viewer, widgets, _ = plugin
+    short = viewer.add_image(np.random.default_rng(2).random((64, 64)).astype(np.float32), name="short")
+    segment = widgets["Segment"]
+    segment.reset_choices()
+    segment.image.value = short
+    worker = segment.run()
+    viewer.layers.remove(short)
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    assert not [layer.name for layer in viewer.layers if layer.name.startswith("short")]
+    assert "closed while segmenting" in " ".join(segment.status.value.split())
 
 
 def test_bad_layers_become_notifications(plugin, notes):
@@ -260,3 +275,28 @@ def test_keep_the_start_model_box_reaches_fine_tuning(plugin, tmp_path, qtbot, s
     assert seen == [False]
     assert load_model(SESSION.source).arch == "medspikeformer"  # one network, as asked
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
+
+
+def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes):
+    from napari_medspike.widgets._common import DraftSaver
+
+    viewer, widgets, _ = plugin
+    frames = np.random.default_rng(3).random((3, 48, 64)).astype(np.float32)
+    stack = viewer.add_image(frames, name="clip")
+    masks = viewer.add_labels(np.zeros((3, 48, 64), np.uint8), name="clip mask")
+    masks.data[1, 10:30, 20:40] = 1
+    assert DraftSaver(masks).save() is None  # a stack's mask is no draft, and no error either
+    viewer.dims.set_current_step(0, 1)
+    tune = widgets["Correct & fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = stack, masks
+    entry = tune.save_correction()
+    assert entry is not None and entry.stem.startswith("clip_1_"), notes
+    image, mask, _ = tune.store.load(entry.stem)
+    assert mask.shape == (48, 64) and mask.sum() == 400
+    np.testing.assert_allclose(image[..., 0], frames[1], atol=1 / 255)
+    tune.corrections.value = entry.stem
+    (tmp_path / "store" / "provenance" / f"{entry.stem}.json").unlink()  # gone meanwhile
+    tune.load_selected()
+    assert any(f"cannot open correction {entry.stem}" in n for n in notes)
