@@ -186,6 +186,9 @@ def test_masks_are_drawn_in_a_contrasting_colour_the_user_can_change(plugin, qtb
         pass
     mask = viewer.layers["photo mask"]
     assert mask.contour == 2
+    # how it was made, for the re-segment after fine-tuning to repeat
+    assert mask.metadata["segmented_with"] == {"mode": segment.mode.value, "flips": bool(segment.flips.value),
+                                               "device": "cpu"}
     np.testing.assert_allclose(mask.colormap.map(np.array([1]))[0], [0, 1, 1, 1])  # cyan outline
     # any label a user paints with (M picks a new one) is foreground and drawn so, 0 stays clear
     np.testing.assert_allclose(mask.colormap.map(np.array([0, 2, 7])), [[0, 0, 0, 0], [0, 1, 1, 1], [0, 1, 1, 1]])
