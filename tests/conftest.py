@@ -19,6 +19,13 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _user_data_here(tmp_path_factory, monkeypatch) -> None:
+    """The user data folder (default corrections, drafts, the list of corrections folders) in a
+    fresh temporary folder per test, never the real one (platformdirs reads XDG_DATA_HOME)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("user-data")))
+
+
 def _calibrated(arch: str, size: tuple[int, int] = (64, 64), **config) -> torch.nn.Module:
     """A model whose BN statistics were estimated on random images (untrained models are
     otherwise silent in eval mode: BN running stats of 0/1 leave conv outputs below threshold)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -153,15 +154,101 @@ def test_read_draft_names_skips_broken_sidecars_and_keeps_old_drafts(tmp_path):
 
 def test_correction_store_bounds_long_names_and_keeps_short_ones(tmp_path):
     store = CorrectionStore(tmp_path / "store")
-    image, mask = synthetic_lesion((32, 32), seed=1)
+    (image, mask), (image_a, mask_a), (image_b, mask_b) = (synthetic_lesion((32, 32), seed=s) for s in (1, 2, 3))
     short = store.save(image, mask, name="polyp 1.png")
     assert short.stem.startswith("polyp_1_png_")
-    long_a = store.save(image, mask, name="a" * 300)
-    long_b = store.save(image, mask, name="a" * 299 + "b")
+    long_a = store.save(image_a, mask_a, name="a" * 300)
+    long_b = store.save(image_b, mask_b, name="a" * 299 + "b")
     for entry in (long_a, long_b):
         assert entry.image.is_file() and entry.mask.is_file() and len(entry.stem) < 140
     assert long_a.stem.split("_")[0] != long_b.stem.split("_")[0]  # the hash tells them apart
     assert {c.stem for c in store.list()} == {short.stem, long_a.stem, long_b.stem}
+
+
+def test_saving_an_image_again_replaces_its_correction_and_keeps_the_old_files(tmp_path):
+    store = CorrectionStore(tmp_path / "store")
+    image, mask = synthetic_lesion((32, 40), seed=1)
+    other, other_mask = synthetic_lesion((32, 40), seed=2)
+    first = store.save(image, mask, name="polyp")
+    kept = store.save(other, other_mask, name="polyp")  # same name, another picture: both stay
+    assert kept.replaced == () and len(store.list()) == 2
+    # the same pixels again (as floats, under another name): the earlier correction is replaced
+    fixed = mask.copy()
+    fixed[:4] = 1
+    second = store.save(image.astype(np.float32) / 255, fixed, name="polyp copy")
+    assert second.replaced == (first.stem,) and second.provenance["replaces"] == [first.stem]
+    assert sorted(c.stem for c in store.list()) == sorted([kept.stem, second.stem])
+    removed = store.root / "removed"
+    for sub, suffix in (("images", ".png"), ("masks", ".png"), ("provenance", ".json")):
+        assert (removed / sub / f"{first.stem}{suffix}").is_file()
+        assert not (store.root / sub / f"{first.stem}{suffix}").exists()
+    assert {p.key.split("/", 1)[1] for p in find_pairs(store.root)[0]} == {kept.stem, second.stem}
+    # a stored correction opened and saved again keeps its name, not a second time stamp
+    third = store.save(*store.load(second.stem)[:2], name=second.stem)
+    assert third.replaced == (second.stem,) and re.fullmatch(r"polyp_copy_\d{8}-\d{6}_\d{6}", third.stem)
+    # removing: gone from the list and from training, kept in removed/
+    store.remove(kept.stem)
+    assert [c.stem for c in store.list()] == [third.stem]
+    assert (removed / "masks" / f"{kept.stem}.png").is_file()
+    with pytest.raises(KeyError, match="no correction"):
+        store.remove(kept.stem)
+
+
+def test_copies_of_one_picture_in_a_store_are_never_split_apart(tmp_path):
+    """Stores written before corrections were replaced can hold one picture several times: a
+    split keeps those entries on one side, and a fine-tune on one picture holds nothing out."""
+    from napari_medspike.data.dataset import split_pairs, split_units
+
+    store = CorrectionStore(tmp_path / "store")
+    pictures = [synthetic_lesion((32, 32), seed=s) for s in range(4)]
+    stems = [store.save(*pictures[i], name=f"p{i}").stem for i in range(4)]
+    for n, source in enumerate(stems[:2] * 2):  # two extra copies of each of the first two pictures
+        copy = f"copy{n}_20260101-000000_00000{n}"
+        for sub, suffix in (("images", ".png"), ("masks", ".png")):
+            (store.root / sub / f"{copy}{suffix}").write_bytes((store.root / sub / f"{source}{suffix}").read_bytes())
+        (store.root / "provenance" / f"{copy}.json").write_text("{}")  # an old entry: no fingerprint
+    pairs = find_pairs(store.root)[0]
+    assert len(pairs) == 8 and split_units(pairs) == 4
+    for seed in range(20):
+        train, val = split_pairs(pairs, 0.25, seed)
+        assert {p.group for p in train}.isdisjoint({p.group for p in val})
+        assert len({p.group for p in val}) == 1 and len(train) + len(val) == 8
+    # ordinary folders split exactly as before groups existed
+    folder = write_lesion_pairs(tmp_path / "plain", range(10))
+    plain = find_pairs(folder)[0]
+    assert all(p.group == "" for p in plain)
+    keys = sorted(p.key for p in plain)
+    import random
+
+    random.Random(7).shuffle(keys)
+    assert {p.key for p in split_pairs(plain, 0.2, 7)[1]} == set(keys[:2])
+
+    one = CorrectionStore(tmp_path / "one")
+    one.save(*pictures[0], name="a")
+    (one.root / "images" / "b_20260101-000000_000001.png").write_bytes(next((one.root / "images").iterdir()).read_bytes())
+    (one.root / "masks" / "b_20260101-000000_000001.png").write_bytes(next((one.root / "masks").iterdir()).read_bytes())
+    (one.root / "provenance" / "b_20260101-000000_000001.json").write_text("{}")
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
+    result = finetune(start, one.root, tmp_path / "tuned.safetensors", epochs=1, route=False)
+    assert not result.held_out and "corrected image itself" in result.describe()
+
+
+def test_corrections_folders_fine_tuned_in_are_remembered(tmp_path):
+    from napari_medspike.data.corrections import default_store, known_stores, remember_store
+
+    assert known_stores() == []  # a fresh user folder: not even the default store exists yet
+    default_store().mkdir(parents=True)
+    elsewhere, gone = tmp_path / "elsewhere", tmp_path / "gone"
+    for folder in (elsewhere, gone):
+        folder.mkdir()
+        remember_store(folder)
+    remember_store(elsewhere)  # noted once
+    remember_store(default_store())  # the default is always listed first, never noted
+    assert known_stores() == [default_store(), elsewhere.resolve(), gone.resolve()]
+    gone.rmdir()
+    assert known_stores() == [default_store(), elsewhere.resolve()]
+    (default_store().parent / "stores.json").write_text("[not json")  # damaged: the default still comes
+    assert known_stores() == [default_store()]
 
 
 # --------------------------------------------------------------------------- 3. checkpoint metadata
@@ -504,8 +591,7 @@ def test_store_lists_exactly_what_training_uses_and_removes_stale_temp_files(tmp
 
     root = tmp_path / "store"
     store = CorrectionStore(root)
-    image, mask = synthetic_lesion((32, 32), seed=3)
-    saved = [store.save(image, mask, name=f"c{i}").stem for i in range(2)]
+    saved = [store.save(*synthetic_lesion((32, 32), seed=3 + i), name=f"c{i}").stem for i in range(2)]
     # a save that died after the image and mask, before the provenance; and one before the mask
     (root / "images" / "orphan_1.png").write_bytes((root / "images" / f"{saved[0]}.png").read_bytes())
     (root / "masks" / "orphan_1.png").write_bytes((root / "masks" / f"{saved[0]}.png").read_bytes())

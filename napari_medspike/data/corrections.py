@@ -7,7 +7,11 @@ Layout (the same as a training folder, so the trainer reads it directly)::
     <store>/provenance/<stem>.json   source file, layer, model, time, shape
 
 An entry is complete when all three files exist; the provenance is written last, so a save that
-was interrupted leaves no complete entry. :meth:`CorrectionStore.list` lists exactly the
+was interrupted leaves no complete entry. A store holds one correction per image: saving an image
+again (the same pixels, whatever its name) replaces its earlier correction, and removing an entry
+moves its three files to ``<store>/removed/`` (laid out like a store) rather than deleting them.
+Entries of the same pixels from older stores are kept together when a training run splits the
+store (:func:`entry_groups`), so one image is never both trained on and held out. :meth:`CorrectionStore.list` lists exactly the
 complete entries and training on the store (``find_pairs``, which recognises a store by its
 ``provenance/`` folder) uses exactly those: :func:`complete_stems` is the one rule for both.
 Temporary files that an interrupted save left behind are removed when they are an hour old
@@ -46,6 +50,8 @@ DRAFT_PREFIX_CHARS = 60
 #: a prefix plus a hash of the full name.
 CORRECTION_NAME_CHARS = 100
 HASH_CHARS = 10
+#: The time stamp that ends a stored correction's stem (``_YYYYmmdd-HHMMSS_micro``).
+STAMP = re.compile(r"_\d{8}-\d{6}_\d{6}$")
 
 
 def _safe_ascii(name: str) -> str:
@@ -130,6 +136,41 @@ def default_store() -> Path:
     return Path(user_data_dir("napari-medspike", appauthor=False)) / "corrections"
 
 
+def _stores_file() -> Path:
+    return default_store().parent / "stores.json"
+
+
+def _remembered_stores() -> list[Path]:
+    try:
+        payload = json.loads(_stores_file().read_text(encoding="utf-8"))
+        return [Path(p) for p in payload.get("stores", []) if isinstance(p, str)]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, AttributeError) as err:
+        log.warning("%s: unreadable list of corrections folders (%s)", _stores_file(), err)
+        return []
+
+
+def remember_store(root: str | Path) -> None:
+    """Note a corrections folder that fine-tuned models are written to, so that later sessions
+    offer its models too (:func:`known_stores`); a note that cannot be written is only logged."""
+    root = Path(root).expanduser().resolve()
+    listed = _remembered_stores()
+    if root in listed or root == default_store().resolve():
+        return
+    payload = json.dumps({"stores": [str(p) for p in (*listed, root)]}, indent=1)
+    try:
+        atomic_write(_stores_file(), lambda tmp: tmp.write_text(payload, encoding="utf-8"))
+    except OSError as err:  # WriteError included
+        log.warning("cannot note corrections folder %s in %s: %s", root, _stores_file(), err)
+
+
+def known_stores() -> list[Path]:
+    """Corrections folders that exist: the default one, then the others fine-tuned in before
+    (:func:`remember_store`), oldest first."""
+    return [p for p in dict.fromkeys([default_store(), *_remembered_stores()]) if p.is_dir()]
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     """Encode a uint8 grey or RGB array as PNG (imageio, a scikit-image dependency)."""
     import imageio.v3 as iio
@@ -139,6 +180,39 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 #: The sub-folders of a correction store.
 STORE_FOLDERS = ("images", "masks", "provenance")
+#: Where removed and replaced entries go, inside the store (itself laid out like a store).
+REMOVED_FOLDER = "removed"
+#: The provenance key of an entry's pixel fingerprint (:func:`pixel_fingerprint`).
+FINGERPRINT_KEY = "image_sha256"
+
+
+def pixel_fingerprint(rgb_uint8: np.ndarray) -> str:
+    """SHA-256 of an 8-bit RGB image's shape and pixels: equal for the same picture however it
+    was named or encoded."""
+    array = np.ascontiguousarray(rgb_uint8, dtype=np.uint8)
+    digest = hashlib.sha256(repr(array.shape).encode())
+    digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _stored_fingerprint(root: Path, stem: str) -> str:
+    """The fingerprint an entry recorded, or (entries saved before fingerprints were recorded)
+    that of its stored image; an unreadable entry is its own group (its stem)."""
+    try:
+        meta = json.loads((root / "provenance" / f"{stem}.json").read_text())
+        if isinstance(meta, dict) and isinstance(meta.get(FINGERPRINT_KEY), str):
+            return meta[FINGERPRINT_KEY]
+        return pixel_fingerprint((read_image(root / "images" / f"{stem}.png") * 255).round().astype(np.uint8))
+    except (OSError, ValueError) as err:
+        log.warning("%s: cannot fingerprint correction %s (%s)", root, stem, err)
+        return f"stem:{stem}"
+
+
+def entry_groups(root: str | Path, stems: list[str] | None = None) -> dict[str, str]:
+    """Stem -> pixel fingerprint for the complete entries of the store at ``root`` (or ``stems``):
+    entries with the same fingerprint show the same image, and a split keeps them together."""
+    root = Path(root)
+    return {stem: _stored_fingerprint(root, stem) for stem in (complete_stems(root) if stems is None else stems)}
 
 
 def is_correction_store(folder: str | Path) -> bool:
@@ -171,6 +245,8 @@ class Correction:
     image: Path
     mask: Path
     provenance: dict[str, Any]
+    #: Stems of the earlier corrections of the same image that this save replaced.
+    replaced: tuple[str, ...] = ()
 
 
 class CorrectionStore:
@@ -195,6 +271,8 @@ class CorrectionStore:
              name: str = "correction") -> Correction:
         """Store an image (any 2D grey/RGB/RGBA array) and its mask; return the stored entry.
 
+        An earlier correction of the same image (the same pixels) is replaced: it moves to
+        ``removed/`` once the new entry is complete, and the entry lists it in ``replaced``.
         ``mask`` follows :func:`~napari_medspike.data.io.to_binary_mask` (value > 0 is
         foreground; an all-foreground mask is valid). Raises ``ValueError`` for an empty mask
         (nothing to learn from) or a mask that does not match the image size. ``name`` starts
@@ -207,27 +285,48 @@ class CorrectionStore:
             raise ValueError(f"mask {binary.shape} and image {rgb.shape[:2]} differ in size")
         if not binary.any():
             raise ValueError("the mask is empty: paint the foreground before saving a correction")
-        safe = _safe_ascii(name) or "correction"
+        # a stored correction opened again keeps its name, not a second time stamp
+        safe = STAMP.sub("", _safe_ascii(name)) or "correction"
         if len(safe) > CORRECTION_NAME_CHARS:
             safe = f"{safe[: CORRECTION_NAME_CHARS - HASH_CHARS - 1].rstrip('_')}-{_name_hash(name)}"
         stem = f"{safe}_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns() % 1_000_000:06d}"
         paths = {k: self.root / k for k in ("images", "masks", "provenance")}
         for p in paths.values():
             p.mkdir(parents=True, exist_ok=True)
+        pixels = (rgb * 255).round().astype(np.uint8)
+        fingerprint = pixel_fingerprint(pixels)
+        earlier = [s for s, f in entry_groups(self.root).items() if f == fingerprint]
         meta = {
             "stem": stem,
             "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "shape": list(binary.shape),
             "foreground_fraction": float(binary.mean()),
             **(provenance or {}),
+            FINGERPRINT_KEY: fingerprint,
         }
-        image_png = png_bytes((rgb * 255).round().astype(np.uint8))
+        if earlier:
+            meta["replaces"] = earlier
+        image_png = png_bytes(pixels)
         mask_png = png_bytes(binary.astype(np.uint8) * 255)
         # Provenance last: an entry is listed only once its image and mask are complete.
         atomic_write(paths["images"] / f"{stem}.png", lambda t: t.write_bytes(image_png))
         atomic_write(paths["masks"] / f"{stem}.png", lambda t: t.write_bytes(mask_png))
         atomic_write(paths["provenance"] / f"{stem}.json", lambda t: t.write_text(json.dumps(meta, indent=1, default=str)))
-        return Correction(stem, paths["images"] / f"{stem}.png", paths["masks"] / f"{stem}.png", meta)
+        for old in earlier:
+            self.remove(old)
+        return Correction(stem, paths["images"] / f"{stem}.png", paths["masks"] / f"{stem}.png", meta, tuple(earlier))
+
+    def remove(self, stem: str) -> Path:
+        """Take an entry out of the store: its provenance, image and mask move (in that order,
+        so it stops being listed at once) to ``removed/`` inside the store, from where they can
+        be moved back by hand. Returns that folder; ``KeyError`` if there is no such entry."""
+        if stem not in complete_stems(self.root):
+            raise KeyError(f"no correction {stem!r} in {self.root}")
+        removed = self.root / REMOVED_FOLDER
+        for sub, suffix in (("provenance", ".json"), ("images", ".png"), ("masks", ".png")):
+            (removed / sub).mkdir(parents=True, exist_ok=True)
+            (self.root / sub / f"{stem}{suffix}").replace(removed / sub / f"{stem}{suffix}")
+        return removed
 
     def list(self) -> list[Correction]:
         """Complete entries (:func:`complete_stems`: exactly what training on the store uses),

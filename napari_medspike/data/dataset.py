@@ -22,11 +22,21 @@ MODES = ("resize", "crop")
 
 @dataclass(frozen=True)
 class Pair:
-    """An image file, its mask file, and a key unique across folders (``folder/stem``)."""
+    """An image file, its mask file, and a key unique across folders (``folder/stem``).
+
+    ``group`` names the picture when several pairs can show the same one (entries of a
+    correction store with the same pixels): a split keeps a group on one side. Empty: the pair
+    is its own group."""
 
     image: Path
     mask: Path
     key: str
+    group: str = ""
+
+    @property
+    def split_unit(self) -> str:
+        """What a split assigns to train or validation: the group, or the key."""
+        return f"group:{self.group}" if self.group else self.key
 
 
 def _files_by_stem(folder: Path) -> dict[str, Path]:
@@ -47,7 +57,7 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
     gives exactly the entries its ``CorrectionStore.list()`` shows; images and masks of an
     incomplete entry (an interrupted save) are listed as problems and not used.
     """
-    from .corrections import complete_stems, is_correction_store
+    from .corrections import complete_stems, entry_groups, is_correction_store
 
     if isinstance(folders, (str, Path)):
         folders = [folders]
@@ -59,9 +69,10 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
             problems.append(f"{folder}: expected sub-folders images/ and masks/")
             continue
         if is_correction_store(folder):
-            complete = complete_stems(folder)
-            for stem in complete:
-                pairs.append(Pair(images_dir / f"{stem}.png", masks_dir / f"{stem}.png", f"{folder.name}/{stem}"))
+            groups = entry_groups(folder)  # stem -> pixel fingerprint, for the complete entries
+            for stem, group in groups.items():
+                pairs.append(Pair(images_dir / f"{stem}.png", masks_dir / f"{stem}.png", f"{folder.name}/{stem}",
+                                  group=f"{folder}:{group}"))
             used = {p.image for p in pairs} | {p.mask for p in pairs}
             for sub in (images_dir, masks_dir):
                 for path in sorted(sub.iterdir()):
@@ -83,21 +94,28 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
     return pairs, problems
 
 
+def split_units(pairs: Sequence[Pair]) -> int:
+    """How many units a split can share out (:attr:`Pair.split_unit`: distinct pictures)."""
+    return len({p.split_unit for p in pairs})
+
+
 def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Seeded train/validation split by pair key (one image is never in both)."""
+    """Seeded train/validation split by pair key (one image is never in both); pairs of one
+    group (the same picture stored twice) land on the same side, and the fraction counts groups.
+    Pairs without a group split exactly as they did before groups existed."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-    keys = sorted({p.key for p in pairs})
-    if len(keys) != len(pairs):
+    if len({p.key for p in pairs}) != len(pairs):
         raise ValueError("duplicate image keys: the same image is listed twice")
+    units = sorted({p.split_unit for p in pairs})
     rng = random.Random(seed)
-    rng.shuffle(keys)
-    n_val = int(round(len(keys) * val_fraction))
-    if val_fraction > 0 and len(keys) >= 2:
-        n_val = max(1, min(n_val, len(keys) - 1))
-    val_keys = set(keys[:n_val])
-    train = [p for p in pairs if p.key not in val_keys]
-    val = [p for p in pairs if p.key in val_keys]
+    rng.shuffle(units)
+    n_val = int(round(len(units) * val_fraction))
+    if val_fraction > 0 and len(units) >= 2:
+        n_val = max(1, min(n_val, len(units) - 1))
+    val_units = set(units[:n_val])
+    train = [p for p in pairs if p.split_unit not in val_units]
+    val = [p for p in pairs if p.split_unit in val_units]
     return train, val
 
 

@@ -212,7 +212,7 @@ class FinetuneResult:
         if not self.measured:
             return "Dice not measured (cancelled before the first epoch)"
         where = (f"held-out Dice on {self._images}" if self.held_out
-                 else "Dice on the corrected image itself (save 2 or more corrections to hold one out)")
+                 else "Dice on the corrected image itself (save corrections of 2 or more images to hold one out)")
         kept = f"; {self.kept}" if self.routed else ""
         return f"{where}: {self.dice_before:.3f} -> {self.dice_after:.3f}{kept}"
 

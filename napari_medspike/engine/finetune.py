@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from ..common import run_job
-from ..data.dataset import find_pairs, split_pairs
+from ..data.dataset import find_pairs, split_pairs, split_units
 from ..models.base import Segmenter
 from ..models.routed import STYLE_FEATURES, RoutedSegmenter, style_feature_dim
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
@@ -59,7 +59,8 @@ def finetune_steps(
     ``epochs=0`` chooses them from the number of training pairs (:meth:`FinetuneDefaults.epochs_for`),
     ``lr=0`` is the architecture's training rate (``default_lr``);
     ``minutes`` (0: no limit) stops after the epoch that crosses it. Holds out ``val_fraction``
-    of the pairs to measure Dice before and after; the starting
+    of the pairs to measure Dice before and after (of the pictures: entries that show the same
+    image stay together; with one picture, Dice is measured on it); the starting
     weights stay the best candidate until an epoch beats them, so fine-tuning never returns a
     worse model on the held-out pairs. Writes ``out`` (``.safetensors``) and its model card; the
     run folder ``<out stem>_run/`` beside it keeps logs and the split.
@@ -134,7 +135,9 @@ def finetune_steps(
         raise ValueError(f"model expects {in_ch} input channels; corrections are RGB images")
     size = source_model.input_size
     lr = lr or source_model.default_lr
-    val_fraction = val_fraction if len(pairs) >= 2 else 0.0
+    # one picture (however many entries show it) cannot be both trained on and held out
+    held_out = split_units(pairs) >= 2
+    val_fraction = val_fraction if held_out else 0.0
     if not epochs:  # auto: from the corrections it trains on (the trainer splits the same way)
         epochs = FINETUNE.epochs_for(len(split_pairs(pairs, val_fraction, seed)[0]))
     replay_list = [] if replay is None else ([str(replay)] if isinstance(replay, (str, Path)) else [str(r) for r in replay])
@@ -149,7 +152,7 @@ def finetune_steps(
         lr=lr,
         val_fraction=val_fraction,
         max_minutes=minutes or None,
-        validate_on_training=len(pairs) < 2,
+        validate_on_training=not held_out,
         seed=seed,
         device=device,
         replay=replay_list,
@@ -178,7 +181,6 @@ def finetune_steps(
         kept = FinetuneResult.kept
     written = read_metadata(out)
     write_model_card(out, written)
-    held_out = len(pairs) >= 2
     n_val = len(written.get("training", {}).get("val_keys", []))
     return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val, routed, kept)
 

@@ -20,7 +20,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ..data.corrections import CorrectionStore, default_store
+from ..data.corrections import CorrectionStore, default_store, remember_store
 from ..data.io import warm_up as decoders_warm_up
 from ..engine.checkpoint import load_model
 from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, MAX_SAFE_LR
@@ -95,8 +95,13 @@ class FinetuneWidget(DockContainer):
         self.store_dir = FileEdit(label="corrections", mode="d", value=str(default_store()))
         self.save_button = PushButton(text="Save correction")
         self.corrections = Select(label="stored", choices=self._stored_names, allow_multiple=False,
-                                  tooltip="corrections saved in the folder above; all of them are used to fine-tune")
-        self.reload_button = PushButton(text="Load selected")
+                                  tooltip="corrections saved in the folder above, one per image; all of them are "
+                                  "used to fine-tune")
+        self.reload_button = PushButton(text="Load selected", tooltip="open the selected correction to view or edit it; "
+                                        "saving it again replaces it")
+        self.remove_button = PushButton(text="Remove selected",
+                                        tooltip="leave the selected correction out of fine-tuning: it moves to the "
+                                        "folder 'removed' inside the corrections folder")
         # a float box with no decimals: Qt's spin box shows "auto" at 0 (superqt's integer box does not)
         self.epochs = FloatSpinBox(label="epochs", min=0, max=500, step=1, value=FINETUNE.epochs,
                                    tooltip=f"auto: about {FINETUNE.image_passes} training images in all, so few "
@@ -127,13 +132,14 @@ class FinetuneWidget(DockContainer):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.result = compact_label(Label(value=""))
         self.plot = CurvePlot()
-        self.extend([self.image, self.mask, self.store_dir, self.save_button, self.corrections, self.reload_button,
+        self.extend([self.image, self.mask, self.store_dir, self.save_button, self.corrections, self.reload_button, self.remove_button,
                      self.epochs, self.minutes, self.lr, self.replay, self.replay_samples, self.keep_start, self.run_button, self.cancel_button,
                      self.result])
         self.inner.layout().addWidget(self.plot.canvas)
         self.lr.native.setDecimals(6)
         self.save_button.changed.connect(self.save_correction)
         self.reload_button.changed.connect(self.load_selected)
+        self.remove_button.changed.connect(self.remove_selected)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.store_dir.changed.connect(self.refresh)
@@ -189,16 +195,37 @@ class FinetuneWidget(DockContainer):
             napari.utils.notifications.show_error(f"correction not saved: {err}")
             return None
         self.refresh()
-        napari.utils.notifications.show_info(f"saved correction {entry.stem} in {self.store.root}")
+        replaced = f", replacing the earlier correction of this image ({', '.join(entry.replaced)})" if entry.replaced else ""
+        napari.utils.notifications.show_info(f"saved correction {entry.stem} in {self.store.root}{replaced}")
         return entry
 
-    def load_selected(self) -> None:
-        """Open the selected stored correction as an image and a Labels layer."""
+    def _selected_stem(self) -> str | None:
         chosen = self.corrections.value
         if not chosen:
             napari.utils.notifications.show_error("select a stored correction first")
+            return None
+        return chosen[0] if isinstance(chosen, (list, tuple)) else chosen
+
+    def remove_selected(self) -> Path | None:
+        """Take the selected correction out of the store (kept in its ``removed`` folder)."""
+        stem = self._selected_stem()
+        if stem is None:
+            return None
+        try:
+            where = self.store.remove(stem)
+        except (KeyError, OSError) as err:
+            napari.utils.notifications.show_error(f"cannot remove correction {stem}: {err}")
+            self.refresh()
+            return None
+        self.refresh()
+        napari.utils.notifications.show_info(f"removed correction {stem} (its files are in {where})")
+        return where
+
+    def load_selected(self) -> None:
+        """Open the selected stored correction as an image and a Labels layer."""
+        stem = self._selected_stem()
+        if stem is None:
             return
-        stem = chosen[0] if isinstance(chosen, (list, tuple)) else chosen
         try:
             image, mask, meta = self.store.load(stem)
         except (KeyError, OSError, ValueError) as err:  # gone meanwhile, or unreadable
@@ -225,6 +252,7 @@ class FinetuneWidget(DockContainer):
         except Exception as err:
             napari.utils.notifications.show_error(str(err))
             return None
+        remember_store(self.store.root)  # later sessions list the models fine-tuned here in Segment
         replay = str(self.replay.value) if str(self.replay.value) not in ("", ".") else None
         out = self.store.root / "models" / f"finetuned_{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
         epochs, replay_samples, root = int(self.epochs.value), int(self.replay_samples.value), self.store.root

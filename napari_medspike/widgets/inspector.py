@@ -21,6 +21,7 @@ from ._common import (
     model_label,
     selected_image_and_model,
     show_text,
+    shown_slice,
     start_worker,
     viewer_grid,
 )
@@ -169,9 +170,11 @@ class InspectorWidget(DockContainer):
         if spike not in model.recorded_spikes:
             spike = model.recorded_spikes[0]
 
+        # a stack: the maps belong to the frame shown now, wherever the slider is when they come
+        frame = shown_slice(layer, self.viewer) if layer.ndim == 3 else None
         self.run_button.enabled, self.cancel_button.enabled = False, True
         job = lambda: inspect_steps(model, data, stage, spike=spike, how=how, channel=channel)  # noqa: E731
-        self.worker = start_worker(job, "Spike inspector", on_return=lambda r: self._show(layer, *r),
+        self.worker = start_worker(job, "Spike inspector", on_return=lambda r: self._show(layer, *r, frame=frame),
                                    on_finish=self._idle)
         return self.worker
 
@@ -193,16 +196,31 @@ class InspectorWidget(DockContainer):
                 return layer
         return self.viewer.add_image(data, name=name, **kwargs)
 
-    def _show(self, image_layer: Any, maps: Any, report: Any) -> None:
+    def _show(self, image_layer: Any, maps: Any, report: Any, frame: int | None = None) -> None:
+        """Add (or update) the maps as layers over ``image_layer``. For a stack, ``frame`` is the
+        frame inspected: the maps get an axis of their own for time, in front of the frame axis,
+        and sit at that frame (the frame slider leaves them; the t slider moves through time)."""
         sy, sx = (maps.scale[i] * image_layer.scale[-2 + i] for i in range(2))
         ty, tx = (maps.translate[i] * image_layer.scale[-2 + i] + image_layer.translate[-2 + i] for i in range(2))
+        at_frame: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
+        if frame is not None:
+            at_frame = ((image_layer.scale[-3],), (image_layer.translate[-3] + frame * image_layer.scale[-3],))
+
+        def placed(array: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+            """The array and where it goes: ``[T, h, w]`` in time, ``[h, w]`` flat, each with a
+            frame axis of one frame for a stack."""
+            in_time = array.ndim == 3
+            if frame is not None:
+                array = np.expand_dims(array, -3)
+            scale = (1.0,) * in_time + at_frame[0] + (sy, sx)
+            translate = (0.0,) * in_time + at_frame[1] + (ty, tx)
+            return array, {"scale": scale, "translate": translate}
+
         tag = f"stage {maps.stage}"
-        in_time = {"scale": (1.0, sy, sx), "translate": (0.0, ty, tx)}
-        flat = {"scale": (sy, sx), "translate": (ty, tx)}
         time_word = "virtual t" if maps.virtual else "t"
         names = [f"spikes {maps.spike_name} ({tag}, {time_word})"]
-        self._put(names[0], maps.spikes, colormap="gray", contrast_limits=(0.0, max(float(maps.spikes.max()), 1e-6)),
-                  **in_time)
+        data, where = placed(maps.spikes)
+        self._put(names[0], data, colormap="gray", contrast_limits=(0.0, max(float(maps.spikes.max()), 1e-6)), **where)
         arrays = {k: (v[0] if v.shape[0] == 1 else v) for k, v in maps.interactions.items()}  # no time: 2D
         for name, array in arrays.items():
             lo, hi = (float(v) for v in np.percentile(array, (1, 99)))  # robust contrast per map
@@ -210,16 +228,19 @@ class InspectorWidget(DockContainer):
             if signed:
                 lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
             names.append(f"{name} ({tag})")
-            self._put(names[-1], array, colormap=SIGNED_COLORMAP if signed else INTERACTION_COLORMAP,
-                      contrast_limits=(lo, hi if hi > lo else lo + 1e-6), **(in_time if array.ndim == 3 else flat))
-        self._put(f"firing rate ({tag})", maps.firing_rate, colormap="inferno", visible=False,
-                  contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)), **flat)
+            data, where = placed(array)
+            self._put(names[-1], data, colormap=SIGNED_COLORMAP if signed else INTERACTION_COLORMAP,
+                      contrast_limits=(lo, hi if hi > lo else lo + 1e-6), **where)
+        data, where = placed(maps.firing_rate)
+        self._put(f"firing rate ({tag})", data, colormap="inferno", visible=False,
+                  contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)), **where)
         self._layers = [image_layer.name, *names]
         if maps.spikes.ndim == 3:
+            time_axis = self.viewer.dims.ndim - 3 - (frame is not None)
             labels = list(self.viewer.dims.axis_labels)
-            labels[-3] = "t"
+            labels[time_axis] = "t"
             self.viewer.dims.axis_labels = labels
-            self.viewer.dims.set_current_step(self.viewer.dims.ndim - 3, 0)
+            self.viewer.dims.set_current_step(time_axis, 0)
         self._apply_view()
         self.plot.show(maps.layer_rates, maps.virtual)
         rates = ", ".join(f"{r:.3f}" for r in maps.stage_firing_rates)

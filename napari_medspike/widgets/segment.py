@@ -48,7 +48,7 @@ class SegmentWidget(DockContainer):
         self.model_choice = ComboBox(label="model", choices=self._model_choices,
                                      value=names[0] if names else CHECKPOINT_FILE,
                                      tooltip="shipped models, checkpoints used or fine-tuned since napari started, "
-                                     "fine-tuned checkpoints in the corrections folder, or any checkpoint file")
+                                     "fine-tuned checkpoints in the corrections folders fine-tuned in, or any checkpoint file")
         self.checkpoint = FileEdit(label="checkpoint", filter="*.safetensors", visible=not names)
         self.card = Label(value="")
         self.device = ComboBox(label="device", choices=["auto", "cuda", "mps", "cpu"], value="auto")
@@ -112,9 +112,9 @@ class SegmentWidget(DockContainer):
     # --- model choice -------------------------------------------------------------------
     @staticmethod
     def _model_choices(*_: Any) -> list[tuple[str, str]]:
-        from ..data.corrections import default_store
+        from ..data.corrections import known_stores
 
-        return [*model_choices((default_store() / "models",)), (CHECKPOINT_FILE, CHECKPOINT_FILE)]
+        return [*model_choices(tuple(store / "models" for store in known_stores())), (CHECKPOINT_FILE, CHECKPOINT_FILE)]
 
     def model_source(self) -> str | None:
         """The shipped name or checkpoint path the user chose (None: nothing chosen yet)."""

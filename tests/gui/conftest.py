@@ -66,14 +66,18 @@ def store_corrections():
 
 
 def _store_corrections(viewer, tune, image, store, boxes, name="photo mask"):
-    """Point the fine-tune dock at ``store`` and save one correction of ``image`` per box
-    ``(rows, cols)`` of foreground, painted into a new Labels layer ``name``; returns the layer."""
+    """Point the fine-tune dock at ``store`` and save one correction per box ``(rows, cols)`` of
+    foreground, painted into a new Labels layer ``name``; returns the layer. The store keeps one
+    correction per picture, so the first box is a correction of ``image`` and each further one of
+    a new layer ``"<image> <n>"`` holding ``image`` shifted by a few columns."""
     tune.store_dir.value = str(store)
     mask = viewer.add_labels(np.zeros(image.data.shape[:2], np.uint8), name=name)
-    for rows, cols in boxes:
+    for i, (rows, cols) in enumerate(boxes):
+        picture = image if i == 0 else viewer.add_image(np.roll(image.data, 3 * i, axis=1), name=f"{image.name} {i + 1}")
         mask.data[:] = 0
         mask.data[rows, cols] = 1
         tune.reset_choices()
-        tune.image.value, tune.mask.value = image, mask
+        tune.image.value, tune.mask.value = picture, mask
         tune.save_correction()
+    tune.image.value = image
     return mask

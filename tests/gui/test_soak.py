@@ -48,6 +48,7 @@ def test_painting_while_a_finetune_runs_keeps_drafts_and_store_consistent(plugin
     tune.reset_choices()
     tune.image.value, tune.mask.value = image, mask
     for i in range(3):
+        image.data = np.roll(image.data, 3, axis=1)  # three pictures (one correction per picture)
         mask.data[:] = 0
         mask.data[5 + 10 * i : 30 + 10 * i, 10:50] = 1
         tune.save_correction()

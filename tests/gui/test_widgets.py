@@ -118,6 +118,41 @@ def test_inspector_shows_timesteps_and_interactions_over_the_image(plugin, qtbot
     assert "energy" in summary and "firing rate per encoder stage" in summary and "T = 2 timesteps" in summary
 
 
+def test_inspector_on_a_stack_keeps_its_maps_at_the_frame_inspected(plugin, qtbot, monkeypatch):
+    from napari_medspike.widgets import inspector as inspector_module
+    from napari_medspike.widgets._common import shown_slice
+
+    seen = []
+    inspect = inspector_module.inspect_steps
+
+    def recording(model, image, *args, **kwargs):  # notes which picture is inspected
+        seen.append(np.array(image))
+        return (yield from inspect(model, image, *args, **kwargs))
+
+    monkeypatch.setattr(inspector_module, "inspect_steps", recording)
+
+    viewer, widgets, _ = plugin
+    frames = (np.random.default_rng(5).random((4, 70, 90, 3)) * 255).astype(np.uint8)
+    frames[2, 20:50, 30:60] = 255  # frame 2 differs, so its maps do too
+    stack = viewer.add_image(frames, name="clip", rgb=True, scale=(5.0, 2.0, 3.0), translate=(10.0, 0.0, 0.0))
+    viewer.dims.set_current_step(0, 2)
+    inspector = widgets["Spike inspector"]
+    inspector.reset_choices()
+    inspector.image.value = stack
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    spikes = viewer.layers["spikes v (stage 0, t)"]
+    # [T, 1 frame, h, w]: time has an axis of its own, the maps sit at frame 2 of the clip
+    assert spikes.data.shape[:2] == (2, 1) and spikes.data.ndim == 4
+    assert spikes.translate[1] == pytest.approx(10.0 + 2 * 5.0) and spikes.scale[1] == pytest.approx(5.0)
+    assert viewer.dims.axis_labels[0] == "t" and shown_slice(stack, viewer) == 2
+    viewer.dims.set_current_step(0, 1)  # the t slider moves time, not the clip
+    assert shown_slice(stack, viewer) == 2
+    assert viewer.layers["AA (stage 0)"].data.shape[1] == 1
+    assert viewer.layers["firing rate (stage 0)"].data.shape[0] == 1
+    np.testing.assert_array_equal(seen[0], frames[2])  # frame 2 was inspected
+
+
 def test_inspector_channel_reduction(plugin, qtbot):
     viewer, widgets, _ = plugin
     inspector = widgets["Spike inspector"]
@@ -163,6 +198,12 @@ def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot,
     assert SESSION.source.endswith(".safetensors") and "finetuned_" in SESSION.source
     assert load_model(SESSION.source).arch == "medspikeformer"
     assert "held-out Dice on 1 image" in " ".join(tune.result.value.split())
+    # a later session lists this model in Segment too, though its corrections folder is not the default
+    from napari_medspike.data.corrections import known_stores
+
+    SESSION.checkpoints.clear()
+    assert (tmp_path / "store").resolve() in known_stores()
+    assert SESSION.source in [source for _, source in widgets["Segment"]._model_choices()]
     # the outcome is also a notification, visible however small the window
     assert any(re.fullmatch(r"fine-tuning done: Dice \d\.\d{3} -> \d\.\d{3} \(held out: 1 image\)", n) for n in notes), notes
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
@@ -300,3 +341,34 @@ def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes)
     (tmp_path / "store" / "provenance" / f"{entry.stem}.json").unlink()  # gone meanwhile
     tune.load_selected()
     assert any(f"cannot open correction {entry.stem}" in n for n in notes)
+
+
+def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(plugin, tmp_path, notes):
+    viewer, widgets, image = plugin
+    tune = widgets["Correct & fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = image, mask
+    mask.data[10:30, 20:50] = 1
+    first = tune.save_correction()
+    mask.data[30:40, 20:50] = 1  # more painting, then Save again: one correction of this image
+    second = tune.save_correction()
+    assert second.replaced == (first.stem,) and tune.corrections.choices == (second.stem,)
+    assert any("replacing the earlier correction of this image" in n for n in notes), notes
+    # opening the stored correction, editing and saving it replaces it too
+    tune.corrections.value = second.stem
+    tune.load_selected()
+    reopened = viewer.layers[f"{second.stem} mask"]
+    reopened.data[0:5, 0:5] = 1
+    tune.image.value, tune.mask.value = viewer.layers[second.stem], reopened
+    third = tune.save_correction()
+    assert third.replaced == (second.stem,) and tune.corrections.choices == (third.stem,)
+    assert tune.store.load(third.stem)[1].sum() == 20 * 30 + 10 * 30 + 25
+    # Remove selected: out of the list (and of fine-tuning), its files kept aside
+    tune.corrections.value = third.stem
+    assert tune.remove_selected() == tmp_path / "store" / "removed"
+    assert tune.corrections.choices == () and tune.store.list() == []
+    assert (tmp_path / "store" / "removed" / "masks" / f"{third.stem}.png").is_file()
+    assert any(f"removed correction {third.stem}" in n for n in notes)
+    assert tune.remove_selected() is None and any("select a stored correction first" in n for n in notes)
