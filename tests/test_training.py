@@ -498,11 +498,13 @@ def test_training_is_a_generator_of_events_that_returns_its_result(lesions, tmp_
     assert isinstance(result, TrainResult) and all(isinstance(e, TrainProgress) for e in events)
     assert [e.epoch for e in events if e.message == "epoch done"] == [1, 2]
     assert sum(e.message == "training" for e in events) == 2 * events[-1].steps
-    # closing a fine-tune after its first event stops it there: no output is written
+    # a fine-tune first reports the starting weights' figures (the bar to beat); closing it after
+    # its first events stops it there: no output is written
     job = finetune_steps(result.checkpoint, lesions, tmp_path / "tuned.safetensors", epochs=3, device="cpu")
-    first = next(job)
+    first, second = next(job), next(job)
     job.close()
-    assert first.epoch == 1 and not (tmp_path / "tuned.safetensors").exists()
+    assert first.message == "start measured" and first.epoch == 0 and 0 <= first.metrics["val_dice"] <= 1
+    assert second.epoch == 1 and second.message == "training" and not (tmp_path / "tuned.safetensors").exists()
 
 
 def test_weight_average_is_what_is_validated_saved_and_resumed(lesions, tmp_path):

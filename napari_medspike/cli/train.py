@@ -50,6 +50,10 @@ def _tqdm_progress() -> tuple[callable, callable]:
     bar: dict[str, tqdm] = {}
 
     def report(p: TrainProgress) -> None:
+        if p.message == "start measured":  # a fine-tune's starting weights, the figures to beat
+            m = p.metrics
+            tqdm.write(f"start: val {m['val_loss']:.4f}  Dice {m['val_dice']:.4f}  IoU {m['val_iou']:.4f}")
+            return
         if p.message == "epoch done":
             if "bar" in bar:
                 bar.pop("bar").close()

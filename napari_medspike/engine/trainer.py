@@ -530,6 +530,8 @@ def train_steps(
         best = {**initial, "epoch": 0}
         if rank == 0:
             save_best(best)
+        # the starting weights' figures: the bar to beat (a fine-tune keeps them unless beaten)
+        yield TrainProgress(0, cfg.epochs, 0, 0, float("nan"), metrics=dict(best), message="start measured")
 
     cancelled = False
     steps = len(loader)

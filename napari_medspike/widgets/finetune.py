@@ -20,7 +20,7 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ..data.corrections import CorrectionStore, default_store, remember_store
+from ..data.corrections import STAMP, CorrectionStore, default_store, remember_store
 from ..data.io import warm_up as decoders_warm_up
 from ..engine.checkpoint import load_model
 from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, MAX_SAFE_LR
@@ -47,7 +47,8 @@ from ._common import (
 
 
 class CurvePlot:
-    """A small matplotlib canvas in the dock: training loss, validation loss and Dice per epoch."""
+    """A small matplotlib canvas in the dock: training loss, validation loss and Dice per epoch,
+    and the starting model's validation Dice (the bar a fine-tune must beat to be kept)."""
 
     def __init__(self) -> None:
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -58,26 +59,51 @@ class CurvePlot:
         self.canvas.setMinimumSize(120, 170)  # readable curves even when the dock is short (it scrolls)
         self.ax = self.figure.add_subplot(111)
         self.history: list[dict[str, float]] = []
+        self.start: dict[str, float] | None = None
         self.clear()
 
     def clear(self) -> None:
-        self.history = []
-        self.ax.clear()
-        self.ax.set_xlabel("epoch", fontsize=8)
-        self.ax.set_title("fine-tuning", fontsize=8)
-        self.canvas.draw_idle()
+        self.history, self.start = [], None
+        self._draw()
+
+    def set_start(self, metrics: dict[str, float]) -> None:
+        """The starting weights' validation figures (epoch 0)."""
+        self.start = metrics
+        self._draw()
 
     def add(self, row: dict[str, float]) -> None:
         self.history.append(row)
-        epochs = [h["epoch"] for h in self.history]
+        self._draw()
+
+    def _draw(self) -> None:
+        from matplotlib.ticker import MaxNLocator
+
         self.ax.clear()
-        self.ax.plot(epochs, [h["train_loss"] for h in self.history], "o-", label="train loss")
-        self.ax.plot(epochs, [h["val_loss"] for h in self.history], "s-", label="val loss")
-        self.ax.plot(epochs, [h["val_dice"] for h in self.history], "^-", label="val Dice")
+        if self.history:
+            epochs = [h["epoch"] for h in self.history]
+            self.ax.plot(epochs, [h["train_loss"] for h in self.history], "o-", label="train loss")
+            self.ax.plot(epochs, [h["val_loss"] for h in self.history], "s-", label="val loss")
+            self.ax.plot(epochs, [h["val_dice"] for h in self.history], "^-", label="val Dice")
+        if self.start is not None and "val_dice" in self.start:
+            self.ax.axhline(self.start["val_dice"], linestyle="--", linewidth=1, color="C2",
+                            label="val Dice at start")
         self.ax.set_xlabel("epoch", fontsize=8)
-        self.ax.legend(fontsize=7)
+        self.ax.set_title("fine-tuning", fontsize=8)
+        self.ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if self.history or self.start is not None:
+            self.ax.legend(fontsize=7)
         self.ax.tick_params(labelsize=7)
         self.canvas.draw_idle()
+
+
+def correction_label(entry: Any) -> str:
+    """A stored correction as people know it: ``<image name> · <date> <time>``."""
+    meta = entry.provenance
+    name = STAMP.sub("", str(meta.get("image_layer") or entry.stem))  # (a correction opened again: its stem)
+    if meta.get("frame") is not None:
+        name = f"{name} [{meta['frame']}]"
+    saved = str(meta.get("saved", ""))[:16].replace("T", " ")
+    return f"{name} · {saved}" if saved else name
 
 
 class FinetuneWidget(DockContainer):
@@ -158,11 +184,13 @@ class FinetuneWidget(DockContainer):
     def store(self) -> CorrectionStore:
         return CorrectionStore(Path(self.store_dir.value))
 
-    def _stored_names(self, *_: Any) -> list[str]:
+    def _stored_names(self, *_: Any) -> list[tuple[str, str]]:
+        """``(label, stem)`` per stored correction: the image's name and when it was saved."""
         try:
-            return [c.stem for c in self.store.list()]
+            entries = self.store.list()
         except OSError:  # an unreadable folder lists nothing; saving will say why
             return []
+        return [(correction_label(c), c.stem) for c in entries]
 
     def refresh(self, *_: Any) -> None:
         """Re-list the stored corrections (also done whenever layers change: the list comes
@@ -187,6 +215,7 @@ class FinetuneWidget(DockContainer):
             provenance = {
                 "source": str(image.source.path or image.metadata.get("path", "")),
                 "image_layer": image.name,
+                **({"frame": index} if image.ndim == 3 else {}),
                 "labels_layer": labels.name,
                 "model": SESSION.source,
             }
@@ -283,6 +312,8 @@ class FinetuneWidget(DockContainer):
     def _progress(self, event: Any) -> None:
         if event.message == "epoch done":
             self.plot.add(event.metrics)
+        elif event.message == "start measured":
+            self.plot.set_start(event.metrics)
 
     def _finished(self, result: Any) -> None:
         model = load_model(result.checkpoint)

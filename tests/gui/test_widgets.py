@@ -195,6 +195,7 @@ def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot,
     with qtbot.waitSignal(worker.finished, timeout=WAIT):
         pass
     assert len(tune.plot.history) == 2
+    assert 0 <= tune.plot.start["val_dice"] <= 1  # the starting model's Dice, drawn as the bar to beat
     assert SESSION.source.endswith(".safetensors") and "finetuned_" in SESSION.source
     assert load_model(SESSION.source).arch == "medspikeformer"
     assert "held-out Dice on 1 image" in " ".join(tune.result.value.split())
@@ -334,6 +335,7 @@ def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes)
     tune.image.value, tune.mask.value = stack, masks
     entry = tune.save_correction()
     assert entry is not None and entry.stem.startswith("clip_1_"), notes
+    assert entry.provenance["frame"] == 1 and tune.corrections.native.item(0).text().startswith("clip [1] · ")
     image, mask, _ = tune.store.load(entry.stem)
     assert mask.shape == (48, 64) and mask.sum() == 400
     np.testing.assert_allclose(image[..., 0], frames[1], atol=1 / 255)
@@ -355,6 +357,9 @@ def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(
     mask.data[30:40, 20:50] = 1  # more painting, then Save again: one correction of this image
     second = tune.save_correction()
     assert second.replaced == (first.stem,) and tune.corrections.choices == (second.stem,)
+    # listed by image name and time saved
+    label = tune.corrections.native.item(0).text()
+    assert re.fullmatch(r"photo · \d{4}-\d\d-\d\d \d\d:\d\d", label), label
     assert any("replacing the earlier correction of this image" in n for n in notes), notes
     # opening the stored correction, editing and saving it replaces it too
     tune.corrections.value = second.stem
