@@ -102,7 +102,7 @@ def correction_label(entry: Any) -> str:
     name = STAMP.sub("", str(meta.get("image_layer") or entry.stem))  # (a correction opened again: its stem)
     if meta.get("frame") is not None:
         name = f"{name} [{meta['frame']}]"
-    saved = str(meta.get("saved", ""))[:16].replace("T", " ")
+    saved = str(meta.get("saved", ""))[:19].replace("T", " ")
     return f"{name} · {saved}" if saved else name
 
 
@@ -190,7 +190,13 @@ class FinetuneWidget(DockContainer):
             entries = self.store.list()
         except OSError:  # an unreadable folder lists nothing; saving will say why
             return []
-        return [(correction_label(c), c.stem) for c in entries]
+        labels: dict[str, int] = {}
+        choices = []
+        for entry in entries:  # the list keys its items by label: make each one unique
+            label = correction_label(entry)
+            labels[label] = labels.get(label, 0) + 1
+            choices.append((label if labels[label] == 1 else f"{label} ({labels[label]})", entry.stem))
+        return choices
 
     def refresh(self, *_: Any) -> None:
         """Re-list the stored corrections (also done whenever layers change: the list comes

@@ -359,8 +359,16 @@ def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(
     assert second.replaced == (first.stem,) and tune.corrections.choices == (second.stem,)
     # listed by image name and time saved
     label = tune.corrections.native.item(0).text()
-    assert re.fullmatch(r"photo · \d{4}-\d\d-\d\d \d\d:\d\d", label), label
+    assert re.fullmatch(r"photo · \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", label), label
+    # corrections of images of one name saved within a second are all listed, under labels of their own
+    for seed in range(3):
+        tune.store.save(np.random.default_rng(seed).random((20, 20)), np.ones((20, 20)), {"image_layer": "frame"})
+    tune.refresh()
+    assert len(tune.corrections.choices) == 4 and len({tune.corrections.native.item(i).text() for i in range(4)}) == 4
     assert any("replacing the earlier correction of this image" in n for n in notes), notes
+    for stem in set(tune.corrections.choices) - {second.stem}:
+        tune.store.remove(stem)
+    tune.refresh()
     # opening the stored correction, editing and saving it replaces it too
     tune.corrections.value = second.stem
     tune.load_selected()
