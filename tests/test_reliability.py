@@ -194,6 +194,12 @@ def test_saving_an_image_again_replaces_its_correction_and_keeps_the_old_files(t
         store.remove(kept.stem)
 
 
+def test_stored_corrections_list_in_the_order_saved(tmp_path):
+    store = CorrectionStore(tmp_path / "store")
+    saved = [store.save(*synthetic_lesion((16, 16), seed=s), name="frame").stem for s in range(8)]
+    assert [c.stem for c in store.list()] == saved  # within one second too: the stamp ends in microseconds
+
+
 def test_copies_of_one_picture_in_a_store_are_never_split_apart(tmp_path):
     """Stores written before corrections were replaced can hold one picture several times: a
     split keeps those entries on one side, and a fine-tune on one picture holds nothing out."""

@@ -289,7 +289,8 @@ class CorrectionStore:
         safe = STAMP.sub("", _safe_ascii(name)) or "correction"
         if len(safe) > CORRECTION_NAME_CHARS:
             safe = f"{safe[: CORRECTION_NAME_CHARS - HASH_CHARS - 1].rstrip('_')}-{_name_hash(name)}"
-        stem = f"{safe}_{time.strftime('%Y%m%d-%H%M%S')}_{time.time_ns() % 1_000_000:06d}"
+        now_ns = time.time_ns()  # one clock reading: seconds, then microseconds, so stems sort by time
+        stem = f"{safe}_{time.strftime('%Y%m%d-%H%M%S', time.localtime(now_ns // 10**9))}_{now_ns // 1000 % 1_000_000:06d}"
         paths = {k: self.root / k for k in ("images", "masks", "provenance")}
         for p in paths.values():
             p.mkdir(parents=True, exist_ok=True)

@@ -437,28 +437,44 @@ def add_segmentation_layers(
 ) -> tuple[Any, Any]:
     """Add or update ``<image> probability`` and ``<image> mask`` aligned with the image layer.
 
-    A mask layer the user has painted on is never overwritten: the new mask gets a new name.
+    Only this plugin's own unpainted results for this image are updated (data, scale and
+    translate); a layer of the same name that the user painted on, opened from a file or made
+    for another image is never overwritten: the new layer gets a new name (``... [2]``).
     The mask is drawn in a contrasting ``colour``, as an ``outline`` or ``filled``
     (:func:`style_mask`). ``settings`` (``predict``'s mode, flips and device) are kept in the
     mask's metadata as ``segmented_with``, so re-segmenting after fine-tuning can repeat them.
     """
+    from napari.layers import Image, Labels
+
     nd = prob.ndim  # 2, or 3 for a stack: aligned with the image layer's own axes
     scale, translate = tuple(image_layer.scale[-nd:]), tuple(image_layer.translate[-nd:])
     mask = (prob >= threshold).astype(np.uint8)
-    prob_name = f"{image_layer.name} probability{suffix}"
-    mask_name = f"{image_layer.name} mask{suffix}"
-    n = 2
-    while mask_name in viewer.layers and viewer.layers[mask_name].metadata.get("edited"):
-        mask_name = f"{image_layer.name} mask{suffix} [{n}]"
-        n += 1
-    if prob_name in viewer.layers:
-        viewer.layers[prob_name].data = prob
-    else:
+
+    def free_name(base: str, kind: type) -> str:
+        """``base``, unless a layer of that name is not one of this plugin's results for this
+        image that may be updated (another kind, another image, another number of axes, or a
+        mask the user painted on): then ``base [2]``, ``base [3]``, ..."""
+        name, n = base, 2
+        while name in viewer.layers:
+            layer = viewer.layers[name]
+            if (isinstance(layer, kind) and layer.metadata.get("source_image") == image_layer.name
+                    and not layer.metadata.get("edited") and layer.data.ndim == nd):
+                break
+            name, n = f"{base} [{n}]", n + 1
+        return name
+
+    prob_name = free_name(f"{image_layer.name} probability{suffix}", Image)
+    mask_name = free_name(f"{image_layer.name} mask{suffix}", Labels)
+    for name, data in ((prob_name, prob), (mask_name, mask)):
+        if name in viewer.layers:  # this image's earlier result: new data, and where the image is now
+            layer = viewer.layers[name]
+            layer.data = data
+            layer.scale, layer.translate = scale, translate
+    if prob_name not in viewer.layers:
         viewer.add_image(prob, name=prob_name, colormap="magma", opacity=0.45, blending="additive",
-                         contrast_limits=(0.0, 1.0), scale=scale, translate=translate, visible=False)
-    if mask_name in viewer.layers:
-        viewer.layers[mask_name].data = mask
-    else:
+                         contrast_limits=(0.0, 1.0), scale=scale, translate=translate, visible=False,
+                         metadata={"source_image": image_layer.name})
+    if mask_name not in viewer.layers:
         layer = viewer.add_labels(mask, name=mask_name, scale=scale, translate=translate,
                                   metadata={"source_image": image_layer.name})
         style_mask(layer, colour, style)

@@ -115,6 +115,7 @@ class FinetuneWidget(DockContainer):
         self.viewer = napari_viewer
         self.worker: Any = None
         self.resegment_worker: Any = None
+        self._target: tuple[Any, Any] = (None, None)  # image and mask of the fine-tune running
         self.cancel_event = threading.Event()
         self.image = create_widget(annotation=napari.layers.Image, label="image")
         self.mask = create_widget(annotation=napari.layers.Labels, label="mask")
@@ -176,6 +177,26 @@ class FinetuneWidget(DockContainer):
         # after the Spike inspector hid it or laid the layers out in a grid.
         call_when_shown(self, self._show_mask_for_editing)
         self.mask.changed.connect(lambda *_: self.native.isVisible() and self._show_mask_for_editing())
+        self.viewer.layers.selection.events.active.connect(self._follow_active_mask)
+
+    def _follow_active_mask(self, event: Any = None) -> None:
+        """A Labels layer selected in the layer list (the one the brush paints on) becomes the
+        dock's mask, and the image it was made for, if it is open, the dock's image: what is
+        saved is what was painted."""
+        from napari.layers import Image, Labels
+
+        layer = self.viewer.layers.selection.active
+        if not isinstance(layer, Labels) or layer is self.mask.value:
+            return
+        made_for = layer.metadata.get("source_image")
+        source = self.viewer.layers[made_for] if made_for in self.viewer.layers else None
+        try:
+            self.reset_choices()
+            if isinstance(source, Image) and source is not self.image.value:
+                self.image.value = source
+            self.mask.value = layer
+        except RuntimeError:  # the dock was closed (its Qt widgets are gone)
+            self.viewer.layers.selection.events.active.disconnect(self._follow_active_mask)
 
     def _show_mask_for_editing(self) -> None:
         show_for_editing(self.viewer, self.mask.value, self.image.value)
@@ -208,6 +229,14 @@ class FinetuneWidget(DockContainer):
         image, labels = self.image.value, self.mask.value
         if image is None or labels is None:
             napari.utils.notifications.show_error("choose an image and its mask (a Labels layer)")
+            return None
+        made_for = labels.metadata.get("source_image")
+        if made_for not in (None, image.name) and made_for in self.viewer.layers:
+            # another image's mask: storing it would pair the wrong mask with this image and
+            # replace this image's own correction
+            napari.utils.notifications.show_error(
+                f"'{labels.name}' is the mask of '{made_for}', not of '{image.name}': choose the image "
+                f"'{made_for}' or a mask of '{image.name}'; nothing saved")
             return None
         try:
             data = image_data_2d(image, self.viewer)  # a stack: the slice shown
@@ -267,10 +296,14 @@ class FinetuneWidget(DockContainer):
             napari.utils.notifications.show_error(f"cannot open correction {stem}: {err}")
             self.refresh()
             return
-        self.viewer.add_image(image, name=stem, rgb=True, metadata={"path": meta.get("source", "")})
-        layer = self.viewer.add_labels(mask.astype("uint8"), name=f"{stem} mask")
+        image_layer = self.viewer.add_image(image, name=stem, rgb=True, metadata={"path": meta.get("source", "")})
+        layer = self.viewer.add_labels(mask.astype("uint8"), name=f"{stem} mask",
+                                       metadata={"source_image": image_layer.name})
         style_mask(layer)
         mark_edits(layer)
+        # ready to edit and save again: the dock now points at this correction's image and mask
+        self.reset_choices()
+        self.image.value, self.mask.value = image_layer, layer
 
     def run(self) -> Any:
         """Fine-tune the current model on every stored correction in a worker."""
@@ -299,6 +332,9 @@ class FinetuneWidget(DockContainer):
             return (yield from finetune_steps(model, root, out, epochs=epochs, lr=lr, minutes=minutes, replay=replay,
                                               replay_samples=replay_samples, route=route, cancel=cancel))
 
+        # the image and mask to segment again afterwards: those chosen now, whatever the boxes
+        # show when the fine-tune ends (the user may go on to the next image meanwhile)
+        self._target = (self.image.value, self.mask.value)
         self.plot.clear()
         show_text(self.result, f"fine-tuning on {len(entries)} corrections…")
         self.run_button.enabled, self.cancel_button.enabled = False, True
@@ -330,14 +366,15 @@ class FinetuneWidget(DockContainer):
         self.result.tooltip = str(result.checkpoint)
         # the dock's text can sit below the fold on a laptop screen: say the outcome where it shows
         napari.utils.notifications.show_info(f"fine-tuning {state}: {result.headline()}")
-        image = self.image.value
-        if image is None:
+        image, mask = self._target
+        if image is not None and image not in self.viewer.layers:
+            show_text(self.result, f"{summary}\n'{image.name}' was closed: nothing to segment again")
+        elif image is None:
             show_text(self.result, summary)
         elif image.ndim != 2 or getattr(image, "multiscale", False):  # (napari's ndim leaves out RGB)
             show_text(self.result, f"{summary}\nsegment '{image.name}' again to see the fine-tuned model on it")
         else:
             data = image_data_2d(image)
-            mask = self.mask.value
             threshold = float(mask.metadata.get("threshold", 0.5)) if mask is not None else 0.5
             # as Segment made the corrected mask (mode, mirror TTA, device), so only the model differs
             settings = dict(mask.metadata.get("segmented_with", {})) if mask is not None else {}
@@ -350,7 +387,13 @@ class FinetuneWidget(DockContainer):
                 yield None
                 return predict(model, data, **settings)
 
+            def show(prob: np.ndarray) -> None:
+                if image not in self.viewer.layers:  # closed while it was being segmented
+                    show_text(self.result, f"{summary}\n'{image.name}' was closed: no layers added")
+                    return
+                # the settings go with the new mask too, so correcting it and fine-tuning again repeats them
+                add_segmentation_layers(self.viewer, image, prob, threshold, suffix=" (fine-tuned)", colour=colour,
+                                        style=style, settings=settings)
+
             self.resegment_worker = start_worker(
-                resegment, "Re-segment", on_finish=lambda: setattr(self, "resegment_worker", None),
-                on_return=lambda prob: add_segmentation_layers(self.viewer, image, prob, threshold,
-                                                               suffix=" (fine-tuned)", colour=colour, style=style))
+                resegment, "Re-segment", on_finish=lambda: setattr(self, "resegment_worker", None), on_return=show)

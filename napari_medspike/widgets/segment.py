@@ -144,10 +144,13 @@ class SegmentWidget(DockContainer):
 
     def _session_changed(self, source: str) -> None:
         """Another dock made ``source`` current (e.g. a fine-tune finished): offer it in the box
-        and select it, so Segment uses it."""
+        and select it, so Segment uses it. The mirror TTA box keeps the user's setting (a model
+        picked in this box presets it to the model's recommendation)."""
         if source != self.model_source():
+            flips = self.flips.value
             self.model_choice.reset_choices()
             self.model_choice.value = source
+            self.flips.value = flips
         self._show_card(source)
 
     # --- running ------------------------------------------------------------------------

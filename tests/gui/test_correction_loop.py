@@ -1,0 +1,112 @@
+"""The correction loop with two images open, as a user goes from one to the next: what is saved
+is what was painted for that image, Segment never overwrites a mask it did not make, and the
+re-segment after fine-tuning goes to the image it was started for, with Segment's settings."""
+
+from __future__ import annotations
+
+import numpy as np
+from qtpy.QtWidgets import QApplication
+
+from napari_medspike.widgets._common import SESSION
+
+WAIT = 120_000  # ms
+
+
+def _segment(qtbot, segment, layer):
+    segment.image.value = layer
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    QApplication.processEvents()
+
+
+def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_painted(plugin, qtbot, tmp_path, notes):
+    viewer, widgets, photo = plugin
+    segment, tune = widgets["Segment"], widgets["Correct & fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    other = viewer.add_image(np.roll(photo.data, 7, axis=0), name="other", rgb=True)
+    _segment(qtbot, segment, photo)
+    _segment(qtbot, segment, other)
+    photo_mask, other_mask = viewer.layers["photo mask"], viewer.layers["other mask"]
+    for mask in (photo_mask, other_mask):
+        mask.data[:] = 0
+        mask.data[10:30, 20:50] = 1
+    # selecting a mask in the layer list (as painting needs) makes it and its image the dock's
+    viewer.layers.selection.active = photo_mask
+    assert tune.mask.value is photo_mask and tune.image.value is photo
+    first = tune.save_correction()
+    assert first is not None and first.provenance["labels_layer"] == "photo mask"
+    # another image's mask with this image: refused, and this image's correction stays
+    tune.mask.value = other_mask
+    assert tune.image.value is photo and tune.save_correction() is None
+    assert any("'other mask' is the mask of 'other', not of 'photo'" in n for n in notes), notes
+    assert [c.stem for c in tune.store.list()] == [first.stem]
+    viewer.layers.selection.active = other_mask
+    assert tune.image.value is other
+    second = tune.save_correction()
+    assert second.provenance["image_layer"] == "other" and second.replaced == ()
+    # Load selected points the dock at the correction it opens: edit it, save it, it is replaced
+    tune.corrections.value = first.stem
+    tune.load_selected()
+    assert tune.image.value.name == first.stem and tune.mask.value.name == f"{first.stem} mask"
+    tune.mask.value.data[0:5, 0:5] = 1
+    third = tune.save_correction()
+    assert third.replaced == (first.stem,)
+    assert sorted(c.stem for c in tune.store.list()) == sorted([second.stem, third.stem])
+
+
+def test_segment_never_overwrites_a_mask_it_did_not_make_and_follows_the_image_scale(plugin, qtbot):
+    viewer, widgets, photo = plugin
+    segment = widgets["Segment"]
+    # a mask saved earlier and opened from a file, under the name Segment would give its result
+    opened = viewer.add_labels(np.zeros(photo.data.shape[:2], np.uint8), name="photo mask")
+    opened.data[20:40, 20:40] = 1
+    _segment(qtbot, segment, photo)
+    assert viewer.layers["photo mask"] is opened and int(opened.data.sum()) == 400
+    result = viewer.layers["photo mask [2]"]
+    assert result.metadata["source_image"] == "photo"
+    # segmenting again updates that result, and puts it where the image now is
+    photo.scale, photo.translate = (0.5, 0.25), (1.0, 2.0)
+    _segment(qtbot, segment, photo)
+    assert "photo mask [3]" not in viewer.layers
+    for name in ("photo mask [2]", "photo probability"):
+        np.testing.assert_allclose(viewer.layers[name].scale, (0.5, 0.25))
+        np.testing.assert_allclose(viewer.layers[name].translate, (1.0, 2.0))
+
+
+def test_the_resegment_goes_to_the_image_fine_tuned_for_with_segments_settings(
+        plugin, qtbot, tmp_path, store_corrections):
+    viewer, widgets, photo = plugin
+    segment, tune = widgets["Segment"], widgets["Correct & fine-tune"]
+    segment.mode.value, segment.flips.value = "tiled", True
+    _segment(qtbot, segment, photo)
+    mask = viewer.layers["photo mask"]
+    store_corrections(viewer, tune, photo, tmp_path / "store", [(slice(10, 40), slice(20, 60))])
+    tune.image.value, tune.mask.value = photo, mask
+    tune.epochs.value = 1
+    worker = tune.run()
+    other = viewer.add_image(np.roll(photo.data, 5, axis=1), name="next", rgb=True)
+    tune.image.value = other  # the user moves on to the next image while it trains
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
+    assert "next mask (fine-tuned)" not in viewer.layers
+    tuned = viewer.layers["photo mask (fine-tuned)"]
+    # Segment's settings came along, so correcting this mask and fine-tuning again repeats them
+    assert tuned.metadata["segmented_with"] == {"mode": "tiled", "flips": True, "device": "cpu"}
+    # and the user's mirror TTA choice in Segment survives the switch to the fine-tuned model
+    assert SESSION.source == segment.model_source() and segment.flips.value is True
+
+
+def test_an_image_closed_during_the_fine_tune_gets_no_orphan_layers(plugin, qtbot, tmp_path, store_corrections):
+    viewer, widgets, photo = plugin
+    tune = widgets["Correct & fine-tune"]
+    mask = store_corrections(viewer, tune, photo, tmp_path / "store", [(slice(10, 40), slice(20, 60))])
+    tune.image.value, tune.mask.value = photo, mask
+    tune.epochs.value = 1
+    worker = tune.run()
+    viewer.layers.remove(photo)
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
+    assert not [layer.name for layer in viewer.layers if "fine-tuned" in layer.name]
+    assert "'photo' was closed" in " ".join(tune.result.value.split())
