@@ -255,14 +255,37 @@ def show_for_editing(viewer: Any, mask: Any, image: Any = None) -> None:
 
 
 class _ShowFilter(QObject):
-    """Calls ``callback`` whenever the widget it filters is shown (its dock opened or raised)."""
+    """Calls ``callback`` whenever the widget it filters is shown: its dock opened or raised.
+
+    A dock raised by its tab (docks stacked as tabs) sends its contents no Show event on every
+    Qt binding, so once the widget sits in a ``QDockWidget`` (it is put there after it is made:
+    a ParentChange event) the dock's ``visibilityChanged(True)`` calls back instead."""
 
     def __init__(self, callback: Callable[[], None]) -> None:
         super().__init__()
         self.callback = callback
+        self.dock: Any = None
+
+    def _on_visibility(self, visible: bool) -> None:
+        if visible:
+            self.callback()
+
+    def _find_dock(self, widget: Any) -> None:
+        from qtpy.QtWidgets import QDockWidget
+
+        parent = widget.parentWidget()
+        while parent is not None and not isinstance(parent, QDockWidget):
+            parent = parent.parentWidget()
+        if parent is not None and parent is not self.dock:
+            if self.dock is not None:
+                self.dock.visibilityChanged.disconnect(self._on_visibility)
+            self.dock = parent
+            parent.visibilityChanged.connect(self._on_visibility)
 
     def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
-        if event.type() == QEvent.Type.Show:
+        if event.type() == QEvent.Type.ParentChange:
+            self._find_dock(watched)
+        elif event.type() == QEvent.Type.Show and self.dock is None:
             self.callback()
         return False
 

@@ -37,6 +37,8 @@ INTERACTION_HELP = (
 #: equal colours mean equal values across the four maps; a diverging one if a map is signed.
 INTERACTION_COLORMAP, SIGNED_COLORMAP = "magma", "bwr"
 VIEWS = ("side by side", "overlay")
+#: Metadata key that marks the layers the inspector made.
+MAP_TAG = "medspike_inspector_map"
 
 
 class RatePlot:
@@ -123,10 +125,12 @@ class InspectorWidget(DockContainer):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(lambda: self.worker is not None and self.worker.quit())
         follow_layers(self, self.viewer)
+        self._source: str | None = None  # the model the spike choice was made for
         SESSION.subscribe(self._session_changed)
         self.native.destroyed.connect(lambda *_: SESSION.unsubscribe(self._session_changed))
         self._session_changed(SESSION.source)
         self._layers: list[str] = []
+        self._hidden_by_grid: set[str] = set()  # the user's layers the grid view hid
         make_narrow(self)
         # back from another dock (the Correct & fine-tune one turns the grid off): this view again
         call_when_shown(self, lambda: self._apply_view(keep_camera=True))
@@ -138,10 +142,16 @@ class InspectorWidget(DockContainer):
         return list(model.recorded_spikes) if model is not None and model.spiking else ["q", "k", "v"]
 
     def _session_changed(self, source: str) -> None:
+        """Show the current model; a model with other spike tensors resets the spike choice to
+        ``v`` (the attention's output), otherwise the user's choice stays."""
         model = SESSION.model
+        chosen = self.spikes.value
         self.spikes.reset_choices()
-        if "v" in self.spikes.choices:  # the values carry the attention's output: the default view
+        if chosen in self.spikes.choices and source == self._source:
+            self.spikes.value = chosen
+        elif "v" in self.spikes.choices:  # the values carry the attention's output: the default view
             self.spikes.value = "v"
+        self._source = source
         if model is None:
             show_text(self.model_note, "the Segment dock's model (not loaded yet)")
             return
@@ -194,12 +204,16 @@ class InspectorWidget(DockContainer):
                     if key in kwargs:
                         setattr(layer, key, kwargs[key])
                 return layer
-        return self.viewer.add_image(data, name=name, **kwargs)
+        # tagged, so that a view can hide the maps of other stages, tensors or models
+        return self.viewer.add_image(data, name=name, metadata={MAP_TAG: True}, **kwargs)
 
     def _show(self, image_layer: Any, maps: Any, report: Any, frame: int | None = None) -> None:
         """Add (or update) the maps as layers over ``image_layer``. For a stack, ``frame`` is the
         frame inspected: the maps get an axis of their own for time, in front of the frame axis,
         and sit at that frame (the frame slider leaves them; the t slider moves through time)."""
+        if image_layer not in self.viewer.layers:  # closed while it was being inspected
+            show_text(self.summary, f"'{elide(image_layer.name, 40)}' was closed while inspecting: nothing shown")
+            return
         sy, sx = (maps.scale[i] * image_layer.scale[-2 + i] for i in range(2))
         ty, tx = (maps.translate[i] * image_layer.scale[-2 + i] + image_layer.translate[-2 + i] for i in range(2))
         at_frame: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
@@ -275,11 +289,17 @@ class InspectorWidget(DockContainer):
                 layer.visible = grid or layer.name in shown[:2]  # overlay: the image and the spikes
                 layer.blending = "translucent_no_depth" if layer.name == shown[0] else "translucent"
                 layer.opacity = 1.0 if grid or layer.name == shown[0] else 0.6
-            elif grid:
+            elif layer.metadata.get(MAP_TAG):  # maps of another stage, tensor or model
                 layer.visible = False
+            elif grid and layer.visible:  # the grid shows only these; the user's layers come back after
+                layer.visible = False
+                self._hidden_by_grid.add(layer.name)
         if not grid:
             for layer in self.viewer.layers:
                 layer.name_overlay.visible = False
+                if layer.name in self._hidden_by_grid and layer.name not in shown:
+                    layer.visible = True
+            self._hidden_by_grid.clear()
         if grid:  # the grid lays out layers from the top of the list: put these first
             for name in shown:
                 index = self.viewer.layers.index(self.viewer.layers[name])

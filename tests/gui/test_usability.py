@@ -304,10 +304,13 @@ def test_opening_the_correction_dock_readies_the_mask_for_painting(plugin, qtbot
     turns the grid off and shows the mask over its image, on top and active for painting;
     while the dock stays hidden, picking a mask changes nothing in the view. Raising the
     inspector again brings its grid back, and keeps the zoom when there is nothing to change."""
-    from qtpy.QtGui import QShowEvent
-    from qtpy.QtWidgets import QApplication
+    from napari_medspike.demo import plugin_dock
 
     viewer, widgets, image = plugin
+
+    def raise_dock(name):  # what a dock raised by its tab sends (a real click: the next test)
+        plugin_dock(viewer, name).visibilityChanged.emit(True)
+
     with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
         pass
     mask = viewer.layers["photo mask"]
@@ -320,13 +323,47 @@ def test_opening_the_correction_dock_readies_the_mask_for_painting(plugin, qtbot
     tune.mask.value = other
     tune.mask.value = mask  # the dock is not shown: the view stays as the inspector left it
     assert viewer_grid(viewer).enabled and not mask.visible and viewer.layers[-1] is other
-    QApplication.sendEvent(tune.native, QShowEvent())  # the dock is raised
+    raise_dock("Correct & fine-tune")
     assert not viewer_grid(viewer).enabled
     assert mask.visible and image.visible
     assert not any(layer.visible for layer in viewer.layers if "(stage 0" in layer.name)  # no spike map over it
     assert viewer.layers[-1] is mask and viewer.layers.selection.active is mask
-    QApplication.sendEvent(widgets["Spike inspector"].native, QShowEvent())  # back to the inspector
+    raise_dock("Spike inspector")  # back to the inspector
     assert viewer_grid(viewer).enabled and not mask.visible
     viewer.camera.zoom = 7.5  # raised again with nothing to change: the user's zoom stays
-    QApplication.sendEvent(widgets["Spike inspector"].native, QShowEvent())
+    raise_dock("Spike inspector")
     assert viewer.camera.zoom == 7.5
+
+
+def test_clicking_the_dock_tabs_switches_between_inspecting_and_painting(make_napari_viewer, qtbot):
+    """Docks stacked as tabs (as ``python -m napari_medspike`` opens them), clicked like a user
+    does: the Correct & fine-tune tab readies the mask, the Spike inspector tab brings the grid back."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QTabBar
+
+    from napari_medspike.demo import open_plugin
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1280, 800)
+    widgets = open_plugin(viewer, "synthetic")
+    settle(0.5)
+    bar = next(b for b in viewer.window._qt_window.findChildren(QTabBar) if b.count() == 3)
+    titles = [bar.tabText(i).split(" (")[0] for i in range(3)]
+
+    def click(name):
+        QTest.mouseClick(bar, Qt.MouseButton.LeftButton, pos=bar.tabRect(titles.index(name)).center())
+        settle(0.3)
+
+    with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
+        pass
+    click("Spike inspector")
+    with qtbot.waitSignal(widgets["Spike inspector"].run().finished, timeout=WAIT):
+        pass
+    settle(0.3)
+    mask = next(layer for layer in viewer.layers if layer.name.endswith(" mask"))
+    assert viewer_grid(viewer).enabled and not mask.visible
+    click("Correct & fine-tune")
+    assert not viewer_grid(viewer).enabled and mask.visible and viewer.layers.selection.active is mask
+    click("Spike inspector")
+    assert viewer_grid(viewer).enabled

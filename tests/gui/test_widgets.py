@@ -385,3 +385,34 @@ def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(
     assert (tmp_path / "store" / "removed" / "masks" / f"{third.stem}.png").is_file()
     assert any(f"removed correction {third.stem}" in n for n in notes)
     assert tune.remove_selected() is None and any("select a stored correction first" in n for n in notes)
+
+
+def test_inspector_keeps_the_spike_choice_and_overlay_shows_only_this_runs_maps(plugin, qtbot):
+    from napari_medspike.widgets.inspector import viewer_grid
+
+    viewer, widgets, image = plugin
+    inspector = widgets["Spike inspector"]
+    mine = viewer.add_labels(np.zeros((70, 90), np.uint8), name="my notes")  # a layer of the user's
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):  # side by side: the grid hides it
+        pass
+    assert viewer_grid(viewer).enabled and not mine.visible
+    inspector.view.value = "overlay"
+    assert mine.visible  # the overlay gives back what the grid hid
+    inspector.spikes.value = "q"
+    inspector.stage.value = 1
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    assert inspector.spikes.value == "q" and "spikes q (stage 1, t)" in viewer.layers  # the choice is used
+    visible = {layer.name for layer in viewer.layers if layer.visible}
+    assert visible == {"photo", "spikes q (stage 1, t)", "my notes"}, visible  # no maps of the run before
+
+
+def test_an_image_closed_while_inspecting_gets_no_maps(plugin, qtbot):
+    viewer, widgets, image = plugin
+    inspector = widgets["Spike inspector"]
+    worker = inspector.run()
+    viewer.layers.remove(image)
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    assert len(viewer.layers) == 0
+    assert "was closed while inspecting" in " ".join(inspector.summary.value.split())
