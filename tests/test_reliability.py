@@ -551,6 +551,10 @@ def test_command_line_tools_report_file_errors_in_one_line(lesions, tmp_path, ca
         finetune_main(["--checkpoint", str(junk), *data, "--out", str(tmp_path / "t.safetensors"), "--debug"])
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         evaluate_main(["--checkpoint", str(missing), *data, "--debug"])
+    # replay folders without a number of pairs would be ignored: refused with a word instead
+    with pytest.raises(SystemExit) as stop:
+        finetune_main(["--checkpoint", str(junk), *data, "--out", str(tmp_path / "t.safetensors"), "--replay", str(lesions)])
+    assert stop.value.code == 2 and "--replay-samples" in capsys.readouterr().err
     args = ["--arch", "medqkformer", *data, "--config", json.dumps(TINY), "--size", "32", "--epochs", "1",
             "--batch-size", "4", "--no-augment"]
     assert train_main([*args, "--out", str(tmp_path / "a"), "--init-from", str(missing)]) == 2

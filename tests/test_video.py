@@ -105,6 +105,27 @@ def test_closing_a_folder_job_stops_it_and_keeps_what_was_done(tmp_path, tiny_mo
     assert (tmp_path / "out" / "measurements.csv").is_file()
 
 
+def test_inputs_sharing_a_stem_get_masks_of_their_own_and_a_cancel_event_stops_between_images(tmp_path, tiny_model):
+    import threading
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    io.imsave(folder / "a.png", frames(1)[0], check_contrast=False)
+    io.imsave(folder / "a.jpg", frames(1)[0][:24, :24], check_contrast=False)
+    io.imsave(folder / "b.png", frames(1)[0], check_contrast=False)
+    result = run_job(segment_folder_steps(tiny_model, folder, tmp_path / "out"))
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["a_jpg.png", "a_png.png", "b.png"]
+    assert len(set(result.masks)) == 3 and not result.cancelled
+    assert io.imread(tmp_path / "out" / "masks" / "a_jpg.png").shape == (24, 24)
+    # a cancel event: the job stops before the next image and returns what it wrote, table included
+    cancel = threading.Event()
+    steps = segment_folder_steps(tiny_model, folder, tmp_path / "cut", cancel=cancel)
+    next(steps), next(steps)  # started, first file done
+    cancel.set()
+    cut = run_job(steps)
+    assert cut.cancelled and len(cut.masks) == 1 and (tmp_path / "cut" / "measurements.csv").is_file()
+
+
 def test_segment_command_takes_a_video_file(tmp_path, tiny_model):
     from napari_medspike.cli.segment import main
 

@@ -131,13 +131,15 @@ def finetune_main(argv: list[str] | None = None) -> int:
                         help=f"0 (default): auto, about {FINETUNE.image_passes} training images in all "
                         f"({FINETUNE.min_epochs}-{FINETUNE.max_epochs} epochs)")
     parser.add_argument("--minutes", type=float, default=FINETUNE.minutes,
-                        help="stop after the epoch that crosses this time (0: no limit)")
+                        help=f"stop after the epoch that crosses this time (default {FINETUNE.minutes:g}; "
+                        "0: no limit); the best weights so far are kept")
     parser.add_argument("--lr", type=float, default=FINETUNE.lr,
                         help=f"0 (default): the architecture's training rate ({DEFAULT_LR_TEXT})")
     parser.add_argument("--batch-size", type=int, default=FINETUNE.batch_size)
     parser.add_argument("--val-fraction", type=float, default=FINETUNE.val_fraction)
-    parser.add_argument("--replay", nargs="*", help="original training folder(s) to mix in")
-    parser.add_argument("--replay-samples", type=int, default=0)
+    parser.add_argument("--replay", nargs="*", help="original training folder(s) to mix in (needs --replay-samples)")
+    parser.add_argument("--replay-samples", type=int, default=0,
+                        help="how many pairs of the --replay folders to mix in (0, the default: none)")
     parser.add_argument("--anchor-weight", type=float, default=FINETUNE.anchor_weight,
                         help="pull the weights toward the starting ones (L2-SP; 0: off): less forgetting, less adaptation")
     parser.add_argument("--freeze-norm-stats", action=argparse.BooleanOptionalAction, default=FINETUNE.freeze_norm_stats,
@@ -150,6 +152,8 @@ def finetune_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
+    if args.replay and args.replay_samples <= 0:  # else the replay folders would be ignored without a word
+        parser.error("--replay mixes in nothing unless --replay-samples N says how many of its pairs to use")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     return run_command(parser.prog, lambda: _finetune(args), debug=args.debug)
 

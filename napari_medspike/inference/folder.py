@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +49,23 @@ def list_inputs(source: str | Path) -> list[Path]:
     return found
 
 
-def _frames(path: Path, every: int) -> Iterator[tuple[str, int, np.ndarray]]:
+def output_stems(inputs: list[Path]) -> dict[Path, str]:
+    """The name each input's outputs start with: its stem, or, where inputs share a stem (``a.png``
+    and ``a.jpg``), the stem and the extension (``a_png``, ``a_jpg``), so no mask replaces another."""
+    counts: dict[str, int] = {}
+    for path in inputs:
+        counts[path.stem.lower()] = counts.get(path.stem.lower(), 0) + 1
+    return {path: path.stem if counts[path.stem.lower()] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+            for path in inputs}
+
+
+def _frames(path: Path, stem: str, every: int) -> Iterator[tuple[str, int, np.ndarray]]:
     """``(output stem, slice index, pixels)`` for an image (one) or a video (every k-th frame)."""
     if path.suffix.lower() in VIDEO_SUFFIXES:
         for index, frame in iter_frames(path, every):
-            yield f"{path.stem}_f{index:05d}", index, frame
+            yield f"{stem}_f{index:05d}", index, frame
     else:
-        yield path.stem, 0, read_pixels(path)
+        yield stem, 0, read_pixels(path)
 
 
 def segment_folder_steps(
@@ -68,14 +79,18 @@ def segment_folder_steps(
     probabilities: bool = False,
     every: int = 1,
     precision: str = "auto",
+    cancel: threading.Event | None = None,
 ) -> Generator[Progress, None, FolderResult]:
     """Segment every image (and every ``every``-th frame of every video) of ``source``.
 
     Writes ``OUT/masks/<name>.png`` (0/255; video frames as ``<video>_f<frame>.png``),
     optionally ``OUT/probabilities/<name>.tif`` (float32), and ``OUT/measurements.csv`` (one row
     per connected region); ``precision`` as in :func:`predict_steps`. Unreadable files are
-    skipped and listed in the result. Yields :class:`Progress` per file and per video frame;
-    closing the generator stops it, and the measurements of what was done are still written.
+    skipped and listed in the result; inputs that share a stem keep their extension in the output
+    names (:func:`output_stems`). Yields :class:`Progress` per file and per video frame; setting
+    ``cancel`` (checked before every image and frame) or closing the generator stops it, and the
+    measurements of what was done are still written (a cancelled run returns what it wrote, with
+    ``cancelled`` set).
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
@@ -90,12 +105,17 @@ def segment_folder_steps(
     if probabilities:
         (out / "probabilities").mkdir(parents=True, exist_ok=True)
     total = len(inputs)
+    stems = output_stems(inputs)
     try:
         yield Progress(0, total, f"{total} files")
         for i, path in enumerate(inputs):
+            if cancel is not None and cancel.is_set():
+                break
             try:
                 frames = video_info(path).frames if path.suffix.lower() in VIDEO_SUFFIXES else 1
-                for stem, index, pixels in _frames(path, every):
+                for stem, index, pixels in _frames(path, stems[path], every):
+                    if cancel is not None and cancel.is_set():
+                        break
                     prob = run_job(predict_steps(model, pixels, mode=mode, device=device, flips=flips,
                                                     precision=precision))
                     mask = prob >= threshold
@@ -119,4 +139,5 @@ def segment_folder_steps(
         raise
     finally:
         result.csv = write_csv(result.rows, out / "measurements.csv")
+    result.cancelled = cancel is not None and cancel.is_set()
     return result

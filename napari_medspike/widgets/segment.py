@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ class SegmentWidget(DockContainer):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.worker: Any = None
+        self._folder_cancel: threading.Event | None = None  # set: the folder job running stops
         names = list(list_models())
         self.image = create_widget(annotation=napari.layers.Image, label="image")
         self.model_choice = ComboBox(label="model", choices=self._model_choices,
@@ -218,14 +220,18 @@ class SegmentWidget(DockContainer):
         options = dict(threshold=float(self.threshold.value), mode=self.mode.value, device=device,
                        flips=bool(self.flips.value), probabilities=bool(self.folder_probabilities.value))
 
+        # Cancel stops the job between images and it returns what it wrote (the table included)
+        self._folder_cancel = cancel = threading.Event()
+
         def job():
-            return (yield from segment_folder_steps(model, source, out, **options))
+            return (yield from segment_folder_steps(model, source, out, cancel=cancel, **options))
 
         def done(result: Any) -> None:
             self.measurements = result.rows
             self._show_measurements("px²", len(result.masks), by_file=True)
             skipped = f"; {len(result.skipped)} unreadable files skipped (see the notification)" if result.skipped else ""
-            show_text(self.status, f"{len(result.masks)} masks from {len(inputs)} files in {out}{skipped}")
+            state = "cancelled: " if result.cancelled else ""
+            show_text(self.status, f"{state}{len(result.masks)} masks from {len(inputs)} files in {out}{skipped}")
             self.status.tooltip = str(out)
             if result.skipped:
                 show_error("skipped:\n" + "\n".join(result.skipped[:10]))
@@ -286,14 +292,18 @@ class SegmentWidget(DockContainer):
             style_mask(layer, self.mask_colour.value, self.mask_style.value)
 
     def cancel(self) -> None:
-        if self.worker is not None:
+        if self.worker is None:
+            return
+        if self._folder_cancel is not None:  # a folder job stops itself, keeping what it wrote
+            self._folder_cancel.set()
+        else:
             self.worker.quit()
-            self.status.value = CANCELLING
+        self.status.value = CANCELLING
 
     def _busy(self, busy: bool) -> None:
         self.run_button.enabled = self.folder_button.enabled = not busy
         self.cancel_button.enabled = busy
         if not busy:
-            self.worker = None
+            self.worker, self._folder_cancel = None, None
             if self.status.value == CANCELLING:
                 show_text(self.status, "cancelled: no layers added")

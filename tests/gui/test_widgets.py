@@ -416,3 +416,24 @@ def test_an_image_closed_while_inspecting_gets_no_maps(plugin, qtbot):
         pass
     assert len(viewer.layers) == 0
     assert "was closed while inspecting" in " ".join(inspector.summary.value.split())
+
+
+def test_cancelling_a_folder_keeps_what_was_written_and_says_so(plugin, qtbot, tmp_path):
+    from skimage import io
+
+    from napari_medspike.data.synthetic import synthetic_lesion
+
+    viewer, widgets, _ = plugin
+    segment = widgets["Segment"]
+    folder = tmp_path / "clinic"
+    folder.mkdir()
+    for i in range(6):
+        io.imsave(folder / f"img{i}.png", synthetic_lesion((40, 56), seed=i)[0], check_contrast=False)
+    segment.folder_in.value = str(folder)
+    worker = segment.run_folder()
+    worker.yielded.connect(lambda event: event.done >= 1 and segment.cancel())
+    qtbot.waitUntil(lambda: segment.worker is None, timeout=WAIT)
+    written = list((tmp_path / "clinic-masks" / "masks").iterdir())
+    assert 1 <= len(written) < 6 and (tmp_path / "clinic-masks" / "measurements.csv").is_file()
+    status = " ".join(segment.status.value.split())
+    assert status.startswith(f"cancelled: {len(written)} masks from 6 files"), status
