@@ -113,6 +113,13 @@ def test_soft_masks_hold_the_fraction_of_foreground_each_pixel_covers(tmp_path):
     assert abs(float(soft.mean()) - area) < 0.005
 
 
+def test_two_images_of_one_name_are_reported_not_dropped_silently(tmp_path):
+    root = make_folder(tmp_path / "set", 2)
+    _save(root / "images" / "s0.jpg", np.zeros((32, 40, 3), np.uint8))
+    pairs, problems = find_pairs(root)
+    assert len(pairs) == 2 and any("s0.jpg" in p and "same name" in p for p in problems), problems
+
+
 def test_missing_folders_raise(tmp_path):
     with pytest.raises(FileNotFoundError, match="images/ and masks/"):
         find_pairs(tmp_path)

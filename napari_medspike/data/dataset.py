@@ -39,10 +39,14 @@ class Pair:
         return f"group:{self.group}" if self.group else self.key
 
 
-def _files_by_stem(folder: Path) -> dict[str, Path]:
+def _files_by_stem(folder: Path, problems: list[str] | None = None) -> dict[str, Path]:
+    """Image files by stem; a second file of a stem (``a.png`` beside ``a.jpg``) is not used and
+    is listed in ``problems``: which of the two a mask belongs to cannot be told."""
     files: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+            if p.stem in files and problems is not None:
+                problems.append(f"{p}: {files[p.stem].name} has the same name; only that one is used")
             files.setdefault(p.stem, p)
     return files
 
@@ -81,7 +85,7 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
                         problems.append(f"{path}: not a complete correction (no provenance/{path.stem}.json, or "
                                         "its image or mask is missing: an interrupted save?); not used")
             continue
-        images, masks = _files_by_stem(images_dir), _files_by_stem(masks_dir)
+        images, masks = _files_by_stem(images_dir, problems), _files_by_stem(masks_dir, problems)
         for stem, image in images.items():
             if stem in masks:
                 pairs.append(Pair(image, masks[stem], f"{folder.name}/{stem}"))
