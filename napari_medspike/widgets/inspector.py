@@ -142,8 +142,8 @@ class InspectorWidget(DockContainer):
         return list(model.recorded_spikes) if model is not None and model.spiking else ["q", "k", "v"]
 
     def _session_changed(self, source: str) -> None:
-        """Show the current model; a model with other spike tensors resets the spike choice to
-        ``v`` (the attention's output), otherwise the user's choice stays."""
+        """Show the current model. Another model resets the spike choice to ``v`` (the
+        attention's output); for the same model the user's choice stays."""
         model = SESSION.model
         chosen = self.spikes.value
         self.spikes.reset_choices()
