@@ -87,8 +87,11 @@ class CurvePlot:
         if self.start is not None and "val_dice" in self.start:
             self.ax.axhline(self.start["val_dice"], linestyle="--", linewidth=1, color="C2",
                             label="val Dice at start")
+            self.ax.plot([0], [self.start["val_dice"]], "^", color="C2")
         self.ax.set_xlabel("epoch", fontsize=8)
         self.ax.set_title("fine-tuning", fontsize=8)
+        last = max((h["epoch"] for h in self.history), default=1)
+        self.ax.set_xlim(-0.2 if self.start is not None else 0.8, last + 0.2)  # epoch 0: the start
         self.ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if self.history or self.start is not None:
             self.ax.legend(fontsize=7)
@@ -116,6 +119,7 @@ class FinetuneWidget(DockContainer):
         self.worker: Any = None
         self.resegment_worker: Any = None
         self._target: tuple[Any, Any] = (None, None)  # image and mask of the fine-tune running
+        self._following = True  # the mask box follows the Labels layer selected (see _follow_active_mask)
         self.cancel_event = threading.Event()
         self.image = create_widget(annotation=napari.layers.Image, label="image")
         self.mask = create_widget(annotation=napari.layers.Labels, label="mask")
@@ -186,7 +190,7 @@ class FinetuneWidget(DockContainer):
         from napari.layers import Image, Labels
 
         layer = self.viewer.layers.selection.active
-        if not isinstance(layer, Labels) or layer is self.mask.value:
+        if not self._following or not isinstance(layer, Labels) or layer is self.mask.value:
             return
         made_for = layer.metadata.get("source_image")
         source = self.viewer.layers[made_for] if made_for in self.viewer.layers else None
@@ -392,8 +396,15 @@ class FinetuneWidget(DockContainer):
                     show_text(self.result, f"{summary}\n'{image.name}' was closed: no layers added")
                     return
                 # the settings go with the new mask too, so correcting it and fine-tuning again repeats them
-                add_segmentation_layers(self.viewer, image, prob, threshold, suffix=" (fine-tuned)", colour=colour,
-                                        style=style, settings=settings)
+                # the new mask is for comparing: the selection and the dock's mask stay as they are
+                before, self._following = self.viewer.layers.selection.active, False
+                try:
+                    add_segmentation_layers(self.viewer, image, prob, threshold, suffix=" (fine-tuned)",
+                                            colour=colour, style=style, settings=settings)
+                    if before is not None and before in self.viewer.layers:
+                        self.viewer.layers.selection.active = before
+                finally:
+                    self._following = True
 
             self.resegment_worker = start_worker(
                 resegment, "Re-segment", on_finish=lambda: setattr(self, "resegment_worker", None), on_return=show)

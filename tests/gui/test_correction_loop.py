@@ -91,6 +91,8 @@ def test_the_resegment_goes_to_the_image_fine_tuned_for_with_segments_settings(
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
     assert "next mask (fine-tuned)" not in viewer.layers
     tuned = viewer.layers["photo mask (fine-tuned)"]
+    # the new mask is for comparing: the selection and the dock's mask stay as the user left them
+    assert viewer.layers.selection.active is other and tune.mask.value is mask
     # Segment's settings came along, so correcting this mask and fine-tuning again repeats them
     assert tuned.metadata["segmented_with"] == {"mode": "tiled", "flips": True, "device": "cpu"}
     # and the user's mirror TTA choice in Segment survives the switch to the fine-tuned model
