@@ -7,13 +7,14 @@ Layout (the same as a training folder, so the trainer reads it directly)::
     <store>/provenance/<stem>.json   source file, layer, model, time, shape
 
 An entry is complete when all three files exist; the provenance is written last, so a save that
-was interrupted leaves no complete entry. A store holds one correction per image: saving an image
-again (the same pixels, whatever its name) replaces its earlier correction, and removing an entry
-moves its three files to ``<store>/removed/`` (laid out like a store) rather than deleting them.
-Entries of the same pixels from older stores are kept together when a training run splits the
-store (:func:`entry_groups`), so one image is never both trained on and held out. :meth:`CorrectionStore.list` lists exactly the
-complete entries and training on the store (``find_pairs``, which recognises a store by its
-``provenance/`` folder) uses exactly those: :func:`complete_stems` is the one rule for both.
+was interrupted leaves no complete entry. A store holds one correction per image: saving an
+image again (the same pixels, whatever its name) replaces its earlier correction, and removing
+an entry moves its three files to ``<store>/removed/`` (laid out like a store) rather than
+deleting them. Entries of the same pixels from older stores are kept together when a training
+run splits the store (:func:`entry_groups`), so one image is never both trained on and held out.
+:meth:`CorrectionStore.list` lists exactly the complete entries and training on the store
+(``find_pairs``, which recognises a store by its ``provenance/`` folder) uses exactly those:
+:func:`complete_stems` is the one rule for both.
 Temporary files that an interrupted save left behind are removed when they are an hour old
 (:meth:`CorrectionStore.remove_stale_temp_files`, run whenever a store is opened).
 
