@@ -209,11 +209,11 @@ def _stored_fingerprint(root: Path, stem: str) -> str:
         return f"stem:{stem}"
 
 
-def entry_groups(root: str | Path, stems: list[str] | None = None) -> dict[str, str]:
-    """Stem -> pixel fingerprint for the complete entries of the store at ``root`` (or ``stems``):
-    entries with the same fingerprint show the same image, and a split keeps them together."""
+def entry_groups(root: str | Path) -> dict[str, str]:
+    """Stem -> pixel fingerprint for the complete entries of the store at ``root``: entries with
+    the same fingerprint show the same image, and a split keeps them together."""
     root = Path(root)
-    return {stem: _stored_fingerprint(root, stem) for stem in (complete_stems(root) if stems is None else stems)}
+    return {stem: _stored_fingerprint(root, stem) for stem in complete_stems(root)}
 
 
 def is_correction_store(folder: str | Path) -> bool:
