@@ -295,10 +295,12 @@ class InspectorWidget(DockContainer):
                 layer.visible = False
                 self._hidden_by_grid.add(layer.name)
         if not grid:
+            back = [layer for layer in self.viewer.layers if layer.name in self._hidden_by_grid and layer.name not in shown]
             for layer in self.viewer.layers:
                 layer.name_overlay.visible = False
-                if layer.name in self._hidden_by_grid and layer.name not in shown:
-                    layer.visible = True
+            for layer in back:  # shown again, and on top: the grid put the image above them
+                layer.visible = True
+                self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
             self._hidden_by_grid.clear()
         if grid:  # the grid lays out layers from the top of the list: put these first
             for name in shown:

@@ -397,7 +397,7 @@ def test_inspector_keeps_the_spike_choice_and_overlay_shows_only_this_runs_maps(
         pass
     assert viewer_grid(viewer).enabled and not mine.visible
     inspector.view.value = "overlay"
-    assert mine.visible  # the overlay gives back what the grid hid
+    assert mine.visible and viewer.layers[-1] is mine  # the overlay gives back what the grid hid, on top
     inspector.spikes.value = "q"
     inspector.stage.value = 1
     with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
