@@ -126,6 +126,26 @@ def test_inputs_sharing_a_stem_get_masks_of_their_own_and_a_cancel_event_stops_b
     assert cut.cancelled and len(cut.masks) == 1 and (tmp_path / "cut" / "measurements.csv").is_file()
 
 
+def test_a_second_run_into_one_output_folder_moves_the_first_runs_masks_aside(tmp_path, tiny_model):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    io.imsave(first / "a.png", frames(1)[0], check_contrast=False)
+    io.imsave(second / "b.png", frames(1)[0], check_contrast=False)
+    out = tmp_path / "out"
+    assert run_job(segment_folder_steps(tiny_model, first, out, probabilities=True)).earlier is None
+    result = run_job(segment_folder_steps(tiny_model, second, out))
+    # the folder holds only what the second run wrote: its table never sits beside a.png's mask
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["b.png"]
+    assert not (out / "probabilities").exists()
+    # nothing is lost: the first run's outputs are in earlier/<time>/
+    assert result.earlier is not None and result.earlier.parent == out / "earlier"
+    assert sorted(p.name for p in result.earlier.iterdir()) == ["masks", "measurements.csv", "probabilities"]
+    assert (result.earlier / "masks" / "a.png").is_file() and (result.earlier / "probabilities" / "a.tif").is_file()
+    # a third run in the same second gets a folder of its own
+    third = run_job(segment_folder_steps(tiny_model, first, out))
+    assert third.earlier != result.earlier and (third.earlier / "masks" / "b.png").is_file()
+
+
 def test_segment_command_takes_a_video_file(tmp_path, tiny_model):
     from napari_medspike.cli.segment import main
 

@@ -33,6 +33,8 @@ def _segment(args: argparse.Namespace) -> int:
         result = run_job(segment_folder_steps(
             model, args.input, args.out, threshold=args.threshold, mode=args.mode, device=device, flips=flips,
             precision=args.precision, probabilities=args.probabilities, every=args.every), on_event)
+    if result.earlier is not None:
+        print(f"the earlier run's masks and table in {args.out} were moved to {result.earlier}", file=sys.stderr)
     for problem in result.skipped:
         print(f"skipped: {problem}", file=sys.stderr)
     print(f"{len(result.masks)} masks in {args.out / 'masks'}, {len(result.rows)} regions in {result.csv}",
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("input", type=Path, help="folder of images (png, jpg, bmp, tif) and videos (mp4, avi, "
                         "mov, mkv, webm), or one such file")
-    parser.add_argument("--out", type=Path, required=True, help="output folder (created)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (created; an earlier "
+                        "run's masks and table in it are moved to OUT/earlier/<time>/)")
     parser.add_argument("--model", default="default", help="shipped model name or checkpoint path")
     parser.add_argument("--mode", choices=["resize", "tiled"], default="resize")
     parser.add_argument("--threshold", type=float, default=0.5)

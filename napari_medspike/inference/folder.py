@@ -30,6 +30,33 @@ class FolderResult:
     csv: Path | None = None
     skipped: list[str] = field(default_factory=list)
     cancelled: bool = False
+    earlier: Path | None = None
+
+
+#: what a folder job writes in its output folder (an earlier run's are moved aside, not mixed in)
+OUTPUTS = ("masks", "probabilities", "measurements.csv")
+
+
+def set_aside_earlier_run(out: Path) -> Path | None:
+    """Move an earlier run's masks, probabilities and table in ``out`` to ``out/earlier/<time>/``,
+    so that the folder holds only what the new run writes (its table would otherwise sit beside
+    masks of images it never saw). Returns where they went, or ``None`` when there were none."""
+    import time
+
+    found = [out / name for name in OUTPUTS
+             if (out / name).is_file() or ((out / name).is_dir() and any((out / name).iterdir()))]
+    if not found:
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = out / "earlier" / stamp
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = out / "earlier" / f"{stamp}-{n}"
+    aside.mkdir(parents=True)
+    for path in found:
+        path.rename(aside / path.name)
+    return aside
 
 
 def list_inputs(source: str | Path) -> list[Path]:
@@ -90,7 +117,8 @@ def segment_folder_steps(
     names (:func:`output_stems`). Yields :class:`Progress` per file and per video frame; setting
     ``cancel`` (checked before every image and frame) or closing the generator stops it, and the
     measurements of what was done are still written (a cancelled run returns what it wrote, with
-    ``cancelled`` set).
+    ``cancelled`` set). An earlier run's outputs in ``out`` are moved to ``out/earlier/<time>/``
+    first (:func:`set_aside_earlier_run`; the result's ``earlier``).
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
@@ -101,6 +129,7 @@ def segment_folder_steps(
     inputs = list_inputs(source)
     out = Path(out)
     result = FolderResult(out)
+    result.earlier = set_aside_earlier_run(out)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     if probabilities:
         (out / "probabilities").mkdir(parents=True, exist_ok=True)

@@ -235,7 +235,8 @@ class SegmentWidget(DockContainer):
             self.status.tooltip = str(out)
             if result.skipped:
                 show_error("skipped:\n" + "\n".join(result.skipped[:10]))
-            show_info(f"masks and measurements.csv written to {out}")
+            earlier = f" (the earlier run's are in {result.earlier})" if result.earlier is not None else ""
+            show_info(f"masks and measurements.csv written to {out}{earlier}")
 
         self._busy(True)
         show_text(self.status, f"segmenting {len(inputs)} files in '{elide(source.name, 30)}'…")
