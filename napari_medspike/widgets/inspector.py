@@ -219,13 +219,21 @@ class InspectorWidget(DockContainer):
         at_frame: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
         if frame is not None:
             at_frame = ((image_layer.scale[-3],), (image_layer.translate[-3] + frame * image_layer.scale[-3],))
+        across = self._axes_of_other_layers() if frame is None else []
 
         def placed(array: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
             """The array and where it goes: ``[T, h, w]`` in time, ``[h, w]`` flat, each with a
-            frame axis of one frame for a stack."""
+            frame axis of one frame for a stack. A 2D image's maps in time, while other layers
+            have frame axes, repeat (a view, no copy) across those frames, so that time gets
+            an axis of its own instead of sharing theirs."""
             in_time = array.ndim == 3
             if frame is not None:
                 array = np.expand_dims(array, -3)
+            elif in_time and across:
+                shape = (array.shape[0], *(n for n, _, _ in across), *array.shape[-2:])
+                array = np.broadcast_to(array.reshape(array.shape[0], *(1,) * len(across), *array.shape[-2:]), shape)
+                return array, {"scale": (1.0, *(step for _, step, _ in across), sy, sx),
+                               "translate": (0.0, *(start for _, _, start in across), ty, tx)}
             scale = (1.0,) * in_time + at_frame[0] + (sy, sx)
             translate = (0.0,) * in_time + at_frame[1] + (ty, tx)
             return array, {"scale": scale, "translate": translate}
@@ -250,7 +258,7 @@ class InspectorWidget(DockContainer):
                   contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)), **where)
         self._layers = [image_layer.name, *names]
         if maps.spikes.ndim == 3:
-            time_axis = self.viewer.dims.ndim - 3 - (frame is not None)
+            time_axis = self.viewer.dims.ndim - self.viewer.layers[names[0]].ndim  # the maps' first axis
             labels = list(self.viewer.dims.axis_labels)
             labels[time_axis] = "t"
             self.viewer.dims.axis_labels = labels
@@ -273,6 +281,14 @@ class InspectorWidget(DockContainer):
             f"({report.energy_pj / max(report.ann_energy_pj, 1e-9):.0%})\n"
             "AA, AI, IA, II: active or inactive Q with active or inactive K (hover Inspect)"
         ))
+
+    def _axes_of_other_layers(self) -> list[tuple[int, float, float]]:
+        """``(frames, step, start)`` of each axis in front of the two image axes that layers other
+        than the maps have (a stack's frames), as the viewer's sliders span them."""
+        depth = max((layer.ndim for layer in self.viewer.layers if not layer.metadata.get(MAP_TAG)), default=2) - 2
+        first = self.viewer.dims.ndim - 2 - depth
+        return [(int(self.viewer.dims.nsteps[i]), float(self.viewer.dims.range[i].step),
+                 float(self.viewer.dims.range[i].start)) for i in range(first, first + depth)]
 
     def _apply_view(self, *_: Any, keep_camera: bool = False) -> None:
         """Side by side: only the image and this stage's maps are shown, in napari's grid (one

@@ -153,6 +153,28 @@ def test_inspector_on_a_stack_keeps_its_maps_at_the_frame_inspected(plugin, qtbo
     np.testing.assert_array_equal(seen[0], frames[2])  # frame 2 was inspected
 
 
+def test_inspector_on_an_image_while_a_stack_is_open_gives_time_an_axis_of_its_own(plugin, qtbot):
+    from napari_medspike.widgets._common import shown_slice
+
+    viewer, widgets, image = plugin
+    frames = (np.random.default_rng(6).random((4, 70, 90, 3)) * 255).astype(np.uint8)
+    stack = viewer.add_image(frames, name="clip", rgb=True, scale=(5.0, 1.0, 1.0), translate=(10.0, 0.0, 0.0))
+    viewer.dims.set_current_step(0, 3)
+    inspector = widgets["Spike inspector"]
+    inspector.reset_choices()
+    inspector.image.value = image  # the 2D photo
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    spikes = viewer.layers["spikes v (stage 0, t)"]
+    # [T, the clip's 4 frames, h, w]: the same maps at every frame, time on an axis of its own
+    assert spikes.data.ndim == 4 and spikes.data.shape[1] == 4
+    np.testing.assert_array_equal(spikes.data[:, 0], spikes.data[:, 3])
+    assert spikes.scale[1] == pytest.approx(5.0) and spikes.translate[1] == pytest.approx(10.0)
+    assert viewer.dims.ndim == 4 and viewer.dims.axis_labels[0] == "t"
+    viewer.dims.set_current_step(0, 1)  # the t slider moves time, not the clip
+    assert shown_slice(stack, viewer) == 3
+
+
 def test_inspector_channel_reduction(plugin, qtbot):
     viewer, widgets, _ = plugin
     inspector = widgets["Spike inspector"]
