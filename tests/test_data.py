@@ -45,6 +45,20 @@ def test_read_16_bit(tmp_path, suffix):
     assert image.max() == pytest.approx(1.0) and image.min() == 0.0
 
 
+def test_signed_images_keep_their_negative_values_apart():
+    from napari_medspike.data.io import to_rgb_float
+
+    grey = np.linspace(0, 255, 600).reshape(20, 30)
+    signed = (8 * grey - 1024).astype(np.int16)  # e.g. a CT-like image: most values below 0
+    image = to_rgb_float(signed)[..., 0]
+    # mapped from its minimum to its maximum, as the same values in float are: nothing clipped to 0
+    np.testing.assert_allclose(image, to_rgb_float(signed.astype(np.float32))[..., 0], atol=1e-6)
+    assert image.min() == 0.0 and image.max() == pytest.approx(1.0) and (image == 0).sum() == 1
+    # signed images without negative values are scaled by their maximum, like unsigned ones
+    positive = (4 * grey).astype(np.int32)
+    np.testing.assert_allclose(to_rgb_float(positive), to_rgb_float(positive.astype(np.uint16)), atol=1e-6)
+
+
 # The mask rule (data.io.to_binary_mask): 0 is background, any value above 0 foreground; a
 # mask without 0, such as 3/7, is all foreground (tests/test_reliability.py).
 @pytest.mark.parametrize("values", [(0, 255), (0, 1), (0, 7)])

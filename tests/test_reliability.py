@@ -700,7 +700,8 @@ def test_banded_reduction_equals_converting_the_whole_image_then_box_averaging()
     rng = np.random.default_rng(1)
     for image in (rng.integers(0, 4096, (203, 150), dtype=np.uint16),  # 12-bit grey: own maximum
                   rng.normal(5, 3, (97, 121, 3)).astype(np.float32),    # float outside [0, 1]
-                  rng.integers(0, 256, (3, 90, 64), dtype=np.uint8)):   # channel-first
+                  rng.integers(0, 256, (3, 90, 64), dtype=np.uint8),    # channel-first
+                  rng.integers(-900, 300, (90, 70), dtype=np.int16)):   # signed: from its minimum
         full = to_rgb_float(image)
         h, w = (s // 4 * 4 for s in full.shape[:2])
         expected = full[:h, :w].reshape(h // 4, 4, w // 4, 4, 3).mean(axis=(1, 3))

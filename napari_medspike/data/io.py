@@ -126,7 +126,8 @@ def intensity_range(array: np.ndarray) -> tuple[float, float] | None:
     if a.dtype == np.bool_ or a.dtype == np.uint8:
         return None
     if np.issubdtype(a.dtype, np.integer):
-        return 0.0, float(max(a.max(initial=0), 1))
+        lo = min(float(a.min(initial=0)), 0.0)  # signed images with negative values: from their minimum
+        return lo, float(max(a.max(initial=0), lo + 1))
     if np.issubdtype(a.dtype, np.floating):
         lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
         return None if lo >= 0 and hi <= 1 else (lo, hi)
@@ -155,10 +156,13 @@ def to_rgb_float(array: np.ndarray, name: str = "image", value_range: tuple[floa
         out = a.astype(np.float32)
     elif np.issubdtype(a.dtype, np.integer):
         # 8-bit: full range; 16-bit and wider: scale by the image's own maximum (12-bit
-        # cameras fill only part of the 16-bit range).
-        top = 255.0 if a.dtype == np.uint8 else (value_range[1] if value_range else float(max(a.max(initial=0), 1)))
+        # cameras fill only part of the 16-bit range); signed images with negative values map
+        # their minimum to 0
+        lo, top = (0.0, 255.0) if a.dtype == np.uint8 else (value_range or intensity_range(a) or (0.0, 1.0))
         out = a.astype(np.float32)  # the one full-size copy: scaled in place
-        out *= np.float32(1.0 / top)
+        if lo:
+            out -= np.float32(lo)
+        out *= np.float32(1.0 / (top - lo))
         np.clip(out, 0.0, 1.0, out=out)
     elif np.issubdtype(a.dtype, np.floating):
         out = a.astype(np.float32)

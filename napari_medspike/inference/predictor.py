@@ -218,7 +218,7 @@ def predict_stack_steps(
     image gives ``[H, W]``. ``options`` go to :func:`predict_steps` for each slice."""
     n = stack_slices(stack, rgb)
     if (stack.ndim - (1 if rgb else 0)) == 2:
-        return (yield from predict_steps(model, stack, **options))
+        return (yield from predict_steps(model, np.asarray(stack), **options))  # a lazy array: read here
     out = np.zeros(stack.shape[:3], np.float32)
     yield Progress(0, n, f"{n} images")
     for i in range(n):

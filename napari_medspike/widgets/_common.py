@@ -127,6 +127,7 @@ def image_data_2d(layer: Any, viewer: Any = None) -> np.ndarray:
     given); a clear error for multiscale layers and other shapes."""
     if getattr(layer, "multiscale", False):
         raise ValueError(f"'{layer.name}' is multiscale: open the full-resolution image instead")
+    refuse_channels_as_slices(layer)
     if layer.ndim == 3 and viewer is not None:
         return np.asarray(layer.data[shown_slice(layer, viewer)])
     if layer.ndim != 2:
@@ -141,14 +142,31 @@ def shown_slice(layer: Any, viewer: Any) -> int:
                               - layer.translate[0]) / layer.scale[0]), 0, layer.data.shape[0] - 1))
 
 
-def image_data(layer: Any) -> np.ndarray:
+def refuse_channels_as_slices(layer: Any) -> None:
+    """Raise a ``ValueError`` that says what to do for a colour (or grey + alpha) image that napari
+    shows as a stack of thin slices: ``[H, W, 2|3|4]`` not marked RGB (napari's guess for images
+    with a side of 30 pixels or less, or an image added with ``rgb=False``)."""
+    shape = tuple(layer.data.shape)
+    if getattr(layer, "rgb", False) or len(shape) != 3 or shape[-1] not in (2, 3, 4) or 4 * shape[-1] > min(shape[:2]):
+        return
+    again = "viewer.add_image(data[..., 0])" if shape[-1] == 2 else "viewer.add_image(data, rgb=True)"
+    raise ValueError(f"'{layer.name}' ({' x '.join(map(str, shape))}) looks like one image with {shape[-1]} "
+                     f"channels, but napari shows it as {shape[0]} slices of {shape[1]} x {shape[-1]} pixels: "
+                     f"open it again as one image, e.g. in the console: data = viewer.layers['{layer.name}'].data; "
+                     f"{again}")
+
+
+def image_data(layer: Any) -> Any:
     """An image layer's pixels: one 2D image or a stack ``[N, H, W(, 3)]`` (frames, tiles,
-    slices); a clear error for multiscale layers and more dimensions."""
+    slices); a clear error for multiscale layers, colour images shown as slices and more
+    dimensions. A lazy array (dask, zarr) stays lazy: the job reads it slice by slice, off the
+    GUI thread."""
     if getattr(layer, "multiscale", False):
         raise ValueError(f"'{layer.name}' is multiscale: open the full-resolution image instead")
     if layer.ndim not in (2, 3):
         raise ValueError(f"'{layer.name}' has {layer.ndim} dimensions: select a 2D image or a stack of them")
-    return np.asarray(layer.data)
+    refuse_channels_as_slices(layer)
+    return layer.data
 
 
 #: Words at least this long (paths, file names) get break opportunities in the dock's text.
@@ -329,11 +347,13 @@ def start_worker(
     on_yield: Callable[[Any], None] | None = None,
     on_return: Callable[[Any], None] | None = None,
     on_finish: Callable[[], None] | None = None,
+    on_error: Callable[[Exception], None] | None = None,
 ) -> Any:
     """Run a generator function in a napari thread worker with a progress bar.
 
     Yielded objects with ``done``/``total`` (or ``step``/``steps``) move the bar; errors become
-    notifications; ``worker.quit()`` stops the job at its next yield.
+    notifications (and go to ``on_error``, e.g. for the dock's status line); ``worker.quit()``
+    stops the job at its next yield.
     """
     from napari.qt.threading import create_worker
 
@@ -364,6 +384,8 @@ def start_worker(
 
     def errored(err: Exception) -> None:
         show_error(f"{description} failed: {err}")
+        if on_error is not None:
+            on_error(err)
 
     def finished() -> None:
         bar.close()
@@ -454,6 +476,19 @@ def other_colour(colour: str) -> str:
     return next(c for c in MASK_COLOURS if c != colour)
 
 
+def placement_of(image_layer: Any, nd: int) -> dict[str, Any]:
+    """Where a result of ``nd`` axes goes to lie on ``image_layer``: its scale, translate and
+    units on those axes, and its rotation, shear and affine transform when it has ``nd`` axes."""
+    placement: dict[str, Any] = {"scale": tuple(image_layer.scale[-nd:]),
+                                 "translate": tuple(image_layer.translate[-nd:])}
+    units = getattr(image_layer, "units", None)
+    if units is not None:
+        placement["units"] = tuple(units[-nd:])
+    if image_layer.ndim == nd:
+        placement.update(rotate=image_layer.rotate, shear=image_layer.shear, affine=image_layer.affine)
+    return placement
+
+
 def add_segmentation_layers(
     viewer: Any, image_layer: Any, prob: np.ndarray, threshold: float, suffix: str = "",
     colour: str = MASK_COLOURS[0], style: str = MASK_STYLES[0], settings: dict[str, Any] | None = None,
@@ -470,7 +505,7 @@ def add_segmentation_layers(
     from napari.layers import Image, Labels
 
     nd = prob.ndim  # 2, or 3 for a stack: aligned with the image layer's own axes
-    scale, translate = tuple(image_layer.scale[-nd:]), tuple(image_layer.translate[-nd:])
+    placement = placement_of(image_layer, nd)
     mask = (prob >= threshold).astype(np.uint8)
 
     def free_name(base: str, kind: type) -> str:
@@ -492,14 +527,14 @@ def add_segmentation_layers(
         if name in viewer.layers:  # this image's earlier result: new data, and where the image is now
             layer = viewer.layers[name]
             layer.data = data
-            layer.scale, layer.translate = scale, translate
-    if prob_name not in viewer.layers:
-        viewer.add_image(prob, name=prob_name, colormap="magma", opacity=0.45, blending="additive",
-                         contrast_limits=(0.0, 1.0), scale=scale, translate=translate, visible=False,
-                         metadata={"source_image": image_layer.name})
+            for key, value in placement.items():
+                setattr(layer, key, value)
+    if prob_name not in viewer.layers:  # rgb=False: napari would guess [H, W, 3] probabilities are colours
+        viewer.add_image(prob, name=prob_name, colormap="magma", opacity=0.45, blending="additive", rgb=False,
+                         contrast_limits=(0.0, 1.0), visible=False, metadata={"source_image": image_layer.name},
+                         **placement)
     if mask_name not in viewer.layers:
-        layer = viewer.add_labels(mask, name=mask_name, scale=scale, translate=translate,
-                                  metadata={"source_image": image_layer.name})
+        layer = viewer.add_labels(mask, name=mask_name, metadata={"source_image": image_layer.name}, **placement)
         style_mask(layer, colour, style)
         mark_edits(layer)
     viewer.layers[mask_name].metadata["threshold"] = threshold

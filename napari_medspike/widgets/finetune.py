@@ -343,7 +343,8 @@ class FinetuneWidget(DockContainer):
         show_text(self.result, f"fine-tuning on {len(entries)} corrections…")
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.worker = start_worker(job, "Fine-tune", on_yield=self._progress, on_return=self._finished,
-                                   on_finish=self._idle)
+                                   on_finish=self._idle,
+                                   on_error=lambda err: show_text(self.result, f"fine-tuning failed: {err}"))
         return self.worker
 
     def cancel(self) -> None:

@@ -186,7 +186,11 @@ class SegmentWidget(DockContainer):
 
         self._busy(True)
         show_text(self.status, f"segmenting '{elide(layer.name, 40)}'…")
-        self.worker = start_worker(job, "Segment", on_return=done, on_finish=lambda: self._busy(False))
+        def failed(err: Exception) -> None:
+            show_text(self.status, f"segmenting '{elide(layer.name, 40)}' failed: {err}")
+
+        self.worker = start_worker(job, "Segment", on_return=done, on_finish=lambda: self._busy(False),
+                                   on_error=failed)
         return self.worker
 
     def output_folder(self) -> Path | None:
@@ -240,7 +244,11 @@ class SegmentWidget(DockContainer):
 
         self._busy(True)
         show_text(self.status, f"segmenting {len(inputs)} files in '{elide(source.name, 30)}'…")
-        self.worker = start_worker(job, "Segment folder", on_return=done, on_finish=lambda: self._busy(False))
+        def failed(err: Exception) -> None:
+            show_text(self.status, f"segmenting '{elide(source.name, 30)}' failed: {err}")
+
+        self.worker = start_worker(job, "Segment folder", on_return=done, on_finish=lambda: self._busy(False),
+                                   on_error=failed)
         return self.worker
 
     # --- measurements -----------------------------------------------------------------------

@@ -267,6 +267,64 @@ def test_a_stack_is_segmented_into_a_labels_stack_with_measurements(plugin, qtbo
     assert not segment.table.native.isHidden() and "regions" in text(segment.table_note)
 
 
+def test_results_lie_on_the_image_with_its_units_and_rotation_and_a_failure_shows_in_the_dock(plugin, qtbot, notes):
+    viewer, widgets, _ = plugin
+    segment = widgets["Segment"]
+    grey = (np.random.default_rng(2).random((50, 60)) * 255).astype(np.uint8)
+    turned = viewer.add_image(grey, name="turned", scale=(0.5, 0.5), rotate=30, units=("mm", "mm"))
+    segment.reset_choices()
+    segment.image.value = turned
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    for layer in (viewer.layers["turned mask"], viewer.layers["turned probability"]):
+        np.testing.assert_allclose(layer.rotate, turned.rotate)
+        assert tuple(str(u) for u in layer.units) == ("millimeter", "millimeter")
+    # a job that fails says so in the dock's status line too, not only in a notification
+    broken = grey.astype(np.float32)
+    broken[3, 4] = np.nan
+    segment.image.value = viewer.add_image(broken, name="broken")
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    assert "failed" in text(segment.status) and "NaN" in text(segment.status)
+    assert "segmenting 'broken'…" not in text(segment.status) and segment.run_button.enabled
+
+
+def test_a_colour_image_napari_shows_as_slices_is_refused_with_what_to_do(plugin, qtbot, notes):
+    viewer, widgets, _ = plugin
+    colour = (np.random.default_rng(3).random((64, 80, 3)) * 255).astype(np.uint8)
+    sliced = viewer.add_image(colour, name="sliced", rgb=False)  # shown as 64 slices of 80 x 3
+    for name in ("Segment", "Spike inspector"):
+        widgets[name].reset_choices()
+        widgets[name].image.value = sliced
+        assert widgets[name].run() is None
+        assert "3 channels" in notes[-1] and "rgb=True" in notes[-1]
+    assert "sliced mask" not in viewer.layers
+    # a real stack of frames is not mistaken for one: [3, H, W] of grey frames segments
+    frames = viewer.add_image(np.stack([colour[..., 0]] * 3), name="frames")
+    widgets["Segment"].reset_choices()
+    widgets["Segment"].image.value = frames
+    with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
+        pass
+    assert viewer.layers["frames mask"].data.shape == (3, 64, 80)
+
+
+def test_a_lazy_stack_is_read_by_the_job_not_on_the_gui_thread(plugin, qtbot):
+    import dask.array as da
+
+    from napari_medspike.widgets._common import image_data
+
+    viewer, widgets, _ = plugin
+    frames = (np.random.default_rng(4).random((3, 40, 48)) * 255).astype(np.uint8)
+    lazy = viewer.add_image(da.from_array(frames, chunks=(1, 40, 48)), name="lazy")
+    assert isinstance(image_data(lazy), da.Array)  # handed to the job as it is
+    segment = widgets["Segment"]
+    segment.reset_choices()
+    segment.image.value = lazy
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    assert viewer.layers["lazy mask"].data.shape == (3, 40, 48)
+
+
 def test_a_job_that_fails_with_a_runtime_error_is_reported_and_ends(plugin, qtbot, monkeypatch):
     """torch raises RuntimeError; superqt would drop it silently and never finish the worker."""
     from napari_medspike.widgets import _common
