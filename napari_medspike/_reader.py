@@ -26,8 +26,8 @@ def read_layer(path: str | Path) -> list[LayerData]:
         array = np.moveaxis(array, 0, -1)  # channel-first TIFF
     if not (array.ndim == 2 or _is_rgb(array)):
         raise ImageReadError(
-            f"{path.name}: shape {array.shape} is not a 2D grey or RGB(A) image. napari-medspike "
-            "segments 2D images; open a stack with napari's built-in reader and choose a slice."
+            f"{path.name}: shape {array.shape} is not a 2D grey or RGB(A) image: open it with napari's "
+            "built-in reader (the Segment dock segments a stack slice by slice)"
         )
     return [(array, {"name": path.stem, "rgb": _is_rgb(array), "metadata": {"path": str(path)}}, "image")]
 
@@ -63,15 +63,22 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list
         return None
 
     def reader(p: str | list[str]) -> list[LayerData]:
+        """The layers of the files it can read; the others are named in a notification. When it
+        reads none, it raises, so that napari offers its other readers (its own for a stack)."""
         from napari.utils.notifications import show_error
 
         layers: list[LayerData] = []
+        problems: list[str] = []
         for one in [p] if isinstance(p, str) else p:
             try:
                 is_video = Path(one).suffix.lower() in VIDEO_SUFFIXES
                 layers.extend(read_video_layer(one) if is_video else read_layer(one))
             except ImageReadError as err:
-                show_error(str(err))
+                problems.append(str(err))
+        if problems:
+            show_error("\n".join(problems))
+            if not layers:
+                raise ImageReadError("; ".join(problems))
         return layers
 
     return reader

@@ -110,7 +110,7 @@ def _read_tiff(path: Path) -> np.ndarray:
         kind = {"Z": "z-stack", "T": "time series"}.get(stacked[0], "stack")
         raise ImageReadError(
             f"{path.name}: a {kind} of {n} slices (axes {axes}), not one 2D image: open it with napari's "
-            "built-in reader and segment a slice"
+            "built-in reader (the Segment dock segments a stack slice by slice)"
         )
     for channel in "CS":
         if channel in axes:

@@ -39,16 +39,30 @@ def test_ordinary_images_are_left_to_napari_without_a_reader_choice(make_napari_
         assert len(viewer.open(str(path))) == 1
 
 
-def test_reader_refuses_stacks_with_a_message(tmp_path, notes):
+def test_reader_refuses_stacks_with_a_message(make_napari_viewer, tmp_path, notes):
+    from napari_medspike.data.io import ImageReadError
+
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, np.zeros((5, 30, 40), np.uint8))
     reader = napari_get_reader(str(path))
-    assert reader(str(path)) == []
-    assert any("not a 2D grey or RGB" in n or "stack of 5 slices" in n for n in notes)
+    # it raises (napari then offers its own reader), and the notification says why
+    with pytest.raises(ImageReadError, match="stack of 5 slices"):
+        reader(str(path))
+    assert any("stack of 5 slices" in n and "built-in reader" in n for n in notes)
     zstack = tmp_path / "zstack.tif"  # three slices that could pass for RGB: the file's axes say Z
     tifffile.imwrite(zstack, np.zeros((3, 30, 40), np.uint8), metadata={"axes": "ZYX"})
-    assert reader(str(zstack)) == []
-    assert any("z-stack of 3 slices" in n for n in notes)
+    with pytest.raises(ImageReadError, match="z-stack of 3 slices"):
+        reader(str(zstack))
+    # with readable files among them, those are opened and the stack is named
+    image = tmp_path / "flat.tif"
+    tifffile.imwrite(image, np.zeros((30, 40), np.uint8))
+    assert [data.shape for data, _, _ in reader([str(image), str(path)])] == [(30, 40)]
+    assert "stack of 5 slices" in notes[-1]
+    # through napari: an error (its reader dialog then offers the other readers), no empty layer
+    viewer = make_napari_viewer()
+    with pytest.raises(ImageReadError):
+        viewer.open(str(path), plugin="napari-medspike")
+    assert len(viewer.layers) == 0
     assert napari_get_reader(str(tmp_path / "volume.nii")) is None
 
 
