@@ -169,10 +169,14 @@ def run_command(prog: str, body: Callable[[], int], debug: bool = False) -> int:
 
     An expected error (:data:`EXPECTED_ERRORS`) prints one line ``<prog>: error: <message>``
     on stderr and returns 2, like argparse's own errors; with ``debug`` it propagates with its
-    full traceback. Other exceptions (bugs) always propagate.
+    full traceback. Ctrl-C prints ``<prog>: interrupted`` and returns 130. Other exceptions
+    (bugs) always propagate.
     """
     try:
         return body()
+    except KeyboardInterrupt:  # Ctrl-C: what was written stays; no traceback
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
     except EXPECTED_ERRORS as err:
         if debug:
             raise

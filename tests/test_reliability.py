@@ -592,6 +592,82 @@ def test_command_line_tools_report_file_errors_in_one_line(lesions, tmp_path, ca
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
 
 
+def test_command_line_tools_refuse_what_would_waste_or_mix_up_a_run(lesions, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from napari_medspike.cli.evaluate import main as evaluate_main
+    from napari_medspike.cli.train import finetune_main, train_main
+
+    args = ["--arch", "medqkformer", "--data", str(lesions), "--device", "cpu", "--config", json.dumps(TINY),
+            "--size", "32", "--epochs", "1", "--batch-size", "4", "--no-augment"]
+    run = tmp_path / "run"
+    assert train_main([*args, "--out", str(run)]) == 0
+    capsys.readouterr()
+    # resuming with another split, size or data would validate on other images than it chose by
+    for changed, word in ((["--size", "48"], "--size 32 -> 48"), (["--val-fraction", "0.5"], "--val-fraction"),
+                          (["--seed", "3"], "split seed 0 -> 3")):
+        assert train_main([*args, *changed, "--out", str(run), "--resume", "--epochs", "2"]) == 2
+        _one_line(capsys, "medspike-train", word, "cannot resume")
+    other = tmp_path / "other"
+    shutil.copytree(lesions, other)
+    assert train_main([*args[:2], "--data", str(other), *args[4:], "--out", str(run), "--resume", "--epochs", "2"]) == 2
+    _one_line(capsys, "medspike-train", "--data")
+    assert train_main([*args, "--out", str(run), "--resume", "--epochs", "2"]) == 0  # its own options: resumes
+    capsys.readouterr()
+    # refused before any work: a size the checkpoint could not record, no epochs, a misspelt option
+    assert train_main([*args, "--size", "8", "--out", str(tmp_path / "small")]) == 2
+    _one_line(capsys, "medspike-train", "--size must lie in [16, 4096]")
+    assert not (tmp_path / "small").exists()
+    assert train_main([*args, "--epochs", "0", "--out", str(tmp_path / "none")]) == 2
+    _one_line(capsys, "medspike-train", "--epochs must be at least 1")
+    assert train_main([*args[:-7], "--config", '{"nosuch": 1}', "--size", "32", "--epochs", "1",
+                       "--out", str(tmp_path / "typo")]) == 2
+    _one_line(capsys, "medspike-train", "nosuch", "widths")
+    # fine-tuning into a folder or a file without the suffix: said before minutes of training
+    best = str(run / "best.safetensors")
+    for out in (tmp_path, tmp_path / "tuned"):
+        assert finetune_main(["--checkpoint", best, "--data", str(lesions), "--device", "cpu", "--out", str(out)]) == 2
+        _one_line(capsys, "medspike-finetune", str(out))
+    # evaluate: the training images without a split file (the folder minus the recorded validation images)
+    report = tmp_path / "train.json"
+    assert evaluate_main(["--checkpoint", best, "--data", str(lesions), "--device", "cpu", "--subset", "train",
+                          "--json", str(report)]) == 0
+    keys = {row["key"] for row in json.loads(report.read_text())["images"]}
+    split = json.loads((run / "split.json").read_text())
+    assert keys == {row["key"] for row in split["train"]}
+    # --compare against an evaluation of other images: refused before evaluating anything
+    calls = []
+    monkeypatch.setattr("napari_medspike.cli.evaluate.predict", lambda *a, **k: calls.append(1))
+    assert evaluate_main(["--checkpoint", best, "--data", str(lesions), "--device", "cpu", "--subset", "val",
+                          "--compare", str(report)]) == 2
+    _one_line(capsys, "medspike-evaluate", "nothing to compare")
+    assert not calls
+    # Ctrl-C: one line, status 130, no traceback
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("napari_medspike.cli.evaluate.load_model", interrupted)
+    assert evaluate_main(["--checkpoint", best, "--data", str(lesions)]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+
+
+def test_keys_name_the_dataset_also_for_a_relative_folder_and_clashes_name_both_folders(lesions, tmp_path,
+                                                                                         monkeypatch):
+    import shutil
+
+    from napari_medspike.data.dataset import split_pairs
+
+    monkeypatch.chdir(lesions)
+    pairs, _ = find_pairs(".")
+    assert pairs and all(p.key.startswith(f"{lesions.name}/") for p in pairs)
+    for side in ("a", "b"):
+        shutil.copytree(lesions, tmp_path / side / "train")
+    both, _ = find_pairs([tmp_path / "a" / "train", tmp_path / "b" / "train"])
+    with pytest.raises(ValueError, match=r"share the key train/.*same name"):
+        split_pairs(both, 0.25, 0)
+
+
 # --------------------------------------------------------------------------- 8. the correction store
 
 

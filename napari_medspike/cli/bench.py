@@ -34,6 +34,14 @@ REFERENCE_SUFFIX = "-reference"
 INTEGER_SUFFIX = "-integer"
 
 
+def bench_names() -> list[str]:
+    """The names :func:`build_models` takes."""
+    from ..models.registry import TRAINABLE_ARCHITECTURES
+
+    reference = [f"{arch}{REFERENCE_SUFFIX}" for arch in ("medspikeformer", "ann_twin")]
+    return [*TRAINABLE_ARCHITECTURES, *reference, f"medspikeformer{INTEGER_SUFFIX}", "basicunet"]
+
+
 def build_models(names: list[str], timesteps: int) -> dict[str, torch.nn.Module]:
     """Untrained models by bench name: an architecture, ``basicunet``, or
     ``medspikeformer-reference`` / ``ann_twin-reference`` for the paper's layout,
@@ -302,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # a real command line (not a call from Python): huge-page malloc
         reexec_with_huge_pages()
     parser = argparse.ArgumentParser(prog="medspike-bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["medspikeformer", "medqkformer", "ann_twin", "basicunet"])
+    names = bench_names()
+    parser.add_argument("--models", nargs="+", default=["medspikeformer", "medqkformer", "ann_twin", "basicunet"],
+                        metavar="NAME", help=f"models to time, side by side: {', '.join(names)}")
     parser.add_argument("--timesteps", type=int, default=4, help="MedSpikeFormer T")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -323,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="glibc allocator: keep freed large buffers (tuned, as the plugin does) or not")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="folder for bench.json and bench.md")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.models if name not in names]
+    if unknown:
+        parser.error(f"unknown model {', '.join(unknown)}; choose from {', '.join(names)}")
     results = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(results, indent=1))

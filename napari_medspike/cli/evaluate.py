@@ -16,6 +16,7 @@ from ..data.io import ImageReadError, to_rgb_float
 from ..common import atomic_write, run_command
 from ..engine.checkpoint import load_model
 from ..engine.metrics import METRICS, binary_metrics, paired_difference, summarise
+from ..engine.reports import dataset_name
 from ..inference.predictor import pick_device, predict, recommended_flips
 from ..runtime import PRECISION_HELP, PRECISIONS, bf16_inference, reexec_with_huge_pages
 
@@ -59,13 +60,25 @@ def select_subset(pairs, subset: str, model, split_file: str | None):
             raise ValueError(f"{split_file}: not a split.json with {subset!r} keys "
                              f"({type(err).__name__}: {err})") from None
     else:
-        keys = set(model.info.training.get(f"{subset}_keys") or [])
+        training = model.info.training
+        keys = set(training.get(f"{subset}_keys") or [])
+        val_keys = set(training.get("val_keys") or [])
+        if not keys and subset == "train" and val_keys:
+            # the checkpoint records its validation images: its training images are the other
+            # images of the folders it was trained on
+            trained_on = {dataset_name(d) for d in training.get("data", [])}
+            keys = {p.key for p in pairs if p.key not in val_keys and p.key.split("/")[0] in trained_on}
+            if not keys:
+                raise ValueError(f"none of the given folders is one {model.info.path or 'the checkpoint'} was "
+                                 f"trained on ({', '.join(sorted(trained_on)) or 'not recorded'})")
         if not keys:
             raise ValueError(f"{model.info.path or 'the checkpoint'} records no {subset} keys: "
                              "pass --split RUN/split.json")
     chosen = [p for p in pairs if p.key in keys]
     if not chosen:
-        raise ValueError(f"none of the {len(keys)} {subset} images of the split is in the given folders")
+        raise ValueError(f"none of the {len(keys)} {subset} images of the split is in the given folders "
+                         f"(the split names them by folder and file name, e.g. {min(keys)}; the folders give "
+                         f"e.g. {min(p.key for p in pairs) if pairs else 'none'})")
     return chosen
 
 
@@ -240,6 +253,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     for p in problems:
         print("skipped:", p, file=sys.stderr)
     pairs = select_subset(pairs, args.subset, model, args.split)
+    if baseline is not None and not {p.key for p in pairs} & {r["key"] for r in baseline}:
+        raise ValueError(f"{args.compare} evaluated none of these {len(pairs)} images: nothing to compare "
+                         "(evaluate the same folders and --subset)")  # said before the work, not after
     rows = []
     gallery = GalleryPicker(args.gallery_size) if args.report else None
     for pair in tqdm(pairs, desc="evaluating", file=sys.stderr):

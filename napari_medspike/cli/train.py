@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -105,7 +106,13 @@ def _train(args: argparse.Namespace) -> int:
         result = train(cfg, progress=report, resume=args.resume)
     except KeyboardInterrupt:
         close()
-        print("interrupted: the best checkpoint so far is kept; continue with --resume", file=sys.stderr)
+        out = Path(cfg.out_dir)
+        if (out / "last.pt").is_file():
+            print(f"interrupted: {out / 'best.safetensors'} holds the best epoch so far; continue with --resume",
+                  file=sys.stderr)
+        else:
+            print("interrupted before the first epoch ended: nothing to continue, start the run again",
+                  file=sys.stderr)
         return 130
     finally:
         close()
@@ -170,12 +177,13 @@ def _finetune(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         close()
-        print("interrupted: fine-tuning stopped before it finished", file=sys.stderr)
+        run = Path(args.out).with_name(Path(args.out).stem + "_run")
+        kept = f"; the best epoch so far is in {run / 'best.safetensors'}" if (run / "best.safetensors").is_file() else ""
+        print(f"interrupted: fine-tuning stopped before it finished, {args.out} not written{kept}", file=sys.stderr)
         return 130
     finally:
         close()
-    print(f"held-out Dice before {result.dice_before:.4f} after {result.dice_after:.4f} -> {result.checkpoint}"
-          + (f" (routed: {result.kept})" if result.routed else ""))
+    print(f"{result.describe()} -> {result.checkpoint}")
     return 0
 
 

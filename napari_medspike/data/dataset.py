@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,10 +73,11 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
         if not images_dir.is_dir() or not masks_dir.is_dir():
             problems.append(f"{folder}: expected sub-folders images/ and masks/")
             continue
+        name = Path(os.path.abspath(folder)).name  # keys start with the dataset's name, also for "."
         if is_correction_store(folder):
             groups = entry_groups(folder)  # stem -> pixel fingerprint, for the complete entries
             for stem, group in groups.items():
-                pairs.append(Pair(images_dir / f"{stem}.png", masks_dir / f"{stem}.png", f"{folder.name}/{stem}",
+                pairs.append(Pair(images_dir / f"{stem}.png", masks_dir / f"{stem}.png", f"{name}/{stem}",
                                   group=f"{folder}:{group}"))
             used = {p.image for p in pairs} | {p.mask for p in pairs}
             for sub in (images_dir, masks_dir):
@@ -88,7 +90,7 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
         images, masks = _files_by_stem(images_dir, problems), _files_by_stem(masks_dir, problems)
         for stem, image in images.items():
             if stem in masks:
-                pairs.append(Pair(image, masks[stem], f"{folder.name}/{stem}"))
+                pairs.append(Pair(image, masks[stem], f"{name}/{stem}"))
             else:
                 problems.append(f"{image}: no mask named {stem}.* in {masks_dir}")
         for stem in sorted(set(masks) - set(images)):
@@ -109,8 +111,12 @@ def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[
     Pairs without a group split exactly as they did before groups existed."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-    if len({p.key for p in pairs}) != len(pairs):
-        raise ValueError("duplicate image keys: the same image is listed twice")
+    seen: dict[str, Path] = {}
+    for p in pairs:
+        if p.key in seen:
+            raise ValueError(f"two images share the key {p.key} ({seen[p.key]} and {p.image}): an image is "
+                             "listed twice, or two data folders have the same name (rename one)")
+        seen[p.key] = p.image
     units = sorted({p.split_unit for p in pairs})
     rng = random.Random(seed)
     rng.shuffle(units)

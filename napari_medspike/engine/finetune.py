@@ -83,6 +83,10 @@ def finetune_steps(
         raise ValueError("epochs must be >= 1, or 0 for auto")
     if minutes < 0:
         raise ValueError("minutes must be >= 0 (0: no time limit)")
+    if Path(out).is_dir():  # checked before minutes of training, not when writing
+        raise ValueError(f"{out} is a folder: give the checkpoint file to write, e.g. {Path(out) / 'tuned.safetensors'}")
+    if Path(out).suffix.lower() != ".safetensors":
+        raise ValueError(f"{out}: the checkpoint to write must end in .safetensors")
     folders = [data] if isinstance(data, (str, Path)) else list(data)
     pairs, problems = find_pairs(folders)
     for problem in problems:

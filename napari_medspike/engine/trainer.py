@@ -42,7 +42,7 @@ from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
 from ..common import atomic_write, remove_stale_temp_files, run_job
 from ..runtime import PRECISIONS, bf16_autocast_pays, pick_device, release_free_memory
-from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
+from .checkpoint import MAX_INPUT_SIZE, MIN_INPUT_SIZE, load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainingDiverged, TrainProgress, TrainResult
 from .metrics import per_image_metrics
 from .schedule import SCHEDULES, CosineSchedule
@@ -329,6 +329,38 @@ def check_run_folder(out: str | Path, resume: bool = False, overwrite: bool = Fa
                 "(overwrite=True) to replace it, --resume to continue that run, or choose another --out")
 
 
+#: options that define what a run learns from and at what size: a resumed run must keep them
+RUN_DEFINING = ("arch", "model_config", "size", "mode", "val_fraction")
+
+
+def check_resumed_options(cfg: TrainConfig, out: Path) -> None:
+    """Refuse (:class:`RunFolderError`) to resume the run in ``out`` with other data, split,
+    input size, mode, architecture or model options than it was started with (recorded in its
+    ``config.json``; runs that predate that record are not checked): the validation images and
+    the checkpoint's recorded size would no longer match what it is trained and scored on."""
+    recorded_path = out / "config.json"
+    if not recorded_path.is_file():
+        return
+    try:
+        recorded = json.loads(recorded_path.read_text())
+    except (OSError, ValueError):
+        return
+    now = asdict(cfg)
+    changed = [f"--{name.replace('_', '-') if name != 'model_config' else 'config'} "
+               f"{json.dumps(recorded[name])} -> {json.dumps(now[name])}"
+               for name in RUN_DEFINING if name in recorded and recorded[name] != now[name]]
+    split_then = recorded.get("split_seed") if recorded.get("split_seed") is not None else recorded.get("seed")
+    if split_then is not None and split_then != cfg.split_seed_or_seed:
+        changed.append(f"split seed {split_then} -> {cfg.split_seed_or_seed}")
+    data_then = sorted(dataset_name(d) for d in recorded.get("data", []))
+    if data_then and data_then != sorted(dataset_name(d) for d in cfg.data):
+        changed.append(f"--data {' '.join(data_then)} -> {' '.join(sorted(dataset_name(d) for d in cfg.data))}")
+    if changed:
+        raise RunFolderError(f"cannot resume {out / 'last.pt'} with other options than its run was started with: "
+                             + "; ".join(changed) + ". Resume with its own options, or start a new run "
+                             "(--init-from its best.safetensors to start from its weights)")
+
+
 def train(
     cfg: TrainConfig,
     progress: Callable[[TrainProgress], None] | None = None,
@@ -366,7 +398,13 @@ def train_steps(
     trained model (``best.safetensors`` or ``last.pt``) unless ``cfg.overwrite`` is set.
     """
     out = Path(cfg.out_dir)
+    if not MIN_INPUT_SIZE <= cfg.size <= MAX_INPUT_SIZE:
+        raise ValueError(f"--size must lie in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}], got {cfg.size}")
+    if cfg.epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {cfg.epochs}")
     check_run_folder(out, resume=resume, overwrite=cfg.overwrite)
+    if resume:
+        check_resumed_options(cfg, out)
     check_teacher_size(cfg)
     distributed = _is_distributed()
     if distributed and not dist.is_initialized():
@@ -378,6 +416,8 @@ def train_steps(
         out.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temp_files(out):  # left by a run killed mid-write (e.g. a huge last.pt)
             log.info("removed %s, left by an interrupted write", stale)
+        # the options, from the start: a resumed run is checked against them (check_resumed_options)
+        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
     lr = cfg.lr if cfg.lr is not None else model_class(cfg.arch).default_lr
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {cfg.schedule!r}; use one of {SCHEDULES}")
@@ -397,6 +437,10 @@ def train_steps(
     train_set, val_set, problems = _datasets(cfg, out)
     for p in problems:
         log.warning(p)
+    if not len(val_set):
+        log.warning("no images held out for validation (%d training images, --val-fraction %g): epochs are "
+                    "not validated (their 'val' loss is the training loss, Dice nan) and the last is kept",
+                    len(train_set), cfg.val_fraction)
     model = _build_model(cfg).to(device)
     use_amp = device.type == "cuda" and uses_bf16(cfg.precision, model)
     model.check_inputs = False  # data come from our own loader

@@ -50,4 +50,13 @@ def create_model(arch: str, **config: Any) -> Segmenter:
     try:
         return cls(**config)
     except TypeError as err:
-        raise TypeError(f"bad config for {cls.arch}: {err}") from None
+        import inspect
+
+        accepted = [name for name, p in inspect.signature(cls.__init__).parameters.items()
+                    if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        raise ModelConfigError(f"bad config for {cls.arch}: {err} (its options: {', '.join(accepted)})") from None
+
+
+class ModelConfigError(ValueError, TypeError):
+    """Options an architecture does not take: a ``ValueError`` (a bad input the command-line tools
+    report in one line) and, as it always was, a ``TypeError``."""
