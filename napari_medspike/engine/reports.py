@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ def measured(value: Any) -> bool:
 
 def dataset_name(folder: str) -> str:
     """A training folder as a dataset name for people (``../shared/data/kvasir-seg`` -> ``kvasir-seg``)."""
-    return Path(str(folder).rstrip("/\\")).name or str(folder)
+    return Path(os.path.abspath(str(folder))).name or str(folder)  # "." -> the folder's own name
 
 
 #: How the model card's line about a domain record starts.
@@ -88,7 +89,7 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
     else:
         validation = "- Validation: not measured (no validation images)"
     lines = [
-        f"# {checkpoint.stem}",
+        f"# {checkpoint.stem if checkpoint.stem != 'best' else f'{checkpoint.parent.name}: best epoch'}",
         "",
         f"- Architecture: `{meta['arch']}` {json.dumps(meta['config'])}",
         f"- Input: {meta.get('input_size')}×{meta.get('input_size')}, {meta.get('normalisation')}",
