@@ -365,6 +365,21 @@ def start_worker(
             # `errored` nor `finished`, and the dock would wait forever (torch raises these)
             raise JobFailed(f"{type(err).__name__}: {err}") from err
 
+    def alive(callback: Callable[..., None] | None) -> Callable[..., None] | None:
+        """``callback``, quiet when its dock was closed (with napari) while the job ran: Qt has
+        deleted the widgets it would update, which is no error of the user's."""
+        if callback is None:
+            return None
+
+        def call(*args: Any) -> None:
+            try:
+                callback(*args)
+            except RuntimeError as err:
+                if "has been deleted" not in str(err):
+                    raise
+        return call
+
+    on_yield, on_return, on_finish, on_error = alive(on_yield), alive(on_return), alive(on_finish), alive(on_error)
     worker = create_worker(guarded, _ignore_errors=True)  # errors are shown by `errored` below, once
     bar = progress(total=0, desc=description)
 

@@ -325,6 +325,15 @@ def test_a_lazy_stack_is_read_by_the_job_not_on_the_gui_thread(plugin, qtbot):
     assert viewer.layers["lazy mask"].data.shape == (3, 40, 48)
 
 
+def test_closing_napari_while_a_job_runs_raises_nothing_when_it_ends(plugin, qtbot):
+    viewer, widgets, _ = plugin
+    segment = widgets["Segment"]
+    worker = segment.run()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        viewer.close()  # the docks' widgets are deleted while the job still runs
+    # pytest-qt fails this test on any exception in a Qt callback, e.g. "QPushButton has been deleted"
+
+
 def test_a_job_that_fails_with_a_runtime_error_is_reported_and_ends(plugin, qtbot, monkeypatch):
     """torch raises RuntimeError; superqt would drop it silently and never finish the worker."""
     from napari_medspike.widgets import _common
