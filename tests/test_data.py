@@ -54,6 +54,8 @@ def test_signed_images_keep_their_negative_values_apart():
     # mapped from its minimum to its maximum, as the same values in float are: nothing clipped to 0
     np.testing.assert_allclose(image, to_rgb_float(signed.astype(np.float32))[..., 0], atol=1e-6)
     assert image.min() == 0.0 and image.max() == pytest.approx(1.0) and (image == 0).sum() == 1
+    with pytest.raises(ValueError, match="an empty image"):  # not an index error from deep inside
+        to_rgb_float(np.zeros((5, 0, 3), np.uint8))
     # signed images without negative values are scaled by their maximum, like unsigned ones
     positive = (4 * grey).astype(np.int32)
     np.testing.assert_allclose(to_rgb_float(positive), to_rgb_float(positive.astype(np.uint16)), atol=1e-6)

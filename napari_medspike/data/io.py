@@ -149,6 +149,8 @@ def to_rgb_float(array: np.ndarray, name: str = "image", value_range: tuple[floa
         raise ImageReadError(
             f"{name}: expected a 2D grey, RGB or RGBA image, got an array of shape {a.shape}"
         )
+    if 0 in a.shape[:2]:
+        raise ImageReadError(f"{name}: an empty image ({a.shape[0]} x {a.shape[1]} pixels)")
     if a.shape[-1] == 2:  # grey + alpha
         a = a[..., :1]
     a = a[..., :3]
