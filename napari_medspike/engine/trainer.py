@@ -345,7 +345,7 @@ def check_resumed_options(cfg: TrainConfig, out: Path) -> None:
         recorded = json.loads(recorded_path.read_text())
     except (OSError, ValueError):
         return
-    now = asdict(cfg)
+    now = json.loads(json.dumps(asdict(cfg)))  # as recorded: tuples as lists
     changed = [f"--{name.replace('_', '-') if name != 'model_config' else 'config'} "
                f"{json.dumps(recorded[name])} -> {json.dumps(now[name])}"
                for name in RUN_DEFINING if name in recorded and recorded[name] != now[name]]
