@@ -23,7 +23,17 @@ def display_problem(environ: dict[str, str] | None = None, platform: str = sys.p
     return NO_DISPLAY
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m napari_medspike",
+        description="Open napari with the plugin's three docks (Segment, Spike inspector, Correct & fine-tune) "
+        "on a bundled sample image.")
+    parser.add_argument("--sample", default="kvasir", choices=["kvasir", "ph2", "busi", "synthetic"],
+                        help="the sample to open: a Kvasir-SEG polyp (default), a PH2 skin lesion, a BUSI "
+                        "breast ultrasound, or a synthetic image")
+    args = parser.parse_args(argv)
     problem = display_problem()
     if problem:
         print(problem, file=sys.stderr)
@@ -36,7 +46,7 @@ def main() -> int:
     from .demo import open_plugin
 
     viewer = napari.Viewer(title="napari-medspike")
-    open_plugin(viewer, "kvasir")
+    open_plugin(viewer, args.sample)
     napari.run()
     return 0
 

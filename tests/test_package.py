@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 
 def test_manifest_validates_from_the_installed_package():
@@ -45,6 +46,17 @@ def test_no_display_is_said_plainly():
     assert display_problem({"DISPLAY": ":0"}, "linux") is None
     assert display_problem({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
     assert display_problem({}, "darwin") is None
+
+
+def test_the_main_command_answers_help_without_opening_a_window(capsys):
+    from napari_medspike.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0 and "--sample" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(["--sample", "nosuch"])
+    assert stop.value.code == 2
 
 
 def test_run_script_stops_early_without_a_display(tmp_path):

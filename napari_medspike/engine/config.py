@@ -78,10 +78,10 @@ class TrainConfig:
                               "models meet rare steps with a norm hundreds of times the usual one")
     workers: int = option(0, "DataLoader worker processes")
     checkpointing: bool = option(False, "activation checkpointing (medspikeformer, ann_twin): about half the "
-                                 "memory, about a third more time per step")
+                                 "memory, about a sixth more time per step")
     sltt: int = option(0, "medspikeformer: spatial learning through time, backpropagating through K random "
-                       "timesteps with the membrane's path through time detached (about K/T of BPTT's memory; "
-                       "0: full BPTT)")
+                       "timesteps with the membrane's path through time detached (K = 1 at T = 4: about half of BPTT's "
+                       "memory; 0: full BPTT)")
     norm_calibration: int | None = option(None, "re-estimate batch-norm statistics on N training images before "
                                           "each validation (default: 64 for multi-step spiking models, 0 otherwise)")
     device: str = option("auto", "auto, cuda, mps or cpu")

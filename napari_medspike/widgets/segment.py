@@ -70,7 +70,7 @@ class SegmentWidget(DockContainer):
                                      tooltip="segment the image layer: a 2D image, or every image of a stack "
                                      "(video frames, tiles, slices), into an aligned Labels layer")
         self.folder_in = FileEdit(label="folder", mode="d",
-                                  tooltip="a folder of images (png, jpg, bmp, tif) and videos (mp4, avi, mov, mkv)")
+                                  tooltip="a folder of images (png, jpg, bmp, tif) and videos (mp4, avi, mov, mkv, webm)")
         self.folder_out = FileEdit(label="save to", mode="d",
                                    tooltip="where masks/, measurements.csv (and probabilities/) go; empty: a "
                                    "folder '<folder>-masks' beside the input folder")
