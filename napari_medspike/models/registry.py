@@ -38,8 +38,12 @@ def create_model(arch: str, **config: Any) -> Segmenter:
             ``"ann_twin"`` (MedSpikeFormer's ANN twin) or ``"rate_twin"`` (its twin with LIF
             firing rates as activations, whose weights carry over to the SNN).
         **config: architecture options: ``in_channels`` (3), ``widths`` ((32, 64, 128, 256)),
-            ``heads`` (4), and for MedSpikeFormer ``timesteps`` (T, default 4) and, for it and
-            its twin, ``layout`` (``"spike_driven"``, the default, or ``"reference"``).
+            ``heads`` (4); for MedSpikeFormer ``timesteps`` (T, default 4), ``threshold`` (the
+            LIF's, 1.0) and ``spike_levels`` (spikes per timestep, 1: binary); for it and its
+            twin ``layout`` (``"spike_driven"``, the default, or ``"reference"``); for the rate
+            twin ``timesteps``, ``threshold`` and ``activation`` (``"rate"`` or ``"ramp"``); for
+            MedQKFormer ``side_heads`` (False). Unknown options raise :class:`ModelConfigError`
+            (a ``ValueError``) that lists the accepted ones.
             ``"routed"`` (a model and its fine-tuned copy behind a gate, made by fine-tuning)
             takes ``expert_arch`` and ``expert_config``.
 
