@@ -12,6 +12,9 @@ SAMPLES = Path(__file__).resolve().parent / "samples"
 LayerData = tuple[Any, dict[str, Any], str]
 
 
+#: metadata key of a sample's expert mask: the correction dock never picks it by itself
+GROUND_TRUTH = "ground_truth"
+
 def _real(name: str, title: str) -> list[LayerData]:
     import imageio.v3 as iio
 
@@ -21,7 +24,8 @@ def _real(name: str, title: str) -> list[LayerData]:
     meta = {"path": str(path), "licence": "see samples/SOURCES.md"}
     return [
         (image, {"name": title, "rgb": True, "metadata": meta}, "image"),
-        (mask, {"name": f"{title} ground truth", "opacity": 0.4, "visible": False}, "labels"),
+        (mask, {"name": f"{title} ground truth", "opacity": 0.4, "visible": False,
+                "metadata": {GROUND_TRUTH: True, "source_image": title}}, "labels"),
     ]
 
 
@@ -45,5 +49,6 @@ def synthetic_sample() -> list[LayerData]:
     image, mask = synthetic_lesion((256, 256), seed=0)
     return [
         (image, {"name": "synthetic lesion", "rgb": True}, "image"),
-        (mask, {"name": "synthetic lesion ground truth", "opacity": 0.4, "visible": False}, "labels"),
+        (mask, {"name": "synthetic lesion ground truth", "opacity": 0.4, "visible": False,
+                "metadata": {GROUND_TRUTH: True, "source_image": "synthetic lesion"}}, "labels"),
     ]

@@ -307,6 +307,8 @@ def test_finetune_on_corrections(lesions, tmp_path):
     assert result.checkpoint.is_file() and result.checkpoint.with_suffix(".md").is_file()
     assert len(result.history) == 2 and result.dice_after >= result.dice_before
     assert load_model(result.checkpoint).arch == "medqkformer"
+    # improved says whether an epoch beat the start (the start stays the answer on a tie)
+    assert result.improved == (result.dice_after > result.dice_before)
 
 
 def test_finetune_guardrails(lesions, tmp_path):
@@ -679,6 +681,10 @@ def test_finetune_result_headline_puts_the_figures_first():
         "Dice 0.500 -> 0.812 (held out: 3 images)"
     assert result(dice_before=0.5, dice_after=0.75, held_out=False).headline().endswith("(on the corrected image itself)")
     assert result(dice_before=float("nan"), dice_after=0.7).headline() == "Dice not measured"
+    # no epoch beat the start: said, not dressed up as "0.500 -> 0.500"
+    same = result(dice_before=0.5, dice_after=0.5, validation_images=2, improved=False)
+    assert "not improved" in same.headline() and "->" not in same.headline()
+    assert "kept unchanged" in same.describe()
 
 
 def test_cosine_schedule_anneals_by_steps_or_by_the_time_budget():

@@ -195,6 +195,8 @@ class FinetuneResult:
     routed: bool = False
     #: What a routed result kept untouched, in words for people (see :meth:`describe`).
     kept: str = "the starting model is kept for images like its training data"
+    #: Whether an epoch beat the starting weights (else the checkpoint holds them unchanged).
+    improved: bool = True
 
     @property
     def measured(self) -> bool:
@@ -213,6 +215,9 @@ class FinetuneResult:
             return "Dice not measured (cancelled before the first epoch)"
         where = (f"held-out Dice on {self._images}" if self.held_out
                  else "Dice on the corrected image itself (save corrections of 2 or more images to hold one out)")
+        if not self.improved:
+            return (f"{where}: {self.dice_before:.3f}; no epoch beat the starting model, so its weights are kept "
+                    "unchanged (more corrections or epochs may help)")
         kept = f"; {self.kept}" if self.routed else ""
         return f"{where}: {self.dice_before:.3f} -> {self.dice_after:.3f}{kept}"
 
@@ -222,4 +227,6 @@ class FinetuneResult:
         if not self.measured:
             return "Dice not measured"
         where = f"held out: {self._images}" if self.held_out else "on the corrected image itself"
+        if not self.improved:
+            return f"Dice {self.dice_before:.3f}, not improved: the starting model is kept ({where})"
         return f"Dice {self.dice_before:.3f} -> {self.dice_after:.3f} ({where})"

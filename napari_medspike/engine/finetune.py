@@ -186,7 +186,9 @@ def finetune_steps(
     written = read_metadata(out)
     write_model_card(out, written)
     n_val = len(written.get("training", {}).get("val_keys", []))
-    return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val, routed, kept)
+    improved = int(result.best.get("epoch", 0)) > 0  # epoch 0: the starting weights stayed the best
+    return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val, routed, kept,
+                          improved=improved)
 
 
 def _write_first_expert(best_file: Path, out: Path, start: RoutedSegmenter, start_meta: dict[str, Any]) -> bool:

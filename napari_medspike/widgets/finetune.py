@@ -11,6 +11,7 @@ import napari
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
+    ComboBox,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -32,11 +33,13 @@ from ._common import (
     add_segmentation_layers,
     call_when_shown,
     compact_label,
+    elide,
     follow_layers,
     image_data_2d,
     make_narrow,
     mark_edits,
     mask_look,
+    model_label,
     other_colour,
     show_for_editing,
     show_text,
@@ -122,7 +125,9 @@ class FinetuneWidget(DockContainer):
         self._following = True  # the mask box follows the Labels layer selected (see _follow_active_mask)
         self.cancel_event = threading.Event()
         self.image = create_widget(annotation=napari.layers.Image, label="image")
-        self.mask = create_widget(annotation=napari.layers.Labels, label="mask")
+        self.mask = ComboBox(label="mask", choices=self._mask_choices,
+                             tooltip="the Labels layer to save as the correction: the plugin's masks come first "
+                             "(a sample's ground truth last; selecting a Labels layer in the layer list picks it)")
         self.store_dir = FileEdit(label="corrections", mode="d", value=str(default_store()))
         self.save_button = PushButton(text="Save correction")
         self.corrections = Select(label="stored", choices=self._stored_names, allow_multiple=False,
@@ -202,8 +207,26 @@ class FinetuneWidget(DockContainer):
         except RuntimeError:  # the dock was closed (its Qt widgets are gone)
             self.viewer.layers.selection.events.active.disconnect(self._follow_active_mask)
 
+    def _mask_choices(self, *_: Any) -> list[tuple[str, Any]]:
+        """The Labels layers, the plugin's masks first (newest first), a sample's ground truth
+        last, so that the box never starts on an expert annotation the user did not pick."""
+        from napari.layers import Labels
+
+        from .._sample_data import GROUND_TRUTH
+
+        labels = [layer for layer in reversed(self.viewer.layers) if isinstance(layer, Labels)]
+        rank = {id(layer): (bool(layer.metadata.get(GROUND_TRUTH)), "source_image" not in layer.metadata)
+                for layer in labels}
+        return [(layer.name, layer) for layer in sorted(labels, key=lambda layer: rank[id(layer)])]
+
     def _show_mask_for_editing(self) -> None:
-        show_for_editing(self.viewer, self.mask.value, self.image.value)
+        """Ready the mask to paint; a hidden ground truth is not revealed by opening the dock."""
+        from .._sample_data import GROUND_TRUTH
+
+        mask = self.mask.value
+        if mask is not None and mask.metadata.get(GROUND_TRUTH) and not mask.visible:
+            return
+        show_for_editing(self.viewer, mask, self.image.value)
 
     @property
     def store(self) -> CorrectionStore:
@@ -363,6 +386,13 @@ class FinetuneWidget(DockContainer):
             self.plot.set_start(event.metrics)
 
     def _finished(self, result: Any) -> None:
+        if result.measured and not result.improved:  # the same weights: nothing to switch to or compare
+            state = "cancelled" if result.cancelled else "done"
+            show_text(self.result, f"{state}: {result.describe()}\nthe model in Segment and the inspector stays "
+                      f"{elide(model_label(SESSION.source), 40)}")
+            self.result.tooltip = str(result.checkpoint)
+            napari.utils.notifications.show_info(f"fine-tuning {state}: {result.headline()}")
+            return
         model = load_model(result.checkpoint)
         SESSION.set(model, str(result.checkpoint))
         state = "cancelled, best weights kept" if result.cancelled else "done"

@@ -81,3 +81,21 @@ def _store_corrections(viewer, tune, image, store, boxes, name="photo mask"):
         tune.save_correction()
     tune.image.value = image
     return mask
+
+
+@pytest.fixture
+def fine_tune_improves(monkeypatch):
+    """For tests of what follows a fine-tune that beat its start (the model switch, the
+    re-segmentation): a tiny model's one epoch on a few boxes may or may not beat it, so the
+    dock is told it did. Whether it did is the engine's answer, tested in tests/test_training.py."""
+    import dataclasses
+
+    from napari_medspike.widgets import finetune as dock_module
+
+    real = dock_module.finetune_steps
+
+    def improved(*args, **kwargs):
+        result = yield from real(*args, **kwargs)
+        return dataclasses.replace(result, improved=True)
+
+    monkeypatch.setattr(dock_module, "finetune_steps", improved)

@@ -74,7 +74,7 @@ def test_segment_never_overwrites_a_mask_it_did_not_make_and_follows_the_image_s
 
 
 def test_the_resegment_goes_to_the_image_fine_tuned_for_with_segments_settings(
-        plugin, qtbot, tmp_path, store_corrections):
+        plugin, qtbot, tmp_path, store_corrections, fine_tune_improves):
     viewer, widgets, photo = plugin
     segment, tune = widgets["Segment"], widgets["Correct & fine-tune"]
     segment.mode.value, segment.flips.value = "tiled", True
@@ -99,7 +99,8 @@ def test_the_resegment_goes_to_the_image_fine_tuned_for_with_segments_settings(
     assert SESSION.source == segment.model_source() and segment.flips.value is True
 
 
-def test_an_image_closed_during_the_fine_tune_gets_no_orphan_layers(plugin, qtbot, tmp_path, store_corrections):
+def test_an_image_closed_during_the_fine_tune_gets_no_orphan_layers(plugin, qtbot, tmp_path, store_corrections,
+                                                                    fine_tune_improves):
     viewer, widgets, photo = plugin
     tune = widgets["Correct & fine-tune"]
     mask = store_corrections(viewer, tune, photo, tmp_path / "store", [(slice(10, 40), slice(20, 60))])

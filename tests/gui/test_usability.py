@@ -90,7 +90,8 @@ def test_stored_corrections_stay_listed(plugin, tmp_path):
     assert entry.stem in viewer.layers
 
 
-def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path, store_corrections):
+def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path, store_corrections,
+                                                       fine_tune_improves):
     viewer, widgets, image = plugin
     tune = widgets["Correct & fine-tune"]
     store_corrections(viewer, tune, image, tmp_path / "store", [(slice(10, 40), slice(20, 60))])
@@ -334,6 +335,30 @@ def test_closing_napari_while_a_job_runs_raises_nothing_when_it_ends(plugin, qtb
     # pytest-qt fails this test on any exception in a Qt callback, e.g. "QPushButton has been deleted"
 
 
+def test_the_correction_dock_never_picks_or_reveals_a_samples_ground_truth(make_napari_viewer, qtbot,
+                                                                           tiny_checkpoint):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-medspike", "synthetic")
+    truth = viewer.layers["synthetic lesion ground truth"]
+    _, tune = viewer.window.add_plugin_dock_widget("napari-medspike", "Correct & fine-tune")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-medspike", "Segment")
+    tune.reset_choices()
+    tune._show_mask_for_editing()  # what raising the dock does
+    assert not truth.visible  # the expert annotation stays hidden
+    segment.model_choice.value = segment.model_choice.choices[-1]
+    segment.checkpoint.value = str(tiny_checkpoint)
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    tune.reset_choices()
+    assert tune.mask.value is viewer.layers["synthetic lesion mask"]  # the plugin's mask, not the truth
+    assert tune._mask_choices()[-1][1] is truth  # offered last, to pick on purpose
+    # the dock's mask closed: the box falls back to the plugin's masks before the truth
+    other = viewer.add_labels(np.zeros((256, 256), np.uint8), name="mine", metadata={"source_image": "synthetic lesion"})
+    viewer.layers.remove(viewer.layers["synthetic lesion mask"])
+    tune.reset_choices()
+    assert tune.mask.value is other
+
+
 def test_a_job_that_fails_with_a_runtime_error_is_reported_and_ends(plugin, qtbot, monkeypatch):
     """torch raises RuntimeError; superqt would drop it silently and never finish the worker."""
     from napari_medspike.widgets import _common
@@ -352,7 +377,8 @@ def test_a_job_that_fails_with_a_runtime_error_is_reported_and_ends(plugin, qtbo
     assert errors and "mat1 and mat2" in errors[0]
 
 
-def test_training_in_a_worker_thread_after_other_jobs_has_gradients(plugin, qtbot, tmp_path, store_corrections):
+def test_training_in_a_worker_thread_after_other_jobs_has_gradients(plugin, qtbot, tmp_path, store_corrections,
+                                                                   fine_tune_improves):
     """Jobs share napari's pooled worker threads; grad mode is per thread."""
     viewer, widgets, image = plugin
     for job in ("Segment", "Spike inspector", "Segment"):

@@ -206,7 +206,8 @@ def test_save_correction_and_guardrails(plugin, tmp_path, notes):
     assert tune.save_correction() is None and any("differ in size" in n for n in notes)
 
 
-def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot, store_corrections, notes):
+def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot, store_corrections, notes,
+                                                       fine_tune_improves):
     viewer, widgets, image = plugin
     tune = widgets["Correct & fine-tune"]
     mask = store_corrections(viewer, tune, image, tmp_path / "store",
@@ -239,7 +240,34 @@ def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot,
     assert "re-segmenting 'photo': its new mask in yellow" in " ".join(tune.result.value.split())
 
 
-def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot):
+def test_a_fine_tune_that_beats_nothing_keeps_the_model_and_says_so(plugin, tmp_path, qtbot, store_corrections,
+                                                                   monkeypatch, notes):
+    import dataclasses
+
+    from napari_medspike.widgets import finetune as dock_module
+
+    real = dock_module.finetune_steps
+
+    def no_better(*args, **kwargs):  # as the engine reports a run whose epochs all scored below the start
+        result = yield from real(*args, **kwargs)
+        return dataclasses.replace(result, improved=False, dice_after=result.dice_before)
+
+    monkeypatch.setattr(dock_module, "finetune_steps", no_better)
+    viewer, widgets, image = plugin
+    tune = widgets["Correct & fine-tune"]
+    store_corrections(viewer, tune, image, tmp_path / "store", [(slice(30, 60), slice(10, 40))])
+    before = SESSION.source
+    tune.epochs.value = 1
+    with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
+        pass
+    said = " ".join(tune.result.value.split())
+    assert "kept unchanged" in said and "stays" in said and "->" not in said
+    assert SESSION.source == before  # the same weights: Segment keeps its model
+    assert tune.resegment_worker is None and "photo mask (fine-tuned)" not in viewer.layers
+    assert any("not improved" in n for n in notes)
+
+
+def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_improves):
     viewer, widgets, image = plugin
     tune = widgets["Correct & fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
