@@ -257,8 +257,11 @@ def show_for_editing(viewer: Any, mask: Any, image: Any = None) -> None:
     if mask is None or mask not in viewer.layers:
         return
     grid = viewer_grid(viewer)
-    if grid.enabled:
+    if grid.enabled:  # out of the inspector's grid: no cell titles, the image filling the canvas
         grid.enabled = False
+        for layer in viewer.layers:
+            layer.name_overlay.visible = False
+        viewer.reset_view()
     for layer in (image, mask):
         if layer is not None and layer in viewer.layers:
             layer.visible = True
@@ -549,6 +552,9 @@ def add_segmentation_layers(
                          contrast_limits=(0.0, 1.0), visible=False, metadata={"source_image": image_layer.name},
                          **placement)
     if mask_name not in viewer.layers:
+        base = f"{image_layer.name} mask{suffix}"
+        if mask_name != base and base in viewer.layers and mask_look(viewer.layers[base])[0] == colour:
+            colour = other_colour(colour)  # beside the mask kept (e.g. painted): told apart at a glance
         layer = viewer.add_labels(mask, name=mask_name, metadata={"source_image": image_layer.name}, **placement)
         style_mask(layer, colour, style)
         mark_edits(layer)

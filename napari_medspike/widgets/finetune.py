@@ -337,7 +337,12 @@ class FinetuneWidget(DockContainer):
         entries = self.store.list()
         lr = float(self.lr.value)
         if not entries:
-            napari.utils.notifications.show_error("no stored corrections: paint a mask and press Save correction")
+            listed = bool(self.corrections.choices)  # the list may still show a folder that is gone
+            self.refresh()
+            gone = listed and not self.store.root.is_dir()
+            napari.utils.notifications.show_error(
+                f"the corrections folder {self.store.root} no longer exists" if gone
+                else "no stored corrections: paint a mask and press Save correction")
             return None
         if not 0 <= lr <= MAX_SAFE_LR:
             napari.utils.notifications.show_error(f"learning rate {lr:g} is unsafe: use at most {MAX_SAFE_LR:g}")

@@ -257,6 +257,7 @@ class InspectorWidget(DockContainer):
         self._put(f"firing rate ({tag})", data, colormap="inferno", visible=False,
                   contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)), **where)
         self._layers = [image_layer.name, *names]
+        self.viewer.layers.selection.active = self.viewer.layers[names[0]]  # not the hidden firing-rate layer
         if maps.spikes.ndim == 3:
             time_axis = self.viewer.dims.ndim - self.viewer.layers[names[0]].ndim  # the maps' first axis
             labels = list(self.viewer.dims.axis_labels)

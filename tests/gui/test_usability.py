@@ -143,6 +143,7 @@ def test_inspector_grid_names_time_axis_and_recorded_spikes(plugin, qtbot):
     with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
         pass
     assert viewer_grid(viewer).enabled
+    assert viewer.layers.selection.active.name == "spikes v (stage 0, t)"  # not the hidden firing-rate layer
     shown = ["photo", "spikes v (stage 0, t)", "AA (stage 0)", "AI (stage 0)", "IA (stage 0)", "II (stage 0)"]
     for name in shown:
         layer = viewer.layers[name]
@@ -421,6 +422,7 @@ def test_opening_the_correction_dock_readies_the_mask_for_painting(plugin, qtbot
     assert mask.visible and image.visible
     assert not any(layer.visible for layer in viewer.layers if "(stage 0" in layer.name)  # no spike map over it
     assert viewer.layers[-1] is mask and viewer.layers.selection.active is mask
+    assert not any(layer.name_overlay.visible for layer in viewer.layers)  # no grid cell titles left over
     raise_dock("Spike inspector")  # back to the inspector
     assert viewer_grid(viewer).enabled and not mask.visible
     viewer.camera.zoom = 7.5  # raised again with nothing to change: the user's zoom stays

@@ -267,6 +267,18 @@ def test_a_fine_tune_that_beats_nothing_keeps_the_model_and_says_so(plugin, tmp_
     assert any("not improved" in n for n in notes)
 
 
+def test_fine_tune_after_the_corrections_folder_was_deleted_says_so(plugin, tmp_path, store_corrections, notes):
+    import shutil
+
+    viewer, widgets, image = plugin
+    tune = widgets["Correct & fine-tune"]
+    store_corrections(viewer, tune, image, tmp_path / "store", [(slice(30, 60), slice(10, 40))])
+    assert tune.corrections.choices
+    shutil.rmtree(tmp_path / "store")
+    assert tune.run() is None
+    assert "no longer exists" in notes[-1] and not tune.corrections.choices  # the list no longer shows it
+
+
 def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_improves):
     viewer, widgets, image = plugin
     tune = widgets["Correct & fine-tune"]
@@ -308,6 +320,8 @@ def test_painting_marks_the_mask_and_autosaves_a_draft(plugin, qtbot, tmp_path, 
     with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
         pass
     assert "photo mask [2]" in viewer.layers and viewer.layers["photo mask"].data[20, 30] == 1
+    # ... in another colour, so the painted mask and the new one are told apart
+    assert viewer.layers["photo mask [2]"].metadata["mask_colour"] != viewer.layers["photo mask"].metadata["mask_colour"]
 
 
 def test_segment_a_folder_from_the_dock(plugin, qtbot, tmp_path, notes):
