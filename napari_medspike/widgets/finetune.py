@@ -150,7 +150,7 @@ class FinetuneWidget(DockContainer):
         self.minutes.native.setDecimals(1)
         self.minutes.native.setSuffix(" min")
         self.minutes.native.setSpecialValueText("none")
-        self.lr = FloatSpinBox(label="learning rate", min=0.0, max=1.0, step=1e-5, value=FINETUNE.lr,
+        self.lr = FloatSpinBox(label="lr", min=0.0, max=1.0, step=1e-5, value=FINETUNE.lr,
                                tooltip="learning rate; auto: the rate the model's architecture was trained with "
                                f"({DEFAULT_LR_TEXT})")
         self.lr.native.setSpecialValueText("auto")
