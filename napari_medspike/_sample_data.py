@@ -15,6 +15,7 @@ LayerData = tuple[Any, dict[str, Any], str]
 #: metadata key of a sample's expert mask: the correction dock never picks it by itself
 GROUND_TRUTH = "ground_truth"
 
+
 def _real(name: str, title: str) -> list[LayerData]:
     import imageio.v3 as iio
 
