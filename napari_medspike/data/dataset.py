@@ -52,6 +52,12 @@ def _files_by_stem(folder: Path, problems: list[str] | None = None) -> dict[str,
     return files
 
 
+def dataset_name(folder: str | Path) -> str:
+    """A data folder as a dataset name, the first part of its image keys
+    (``../shared/data/kvasir-seg`` -> ``kvasir-seg``; ``.`` -> the folder's own name)."""
+    return Path(os.path.abspath(str(folder))).name or str(folder)
+
+
 def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], list[str]]:
     """Pair ``images/<stem>.*`` with ``masks/<stem>.*`` in each folder.
 
@@ -73,7 +79,7 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
         if not images_dir.is_dir() or not masks_dir.is_dir():
             problems.append(f"{folder}: expected sub-folders images/ and masks/")
             continue
-        name = Path(os.path.abspath(folder)).name  # keys start with the dataset's name, also for "."
+        name = dataset_name(folder)  # keys start with the dataset's name
         if is_correction_store(folder):
             groups = entry_groups(folder)  # stem -> pixel fingerprint, for the complete entries
             for stem, group in groups.items():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from ..common import atomic_write
+from ..data.dataset import dataset_name
 from .checkpoint import read_metadata
 
 
@@ -51,11 +51,6 @@ def measured(value: Any) -> bool:
     import math
 
     return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def dataset_name(folder: str) -> str:
-    """A training folder as a dataset name for people (``../shared/data/kvasir-seg`` -> ``kvasir-seg``)."""
-    return Path(os.path.abspath(str(folder))).name or str(folder)  # "." -> the folder's own name
 
 
 #: How the model card's line about a domain record starts.
