@@ -30,9 +30,9 @@ def main() -> None:
 
     viewer = napari.Viewer(show=True)
     widgets = {}
-    for name in ("Segment", "Correct & fine-tune"):
+    for name in ("Segment", "Correct and fine-tune"):
         _, widgets[name] = viewer.window.add_plugin_dock_widget("napari-medspike", name)
-    segment, tune = widgets["Segment"], widgets["Correct & fine-tune"]
+    segment, tune = widgets["Segment"], widgets["Correct and fine-tune"]
     if args.model != "default":
         segment.model_choice.value = segment.model_choice.choices[-1]
         segment.checkpoint.value = args.model

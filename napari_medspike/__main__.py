@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m napari_medspike",
-        description="Open napari with the plugin's three docks (Segment, Spike inspector, Correct & fine-tune) "
+        description="Open napari with the plugin's three docks (Segment, Spike inspector, Correct and fine-tune) "
         "on a bundled sample image.")
     parser.add_argument("--sample", default="kvasir", choices=["kvasir", "ph2", "busi", "synthetic"],
                         help="the sample to open: a Kvasir-SEG polyp (default), a PH2 skin lesion, a BUSI "

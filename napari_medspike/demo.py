@@ -38,7 +38,7 @@ def open_plugin(viewer: Any, sample: str = "kvasir", model: str | None = None) -
     """Dock the three widgets as tabs of one dock column and open a bundled sample; return the
     widgets by name."""
     widgets, docks = {}, {}
-    for i, name in enumerate(("Segment", "Spike inspector", "Correct & fine-tune")):
+    for i, name in enumerate(("Segment", "Spike inspector", "Correct and fine-tune")):
         docks[name], widgets[name] = viewer.window.add_plugin_dock_widget("napari-medspike", name, tabify=i > 0)
     from qtpy.QtCore import QTimer
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_for(widgets["Segment"].run())
         inspector = widgets["Spike inspector"]
         wait_for(inspector.run())
-        tune = widgets["Correct & fine-tune"]
+        tune = widgets["Correct and fine-tune"]
         tune.store_dir.value = str(args.store or Path(tempfile.mkdtemp(prefix="medspike-corrections-")))
         tune.reset_choices()
         masks = [layer for layer in viewer.layers if layer.name.endswith(" mask")]

@@ -106,8 +106,11 @@ def huge_pages_requested() -> bool:
 
 def reexec_with_huge_pages() -> None:
     """Restart this command once with huge-page backed ``malloc`` (Linux/glibc; no-op otherwise,
-    when already set, or with ``MEDSPIKE_MALLOC=default``). Call first thing in a ``main()``."""
+    when already set, with ``MEDSPIKE_MALLOC=default``, or for ``-h``/``--help``, which would only
+    pay for the imports twice). Call first thing in a ``main()``."""
     if _opted_out() or huge_pages_requested() or _mallopt() is None or not getattr(sys, "orig_argv", None):
+        return
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         return
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     env = dict(os.environ, GLIBC_TUNABLES=f"{tunables}:{HUGE_PAGES_TUNABLE}" if tunables else HUGE_PAGES_TUNABLE)

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         viewer.window._qt_window.resize(w, h)
         settle()
         widgets = open_plugin(viewer, args.sample)
-        segment, inspector, tune = widgets["Segment"], widgets["Spike inspector"], widgets["Correct & fine-tune"]
+        segment, inspector, tune = widgets["Segment"], widgets["Spike inspector"], widgets["Correct and fine-tune"]
         if args.model:
             choices = dict((v, v) for v in segment.model_choice.choices)
             if args.model in choices:
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         inspector.view.value = "overlay"
         settle(1.0)
         viewer.screenshot(str(args.out / f"{size}-3-inspect-overlay-t2.png"), canvas_only=False)
-        plugin_dock(viewer, "Correct & fine-tune").raise_()
+        plugin_dock(viewer, "Correct and fine-tune").raise_()
         tune.store_dir.value = tempfile.mkdtemp(prefix="medspike-shots-")
         tune.reset_choices()
         masks = [layer for layer in viewer.layers if layer.name.endswith(" mask")]

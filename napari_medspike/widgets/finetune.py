@@ -1,4 +1,4 @@
-"""Correct & fine-tune dock widget: save painted masks, fine-tune on them, re-segment."""
+"""Correct and fine-tune dock widget: save painted masks, fine-tune on them, re-segment."""
 
 from __future__ import annotations
 

@@ -132,7 +132,7 @@ class InspectorWidget(DockContainer):
         self._layers: list[str] = []
         self._hidden_by_grid: set[str] = set()  # the user's layers the grid view hid
         make_narrow(self)
-        # back from another dock (the Correct & fine-tune one turns the grid off): this view again
+        # back from another dock (the Correct and fine-tune one turns the grid off): this view again
         call_when_shown(self, lambda: self._apply_view(keep_camera=True))
 
     # --- the model --------------------------------------------------------------------------

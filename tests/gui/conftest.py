@@ -46,7 +46,7 @@ def plugin(make_napari_viewer, tiny_checkpoint):
     """A viewer with the three widgets docked, the tiny model chosen, and an RGB image."""
     viewer = make_napari_viewer()
     widgets = {}
-    for name in ("Segment", "Spike inspector", "Correct & fine-tune"):
+    for name in ("Segment", "Spike inspector", "Correct and fine-tune"):
         _, widgets[name] = viewer.window.add_plugin_dock_widget("napari-medspike", name)
     segment = widgets["Segment"]
     segment.model_choice.value = segment.model_choice.choices[-1]  # "checkpoint file…"

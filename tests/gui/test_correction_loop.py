@@ -21,7 +21,7 @@ def _segment(qtbot, segment, layer):
 
 def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_painted(plugin, qtbot, tmp_path, notes):
     viewer, widgets, photo = plugin
-    segment, tune = widgets["Segment"], widgets["Correct & fine-tune"]
+    segment, tune = widgets["Segment"], widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
     other = viewer.add_image(np.roll(photo.data, 7, axis=0), name="other", rgb=True)
     _segment(qtbot, segment, photo)
@@ -76,7 +76,7 @@ def test_segment_never_overwrites_a_mask_it_did_not_make_and_follows_the_image_s
 def test_the_resegment_goes_to_the_image_fine_tuned_for_with_segments_settings(
         plugin, qtbot, tmp_path, store_corrections, fine_tune_improves):
     viewer, widgets, photo = plugin
-    segment, tune = widgets["Segment"], widgets["Correct & fine-tune"]
+    segment, tune = widgets["Segment"], widgets["Correct and fine-tune"]
     segment.mode.value, segment.flips.value = "tiled", True
     _segment(qtbot, segment, photo)
     mask = viewer.layers["photo mask"]
@@ -102,7 +102,7 @@ def test_the_resegment_goes_to_the_image_fine_tuned_for_with_segments_settings(
 def test_an_image_closed_during_the_fine_tune_gets_no_orphan_layers(plugin, qtbot, tmp_path, store_corrections,
                                                                     fine_tune_improves):
     viewer, widgets, photo = plugin
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     mask = store_corrections(viewer, tune, photo, tmp_path / "store", [(slice(10, 40), slice(20, 60))])
     tune.image.value, tune.mask.value = photo, mask
     tune.epochs.value = 1

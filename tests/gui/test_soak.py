@@ -43,7 +43,7 @@ def test_painting_while_a_finetune_runs_keeps_drafts_and_store_consistent(plugin
     with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
         pass
     mask = viewer.layers["photo mask"]
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
     tune.reset_choices()
     tune.image.value, tune.mask.value = image, mask

@@ -74,7 +74,7 @@ def test_a_closed_dock_is_unsubscribed_and_changing_model_works(plugin, qtbot, t
 
 def test_stored_corrections_stay_listed(plugin, tmp_path):
     viewer, widgets, image = plugin
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
     mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
     mask.data[10:30, 20:50] = 1
@@ -93,7 +93,7 @@ def test_stored_corrections_stay_listed(plugin, tmp_path):
 def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path, store_corrections,
                                                        fine_tune_improves):
     viewer, widgets, image = plugin
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     store_corrections(viewer, tune, image, tmp_path / "store", [(slice(10, 40), slice(20, 60))])
     tune.epochs.value = 1
     with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
@@ -200,7 +200,7 @@ def test_masks_are_drawn_in_a_contrasting_colour_the_user_can_change(plugin, qtb
     np.testing.assert_allclose(mask.colormap.map(np.array([1]))[0], [1, 1, 0, 1])
 
 
-@pytest.mark.parametrize("job", ["Segment", "Spike inspector", "Correct & fine-tune"])
+@pytest.mark.parametrize("job", ["Segment", "Spike inspector", "Correct and fine-tune"])
 def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job, tmp_path, store_corrections):
     viewer, widgets, image = plugin
     gaps, last = [], [time.perf_counter(), False]
@@ -218,7 +218,7 @@ def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job, tm
     if job == "Segment":  # one small image takes a few ms: segment a stack, slice by slice
         frames = (np.random.default_rng(1).random((24, 70, 90, 3)) * 255).astype(np.uint8)
         widgets[job].image.value = viewer.add_image(frames, name="frames", rgb=True)
-    if job == "Correct & fine-tune":
+    if job == "Correct and fine-tune":
         tune = widgets[job]
         store_corrections(viewer, tune, image, tmp_path / "store",
                           [(slice(10, 40), slice(20, 60)), (slice(30, 60), slice(20, 60))])
@@ -341,7 +341,7 @@ def test_the_correction_dock_never_picks_or_reveals_a_samples_ground_truth(make_
     viewer = make_napari_viewer()
     viewer.open_sample("napari-medspike", "synthetic")
     truth = viewer.layers["synthetic lesion ground truth"]
-    _, tune = viewer.window.add_plugin_dock_widget("napari-medspike", "Correct & fine-tune")
+    _, tune = viewer.window.add_plugin_dock_widget("napari-medspike", "Correct and fine-tune")
     _, segment = viewer.window.add_plugin_dock_widget("napari-medspike", "Segment")
     tune.reset_choices()
     tune._show_mask_for_editing()  # what raising the dock does
@@ -385,7 +385,7 @@ def test_training_in_a_worker_thread_after_other_jobs_has_gradients(plugin, qtbo
     for job in ("Segment", "Spike inspector", "Segment"):
         with qtbot.waitSignal(widgets[job].run().finished, timeout=WAIT):
             pass
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     store_corrections(viewer, tune, image, tmp_path / "store", [(slice(10, 40), slice(20, 60))], name="photo mask 2")
     tune.epochs.value = 1
     with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
@@ -394,7 +394,7 @@ def test_training_in_a_worker_thread_after_other_jobs_has_gradients(plugin, qtbo
 
 
 def test_opening_the_correction_dock_readies_the_mask_for_painting(plugin, qtbot):
-    """After the inspector's grid (which hides the mask), raising the Correct & fine-tune dock
+    """After the inspector's grid (which hides the mask), raising the Correct and fine-tune dock
     turns the grid off and shows the mask over its image, on top and active for painting;
     while the dock stays hidden, picking a mask changes nothing in the view. Raising the
     inspector again brings its grid back, and keeps the zoom when there is nothing to change."""
@@ -412,12 +412,12 @@ def test_opening_the_correction_dock_readies_the_mask_for_painting(plugin, qtbot
         pass
     assert viewer_grid(viewer).enabled and not mask.visible
     other = viewer.add_labels(np.zeros(mask.data.shape, np.uint8), name="other mask", visible=False)
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     tune.reset_choices()
     tune.mask.value = other
     tune.mask.value = mask  # the dock is not shown: the view stays as the inspector left it
     assert viewer_grid(viewer).enabled and not mask.visible and viewer.layers[-1] is other
-    raise_dock("Correct & fine-tune")
+    raise_dock("Correct and fine-tune")
     assert not viewer_grid(viewer).enabled
     assert mask.visible and image.visible
     assert not any(layer.visible for layer in viewer.layers if "(stage 0" in layer.name)  # no spike map over it
@@ -432,7 +432,7 @@ def test_opening_the_correction_dock_readies_the_mask_for_painting(plugin, qtbot
 
 def test_clicking_the_dock_tabs_switches_between_inspecting_and_painting(make_napari_viewer, qtbot):
     """Docks stacked as tabs (as ``python -m napari_medspike`` opens them), clicked like a user
-    does: the Correct & fine-tune tab readies the mask, the Spike inspector tab brings the grid back."""
+    does: the Correct and fine-tune tab readies the mask, the Spike inspector tab brings the grid back."""
     from qtpy.QtCore import Qt
     from qtpy.QtTest import QTest
     from qtpy.QtWidgets import QTabBar
@@ -458,7 +458,7 @@ def test_clicking_the_dock_tabs_switches_between_inspecting_and_painting(make_na
     settle(0.3)
     mask = next(layer for layer in viewer.layers if layer.name.endswith(" mask"))
     assert viewer_grid(viewer).enabled and not mask.visible
-    click("Correct & fine-tune")
+    click("Correct and fine-tune")
     assert not viewer_grid(viewer).enabled and mask.visible and viewer.layers.selection.active is mask
     click("Spike inspector")
     assert viewer_grid(viewer).enabled

@@ -188,7 +188,7 @@ def test_inspector_channel_reduction(plugin, qtbot):
 
 def test_save_correction_and_guardrails(plugin, tmp_path, notes):
     viewer, widgets, image = plugin
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
     empty = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
     tune.reset_choices()
@@ -209,7 +209,7 @@ def test_save_correction_and_guardrails(plugin, tmp_path, notes):
 def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot, store_corrections, notes,
                                                        fine_tune_improves):
     viewer, widgets, image = plugin
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     mask = store_corrections(viewer, tune, image, tmp_path / "store",
                              [(slice(10, 40), slice(20, 60)), (slice(30, 60), slice(10, 40))])
     tune.epochs.value = 2
@@ -254,7 +254,7 @@ def test_a_fine_tune_that_beats_nothing_keeps_the_model_and_says_so(plugin, tmp_
 
     monkeypatch.setattr(dock_module, "finetune_steps", no_better)
     viewer, widgets, image = plugin
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     store_corrections(viewer, tune, image, tmp_path / "store", [(slice(30, 60), slice(10, 40))])
     before = SESSION.source
     tune.epochs.value = 1
@@ -271,7 +271,7 @@ def test_fine_tune_after_the_corrections_folder_was_deleted_says_so(plugin, tmp_
     import shutil
 
     viewer, widgets, image = plugin
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     store_corrections(viewer, tune, image, tmp_path / "store", [(slice(30, 60), slice(10, 40))])
     assert tune.corrections.choices
     shutil.rmtree(tmp_path / "store")
@@ -281,7 +281,7 @@ def test_fine_tune_after_the_corrections_folder_was_deleted_says_so(plugin, tmp_
 
 def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_improves):
     viewer, widgets, image = plugin
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
     mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="m")
     for i in range(3):
@@ -371,7 +371,7 @@ def test_keep_the_start_model_box_reaches_fine_tuning(plugin, tmp_path, qtbot, s
 
     monkeypatch.setattr(dock_module, "finetune_steps", spy)
     viewer, widgets, image = plugin
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     store_corrections(viewer, tune, image, tmp_path / "store", [(slice(10, 40), slice(20, 60))])
     tune.epochs.value = 1
     assert tune.keep_start.value is FINETUNE.route is True
@@ -393,7 +393,7 @@ def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes)
     masks.data[1, 10:30, 20:40] = 1
     assert DraftSaver(masks).save() is None  # a stack's mask is no draft, and no error either
     viewer.dims.set_current_step(0, 1)
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
     tune.reset_choices()
     tune.image.value, tune.mask.value = stack, masks
@@ -411,7 +411,7 @@ def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes)
 
 def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(plugin, tmp_path, notes):
     viewer, widgets, image = plugin
-    tune = widgets["Correct & fine-tune"]
+    tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
     mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
     tune.reset_choices()
