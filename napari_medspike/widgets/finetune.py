@@ -94,10 +94,14 @@ class CurvePlot:
         self.ax.set_xlabel("epoch", fontsize=8)
         self.ax.set_title("fine-tuning", fontsize=8)
         last = max((h["epoch"] for h in self.history), default=1)
-        self.ax.set_xlim(-0.2 if self.start is not None else 0.8, last + 0.2)  # epoch 0: the start
-        self.ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if self.history or self.start is not None:
-            self.ax.legend(fontsize=7)
+        self.ax.set_xlim(-0.2, max(last, 1) + 0.2)  # epoch 0 is the start, measured before training
+        # whole epochs only (with one epoch in view a plain integer locator falls back to 0.04 steps)
+        self.ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6, min_n_ticks=1))
+        for legend in list(self.figure.legends):
+            legend.remove()
+        if self.history or self.start is not None:  # beneath the axes, where it covers no curve
+            self.figure.legend(loc="outside lower center", ncol=2, fontsize=6, handlelength=1.2,
+                               frameon=False)
         self.ax.tick_params(labelsize=7)
         self.canvas.draw_idle()
 

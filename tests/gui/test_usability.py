@@ -462,3 +462,19 @@ def test_clicking_the_dock_tabs_switches_between_inspecting_and_painting(make_na
     assert not viewer_grid(viewer).enabled and mask.visible and viewer.layers.selection.active is mask
     click("Spike inspector")
     assert viewer_grid(viewer).enabled
+
+
+def test_the_fine_tune_plot_counts_whole_epochs_and_its_legend_covers_no_curve(qtbot):
+    """Before and after the first epoch the x axis is whole epochs from 0 (the start); a plain
+    integer locator on [0.8, 1.2] drew eleven overlapping ticks 0.04 apart."""
+    from napari_medspike.widgets.finetune import CurvePlot
+
+    plot = CurvePlot()
+    for step in (None, "start", 1, 2):
+        if step == "start":
+            plot.set_start({"val_dice": 0.8})
+        elif step is not None:
+            plot.add({"epoch": step, "train_loss": 0.5, "val_loss": 0.4, "val_dice": 0.82})
+        ticks = [t for t in plot.ax.get_xticks() if plot.ax.get_xlim()[0] <= t <= plot.ax.get_xlim()[1]]
+        assert ticks == [float(e) for e in range(int(ticks[-1]) + 1)] and ticks[-1] >= 1, (step, ticks)
+    assert plot.ax.get_legend() is None and len(plot.figure.legends) == 1  # one, beneath the axes
