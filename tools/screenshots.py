@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         wait_for(inspector.run())
         settle(1.0)
         viewer.screenshot(str(args.out / f"{size}-2-inspect-grid.png"), canvas_only=False)
+        inspector.interactions.value = inspector.interactions.choices[1]  # sum, shares, φ
+        settle(1.0)
+        viewer.screenshot(str(args.out / f"{size}-2b-inspect-grid-decomposed.png"), canvas_only=False)
+        inspector.interactions.value = inspector.interactions.choices[0]
         viewer.dims.set_current_step(0, 2)
         inspector.view.value = "overlay"
         settle(1.0)

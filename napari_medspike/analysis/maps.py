@@ -21,6 +21,11 @@ from ..models.base import Segmenter
 from .energy import estimate_energy
 
 REDUCTIONS = ("mean", "max", "channel")
+#: The four interaction maps as recorded, or the same information as their sum, the two
+#: activity shares and the Q-K association (:func:`decompose_interactions`).
+INTERACTION_VIEWS = ("AA, AI, IA, II", "sum, shares, φ")
+#: Names of the decomposed maps, in the order they are shown.
+DECOMPOSED = ("sum", "Q-active share", "K-active share", "Q–K φ")
 
 
 def reduce_channels(tensor: torch.Tensor, how: str = "mean", channel: int = 0) -> np.ndarray:
@@ -41,6 +46,40 @@ def reduce_channels(tensor: torch.Tensor, how: str = "mean", channel: int = 0) -
     else:
         raise ValueError(f"unknown reduction {how!r}; use one of {REDUCTIONS}")
     return out.cpu().numpy().astype(np.float32)
+
+
+def decompose_interactions(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The four interaction maps (``AA, AI, IA, II``, never negative, any equal shapes) as what
+    sets them apart: at each pixel they form a 2 x 2 table, active or inactive Q against active or
+    inactive K. Returns, per pixel (float32, NaN where undefined):
+
+    - ``sum``: ``AA + AI + IA + II``, how much reaches the pixel at all. In SDSA it is the values'
+      spike count times ``N d / sqrt(C)`` (the four Q-K matrices add up to N), so the four maps all
+      follow V's spikes and look alike; the rest says how they share it;
+    - ``Q-active share``: ``(AA + AI) / sum``, the part carried by active queries (in SDSA
+      constant within a head: each channel's query firing rate);
+    - ``K-active share``: ``(AA + IA) / sum``, the part carried by active keys;
+    - ``Q–K φ``: the correlation of the table, ``(AA·II - AI·IA) / sqrt(row and column sums)``,
+      in [-1, 1]: above 0 where active queries meet active keys more often than the two shares
+      alone predict, 0 where they are independent.
+
+    With ``p, κ, φ`` the shares and ``r = φ sqrt(p(1-p)κ(1-κ))``, ``AA = sum (pκ + r)``,
+    ``AI = sum (p(1-κ) - r)``, ``IA = sum ((1-p)κ - r)``, ``II = sum ((1-p)(1-κ) + r)``: the same
+    information, nothing added.
+    """
+    aa, ai, ia, ii = (np.asarray(maps[name], dtype=np.float64) for name in INTERACTIONS)
+    total = aa + ai + ia + ii
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = [x / total for x in (aa, ai, ia, ii)]
+        p = shares[0] + shares[1]
+        kappa = shares[0] + shares[2]
+        phi = (shares[0] * shares[3] - shares[1] * shares[2]) / np.sqrt(p * (1 - p) * kappa * (1 - kappa))
+    empty = ~(total > 0)
+    p[empty], kappa[empty] = np.nan, np.nan
+    phi[~np.isfinite(phi)] = np.nan
+    phi = np.clip(phi, -1.0, 1.0)  # (rounding)
+    out = dict(zip(DECOMPOSED, (total, p, kappa, phi)))
+    return {name: array.astype(np.float32) for name, array in out.items()}
 
 
 def stage_placement(image_shape: tuple[int, int], map_shape: tuple[int, int], padded_shape: tuple[int, int],
@@ -81,6 +120,15 @@ class StageMaps:
     layer_rates: dict[str, np.ndarray] = field(default_factory=dict)
     #: a routed model's choice for this image ("the fine-tuned copy" or "the starting model"); else None
     expert: str | None = None
+    #: the interactions as sum, shares and φ (:func:`decompose_interactions`; from the channel mean
+    #: when ``how`` is ``"max"``, whose maxima do not add up)
+    decomposed: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the lowest Pearson correlation between two of the four interaction maps: near 1, they
+    #: show one picture
+    interaction_correlation: float = float("nan")
+    #: spikes per neuron and timestep of a full output (D of integer spikes; 1 binary): a firing
+    #: rate here is the mean of k/D
+    spike_levels: int = 1
 
 
 def virtual_timesteps(values: torch.Tensor, levels: int) -> torch.Tensor:
@@ -128,6 +176,10 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     if virtual:
         spikes = virtual_timesteps(spikes, model.spike_levels)
     maps = {name: reduce_channels(record["interactions"][name], how, channel) for name in INTERACTIONS}
+    added = maps if how != "max" else {name: reduce_channels(record["interactions"][name]) for name in INTERACTIONS}
+    flat = [maps[name].ravel().astype(np.float64) for name in INTERACTIONS]
+    with np.errstate(invalid="ignore", divide="ignore"):  # (a constant map has no correlation)
+        similarity = float(np.nanmin(np.corrcoef(flat))) if all(f.std() > 0 for f in flat) else float("nan")
     rate = spikes[:, 0].float().mean(dim=(0, 1)).cpu().numpy()
     h_pad = -(-size // 16) * 16
     scale, translate = stage_placement(image.shape[:2], tuple(spikes.shape[-2:]), (h_pad, h_pad), (size, size))
@@ -140,7 +192,8 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     if "routes" in out:
         expert = "the fine-tuned copy" if bool(out["routes"][0]) else "the starting model"
     return StageMaps(stage, reduce_channels(spikes, how, channel), rate.astype(np.float32), maps, scale, translate,
-                     spike, spikes.shape[0], stage_rates, virtual, layer_rates, expert)
+                     spike, spikes.shape[0], stage_rates, virtual, layer_rates, expert,
+                     decompose_interactions(added), similarity, max(int(model.spike_levels), 1))
 
 
 def inspect_steps(model: Segmenter, image: np.ndarray, stage: int, spike: str = "v", how: str = "mean",

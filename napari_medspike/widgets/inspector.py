@@ -9,7 +9,7 @@ import numpy as np
 from magicgui.widgets import ComboBox, Label, PushButton, SpinBox, create_widget
 
 from ..analysis.energy import warm_up as energy_warm_up
-from ..analysis.maps import REDUCTIONS, inspect_steps, stage_of
+from ..analysis.maps import DECOMPOSED, INTERACTION_VIEWS, REDUCTIONS, inspect_steps, stage_of
 from ._common import (
     SESSION,
     DockContainer,
@@ -31,11 +31,19 @@ INTERACTION_HELP = (
     "The four interactions of spike-based decomposed attention pair the active (A: fired) or "
     "inactive (I: silent) part of the queries Q with that of the keys K: AA = active Q with "
     "active K, AI = active Q with inactive K, IA = inactive Q with active K, II = inactive Q with "
-    "inactive K. Each map is that interaction's output O at every pixel (mean over channels)."
+    "inactive K. Each map is that interaction's output O at every pixel (mean over channels), "
+    "with a contrast of its own (hover a pixel for its value)."
 )
-#: One colormap for the four interactions (their outputs are counts: never negative), so that
-#: equal colours mean equal values across the four maps; a diverging one if a map is signed.
-INTERACTION_COLORMAP, SIGNED_COLORMAP = "magma", "bwr"
+DECOMPOSED_HELP = (
+    "The same four maps as their sum AA+AI+IA+II (how much reaches each pixel: in SDSA the values' "
+    "spikes, which is why the four maps look alike), the shares carried by active queries "
+    "(AA+AI) and by active keys (AA+IA), and φ: above 0 where active queries meet active keys more "
+    "often than those shares predict, 0 where they are independent. The four maps follow from these "
+    "exactly; nothing is added."
+)
+#: One colormap for counts (the four interactions are never negative), another for shares, a
+#: diverging one for signed maps; each map has its own contrast limits.
+INTERACTION_COLORMAP, SHARE_COLORMAP, SIGNED_COLORMAP = "magma", "viridis", "bwr"
 VIEWS = ("side by side", "overlay")
 #: Metadata key that marks the layers the inspector made.
 MAP_TAG = "medspike_inspector_map"
@@ -54,7 +62,8 @@ class RatePlot:
         self.canvas.setToolTip("top: mean firing rate of each encoder stage, the decoder and the head at each "
                                "timestep; bottom: every spiking layer (rows, input to output) at each timestep")
 
-    def show(self, layer_rates: dict[str, np.ndarray], virtual: bool) -> None:
+    def show(self, layer_rates: dict[str, np.ndarray], virtual: bool, levels: int = 1) -> None:
+        """Plot the rates; ``levels`` > 1: integer spikes per timestep, each rate the mean of k/levels."""
         from matplotlib.ticker import MaxNLocator
 
         self.figure.clear()
@@ -70,7 +79,7 @@ class RatePlot:
         for part, rows in parts.items():
             left.plot(range(steps), np.mean(rows, axis=0), "o-", ms=3, label=part)
         left.set_xlabel(xlabel, fontsize=8)
-        left.set_ylabel("firing rate", fontsize=8)
+        left.set_ylabel("firing rate" if levels == 1 else f"firing rate (k/{levels})", fontsize=8)
         left.set_xticks(range(steps))
         left.tick_params(labelsize=7)
         # below the axes, so that no line hides behind it
@@ -107,9 +116,12 @@ class InspectorWidget(DockContainer):
                                tooltip="which spikes of the stage's attention to show: the queries Q, keys K or "
                                "values V (only those the model records are offered)")
         self.reduce = ComboBox(label="channels", choices=list(REDUCTIONS), value="mean",
-                               tooltip="mean: fraction of channels firing at each pixel; max: any channel; "
-                               "channel: one channel")
+                               tooltip="mean over channels at each pixel (binary spikes: the fraction firing; "
+                               "integer spikes: the mean of k/D); max: the largest channel; channel: one channel")
         self.channel = SpinBox(label="channel", min=0, max=511, value=0, visible=False)
+        self.interactions = ComboBox(label="interactions", choices=list(INTERACTION_VIEWS),
+                                     value=INTERACTION_VIEWS[0], tooltip=f"{INTERACTION_VIEWS[0]}: {INTERACTION_HELP}\n"
+                                     f"{INTERACTION_VIEWS[1]}: {DECOMPOSED_HELP}")
         self.view = ComboBox(label="view", choices=list(VIEWS), value=VIEWS[0],
                              tooltip="side by side: the image, the spikes and the four interaction maps in a "
                              "grid with one camera; overlay: the maps over the image")
@@ -117,11 +129,13 @@ class InspectorWidget(DockContainer):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.summary = compact_label(Label(value=""))
         self.plot = RatePlot()
-        self.extend([self.image, self.model_note, self.stage, self.spikes, self.reduce, self.channel, self.view,
-                     self.run_button, self.cancel_button, self.summary])
+        self.extend([self.image, self.model_note, self.stage, self.spikes, self.reduce, self.channel,
+                     self.interactions, self.view, self.run_button, self.cancel_button, self.summary])
         self.inner.layout().addWidget(self.plot.canvas)
         self.reduce.changed.connect(lambda v: setattr(self.channel, "visible", v == "channel"))
         self.view.changed.connect(self._apply_view)
+        self.interactions.changed.connect(self._show_again)
+        self._shown: tuple[Any, ...] | None = None  # the last result: another interactions view needs no new run
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(lambda: self.worker is not None and self.worker.quit())
         follow_layers(self, self.viewer)
@@ -207,6 +221,11 @@ class InspectorWidget(DockContainer):
         # tagged, so that a view can hide the maps of other stages, tensors or models
         return self.viewer.add_image(data, name=name, metadata={MAP_TAG: True}, **kwargs)
 
+    def _show_again(self, *_: Any) -> None:
+        """The last inspection's maps in the interactions view chosen now (no new run)."""
+        if self._shown is not None and self._shown[0] in self.viewer.layers:
+            self._show(*self._shown[:3], frame=self._shown[3])
+
     def _show(self, image_layer: Any, maps: Any, report: Any, frame: int | None = None) -> None:
         """Add (or update) the maps as layers over ``image_layer``. For a stack, ``frame`` is the
         frame inspected: the maps get an axis of their own for time, in front of the frame axis,
@@ -214,6 +233,7 @@ class InspectorWidget(DockContainer):
         if image_layer not in self.viewer.layers:  # closed while it was being inspected
             show_text(self.summary, f"'{elide(image_layer.name, 40)}' was closed while inspecting: nothing shown")
             return
+        self._shown = (image_layer, maps, report, frame)
         sy, sx = (maps.scale[i] * image_layer.scale[-2 + i] for i in range(2))
         ty, tx = (maps.translate[i] * image_layer.scale[-2 + i] + image_layer.translate[-2 + i] for i in range(2))
         at_frame: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
@@ -243,18 +263,21 @@ class InspectorWidget(DockContainer):
         names = [f"spikes {maps.spike_name} ({tag}, {time_word})"]
         data, where = placed(maps.spikes)
         self._put(names[0], data, colormap="gray", contrast_limits=(0.0, max(float(maps.spikes.max()), 1e-6)), **where)
-        arrays = {k: (v[0] if v.shape[0] == 1 else v) for k, v in maps.interactions.items()}  # no time: 2D
+        decomposed = self.interactions.value == INTERACTION_VIEWS[1] and maps.decomposed
+        shown = maps.decomposed if decomposed else maps.interactions
+        arrays = {k: (v[0] if v.shape[0] == 1 else v) for k, v in shown.items()}  # no time: 2D
         for name, array in arrays.items():
-            lo, hi = (float(v) for v in np.percentile(array, (1, 99)))  # robust contrast per map
-            signed = lo < 0 < hi
+            finite = array[np.isfinite(array)]  # (a share is undefined where nothing arrives)
+            lo, hi = (float(v) for v in np.percentile(finite, (1, 99))) if finite.size else (0.0, 1.0)
+            signed = name == DECOMPOSED[3] or lo < 0 < hi  # robust contrast per map; φ centred on 0
             if signed:
                 lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
             names.append(f"{name} ({tag})")
             data, where = placed(array)
-            self._put(names[-1], data, colormap=SIGNED_COLORMAP if signed else INTERACTION_COLORMAP,
-                      contrast_limits=(lo, hi if hi > lo else lo + 1e-6), **where)
+            colormap = SIGNED_COLORMAP if signed else SHARE_COLORMAP if "share" in name else INTERACTION_COLORMAP
+            self._put(names[-1], data, colormap=colormap, contrast_limits=(lo, hi if hi > lo else lo + 1e-6), **where)
         data, where = placed(maps.firing_rate)
-        self._put(f"firing rate ({tag})", data, colormap="inferno", visible=False,
+        self._put(f"{maps.spike_name} firing rate ({tag})", data, colormap="inferno", visible=False,
                   contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)), **where)
         self._layers = [image_layer.name, *names]
         self.viewer.layers.selection.active = self.viewer.layers[names[0]]  # not the hidden firing-rate layer
@@ -265,8 +288,16 @@ class InspectorWidget(DockContainer):
             self.viewer.dims.axis_labels = labels
             self.viewer.dims.set_current_step(time_axis, 0)
         self._apply_view()
-        self.plot.show(maps.layer_rates, maps.virtual)
+        self.plot.show(maps.layer_rates, maps.virtual, maps.spike_levels if not maps.virtual else 1)
         rates = ", ".join(f"{r:.3f}" for r in maps.stage_firing_rates)
+        per = f" (k/{maps.spike_levels})" if maps.spike_levels > 1 and not maps.virtual else ""
+        if decomposed:
+            legend = "interactions as sum, shares and φ (hover 'interactions')"
+        elif maps.interaction_correlation > 0.7:
+            legend = (f"AA, AI, IA, II alike (r ≥ {maps.interaction_correlation:.2f}): "
+                      f"interactions '{INTERACTION_VIEWS[1]}' shows how they differ")
+        else:
+            legend = "AA, AI, IA, II: active or inactive Q with active or inactive K (hover Inspect)"
         if maps.virtual:
             time = (f"{maps.timesteps} virtual timesteps: an integer spike k/{maps.timesteps} is shown as k binary "
                     f"spikes (move the t slider)")
@@ -276,12 +307,15 @@ class InspectorWidget(DockContainer):
             time = "T = 1: a single timestep"
         routed = f"answered by {maps.expert} (the gate's choice for this image)\n" if maps.expert else ""
         show_text(self.summary, (
-            f"{routed}{time}\nfiring rate per encoder stage: {rates}\n"
+            f"{routed}{time}\nfiring rate per encoder stage{per}: {rates}\n"
             f"synaptic ops {report.sops / 1e9:.2f} G, analog MACs {report.analog_macs / 1e9:.2f} G\n"
             f"energy {report.energy_pj / 1e9:.2f} mJ vs dense ANN {report.ann_energy_pj / 1e9:.2f} mJ "
             f"({report.energy_pj / max(report.ann_energy_pj, 1e-9):.0%})\n"
-            "AA, AI, IA, II: active or inactive Q with active or inactive K (hover Inspect)"
+            f"{legend}\none float32 pass, no mirror TTA"
         ))
+        if per:  # the full words where there is room
+            self.summary.tooltip += (f"\n(k/{maps.spike_levels}: a neuron fires up to {maps.spike_levels} spikes per "
+                                     f"timestep; its rate is the mean of k/{maps.spike_levels})")
 
     def _axes_of_other_layers(self) -> list[tuple[int, float, float]]:
         """``(frames, step, start)`` of each axis in front of the two image axes that layers other

@@ -113,9 +113,19 @@ def test_inspector_shows_timesteps_and_interactions_over_the_image(plugin, qtbot
     assert spikes.data.shape[-2] * spikes.scale[-2] == pytest.approx(70 * image.scale[-2])
     for name in ("AA", "AI", "IA", "II"):
         assert viewer.layers[f"{name} (stage 1)"].data.shape == (2, 32, 32)
-    assert viewer.layers["firing rate (stage 1)"].data.shape == (32, 32)
+    assert viewer.layers["v firing rate (stage 1)"].data.shape == (32, 32)
     summary = " ".join(inspector.summary.value.split())
     assert "energy" in summary and "firing rate per encoder stage" in summary and "T = 2 timesteps" in summary
+    # the same maps as their sum, shares and φ, without running again
+    four = {name: viewer.layers[f"{name} (stage 1)"].data for name in ("AA", "AI", "IA", "II")}
+    inspector.interactions.value = "sum, shares, φ"
+    shown = [layer.name for layer in viewer.layers if layer.visible]
+    assert {"sum (stage 1)", "Q-active share (stage 1)", "K-active share (stage 1)", "Q–K φ (stage 1)"} <= set(shown)
+    assert not {"AA (stage 1)", "II (stage 1)"} & set(shown)  # the grid shows one view
+    np.testing.assert_allclose(viewer.layers["sum (stage 1)"].data, sum(four.values()), rtol=1e-5, atol=1e-6)
+    phi = viewer.layers["Q–K φ (stage 1)"]
+    assert phi.colormap.name == "bwr" and phi.contrast_limits[0] == -phi.contrast_limits[1]
+    assert "Q–K φ" in " ".join(inspector.summary.value.split())
 
 
 def test_inspector_on_a_stack_keeps_its_maps_at_the_frame_inspected(plugin, qtbot, monkeypatch):
@@ -149,7 +159,7 @@ def test_inspector_on_a_stack_keeps_its_maps_at_the_frame_inspected(plugin, qtbo
     viewer.dims.set_current_step(0, 1)  # the t slider moves time, not the clip
     assert shown_slice(stack, viewer) == 2
     assert viewer.layers["AA (stage 0)"].data.shape[1] == 1
-    assert viewer.layers["firing rate (stage 0)"].data.shape[0] == 1
+    assert viewer.layers["v firing rate (stage 0)"].data.shape[0] == 1
     np.testing.assert_array_equal(seen[0], frames[2])  # frame 2 was inspected
 
 

@@ -1,0 +1,44 @@
+"""The inspector's interaction maps as sum, shares and φ: the same information, nothing added."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_medspike.analysis.maps import DECOMPOSED, decompose_interactions
+
+
+def rebuilt(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    total, p, k, phi = (parts[name].astype(np.float64) for name in DECOMPOSED)
+    r = phi * np.sqrt(p * (1 - p) * k * (1 - k))
+    return {"AA": total * (p * k + r), "AI": total * (p * (1 - k) - r),
+            "IA": total * ((1 - p) * k - r), "II": total * ((1 - p) * (1 - k) + r)}
+
+
+def test_the_four_maps_follow_exactly_from_sum_shares_and_phi():
+    rng = np.random.default_rng(0)
+    maps = {name: rng.random((3, 8, 8)).astype(np.float32) * 10 for name in ("AA", "AI", "IA", "II")}
+    parts = decompose_interactions(maps)
+    for name, array in rebuilt(parts).items():
+        np.testing.assert_allclose(array, maps[name], rtol=1e-4, atol=1e-4)
+    assert np.all(np.abs(parts["Q–K φ"]) <= 1)
+
+
+def test_phi_is_zero_for_independent_queries_and_keys_and_signed_otherwise():
+    p, k, total = 0.2, 0.7, 5.0
+    independent = {"AA": total * p * k, "AI": total * p * (1 - k), "IA": total * (1 - p) * k,
+                   "II": total * (1 - p) * (1 - k)}
+    parts = decompose_interactions({n: np.full((2, 2), v) for n, v in independent.items()})
+    np.testing.assert_allclose(parts["Q–K φ"], 0, atol=1e-6)
+    np.testing.assert_allclose(parts["Q-active share"], p, atol=1e-6)
+    np.testing.assert_allclose(parts["K-active share"], k, atol=1e-6)
+    together = dict(independent, AA=independent["AA"] + 1, II=independent["II"] + 1)  # active meet active
+    apart = dict(independent, AI=independent["AI"] + 1, IA=independent["IA"] + 1)
+    assert decompose_interactions({n: np.full(1, v) for n, v in together.items()})["Q–K φ"][0] > 0.1
+    assert decompose_interactions({n: np.full(1, v) for n, v in apart.items()})["Q–K φ"][0] < -0.1
+
+
+def test_shares_are_undefined_where_nothing_arrives():
+    maps = {name: np.array([[0.0, 1.0]]) for name in ("AA", "AI", "IA", "II")}
+    parts = decompose_interactions(maps)
+    assert parts["sum"][0, 0] == 0 and np.isnan(parts["Q-active share"][0, 0]) and np.isnan(parts["Q–K φ"][0, 0])
+    assert parts["Q-active share"][0, 1] == 0.5 and parts["Q–K φ"][0, 1] == 0
