@@ -125,7 +125,7 @@ def test_inspector_shows_timesteps_and_interactions_over_the_image(plugin, qtbot
     np.testing.assert_allclose(viewer.layers["sum (stage 1)"].data, sum(four.values()), rtol=1e-5, atol=1e-6)
     phi = viewer.layers["Q–K φ (stage 1)"]
     assert phi.colormap.name == "bwr" and phi.contrast_limits[0] == -phi.contrast_limits[1]
-    assert "Q–K φ" in " ".join(inspector.summary.value.split())
+    assert "interactions as sum, shares and φ" in " ".join(inspector.summary.value.split())
 
 
 def test_inspector_on_a_stack_keeps_its_maps_at_the_frame_inspected(plugin, qtbot, monkeypatch):
