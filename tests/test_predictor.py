@@ -122,3 +122,29 @@ def test_flips_follow_the_checkpoint_unless_told(tmp_path):
     np.testing.assert_allclose(predict(load_model(plain), image), off, atol=1e-6)
     np.testing.assert_allclose(predict(load_model(tta), image), on, atol=1e-6)
     np.testing.assert_allclose(segment(image, tta, flips=False, device="cpu")[0], off, atol=1e-6)
+
+
+def test_prediction_leaves_the_models_mode_and_no_membranes_behind():
+    """A training loop that predicts to watch its progress keeps train mode; and no neuron keeps
+    its membrane (as large as the activations) in memory after a call."""
+    model = create_model("medspikeformer", timesteps=2, **TINY)
+    model.train()
+    predict(model, np.zeros((40, 50, 3), np.uint8))
+    assert model.training
+    model.eval()
+    predict(model, np.zeros((40, 50, 3), np.uint8))
+    assert not model.training
+    with torch.no_grad():
+        model(torch.rand(1, 3, 32, 32))
+    held = [name for name, m in model.named_modules() if isinstance(getattr(m, "v", None), torch.Tensor)]
+    assert not held, held
+
+
+def test_a_batch_of_another_dtype_is_refused_with_the_fix():
+    from napari_medspike.models.base import InputError
+
+    model = create_model("medqkformer", **TINY).eval()
+    with pytest.raises(InputError, match=r"float64.*x.to\(torch.float32\)"):
+        model(torch.rand(1, 3, 32, 32, dtype=torch.float64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast mixes dtypes on purpose
+        assert model(torch.rand(1, 3, 32, 32).bfloat16()).shape == (1, 1, 32, 32)

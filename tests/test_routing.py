@@ -318,3 +318,30 @@ def test_inspect_and_fine_tune_after_segmenting_on_a_gpu(tmp_path, start_file):
     predict(routed, lesion(51), device="cuda")
     again = finetune(routed, corrections, tmp_path / "again.safetensors", epochs=1, device="cuda")
     assert again.routed
+
+
+def test_style_extraction_does_not_stop_another_threads_prediction():
+    """Segment pressed while a fine-tune measures image styles on the same model: the hook that
+    ends the style pass early must leave the other thread's pass alone (it failed with an empty
+    "StyleFound" error)."""
+    import threading
+
+    from napari_medspike.inference.predictor import predict
+    from napari_medspike.models.routed import style_features
+
+    model = create_model("medqkformer", **TINY).eval()
+    image = lesion(1)
+    errors: list[BaseException] = []
+
+    def segment_meanwhile() -> None:
+        try:
+            predict(model, image)
+        except BaseException as err:  # noqa: BLE001 (what the test looks for)
+            errors.append(err)
+
+    with style_features(model, stop=True) as found:
+        other = threading.Thread(target=segment_meanwhile)
+        other.start()
+        other.join(timeout=60)
+    assert not other.is_alive() and not errors, errors
+    assert found == []  # the other thread's pass added no style of its own

@@ -309,6 +309,10 @@ def test_finetune_on_corrections(lesions, tmp_path):
     assert load_model(result.checkpoint).arch == "medqkformer"
     # improved says whether an epoch beat the start (the start stays the answer on a tie)
     assert result.improved == (result.dice_after > result.dice_before)
+    # the run folder keeps the record, not a second and third copy of the weights; the user's start stays
+    run = tmp_path / "tuned_run"
+    assert (run / "history.csv").is_file() and not list(run.glob("*.safetensors")) and start.is_file()
+    assert "Fine-tuned from start on" in str(read_metadata(result.checkpoint))
 
 
 def test_finetune_guardrails(lesions, tmp_path):

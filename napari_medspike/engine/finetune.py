@@ -63,7 +63,8 @@ def finetune_steps(
     image stay together; with one picture, Dice is measured on it); the starting
     weights stay the best candidate until an epoch beats them, so fine-tuning never returns a
     worse model on the held-out pairs. Writes ``out`` (``.safetensors``) and its model card; the
-    run folder ``<out stem>_run/`` beside it keeps logs and the split.
+    run folder ``<out stem>_run/`` beside it keeps logs and the split (its scratch weights are
+    deleted once ``out`` is written).
 
     With ``route`` (the default), when the starting model records the kind of images it was
     trained on (metadata ``"domain"``) and the corrections are of another kind (a gate tells them
@@ -169,7 +170,7 @@ def finetune_steps(
         resumable=False,  # a fine-tune is short: no last.pt every epoch, the curves once
         overwrite=True,  # the run folder is this output's own scratch space
         plateau_patience=max(1, epochs),
-        description=f"Fine-tuned from {start_path.name} on {len(pairs)} corrections.",
+        description=f"Fine-tuned from {start_name} on {len(pairs)} corrections.",
     )
     result = yield from train_steps(cfg, cancel=cancel)
     best_file = run_dir / "best.safetensors"
@@ -185,6 +186,11 @@ def finetune_steps(
         kept = FinetuneResult.kept
     written = read_metadata(out)
     write_model_card(out, written)
+    # the scratch weights are in ``out`` now (each about as large as the model): the run folder
+    # keeps only its logs, curves and split
+    for scratch in (best_file, best_file.with_suffix(".md"), start_path):
+        if scratch.parent == run_dir:  # (never a starting file of the user's)
+            scratch.unlink(missing_ok=True)
     n_val = len(written.get("training", {}).get("val_keys", []))
     improved = int(result.best.get("epoch", 0)) > 0  # epoch 0: the starting weights stayed the best
     return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val, routed, kept,

@@ -8,10 +8,11 @@ stop between steps; :func:`predict` runs it to the end with an optional callback
 from __future__ import annotations
 
 import contextlib
-
+import functools
 import math
 import threading
 from collections.abc import Callable, Generator
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,6 +90,21 @@ def recommended_flips(model: Segmenter) -> bool:
     return model.info.recommended_flips
 
 
+def _keeps_training_mode(steps: Callable[..., Generator[Progress, None, np.ndarray]]):
+    """Put the model back in the mode (train or eval) it came in: prediction runs it in eval
+    mode, and a training loop that predicts to watch its progress must not lose train mode."""
+    @functools.wraps(steps)
+    def wrapper(model: Segmenter, *args: Any, **kwargs: Any) -> Generator[Progress, None, np.ndarray]:
+        was_training = model.training
+        try:
+            return (yield from steps(model, *args, **kwargs))
+        finally:
+            model.train(was_training)
+
+    return wrapper
+
+
+@_keeps_training_mode
 def predict_steps(
     model: Segmenter,
     image: np.ndarray,

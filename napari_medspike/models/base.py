@@ -223,8 +223,23 @@ class Segmenter(nn.Module, abc.ABC):
     def _prepare(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         if self.check_inputs:
             check_input(x, self.in_channels)
+            self._check_matches_weights(x)
         functional.reset_net(self)
         return pad_to_stride(x)
+
+    def _check_matches_weights(self, x: torch.Tensor) -> None:
+        """The device and (outside autocast) the dtype of ``x`` must be the weights': torch's own
+        message ("Input type (double) and bias type (float) should be the same") names neither
+        the model nor the fix."""
+        weight = next(self.parameters(), None)
+        if weight is None:
+            return
+        if x.device != weight.device:
+            raise InputError(f"the input is on {x.device}, the model on {weight.device}: "
+                             f"move one to the other (x.to(model.device))")
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise InputError(f"the input is {x.dtype}, the model's weights {weight.dtype}: "
+                             f"convert the input (x.to({weight.dtype})) or run under torch.autocast")
 
     def _forward_with_sides(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Logits and side-head logit maps for checked input whose sides are multiples of
@@ -236,7 +251,8 @@ class Segmenter(nn.Module, abc.ABC):
         """Foreground logits ``[B, 1, H, W]`` for images ``x`` ``[B, C, H, W]`` in ``[0, 1]``.
 
         Sizes that are not multiples of 16 are replicate-padded and the logits cropped back.
-        Neuron state is reset before every call, so identical inputs give identical outputs.
+        Neuron state is reset before and after every call, so identical inputs give identical
+        outputs and no membrane stays in memory between calls.
         With ``side_outputs=True`` (models with side heads, for training losses) it returns
         ``(logits, side_maps)``, the side maps at lower resolutions; the sides must then be
         multiples of 16.
@@ -245,11 +261,16 @@ class Segmenter(nn.Module, abc.ABC):
             raise ValueError(f"{self.arch} has no side heads to output")
         with self._forward_lock:
             x, (h, w) = self._prepare(x)
-            if not side_outputs:
-                return self._forward(x)[..., :h, :w]
-            if (h, w) != tuple(x.shape[-2:]):
-                raise ValueError(f"side outputs need sides that are multiples of {STRIDE}, got {(h, w)}")
-            return self._forward_with_sides(x)
+            try:
+                if not side_outputs:
+                    return self._forward(x)[..., :h, :w]
+                if (h, w) != tuple(x.shape[-2:]):
+                    raise ValueError(f"side outputs need sides that are multiples of {STRIDE}, got {(h, w)}")
+                return self._forward_with_sides(x)
+            finally:
+                # and after: the neurons' membranes are as large as the activations (308 MiB for
+                # the spiking model at 256²) and would stay allocated, on a GPU too, until the next call
+                functional.reset_net(self)
 
     @contextlib.contextmanager
     def _recording(self) -> Iterator[list[dict[str, torch.Tensor]]]:

@@ -13,6 +13,7 @@ their likelihood under one diagonal Gaussian per kind of image.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -42,14 +43,17 @@ def style_features(model: Segmenter, stop: bool = False) -> Iterator[list[torch.
     averaged over timesteps for a multi-step output ``[T, B, C, h, w]``). With ``stop``, the pass
     ends there by raising :class:`StyleFound` (the caller catches it)."""
     found: list[torch.Tensor] = []
+    owner = threading.get_ident()
 
     def hook(_module: nn.Module, _inputs: Any, out: Any) -> None:
+        if threading.get_ident() != owner:  # another thread's pass (Segment while a fine-tune ends): not ours
+            return
         y = (out[0] if isinstance(out, (tuple, list)) else out).detach().float()  # (output, side features)
         if y.ndim == 5:  # [T, B, C, h, w]: the style of the mean over timesteps
             y = y.mean(0)
         found.append(torch.cat([y.mean((-2, -1)), y.std((-2, -1))], 1))
         if stop:
-            raise StyleFound
+            raise StyleFound("style vectors found: the rest of the pass is not needed")
 
     handle = model.stages[0].register_forward_hook(hook)
     try:

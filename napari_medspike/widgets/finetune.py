@@ -23,7 +23,7 @@ from magicgui.widgets import (
 
 from ..data.corrections import STAMP, CorrectionStore, default_store, remember_store
 from ..data.io import warm_up as decoders_warm_up
-from ..engine.checkpoint import load_model
+from ..engine.checkpoint import load_model, model_card_path
 from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, MAX_SAFE_LR
 from ..engine.finetune import finetune_steps
 from ..inference.predictor import predict
@@ -128,6 +128,8 @@ class FinetuneWidget(DockContainer):
         self._target: tuple[Any, Any] = (None, None)  # image and mask of the fine-tune running
         self._following = True  # the mask box follows the Labels layer selected (see _follow_active_mask)
         self.cancel_event = threading.Event()
+        # a closed dock stops its fine-tune (nothing else could: a dock opened again is a new one)
+        self.native.destroyed.connect(lambda *_: self.cancel_event.set())
         self.image = create_widget(annotation=napari.layers.Image, label="image")
         self.mask = ComboBox(label="mask", choices=self._mask_choices,
                              tooltip="the Labels layer to save as the correction: the plugin's masks come first "
@@ -397,9 +399,12 @@ class FinetuneWidget(DockContainer):
     def _finished(self, result: Any) -> None:
         if result.measured and not result.improved:  # the same weights: nothing to switch to or compare
             state = "cancelled" if result.cancelled else "done"
+            # a copy of the start would only fill the disk and Segment's model list
+            for path in (result.checkpoint, model_card_path(result.checkpoint)):
+                Path(path).unlink(missing_ok=True)
             show_text(self.result, f"{state}: {result.describe()}\nthe model in Segment and the inspector stays "
-                      f"{elide(model_label(SESSION.source), 40)}")
-            self.result.tooltip = str(result.checkpoint)
+                      f"{elide(model_label(SESSION.source), 40)}; no copy of it was saved")
+            self.result.tooltip = ""
             napari.utils.notifications.show_info(f"fine-tuning {state}: {result.headline()}")
             return
         model = load_model(result.checkpoint)

@@ -478,3 +478,35 @@ def test_the_fine_tune_plot_counts_whole_epochs_and_its_legend_covers_no_curve(q
         ticks = [t for t in plot.ax.get_xticks() if plot.ax.get_xlim()[0] <= t <= plot.ax.get_xlim()[1]]
         assert ticks == [float(e) for e in range(int(ticks[-1]) + 1)] and ticks[-1] >= 1, (step, ticks)
     assert plot.ax.get_legend() is None and len(plot.figure.legends) == 1  # one, beneath the axes
+
+
+def test_closing_the_fine_tune_dock_stops_its_fine_tune(plugin, qtbot, tmp_path, store_corrections, monkeypatch):
+    """Closing the dock (its ✕ deletes it) cancels the run: before, it trained to the end with
+    no button left to stop it, and switched Segment's model afterwards."""
+    from qtpy.QtCore import QEvent
+
+    from napari_medspike.common import Progress
+    from napari_medspike.widgets import finetune as dock_module
+
+    seen: dict[str, bool] = {}
+
+    def endless(*args, cancel=None, **kwargs):  # a fine-tune that runs until it is cancelled
+        deadline = time.time() + 60
+        while not cancel.is_set() and time.time() < deadline:
+            yield Progress(0, 1, "training")
+            time.sleep(0.05)
+        seen["cancelled"] = cancel.is_set()
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(dock_module, "finetune_steps", endless)
+    viewer, widgets, image = plugin
+    tune = widgets["Correct and fine-tune"]
+    store_corrections(viewer, tune, image, tmp_path / "store", [((10, 40), (20, 60))])
+    worker = tune.run()
+    assert worker is not None
+    qtbot.waitUntil(lambda: tune.cancel_button.enabled, timeout=WAIT)
+    viewer.window.remove_dock_widget(tune.native)  # what the dock's ✕ does
+    tune.native.deleteLater()
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    qtbot.waitUntil(lambda: "cancelled" in seen, timeout=WAIT)
+    assert seen["cancelled"]

@@ -275,6 +275,10 @@ def test_a_fine_tune_that_beats_nothing_keeps_the_model_and_says_so(plugin, tmp_
     assert SESSION.source == before  # the same weights: Segment keeps its model
     assert tune.resegment_worker is None and "photo mask (fine-tuned)" not in viewer.layers
     assert any("not improved" in n for n in notes)
+    # no copy of the starting weights is left: not as the output, nor as the run's scratch files
+    models = tmp_path / "store" / "models"
+    assert not list(models.glob("*.safetensors")) and not list(models.glob("*_run/*.safetensors"))
+    assert list(models.glob("*_run/history.*"))  # the run's record stays
 
 
 def test_fine_tune_after_the_corrections_folder_was_deleted_says_so(plugin, tmp_path, store_corrections, notes):
