@@ -76,3 +76,20 @@ def test_spike_driven_layout_reads_analog_values_only_in_the_encoding_layer(cali
     assert spike_driven.analog_macs <= 0.05 * total
     reference = estimate_energy(calibrated("medspikeformer", timesteps=2, layout="reference"), x)
     assert reference.analog_macs > 0.3 * sum(layer.macs for layer in reference.layers)
+
+
+def test_attention_heads_count_only_the_work_inside_each_head():
+    """SDSA computes its heads as one block-diagonal C x C product; the energy accounting counts
+    the d x d blocks (MODEL.md: O(N d²) per head), not the structural zeros between heads."""
+    import torch
+
+    from napari_medspike.analysis.energy import record_synaptic_ops
+    from napari_medspike.models.attention import decomposed_channel_attention
+
+    q, k, v = (torch.rand(2, 1, 16, 8, 8).round() for _ in range(3))
+    work = {}
+    for heads in (1, 4):
+        with torch.no_grad(), record_synaptic_ops(1) as layers:
+            decomposed_channel_attention(q, k, v, heads)
+        work[heads] = sum(layer.macs for layer in layers if layer.op == "matmul")
+    assert work[1] > 0 and work[4] * 4 == work[1], work

@@ -24,6 +24,7 @@ from torch.utils.flop_counter import flop_registry
 from torch.utils.module_tracker import ModuleTracker
 
 from ..models import fastpath
+from ..models.attention import block_density
 from ..models.base import Segmenter, pad_to_stride
 from ..models.neurons import SPIKING_NEURONS
 
@@ -149,7 +150,8 @@ class _SynapticOpRecorder(TorchDispatchMode):
         out = func(*args, **kwargs)
         packet = func._overloadpacket
         if packet in _SYNAPTIC_OPS:
-            macs = flop_registry[packet](*args, **kwargs, out_val=out) // 2
+            # (a block-diagonal product of attention heads: only the blocks are real work)
+            macs = int(flop_registry[packet](*args, **kwargs, out_val=out) // 2 * block_density())
             operands = args[:1] if packet is torch.ops.aten.convolution else args[:2]
             if packet in (torch.ops.aten.addmm, torch.ops.aten.baddbmm):
                 operands = args[1:3]

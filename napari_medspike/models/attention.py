@@ -6,6 +6,10 @@ inactivated (I) part of Q with that of K.
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,6 +30,27 @@ def paired_channels(channels: int, device: torch.device | None = None) -> torch.
     """Indices that reorder a ``4C`` stack of the interactions (:data:`INTERACTIONS` order) into
     :data:`PAIRED_ORDER`."""
     return torch.cat([torch.arange(i * channels, (i + 1) * channels, device=device) for i in PAIRED_ORDER])
+
+
+_block = threading.local()
+
+
+def block_density() -> float:
+    """The fraction of a matrix product's multiply-accumulates that are real work, for energy
+    accounting: the heads of :func:`decomposed_channel_attention` are computed as one
+    block-diagonal ``C x C`` product, of which only ``1 / heads`` lies inside a head (the rest
+    multiplies structural zeros). 1 outside it."""
+    return getattr(_block, "density", 1.0)
+
+
+@contextlib.contextmanager
+def _block_diagonal(heads: int) -> Iterator[None]:
+    before = block_density()
+    _block.density = 1.0 / heads
+    try:
+        yield
+    finally:
+        _block.density = before
 
 
 def head_mask(channels: int, heads: int, device: torch.device | None = None) -> torch.Tensor:
@@ -67,7 +92,8 @@ def decomposed_channel_attention(
     with torch.autocast(q.device.type, enabled=False):
         qf, kf = q.flatten(3).float(), k.flatten(3).float()  # [T, B, C, N]
         mask = head_mask(c, heads, q.device)
-        aa = (qf @ kf.transpose(-2, -1)) * mask  # [T, B, C, C], zero across heads
+        with _block_diagonal(heads):  # (for energy accounting: d x d per head)
+            aa = (qf @ kf.transpose(-2, -1)) * mask  # [T, B, C, C], zero across heads
         sq = qf.sum(-1).unsqueeze(-1) * mask  # s_q 1ᵀ within each head
         sk = kf.sum(-1).unsqueeze(-2) * mask  # 1 s_kᵀ within each head
         four = (aa, sq - aa, sk - aa, n * mask - sq - sk + aa)
@@ -77,7 +103,8 @@ def decomposed_channel_attention(
     mix = m.permute(0, 1, 4, 2, 3).reshape(t, b, c, 4 * c)
     pixels = v.flatten(3).transpose(-2, -1)  # [T, B, N, C]
     if affine is None:
-        out = pixels @ mix.to(v.dtype)  # [T, B, N, 4C]
+        with _block_diagonal(heads):
+            out = pixels @ mix.to(v.dtype)  # [T, B, N, 4C]
     else:
         scale, shift = affine
         lhs, rhs, bias = pixels.flatten(0, 1), (mix * scale).to(v.dtype).flatten(0, 1), shift.to(v.dtype)

@@ -1,0 +1,64 @@
+"""Measure a checkpoint's energy estimate again, as ``ship_model.py`` does, and rewrite its
+metadata and model card with it (after a change to the accounting).
+
+    python training/record_energy.py --model spiking --data data/kvasir-seg
+
+Uses the first ``--images`` validation images the checkpoint records (the ones ``ship_model.py``
+used), resized to its input size; rewrites the checkpoint with the same tensors (float16
+storage stays float16) and regenerates its card from the metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from napari_medspike.analysis.energy import estimate_energy
+from napari_medspike.data.dataset import find_pairs
+from napari_medspike.data.io import image_to_tensor, read_image
+from napari_medspike.engine.checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
+from napari_medspike.engine.reports import write_model_card
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="shipped model name or checkpoint file (rewritten)")
+    parser.add_argument("--data", nargs="+", required=True, help="the folders it was trained on")
+    parser.add_argument("--images", type=int, default=8, help="validation images to average over")
+    args = parser.parse_args(argv)
+    path = resolve_checkpoint(args.model)
+    meta = read_metadata(path)
+    model = load_model(path).float().eval()
+    size = int(meta["input_size"])
+    pairs = {p.key: p for p in find_pairs(args.data)[0]}
+    keys = [k for k in meta.get("training", {}).get("val_keys", []) if k in pairs][: args.images]
+    if not keys:
+        raise SystemExit(f"none of the checkpoint's validation images is in {args.data}")
+    reports = []
+    for key in keys:
+        x = image_to_tensor(read_image(pairs[key].image))
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        reports.append(estimate_energy(model, x))
+    n = len(reports)
+    old = meta["metrics"].get("energy", {})
+    meta["metrics"]["energy"] = {
+        "images": n,
+        "mean_firing_rate": sum(r.mean_firing_rate for r in reports) / n,
+        "energy_mj": sum(r.energy_pj for r in reports) / n / 1e9,
+        "dense_ann_energy_mj": sum(r.ann_energy_pj for r in reports) / n / 1e9,
+        "sops_g": sum(r.sops for r in reports) / n / 1e9,
+        "analog_gmacs": sum(r.analog_macs for r in reports) / n / 1e9,
+    }
+    new = meta["metrics"]["energy"]
+    stored = load_model(path)  # as stored (the model above runs in float32)
+    save_checkpoint(stored, path, half=meta.get("storage_dtype") == "float16",
+                    **{**stored.info.record(), "metrics": meta["metrics"]})
+    write_model_card(path, read_metadata(path))
+    print(f"{path}: {new['energy_mj']:.3f} mJ vs {new['dense_ann_energy_mj']:.3f} mJ dense "
+          f"({new['energy_mj'] / new['dense_ann_energy_mj']:.1%}) on {n} validation images; before "
+          f"{old.get('energy_mj', float('nan')):.3f} vs {old.get('dense_ann_energy_mj', float('nan')):.3f}")
+
+
+if __name__ == "__main__":
+    main()
