@@ -178,3 +178,16 @@ def test_empty_and_non_image_files_are_called_so_without_install_hints(tmp_path)
             with pytest.raises(ImageReadError, match=message) as info:
                 read(path)
             assert "pip install" not in str(info.value) and "backend" not in str(info.value)
+
+
+def test_an_8_bit_image_stored_as_floats_is_read_as_8_bit():
+    """``image.astype(np.float32)`` of an 8-bit image gives the same model input (it was
+    stretched between its own darkest and brightest pixel); other floats map from 0 like wider
+    integers do."""
+    from napari_medspike.data.io import to_rgb_float
+
+    dark = (np.linspace(10, 120, 600).reshape(20, 30, 1) * np.ones(3)).astype(np.uint8)
+    np.testing.assert_array_equal(to_rgb_float(dark.astype(np.float32)), to_rgb_float(dark))
+    measured = dark.astype(np.float32) * 3.7  # e.g. physical units: from 0 to the maximum
+    image = to_rgb_float(measured)
+    assert image.max() == pytest.approx(1.0) and image.min() == pytest.approx(10 / 120, abs=1e-3)

@@ -404,3 +404,25 @@ def test_medqkformer_side_heads_are_for_training_only() -> None:
         plain(x, side_outputs=True)
     with pytest.raises(ValueError, match="multiples of 16"):
         sided(torch.rand(1, 3, 40, 40), side_outputs=True)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"heads": 0}, "heads must be a whole number"),
+    ({"timesteps": 2.5}, "timesteps must be a whole number"),
+    ({"in_channels": 0}, "in_channels must be a whole number"),
+    ({"widths": (8, 16, 32, 64), "heads": 3}, r"heads=3.*divisible"),
+])
+def test_options_no_model_can_have_are_refused_by_name(options, words):
+    from napari_medspike.models.registry import ModelConfigError
+
+    with pytest.raises(ModelConfigError, match=words):
+        create_model("medspikeformer", **options)
+
+
+def test_a_checkpoint_cannot_be_told_another_architecture_and_its_info_prints_short(tmp_path):
+    from napari_medspike import load_model, save_checkpoint
+
+    model = create_model("medqkformer", widths=(8, 16, 32, 64))
+    with pytest.raises(ValueError, match="arch describe the model itself"):
+        save_checkpoint(model, tmp_path / "m.safetensors", arch="medspikeformer")
+    assert len(repr(load_model("default").info)) < 3000  # its style vectors are not printed

@@ -130,12 +130,30 @@ def intensity_range(array: np.ndarray) -> tuple[float, float] | None:
         return lo, float(max(a.max(initial=0), lo + 1))
     if np.issubdtype(a.dtype, np.floating):
         lo, hi = float(a.min(initial=0)), float(a.max(initial=0))
-        return None if lo >= 0 and hi <= 1 else (lo, hi)
+        if lo >= 0 and hi <= 1:
+            return None
+        lo = min(lo, 0.0)  # as integers: from 0, or from the minimum where values lie below 0
+        if lo == 0 and hi <= 255 and _holds_whole_numbers(a):  # an 8-bit image stored as floats
+            return 0.0, 255.0
+        return lo, hi
     return None
+
+
+def _holds_whole_numbers(a: np.ndarray, samples: int = 250_000) -> bool:
+    """Whether a float image holds whole numbers only (checked on an even grid of about
+    ``samples`` pixels, without copying the image)."""
+    step = max(1, int(np.sqrt(a.shape[0] * (a.shape[1] if a.ndim > 1 else 1) / samples)))
+    grid = a[::step, ::step] if a.ndim > 1 else a[::step]
+    return bool(np.all(grid == np.floor(grid)))
 
 
 def to_rgb_float(array: np.ndarray, name: str = "image", value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Grey, RGB or RGBA (8-bit, 16-bit or float) -> float32 ``[H, W, 3]`` in ``[0, 1]``.
+
+    8-bit images are divided by 255; wider integers and floats outside ``[0, 1]`` are mapped from
+    0 (or from their minimum, where values lie below 0) to their maximum; floats in ``[0, 1]``
+    stay as they are, and floats that hold whole numbers up to 255 (an 8-bit image converted
+    to float) are divided by 255, so that they give the same mask as the 8-bit image.
 
     ``value_range`` overrides the ``(lo, hi)`` taken from the pixels themselves (16-bit and
     out-of-range float images), so that parts of one image are scaled alike
@@ -170,11 +188,12 @@ def to_rgb_float(array: np.ndarray, name: str = "image", value_range: tuple[floa
         out = a.astype(np.float32)
         if not np.isfinite(out).all():
             raise ImageReadError(f"{name}: contains NaN or infinite values")
-        lo, hi = value_range if value_range else (float(out.min(initial=0)), float(out.max(initial=0)))
-        if lo < 0 or hi > 1:
+        lo, hi = value_range or intensity_range(out) or (0.0, 1.0)
+        if (lo, hi) != (0.0, 1.0):
             if hi > lo:
                 out -= np.float32(lo)
                 out *= np.float32(1.0 / (hi - lo))
+                np.clip(out, 0.0, 1.0, out=out)
             else:
                 out[:] = 0
     else:

@@ -34,6 +34,10 @@ def describe(model: Segmenter, **extra: Any) -> dict[str, Any]:
     """The metadata that makes a checkpoint self-describing."""
     from .. import __version__
 
+    clash = sorted({"format", "arch", "config", "normalisation", "package_version"} & set(extra))
+    if clash:  # a file whose metadata contradicts its weights could not be loaded again
+        raise ValueError(f"{', '.join(clash)} describe the model itself and are taken from it: "
+                         "leave them out of the metadata")
     # what the model is, not how a model it was loaded from was trained: callers pass that
     meta = ModelInfo(arch=model.arch, config=model.config, input_size=model.input_size,
                      normalisation=model.info.normalisation, package_version=__version__).to_metadata()

@@ -35,6 +35,11 @@ class ModelInfo:
     path: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:  # short: the records hold validation keys and style vectors
+        return (f"ModelInfo(arch={self.arch!r}, config={self.config!r}, input_size={self.input_size}, "
+                f"inference={self.inference!r}, training=<{len(self.training)} entries>, "
+                f"metrics=<{', '.join(self.metrics) or 'none'}>, path={self.path!r})")
+
     @property
     def recommended_flips(self) -> bool:
         """Whether the model recommends mirror test-time augmentation."""

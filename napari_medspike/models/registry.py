@@ -51,8 +51,19 @@ def create_model(arch: str, **config: Any) -> Segmenter:
         >>> model = create_model("medspikeformer", timesteps=2, widths=(16, 32, 64, 128))
     """
     cls = model_class(arch)
+    for key in ("in_channels", "heads", "timesteps", "spike_levels"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ModelConfigError(f"bad config for {cls.arch}: {key} must be a whole number of at least 1, "
+                                   f"got {value!r}")
+    widths = config.get("widths")
+    if widths is not None and not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+        raise ModelConfigError(f"bad config for {cls.arch}: widths must be whole numbers of at least 1, got {widths!r}")
     try:
         return cls(**config)
+    except ValueError as err:  # e.g. widths a number of heads cannot divide: say which options
+        given = ", ".join(f"{k}={v!r}" for k, v in config.items())
+        raise ModelConfigError(f"bad config for {cls.arch} ({given or 'defaults'}): {err}") from None
     except TypeError as err:
         import inspect
 
