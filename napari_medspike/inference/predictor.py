@@ -8,6 +8,7 @@ stop between steps; :func:`predict` runs it to the end with an optional callback
 from __future__ import annotations
 
 import contextlib
+import logging
 import functools
 import math
 import threading
@@ -22,6 +23,8 @@ from ..data.resize import resize_image, resize_map
 from ..models.base import Segmenter
 from ..common import Progress, run_job  # noqa: F401 (Progress: re-exported)
 from ..runtime import bf16_inference, pick_device, tune_malloc  # noqa: F401 (pick_device: re-exported)
+
+log = logging.getLogger(__name__)
 
 MODES = ("resize", "tiled")
 
@@ -126,6 +129,9 @@ def predict_steps(
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+    if mode == "tiled" and model.info.training.get("mode") == "resize":
+        log.warning("tiled prediction with a model trained on whole resized images: each tile shows it a small "
+                    "part of a picture it learnt to see whole; mode='resize' suits it")
     device = torch.device(device)
     if flips is None:
         flips = recommended_flips(model)

@@ -57,7 +57,9 @@ class SegmentWidget(DockContainer):
         self.device_note = Label(value="")
         self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
         self.mode = ComboBox(label="mode", choices=list(MODES), value="resize",
-                             tooltip="resize: whole image at the model's size; tiled: overlapping tiles at full resolution")
+                             tooltip="resize: whole image at the model's size; tiled: overlapping tiles at full resolution, "
+                             "for models trained on crops (--mode crop, e.g. histology); a model trained on whole "
+                             "resized images, as the shipped ones are, sees too little of the image in a tile")
         self.flips = CheckBox(text="mirror TTA",
                               tooltip="mirror test-time augmentation: average the four mirror images' predictions: "
                               "4x the compute, usually a little more accurate (set to what the model's card "
