@@ -224,7 +224,9 @@ class InspectorWidget(DockContainer):
     def _show_again(self, *_: Any) -> None:
         """The last inspection's maps in the interactions view chosen now (no new run)."""
         if self._shown is not None and self._shown[0] in self.viewer.layers:
+            step = self.viewer.dims.current_step  # the timestep shown stays
             self._show(*self._shown[:3], frame=self._shown[3])
+            self.viewer.dims.current_step = step
 
     def _show(self, image_layer: Any, maps: Any, report: Any, frame: int | None = None) -> None:
         """Add (or update) the maps as layers over ``image_layer``. For a stack, ``frame`` is the

@@ -118,7 +118,9 @@ def test_inspector_shows_timesteps_and_interactions_over_the_image(plugin, qtbot
     assert "energy" in summary and "firing rate per encoder stage" in summary and "T = 2 timesteps" in summary
     # the same maps as their sum, shares and φ, without running again
     four = {name: viewer.layers[f"{name} (stage 1)"].data for name in ("AA", "AI", "IA", "II")}
+    viewer.dims.set_current_step(0, 1)  # at timestep 1 ...
     inspector.interactions.value = "sum, shares, φ"
+    assert viewer.dims.current_step[0] == 1  # ... it stays there
     shown = [layer.name for layer in viewer.layers if layer.visible]
     assert {"sum (stage 1)", "Q-active share (stage 1)", "K-active share (stage 1)", "Q–K φ (stage 1)"} <= set(shown)
     assert not {"AA (stage 1)", "II (stage 1)"} & set(shown)  # the grid shows one view
