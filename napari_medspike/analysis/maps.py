@@ -59,7 +59,8 @@ def decompose_interactions(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     - ``Q-active share``: ``(AA + AI) / sum``, the part carried by active queries (in SDSA
       constant within a head: each channel's query firing rate);
     - ``K-active share``: ``(AA + IA) / sum``, the part carried by active keys;
-    - ``Q–K φ``: the correlation of the table, ``(AA·II - AI·IA) / sqrt(row and column sums)``,
+    - ``Q–K φ``: the correlation of the table, ``AA·II - AI·IA`` over the square root of the
+      product of its row and column sums,
       in [-1, 1]: above 0 where active queries meet active keys more often than the two shares
       alone predict, 0 where they are independent.
 
