@@ -148,3 +148,18 @@ def test_a_batch_of_another_dtype_is_refused_with_the_fix():
         model(torch.rand(1, 3, 32, 32, dtype=torch.float64))
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast mixes dtypes on purpose
         assert model(torch.rand(1, 3, 32, 32).bfloat16()).shape == (1, 1, 32, 32)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the fallback on a machine without CUDA")
+def test_a_gpu_that_is_not_there_falls_back_to_the_cpu_and_says_so(caplog):
+    """predict() and segment() take device names as the CLI and the dock do ("auto", "cuda"):
+    before, predict raised torch's "Torch not compiled with CUDA enabled" and segment fell back
+    without a word."""
+    image = np.zeros((40, 50, 3), np.uint8)
+    model = create_model("medqkformer", **TINY)
+    assert predict(model, image, device="auto").shape == (40, 50)
+    with caplog.at_level("WARNING"):
+        assert predict(model, image, device="cuda").shape == (40, 50)
+    assert "CUDA requested but not available" in caplog.text
+    with pytest.warns(RuntimeWarning, match="CUDA requested but not available"):
+        segment(image, model=model, device="cuda")

@@ -132,7 +132,10 @@ def predict_steps(
     if mode == "tiled" and model.info.training.get("mode") == "resize":
         log.warning("tiled prediction with a model trained on whole resized images: each tile shows it a small "
                     "part of a picture it learnt to see whole; mode='resize' suits it")
-    device = torch.device(device)
+    if isinstance(device, str):  # "auto", or a GPU that may not be there: as segment() and the CLI choose
+        device, note = pick_device(device)
+        if "not available" in note:
+            log.warning(note)
     if flips is None:
         flips = recommended_flips(model)
     tune_malloc()

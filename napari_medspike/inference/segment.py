@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,9 @@ def segment(
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
-    dev, _ = pick_device(device)
+    dev, note = pick_device(device)
+    if "not available" in note:  # asked for a GPU there is not: say so, as the dock and CLI do
+        warnings.warn(note, RuntimeWarning, stacklevel=2)
     net = model if isinstance(model, Segmenter) else load_model(model)
     prob = predict(net, image, mode=mode, device=dev, flips=flips)
     return prob, (prob >= threshold).astype(np.uint8)
