@@ -510,6 +510,7 @@ def placement_of(image_layer: Any, nd: int) -> dict[str, Any]:
 def add_segmentation_layers(
     viewer: Any, image_layer: Any, prob: np.ndarray, threshold: float, suffix: str = "",
     colour: str = MASK_COLOURS[0], style: str = MASK_STYLES[0], settings: dict[str, Any] | None = None,
+    model_source: str | None = None,
 ) -> tuple[Any, Any]:
     """Add or update ``<image> probability`` and ``<image> mask`` aligned with the image layer.
 
@@ -518,7 +519,8 @@ def add_segmentation_layers(
     for another image is never overwritten: the new layer gets a new name (``... [2]``).
     The mask is drawn in a contrasting ``colour``, as an ``outline`` or ``filled``
     (:func:`style_mask`). ``settings`` (``predict``'s mode, flips and device) are kept in the
-    mask's metadata as ``segmented_with``, so re-segmenting after fine-tuning can repeat them.
+    mask's metadata as ``segmented_with``, so re-segmenting after fine-tuning can repeat them;
+    ``model_source`` (the model that made it) as ``segmented_by``, which a saved correction records.
     """
     from napari.layers import Image, Labels
 
@@ -561,4 +563,6 @@ def add_segmentation_layers(
     viewer.layers[mask_name].metadata["threshold"] = threshold
     if settings is not None:
         viewer.layers[mask_name].metadata["segmented_with"] = dict(settings)
+    if model_source is not None:
+        viewer.layers[mask_name].metadata["segmented_by"] = model_source
     return viewer.layers[prob_name], viewer.layers[mask_name]

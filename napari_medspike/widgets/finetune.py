@@ -285,7 +285,8 @@ class FinetuneWidget(DockContainer):
                 "image_layer": image.name,
                 **({"frame": index} if image.ndim == 3 else {}),
                 "labels_layer": labels.name,
-                "model": SESSION.source,
+                # the model whose mask was corrected (None: painted from scratch), not the one chosen now
+                "model": labels.metadata.get("segmented_by"),
             }
             entry = self.store.save(data, mask > 0, provenance, name=name)
         except Exception as err:
@@ -445,7 +446,8 @@ class FinetuneWidget(DockContainer):
                 before, self._following = self.viewer.layers.selection.active, False
                 try:
                     add_segmentation_layers(self.viewer, image, prob, threshold, suffix=" (fine-tuned)",
-                                            colour=colour, style=style, settings=settings)
+                                            colour=colour, style=style, settings=settings,
+                                            model_source=str(result.checkpoint))
                     if before is not None and before in self.viewer.layers:
                         self.viewer.layers.selection.active = before
                 finally:

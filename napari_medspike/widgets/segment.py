@@ -165,6 +165,7 @@ class SegmentWidget(DockContainer):
         if chosen is None:
             return None
         data, model = chosen
+        source = SESSION.source  # the model that makes this mask, whatever is chosen when it comes
         device, note = pick_device(self.device.value)
         show_text(self.device_note, note)
         mode, threshold, flips = self.mode.value, float(self.threshold.value), bool(self.flips.value)
@@ -180,7 +181,8 @@ class SegmentWidget(DockContainer):
                 return
             _, self._mask_layer = add_segmentation_layers(self.viewer, layer, prob, threshold,
                                                           settings={"mode": mode, "flips": flips, "device": device.type},
-                                                          colour=self.mask_colour.value, style=self.mask_style.value)
+                                                          colour=self.mask_colour.value, style=self.mask_style.value,
+                                                          model_source=source)
             self._measure(layer, prob, threshold)
             extra = (", mirror TTA" if flips else "") + (", bf16" if bf16_inference(model, device) else "")
             images = f"{prob.shape[0]} images, " if prob.ndim == 3 else ""

@@ -33,8 +33,12 @@ def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_p
     # selecting a mask in the layer list (as painting needs) makes it and its image the dock's
     viewer.layers.selection.active = photo_mask
     assert tune.mask.value is photo_mask and tune.image.value is photo
+    # the model that made the mask is recorded, even when another is chosen by the time it is saved
+    made_by = segment.checkpoint.value
+    segment.model_choice.value = "default"
     first = tune.save_correction()
     assert first is not None and first.provenance["labels_layer"] == "photo mask"
+    assert first.provenance["model"] == str(made_by)
     # another image's mask with this image: refused, and this image's correction stays
     tune.mask.value = other_mask
     assert tune.image.value is photo and tune.save_correction() is None
