@@ -122,7 +122,9 @@ class StageMaps:
     #: a routed model's choice for this image ("the fine-tuned copy" or "the starting model"); else None
     expert: str | None = None
     #: the interactions as sum, shares and φ (:func:`decompose_interactions`; from the channel mean
-    #: when ``how`` is ``"max"``, whose maxima do not add up)
+    #: when ``how`` is ``"max"``, whose maxima do not add up). SDSA (MedSpikeFormer) only: in
+    #: MedQKFormer's SDQK-A each term is a token weight times a key spike, so per channel the
+    #: table has no Q-K association (φ = 0) and its sum is the token weights'; empty there
     decomposed: dict[str, np.ndarray] = field(default_factory=dict)
     #: the lowest Pearson correlation between two of the four interaction maps: near 1, they
     #: show one picture
@@ -194,7 +196,8 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
         expert = "the fine-tuned copy" if bool(out["routes"][0]) else "the starting model"
     return StageMaps(stage, reduce_channels(spikes, how, channel), rate.astype(np.float32), maps, scale, translate,
                      spike, spikes.shape[0], stage_rates, virtual, layer_rates, expert,
-                     decompose_interactions(added), similarity, max(int(model.spike_levels), 1))
+                     decompose_interactions(added) if "v" in record["spikes"] else {}, similarity,
+                     max(int(model.spike_levels), 1))
 
 
 def inspect_steps(model: Segmenter, image: np.ndarray, stage: int, spike: str = "v", how: str = "mean",

@@ -295,6 +295,9 @@ class InspectorWidget(DockContainer):
         per = f" (k/{maps.spike_levels})" if maps.spike_levels > 1 and not maps.virtual else ""
         if decomposed:
             legend = "interactions as sum, shares and φ (hover 'interactions')"
+        elif self.interactions.value == INTERACTION_VIEWS[1]:
+            legend = (f"'{INTERACTION_VIEWS[1]}' is for SDSA (MedSpikeFormer), whose four maps add up to the "
+                      f"values' spikes; here AA, AI, IA, II as recorded")
         elif maps.interaction_correlation > 0.7:
             legend = (f"AA, AI, IA, II alike (r ≥ {maps.interaction_correlation:.2f}): "
                       f"interactions '{INTERACTION_VIEWS[1]}' shows how they differ")

@@ -179,6 +179,10 @@ def test_integer_spikes_shown_as_virtual_timesteps(plugin, qtbot, tmp_path):
     assert spikes.data.shape[0] == 4  # D = 4 virtual timesteps
     assert viewer.layers["AA (stage 0)"].data.ndim == 2  # its interactions have no time axis
     assert "4 virtual timesteps" in text(inspector.summary)
+    # sum, shares and φ describe SDSA; MedQKFormer keeps its four maps and the dock says why
+    inspector.interactions.value = "sum, shares, φ"
+    assert "sum (stage 0)" not in viewer.layers and viewer.layers["AA (stage 0)"].visible
+    assert "is for SDSA (MedSpikeFormer)" in text(inspector.summary)
 
 
 def test_masks_are_drawn_in_a_contrasting_colour_the_user_can_change(plugin, qtbot):
