@@ -8,8 +8,8 @@ stop between steps; :func:`predict` runs it to the end with an optional callback
 from __future__ import annotations
 
 import contextlib
-import logging
 import functools
+import logging
 import math
 import threading
 from collections.abc import Callable, Generator
