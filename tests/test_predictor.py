@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -151,7 +152,7 @@ def test_a_batch_of_another_dtype_is_refused_with_the_fix():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the fallback on a machine without CUDA")
-def test_a_gpu_that_is_not_there_falls_back_to_the_cpu_and_says_so(caplog):
+def test_a_gpu_that_is_not_there_falls_back_to_the_cpu_and_says_so(caplog, tmp_path):
     """predict() and segment() take device names as the CLI and the dock do ("auto", "cuda"):
     before, predict raised torch's "Torch not compiled with CUDA enabled" and segment fell back
     without a word."""
@@ -163,3 +164,23 @@ def test_a_gpu_that_is_not_there_falls_back_to_the_cpu_and_says_so(caplog):
     assert "CUDA requested but not available" in caplog.text
     with pytest.warns(RuntimeWarning, match="CUDA requested but not available"):
         segment(image, model=model, device="cuda")
+    path = save_checkpoint(model, tmp_path / "m.safetensors", input_size=32)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert load_model(path, device="cuda").device.type == "cpu"
+    assert "CUDA requested but not available" in caplog.text
+    assert load_model(path, device="auto").device.type == "cpu"
+
+
+def test_segment_loads_a_model_given_by_path_once_until_its_file_changes(tmp_path):
+    from napari_medspike.inference import segment as segment_module
+
+    path = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "m.safetensors", input_size=32)
+    image = np.zeros((40, 50, 3), np.uint8)
+    segment_module._loaded.cache_clear()
+    segment(image, model=path)
+    segment(image, model=str(path))
+    assert segment_module._loaded.cache_info().misses == 1  # the second call reused it
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # the file changes
+    segment(image, model=path)
+    assert segment_module._loaded.cache_info().misses == 2

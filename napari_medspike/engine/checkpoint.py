@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ from ..models import create_model
 from ..models.base import Segmenter
 from ..models.info import ModelInfo
 from ..models.registry import model_class
+from ..runtime import pick_device
+
+log = logging.getLogger(__name__)
 
 METADATA_KEY = "medspike"
 #: The range of a checkpoint's ``input_size`` (model input side, pixels).
@@ -196,7 +200,8 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
     """Rebuild a model from a checkpoint with no other argument; returned in eval mode.
 
     ``name_or_path`` is a shipped model's name (see :func:`list_models`) or a ``.safetensors``
-    file written by :func:`save_checkpoint`. The metadata is kept on ``model.info`` (a
+    file written by :func:`save_checkpoint`; ``device`` a ``torch.device`` or ``"auto"``,
+    ``"cuda"``, ``"mps"``, ``"cpu"`` (a GPU that is not there: the CPU, with a warning). The metadata is kept on ``model.info`` (a
     :class:`~napari_medspike.models.info.ModelInfo`).
 
     Nothing in the file is trusted before it is checked: the metadata is validated
@@ -233,6 +238,10 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
         raise ValueError(f"{path}: weights do not fit {arch} {meta['config']}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.info = ModelInfo.from_metadata(meta, path=str(path))
+    if isinstance(device, str):
+        device, note = pick_device(device)
+        if "not available" in note:
+            log.warning(note)
     return model.to(device).eval()
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..engine.checkpoint import load_model
+from ..engine.checkpoint import load_model, resolve_checkpoint
 from ..models.base import Segmenter
 from .predictor import pick_device, predict
 
@@ -24,13 +25,24 @@ def segment(
 
     ``model`` is a model, a shipped model's name or a checkpoint path; ``mode`` is ``"resize"``
     or ``"tiled"``; ``device`` is ``auto``, ``cuda``, ``mps`` or ``cpu``; ``flips`` turns flip
-    test-time augmentation on or off (``None``: as the checkpoint recommends).
+    test-time augmentation on or off (``None``: as the checkpoint recommends). A model given by
+    name or path is loaded once and kept for the next calls (the last two), until its file changes.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
     dev, note = pick_device(device)
     if "not available" in note:  # asked for a GPU there is not: say so, as the dock and CLI do
         warnings.warn(note, RuntimeWarning, stacklevel=2)
-    net = model if isinstance(model, Segmenter) else load_model(model)
+    if isinstance(model, Segmenter):
+        net = model
+    else:
+        path = resolve_checkpoint(model)
+        net = _loaded(str(path), path.stat().st_mtime_ns)
     prob = predict(net, image, mode=mode, device=dev, flips=flips)
     return prob, (prob >= threshold).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(path: str, modified_ns: int) -> Segmenter:
+    """A checkpoint loaded once per version of its file (``modified_ns`` is part of the key)."""
+    return load_model(path)
