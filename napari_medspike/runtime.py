@@ -150,6 +150,18 @@ def pick_device(requested: str = "auto") -> tuple["torch.device", str]:  # noqa:
     raise ValueError(f"unknown device {requested!r}; use auto, cuda, mps or cpu")
 
 
+def requested_device(requested: "str | torch.device") -> tuple["torch.device", str | None]:  # noqa: F821
+    """A ``torch.device`` as it is; a name as :func:`pick_device` chooses it. The second value is
+    its note when the request could not be met (a GPU that is not there: the CPU), else None."""
+    import torch
+
+    if isinstance(requested, torch.device):
+        return requested, None
+    device, note = pick_device(requested)
+    asked = (requested or "auto").lower().split(":")[0]
+    return device, (note if asked not in ("auto", device.type) else None)
+
+
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 #: What the command-line tools say about ``--precision``.
 PRECISION_HELP = ("arithmetic: auto (bf16 where it was measured to pay: the integer-spike spiking model on "

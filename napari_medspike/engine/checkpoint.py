@@ -22,7 +22,7 @@ from ..models import create_model
 from ..models.base import Segmenter
 from ..models.info import ModelInfo
 from ..models.registry import model_class
-from ..runtime import pick_device
+from ..runtime import requested_device
 
 log = logging.getLogger(__name__)
 
@@ -238,10 +238,9 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
         raise ValueError(f"{path}: weights do not fit {arch} {meta['config']}: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.info = ModelInfo.from_metadata(meta, path=str(path))
-    if isinstance(device, str):
-        device, note = pick_device(device)
-        if "not available" in note:
-            log.warning(note)
+    device, fallback = requested_device(device)
+    if fallback:
+        log.warning(fallback)
     return model.to(device).eval()
 
 

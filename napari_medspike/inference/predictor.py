@@ -22,7 +22,7 @@ from ..data.io import image_hw, reduced_rgb_float, to_rgb_float
 from ..data.resize import resize_image, resize_map
 from ..models.base import Segmenter
 from ..common import Progress, run_job  # noqa: F401 (Progress: re-exported)
-from ..runtime import bf16_inference, pick_device, tune_malloc  # noqa: F401 (pick_device: re-exported)
+from ..runtime import bf16_inference, pick_device, requested_device, tune_malloc  # noqa: F401 (pick_device: re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +132,9 @@ def predict_steps(
     if mode == "tiled" and model.info.training.get("mode") == "resize":
         log.warning("tiled prediction with a model trained on whole resized images: each tile shows it a small "
                     "part of a picture it learnt to see whole; mode='resize' suits it")
-    if isinstance(device, str):  # "auto", or a GPU that may not be there: as segment() and the CLI choose
-        device, note = pick_device(device)
-        if "not available" in note:
-            log.warning(note)
+    device, fallback = requested_device(device)  # "auto", or a GPU that may not be there
+    if fallback:
+        log.warning(fallback)
     if flips is None:
         flips = recommended_flips(model)
     tune_malloc()

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..engine.checkpoint import load_model, resolve_checkpoint
 from ..models.base import Segmenter
-from .predictor import pick_device, predict
+from ..runtime import requested_device
+from .predictor import predict
 
 
 def segment(
@@ -30,9 +31,9 @@ def segment(
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
-    dev, note = pick_device(device)
-    if "not available" in note:  # asked for a GPU there is not: say so, as the dock and CLI do
-        warnings.warn(note, RuntimeWarning, stacklevel=2)
+    dev, fallback = requested_device(device)
+    if fallback:  # asked for a GPU there is not: say so, as the dock and CLI do
+        warnings.warn(fallback, RuntimeWarning, stacklevel=2)
     if isinstance(model, Segmenter):
         net = model
     else:
