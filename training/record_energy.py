@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from napari_medspike.analysis.energy import estimate_energy
 from napari_medspike.data.dataset import find_pairs
-from napari_medspike.data.io import image_to_tensor, read_image
 from napari_medspike.engine.checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from napari_medspike.engine.reports import write_model_card
+from ship_model import energy_metrics, measure_energy  # (training/, this script's folder)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,28 +32,14 @@ def main(argv: list[str] | None = None) -> None:
     keys = [k for k in meta.get("training", {}).get("val_keys", []) if k in pairs][: args.images]
     if not keys:
         raise SystemExit(f"none of the checkpoint's validation images is in {args.data}")
-    reports = []
-    for key in keys:
-        x = image_to_tensor(read_image(pairs[key].image))
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        reports.append(estimate_energy(model, x))
-    n = len(reports)
     old = meta["metrics"].get("energy", {})
-    meta["metrics"]["energy"] = {
-        "images": n,
-        "mean_firing_rate": sum(r.mean_firing_rate for r in reports) / n,
-        "energy_mj": sum(r.energy_pj for r in reports) / n / 1e9,
-        "dense_ann_energy_mj": sum(r.ann_energy_pj for r in reports) / n / 1e9,
-        "sops_g": sum(r.sops for r in reports) / n / 1e9,
-        "analog_gmacs": sum(r.analog_macs for r in reports) / n / 1e9,
-    }
-    new = meta["metrics"]["energy"]
+    new = meta["metrics"]["energy"] = energy_metrics(measure_energy(model, [pairs[k].image for k in keys], size))
     stored = load_model(path)  # as stored (the model above runs in float32)
     save_checkpoint(stored, path, half=meta.get("storage_dtype") == "float16",
                     **{**stored.info.record(), "metrics": meta["metrics"]})
     write_model_card(path, read_metadata(path))
     print(f"{path}: {new['energy_mj']:.3f} mJ vs {new['dense_ann_energy_mj']:.3f} mJ dense "
-          f"({new['energy_mj'] / new['dense_ann_energy_mj']:.1%}) on {n} validation images; before "
+          f"({new['energy_mj'] / new['dense_ann_energy_mj']:.1%}) on {new['images']} validation images; before "
           f"{old.get('energy_mj', float('nan')):.3f} vs {old.get('dense_ann_energy_mj', float('nan')):.3f}")
 
 

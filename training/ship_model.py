@@ -39,6 +39,29 @@ def part_firing_rates(reports: list) -> dict[str, float]:
     return {part: sum(rates) / len(rates) for part, rates in parts.items()}
 
 
+def measure_energy(model, images: list, size: int) -> list:
+    """Energy reports of ``model`` on image files resized to ``size`` (as the model sees them)."""
+    reports = []
+    for image in images:
+        x = image_to_tensor(read_image(image))
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+        reports.append(estimate_energy(model, x))
+    return reports
+
+
+def energy_metrics(reports: list) -> dict[str, float]:
+    """The card's energy record: means over the reports' images."""
+    n = len(reports)
+    return {
+        "images": n,
+        "mean_firing_rate": sum(e.mean_firing_rate for e in reports) / n,
+        "energy_mj": sum(e.energy_pj for e in reports) / n / 1e9,
+        "dense_ann_energy_mj": sum(e.ann_energy_pj for e in reports) / n / 1e9,
+        "sops_g": sum(e.sops for e in reports) / n / 1e9,
+        "analog_gmacs": sum(e.analog_macs for e in reports) / n / 1e9,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
@@ -70,26 +93,15 @@ def main() -> None:
     model = load_model(best)
     size = int(meta["input_size"])
     twin = load_model(args.twin) if args.twin else None
-    energies, twin_energies = [], []
-    for row in split["val"][: args.energy_images]:
-        x = image_to_tensor(read_image(row["image"]))
-        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
-        energies.append(estimate_energy(model, x))
-        if twin is not None:
-            twin_energies.append(estimate_energy(twin, x))
+    images = [row["image"] for row in split["val"][: args.energy_images]]
+    energies = measure_energy(model, images, size)
+    twin_energies = measure_energy(twin, images, size) if twin is not None else []
     if energies and model.spiking:
         meta["metrics"]["firing_rate_per_part"] = part_firing_rates(energies)
     if twin_energies:
         meta["metrics"]["twin_energy_mj"] = sum(e.energy_pj for e in twin_energies) / len(twin_energies) / 1e9
     if energies:
-        meta["metrics"]["energy"] = {
-            "images": len(energies),
-            "mean_firing_rate": sum(e.mean_firing_rate for e in energies) / len(energies),
-            "energy_mj": sum(e.energy_pj for e in energies) / len(energies) / 1e9,
-            "dense_ann_energy_mj": sum(e.ann_energy_pj for e in energies) / len(energies) / 1e9,
-            "sops_g": sum(e.sops for e in energies) / len(energies) / 1e9,
-            "analog_gmacs": sum(e.analog_macs for e in energies) / len(energies) / 1e9,
-        }
+        meta["metrics"]["energy"] = energy_metrics(energies)
     if "domain" not in meta:  # runs from before the trainer recorded it
         names = ", ".join(dataset_name(d) for d in meta["training"].get("data", []))
         meta["domain"] = domain_record(model, [row["image"] for row in split["train"]],
