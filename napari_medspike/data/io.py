@@ -142,8 +142,8 @@ def intensity_range(array: np.ndarray) -> tuple[float, float] | None:
 def _holds_whole_numbers(a: np.ndarray, samples: int = 250_000) -> bool:
     """Whether a float image holds whole numbers only (checked on an even grid of about
     ``samples`` pixels, without copying the image)."""
-    step = max(1, int(np.sqrt(a.shape[0] * (a.shape[1] if a.ndim > 1 else 1) / samples)))
-    grid = a[::step, ::step] if a.ndim > 1 else a[::step]
+    step = max(1, int(np.sqrt(a.shape[0] * a.shape[1] / samples)))  # (an image: at least 2D)
+    grid = a[::step, ::step]
     return bool(np.all(grid == np.floor(grid)))
 
 
