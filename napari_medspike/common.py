@@ -131,6 +131,22 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
+def check_writable(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and write (then delete) a file in it: a check to run before
+    minutes of work whose result goes there. Raises :class:`WriteError` saying why not."""
+    folder = Path(folder)
+    probe = folder / ".write-test"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=probe.name, suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        reason, code = describe_write_failure(probe, err)
+        raise WriteError(f"cannot write in {folder}: {reason}", folder, code) from err
+    return folder
+
+
 def remove_stale_temp_files(folder: str | Path, max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
     """Delete the temporary files that :func:`atomic_write` left in ``folder`` (not recursive)
     when its process died mid-write, if they are older than ``max_age_s`` seconds; younger ones

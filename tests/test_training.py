@@ -17,6 +17,7 @@ from skimage import io
 
 from lesions import write_lesion_pairs
 from napari_medspike import create_model, load_model, save_checkpoint
+from napari_medspike.common import WriteError
 from napari_medspike.engine.checkpoint import atomic_write, read_metadata
 from napari_medspike.engine.config import TrainConfig
 from napari_medspike.engine.finetune import finetune
@@ -331,6 +332,11 @@ def test_finetune_guardrails(lesions, tmp_path):
     io.imsave(empty / "masks" / "a.png", np.zeros((32, 32), np.uint8), check_contrast=False)
     with pytest.raises(ValueError, match="empty"):
         finetune(start, empty, tmp_path / "x.safetensors")
+    # a folder the result cannot go to is said before any training (here a file stands in its way)
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(WriteError, match="cannot write in .*taken"):
+        finetune(start, lesions, tmp_path / "taken" / "x.safetensors")
+    assert not list(tmp_path.glob("**/history.csv"))
 
 
 def test_evaluate_cli(lesions, tmp_path, capsys):

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         if truth:
             masks[-1].data = truth[-1].data.astype(masks[-1].data.dtype)
         tune.mask.value = masks[-1]
-        tune.save_correction()
+        wait_for(tune.save_correction())
         if args.more_corrections:
             from napari_medspike.data.dataset import find_pairs
             from napari_medspike.data.io import read_mask, read_pixels

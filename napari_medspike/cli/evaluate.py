@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.dataset import find_pairs, load_pair
-from ..data.io import ImageReadError, to_rgb_float
+from ..data.io import ImageReadError, to_rgb_uint8
 from ..common import atomic_write, run_command
 from ..engine.checkpoint import load_model
 from ..engine.metrics import METRICS, binary_metrics, paired_difference, summarise
@@ -39,7 +39,7 @@ def for_display(image: np.ndarray, mask: np.ndarray, pred: np.ndarray,
     if step > 1:
         image, mask, pred = image[::step, ::step], mask[::step, ::step], pred[::step, ::step]
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:  # any stored pixels -> RGB 8-bit
-        image = (to_rgb_float(image) * 255).round().astype(np.uint8)
+        image = to_rgb_uint8(image)
     return np.ascontiguousarray(image), np.ascontiguousarray(mask), np.ascontiguousarray(pred)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..common import run_job
+from ..common import check_writable, run_job
 from ..data.dataset import find_pairs, split_pairs, split_units
 from ..models.base import Segmenter
 from ..models.routed import STYLE_FEATURES, RoutedSegmenter, style_feature_dim
@@ -88,6 +88,7 @@ def finetune_steps(
         raise ValueError(f"{out} is a folder: give the checkpoint file to write, e.g. {Path(out) / 'tuned.safetensors'}")
     if Path(out).suffix.lower() != ".safetensors":
         raise ValueError(f"{out}: the checkpoint to write must end in .safetensors")
+    check_writable(Path(out).parent)  # a read-only folder: said now, not after the training
     folders = [data] if isinstance(data, (str, Path)) else list(data)
     pairs, problems = find_pairs(folders)
     for problem in problems:

@@ -21,7 +21,8 @@ from magicgui.widgets import (
     create_widget,
 )
 
-from ..data.corrections import STAMP, CorrectionStore, default_store, remember_store
+from ..common import WriteError, check_writable
+from ..data.corrections import STAMP, Correction, CorrectionStore, check_correction, default_store, remember_store
 from ..data.io import warm_up as decoders_warm_up
 from ..engine.checkpoint import load_model, model_card_path
 from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, MAX_SAFE_LR
@@ -125,6 +126,8 @@ class FinetuneWidget(DockContainer):
         self.viewer = napari_viewer
         self.worker: Any = None
         self.resegment_worker: Any = None
+        self.save_worker: Any = None
+        self.last_saved: Correction | None = None  # the correction saved last (saving runs in a worker)
         self._target: tuple[Any, Any] = (None, None)  # image and mask of the fine-tune running
         self._following = True  # the mask box follows the Labels layer selected (see _follow_active_mask)
         self.cancel_event = threading.Event()
@@ -258,7 +261,12 @@ class FinetuneWidget(DockContainer):
         self.corrections.reset_choices()
 
     def save_correction(self) -> Any:
-        """Store the image and the painted mask (atomically) with provenance; returns the entry."""
+        """Store the image and the painted mask (atomically) with provenance, in the background:
+        a 12-megapixel photo takes about a second to encode. Returns the worker, or ``None`` when
+        nothing is saved (the reason is shown); the stored entry becomes ``last_saved``."""
+        if self.save_worker is not None:
+            napari.utils.notifications.show_error("the last correction is still being saved: save again when it is done")
+            return None
         image, labels = self.image.value, self.mask.value
         if image is None or labels is None:
             napari.utils.notifications.show_error("choose an image and its mask (a Labels layer)")
@@ -280,6 +288,8 @@ class FinetuneWidget(DockContainer):
                 name = f"{image.name} [{index}]"
                 if mask.ndim == 3:
                     mask = mask[min(shown_slice(labels, self.viewer), len(mask) - 1)]
+            binary = mask > 0  # a copy: painting may go on while it is written
+            check_correction(data, binary)
             provenance = {
                 "source": str(image.source.path or image.metadata.get("path", "")),
                 "image_layer": image.name,
@@ -288,14 +298,28 @@ class FinetuneWidget(DockContainer):
                 # the model whose mask was corrected (None: painted from scratch), not the one chosen now
                 "model": labels.metadata.get("segmented_by"),
             }
-            entry = self.store.save(data, mask > 0, provenance, name=name)
         except Exception as err:
             napari.utils.notifications.show_error(f"correction not saved: {err}")
             return None
+        store, self.last_saved = self.store, None
+
+        def job():
+            yield None
+            return store.save(data, binary, provenance, name=name)
+
+        self.save_button.enabled = False
+        self.save_worker = start_worker(job, "Save correction", on_return=self._saved, on_finish=self._save_done)
+        return self.save_worker
+
+    def _saved(self, entry: Correction) -> None:
+        self.last_saved = entry
         self.refresh()
         replaced = f", replacing the earlier correction of this image ({', '.join(entry.replaced)})" if entry.replaced else ""
-        napari.utils.notifications.show_info(f"saved correction {entry.stem} in {self.store.root}{replaced}")
-        return entry
+        napari.utils.notifications.show_info(f"saved correction {entry.stem} in {entry.image.parent.parent}{replaced}")
+
+    def _save_done(self) -> None:
+        self.save_button.enabled = True
+        self.save_worker = None
 
     def _selected_stem(self) -> str | None:
         chosen = self.corrections.value
@@ -341,6 +365,9 @@ class FinetuneWidget(DockContainer):
 
     def run(self) -> Any:
         """Fine-tune the current model on every stored correction in a worker."""
+        if self.save_worker is not None:  # it would train without the correction being written
+            napari.utils.notifications.show_error("a correction is still being saved: fine-tune when it is done")
+            return None
         entries = self.store.list()
         lr = float(self.lr.value)
         if not entries:
@@ -358,6 +385,11 @@ class FinetuneWidget(DockContainer):
             model = SESSION.get()
         except Exception as err:
             napari.utils.notifications.show_error(str(err))
+            return None
+        try:  # the fine-tuned model goes into the corrections folder: a read-only one is said now
+            check_writable(self.store.root / "models")
+        except WriteError as err:
+            napari.utils.notifications.show_error(f"{err}: choose a corrections folder you can write to")
             return None
         remember_store(self.store.root)  # later sessions list the models fine-tuned here in Segment
         replay = str(self.replay.value) if str(self.replay.value) not in ("", ".") else None

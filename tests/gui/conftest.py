@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,28 @@ def plugin(make_napari_viewer, tiny_checkpoint):
     return viewer, widgets, layer
 
 
+def press_save(tune, timeout_s: float = 60.0):
+    """Press the fine-tune dock's Save correction and wait while it writes (in a worker): the
+    stored entry, or None when the dock refused or the write failed (a notification says why)."""
+    from qtpy.QtWidgets import QApplication
+
+    if tune.save_correction() is None:
+        return None
+    deadline = time.monotonic() + timeout_s
+    while tune.save_worker is not None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("Save correction did not finish")
+        QApplication.processEvents()
+        time.sleep(0.005)
+    return tune.last_saved
+
+
+@pytest.fixture
+def save():
+    """:func:`press_save`, for tests."""
+    return press_save
+
+
 @pytest.fixture
 def store_corrections():
     """The helper below, for tests that need stored corrections."""
@@ -78,7 +102,7 @@ def _store_corrections(viewer, tune, image, store, boxes, name="photo mask"):
         mask.data[rows, cols] = 1
         tune.reset_choices()
         tune.image.value, tune.mask.value = picture, mask
-        tune.save_correction()
+        press_save(tune)
     tune.image.value = image
     return mask
 

@@ -19,7 +19,7 @@ def _segment(qtbot, segment, layer):
     QApplication.processEvents()
 
 
-def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_painted(plugin, qtbot, tmp_path, notes):
+def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_painted(plugin, qtbot, tmp_path, notes, save):
     viewer, widgets, photo = plugin
     segment, tune = widgets["Segment"], widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
@@ -36,24 +36,24 @@ def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_p
     # the model that made the mask is recorded, even when another is chosen by the time it is saved
     made_by = segment.checkpoint.value
     segment.model_choice.value = "default"
-    first = tune.save_correction()
+    first = save(tune)
     assert first is not None and first.provenance["labels_layer"] == "photo mask"
     assert first.provenance["model"] == str(made_by)
     # another image's mask with this image: refused, and this image's correction stays
     tune.mask.value = other_mask
-    assert tune.image.value is photo and tune.save_correction() is None
+    assert tune.image.value is photo and save(tune) is None
     assert any("'other mask' is the mask of 'other', not of 'photo'" in n for n in notes), notes
     assert [c.stem for c in tune.store.list()] == [first.stem]
     viewer.layers.selection.active = other_mask
     assert tune.image.value is other
-    second = tune.save_correction()
+    second = save(tune)
     assert second.provenance["image_layer"] == "other" and second.replaced == ()
     # Load selected points the dock at the correction it opens: edit it, save it, it is replaced
     tune.corrections.value = first.stem
     tune.load_selected()
     assert tune.image.value.name == first.stem and tune.mask.value.name == f"{first.stem} mask"
     tune.mask.value.data[0:5, 0:5] = 1
-    third = tune.save_correction()
+    third = save(tune)
     assert third.replaced == (first.stem,)
     assert sorted(c.stem for c in tune.store.list()) == sorted([second.stem, third.stem])
 

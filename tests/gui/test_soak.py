@@ -32,7 +32,7 @@ def test_two_hundred_segmentations_in_a_row_keep_memory_flat(plugin, qtbot):
     assert len([layer for layer in viewer.layers if layer.name.startswith("photo mask")]) == 1
 
 
-def test_painting_while_a_finetune_runs_keeps_drafts_and_store_consistent(plugin, qtbot, tmp_path, monkeypatch):
+def test_painting_while_a_finetune_runs_keeps_drafts_and_store_consistent(plugin, qtbot, tmp_path, monkeypatch, save):
     from napari_medspike.data.corrections import CorrectionStore, read_draft_names
     from napari_medspike.data.dataset import find_pairs
     from napari_medspike.data.io import read_mask
@@ -51,7 +51,7 @@ def test_painting_while_a_finetune_runs_keeps_drafts_and_store_consistent(plugin
         image.data = np.roll(image.data, 3, axis=1)  # three pictures (one correction per picture)
         mask.data[:] = 0
         mask.data[5 + 10 * i : 30 + 10 * i, 10:50] = 1
-        tune.save_correction()
+        save(tune)
     tune.epochs.value = 3
     worker = tune.run()
     strokes = 0

@@ -72,7 +72,7 @@ def test_a_closed_dock_is_unsubscribed_and_changing_model_works(plugin, qtbot, t
     assert "medqkformer" in text(widgets["Spike inspector"].model_note)
 
 
-def test_stored_corrections_stay_listed(plugin, tmp_path):
+def test_stored_corrections_stay_listed(plugin, tmp_path, save):
     viewer, widgets, image = plugin
     tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
@@ -80,7 +80,7 @@ def test_stored_corrections_stay_listed(plugin, tmp_path):
     mask.data[10:30, 20:50] = 1
     tune.reset_choices()
     tune.image.value, tune.mask.value = image, mask
-    entry = tune.save_correction()
+    entry = save(tune)
     assert tune.corrections.choices == (entry.stem,)
     viewer.add_image(np.zeros((5, 5)), name="another")  # any layer change re-lists the store
     viewer.layers.remove("another")

@@ -198,7 +198,7 @@ def test_inspector_channel_reduction(plugin, qtbot):
     assert set(np.unique(spikes)) <= {0.0, 1.0}  # one channel of binary spikes
 
 
-def test_save_correction_and_guardrails(plugin, tmp_path, notes):
+def test_save_correction_and_guardrails(plugin, tmp_path, notes, save):
     viewer, widgets, image = plugin
     tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
@@ -206,9 +206,9 @@ def test_save_correction_and_guardrails(plugin, tmp_path, notes):
     tune.reset_choices()
     tune.image.value, tune.mask.value = image, empty
     assert tune.run() is None and any("no stored corrections" in n for n in notes)
-    assert tune.save_correction() is None and any("empty" in n for n in notes)
+    assert save(tune) is None and any("empty" in n for n in notes)
     empty.data[10:30, 20:50] = 1
-    entry = tune.save_correction()
+    entry = save(tune)
     assert entry is not None and tune.corrections.choices == (entry.stem,)
     # painted from scratch: no model made this mask (a Segment mask records its model: test_correction_loop)
     assert entry.provenance["image_layer"] == "photo" and entry.provenance["model"] is None
@@ -216,7 +216,47 @@ def test_save_correction_and_guardrails(plugin, tmp_path, notes):
     assert tune.run() is None and any("unsafe" in n for n in notes)
     wrong = viewer.add_labels(np.ones((10, 10), np.uint8), name="wrong size")
     tune.mask.value = wrong
-    assert tune.save_correction() is None and any("differ in size" in n for n in notes)
+    assert save(tune) is None and any("differ in size" in n for n in notes)
+    # a corrections folder the fine-tuned model cannot be written to is said before any training
+    tune.lr.value = 0
+    (tmp_path / "store" / "models").write_text("")  # (a file where its folder goes: unwritable, even for root)
+    assert tune.run() is None and tune.worker is None
+    assert "cannot write in" in notes[-1] and "choose a corrections folder you can write to" in notes[-1]
+
+
+def test_saving_runs_in_the_background_and_stores_the_mask_as_it_was_pressed(plugin, tmp_path, notes, qtbot,
+                                                                            monkeypatch):
+    """Encoding a 12-megapixel photo takes about a second: the dock writes it in a worker, keeps
+    what was painted when Save was pressed, and does not fine-tune before it is written."""
+    import threading
+
+    from napari_medspike.data.corrections import CorrectionStore
+
+    viewer, widgets, image = plugin
+    tune = widgets["Correct and fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    mask = viewer.add_labels(np.zeros((70, 90), np.uint8), name="photo mask")
+    mask.data[10:30, 20:50] = 1
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = image, mask
+    release, real_save = threading.Event(), CorrectionStore.save
+
+    def slow_save(*args, **kwargs):
+        assert release.wait(30)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(CorrectionStore, "save", slow_save)
+    worker = tune.save_correction()
+    assert worker is not None and not tune.save_button.enabled and tune.store.list() == []
+    assert tune.save_correction() is None and "still being saved" in notes[-1]
+    assert tune.run() is None and "still being saved" in notes[-1]
+    mask.data[:] = 0  # painting goes on meanwhile
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        release.set()
+    assert tune.save_button.enabled and tune.save_worker is None
+    assert tune.corrections.choices == (tune.last_saved.stem,)
+    assert tune.store.load(tune.last_saved.stem)[1].sum() == 20 * 30
+    assert any(f"saved correction {tune.last_saved.stem}" in n for n in notes)
 
 
 def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot, store_corrections, notes,
@@ -296,7 +336,7 @@ def test_fine_tune_after_the_corrections_folder_was_deleted_says_so(plugin, tmp_
     assert "no longer exists" in notes[-1] and not tune.corrections.choices  # the list no longer shows it
 
 
-def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_improves):
+def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_improves, save):
     viewer, widgets, image = plugin
     tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
@@ -306,7 +346,7 @@ def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_i
         mask.data[5 + 10 * i : 30 + 10 * i, 10:50] = 1
         tune.reset_choices()
         tune.image.value, tune.mask.value = image, mask
-        tune.save_correction()
+        save(tune)
     tune.epochs.value = 50
     worker = tune.run()
     worker.yielded.connect(lambda e: tune.cancel())
@@ -400,7 +440,7 @@ def test_keep_the_start_model_box_reaches_fine_tuning(plugin, tmp_path, qtbot, s
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
 
 
-def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes):
+def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes, save):
     from napari_medspike.widgets._common import DraftSaver
 
     viewer, widgets, _ = plugin
@@ -414,7 +454,7 @@ def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes)
     tune.store_dir.value = str(tmp_path / "store")
     tune.reset_choices()
     tune.image.value, tune.mask.value = stack, masks
-    entry = tune.save_correction()
+    entry = save(tune)
     assert entry is not None and entry.stem.startswith("clip_1_"), notes
     assert entry.provenance["frame"] == 1 and tune.corrections.native.item(0).text().startswith("clip [1] · ")
     image, mask, _ = tune.store.load(entry.stem)
@@ -426,7 +466,7 @@ def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes)
     assert any(f"cannot open correction {entry.stem}" in n for n in notes)
 
 
-def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(plugin, tmp_path, notes):
+def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(plugin, tmp_path, notes, save):
     viewer, widgets, image = plugin
     tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
@@ -434,9 +474,9 @@ def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(
     tune.reset_choices()
     tune.image.value, tune.mask.value = image, mask
     mask.data[10:30, 20:50] = 1
-    first = tune.save_correction()
+    first = save(tune)
     mask.data[30:40, 20:50] = 1  # more painting, then Save again: one correction of this image
-    second = tune.save_correction()
+    second = save(tune)
     assert second.replaced == (first.stem,) and tune.corrections.choices == (second.stem,)
     # listed by image name and time saved
     label = tune.corrections.native.item(0).text()
@@ -456,7 +496,7 @@ def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(
     reopened = viewer.layers[f"{second.stem} mask"]
     reopened.data[0:5, 0:5] = 1
     tune.image.value, tune.mask.value = viewer.layers[second.stem], reopened
-    third = tune.save_correction()
+    third = save(tune)
     assert third.replaced == (second.stem,) and tune.corrections.choices == (third.stem,)
     assert tune.store.load(third.stem)[1].sum() == 20 * 30 + 10 * 30 + 25
     # Remove selected: out of the list (and of fine-tuning), its files kept aside
