@@ -181,7 +181,47 @@ def compact_label(label: Any) -> Any:
     label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     label.native.setMinimumWidth(10)
     label.native.setWordWrap(True)
+    label.native.installEventFilter(_height_keeper())
     return label
+
+
+def fit_height(native: Any) -> None:
+    """Make a word-wrapped QLabel at least as tall as its text at its present width. A scroll
+    area (the docks scroll) does not ask its layout for height-for-width, so without this a
+    long text in a full dock was squeezed to one line."""
+    height = native.heightForWidth(max(native.width(), 10))
+    if height > 0 and height != native.minimumHeight():
+        native.setMinimumHeight(height)
+
+
+_HEIGHT_KEEPER: list[Any] = []
+
+
+def _height_keeper() -> Any:
+    """One Qt event filter for every compact label: it refits the label's height when its
+    width changes."""
+    if not _HEIGHT_KEEPER:
+        from qtpy.QtCore import QEvent, QObject
+
+        class HeightKeeper(QObject):
+            def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
+                if event.type() == QEvent.Type.Resize and event.size().width() != event.oldSize().width():
+                    fit_height(obj)
+                return False
+
+        _HEIGHT_KEEPER.append(HeightKeeper())
+    return _HEIGHT_KEEPER[0]
+
+
+def full_width(*widgets: Any) -> None:
+    """Give widgets without a label of their own (text, tables) the dock's whole width: in a
+    labelled magicgui container every row keeps a column for its label, empty or not, which left
+    texts half the width of a narrow dock and cut words like "medspikeformer" at its edge.
+    Call it after the widgets are in their container."""
+    for widget in widgets:
+        row = widget._labeled_widget() if hasattr(widget, "_labeled_widget") else None
+        if row is not None:  # (magicgui's row wrapper: its label widget goes, the widget stays)
+            row._label_widget.native.hide()
 
 
 def show_text(label: Any, text: str, width: int = TEXT_WIDTH) -> None:
@@ -193,6 +233,8 @@ def show_text(label: Any, text: str, width: int = TEXT_WIDTH) -> None:
     label.value = re.sub(rf"[^\s]{{{width},}}",
                          lambda m: re.sub(r"([/_\-.])", rf"\1{zero_width_space}", m.group(0)), text)
     label.tooltip = text
+    if label.native.wordWrap():
+        fit_height(label.native)
 
 
 class DockContainer(Container):

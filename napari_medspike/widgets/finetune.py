@@ -34,6 +34,7 @@ from ._common import (
     add_segmentation_layers,
     call_when_shown,
     compact_label,
+    full_width,
     elide,
     follow_layers,
     image_data_2d,
@@ -180,6 +181,7 @@ class FinetuneWidget(DockContainer):
         self.extend([self.image, self.mask, self.store_dir, self.save_button, self.corrections, self.reload_button, self.remove_button,
                      self.epochs, self.minutes, self.lr, self.replay, self.replay_samples, self.keep_start, self.run_button, self.cancel_button,
                      self.result])
+        full_width(self.result)
         self.inner.layout().addWidget(self.plot.canvas)
         self.lr.native.setDecimals(6)
         self.save_button.changed.connect(self.save_correction)

@@ -15,6 +15,7 @@ from ._common import (
     DockContainer,
     call_when_shown,
     compact_label,
+    full_width,
     elide,
     follow_layers,
     make_narrow,
@@ -82,9 +83,9 @@ class RatePlot:
         left.set_ylabel("firing rate" if levels == 1 else f"firing rate (k/{levels})", fontsize=8)
         left.set_xticks(range(steps))
         left.tick_params(labelsize=7)
-        # below the axes, so that no line hides behind it
-        left.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.32), handlelength=1.0,
-                    columnspacing=0.8, frameon=False)
+        # above both plots, where it hides no line and leaves the plots the dock's width
+        self.figure.legend(fontsize=6, ncol=3, loc="outside upper center", handlelength=1.0, columnspacing=0.8,
+                           frameon=False)
         left.set_title("firing rate per timestep", fontsize=8)
         grid = np.stack([r for r in layer_rates.values() if len(r) == steps])
         # rows numbered 1..n like the axis label says, on whole-number ticks
@@ -96,7 +97,7 @@ class RatePlot:
         right.set_title("per layer", fontsize=8)
         right.set_xticks(range(steps))
         right.tick_params(labelsize=7)
-        self.figure.colorbar(image, ax=right, shrink=0.8).ax.tick_params(labelsize=6)
+        self.figure.colorbar(image, ax=right, shrink=0.8, pad=0.03).ax.tick_params(labelsize=6)
         self.canvas.draw_idle()
 
 
@@ -109,7 +110,7 @@ class InspectorWidget(DockContainer):
         self.viewer = napari_viewer
         self.worker: Any = None
         self.image = create_widget(annotation=napari.layers.Image, label="image")
-        self.model_note = compact_label(Label(label="model", value="", tooltip="the model chosen in the Segment dock"))
+        self.model_note = compact_label(Label(value="", tooltip="the model chosen in the Segment dock"))
         self.stage = SpinBox(label="stage", min=0, max=3, value=0,
                              tooltip="encoder stage: 0 is at full resolution, each next one at half the previous")
         self.spikes = ComboBox(label="spikes", choices=self._spike_choices,
@@ -131,6 +132,7 @@ class InspectorWidget(DockContainer):
         self.plot = RatePlot()
         self.extend([self.image, self.model_note, self.stage, self.spikes, self.reduce, self.channel,
                      self.interactions, self.view, self.run_button, self.cancel_button, self.summary])
+        full_width(self.model_note, self.summary)
         self.inner.layout().addWidget(self.plot.canvas)
         self.reduce.changed.connect(lambda v: setattr(self.channel, "visible", v == "channel"))
         self.view.changed.connect(self._apply_view)
@@ -167,7 +169,7 @@ class InspectorWidget(DockContainer):
             self.spikes.value = "v"
         self._source = source
         if model is None:
-            show_text(self.model_note, "the Segment dock's model (not loaded yet)")
+            show_text(self.model_note, "model: the Segment dock's (not loaded yet)")
             return
         if not model.spiking:
             time = "an ANN: no spikes to show"
@@ -177,7 +179,7 @@ class InspectorWidget(DockContainer):
             time = f"integer spikes, shown as {model.spike_levels} virtual timesteps"
         else:
             time = f"T = {model.timesteps} timesteps"
-        show_text(self.model_note, f"{elide(model_label(source), 40)} ({model.arch}, {time})", 24)
+        show_text(self.model_note, f"model: {elide(model_label(source), 40)} ({model.arch}, {time})")
 
     # --- running ----------------------------------------------------------------------------
     def run(self) -> Any:

@@ -21,6 +21,7 @@ from ._common import (
     DockContainer,
     add_segmentation_layers,
     compact_label,
+    full_width,
     make_narrow,
     show_text,
     elide,
@@ -97,6 +98,7 @@ class SegmentWidget(DockContainer):
                      self.folder_in, self.folder_out, self.folder_probabilities, self.folder_button,
                      self.cancel_button, self.status, self.table_note, self.table, self.export_button])
         compact_label(self.table_note)
+        full_width(self.card, self.device_note, self.status, self.table_note, self.table)
         self.export_button.changed.connect(lambda: self.export_measurements())
         self.mask_colour.changed.connect(self._restyle)
         self.mask_style.changed.connect(self._restyle)

@@ -514,3 +514,27 @@ def test_closing_the_fine_tune_dock_stops_its_fine_tune(plugin, qtbot, tmp_path,
     QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
     qtbot.waitUntil(lambda: "cancelled" in seen, timeout=WAIT)
     assert seen["cancelled"]
+
+
+def test_dock_texts_use_the_whole_width_and_are_never_squeezed(plugin, qtbot):
+    """The inspector's summary in its dock at 1280x800: a scroll area squeezed the text to one line
+    (its layout gives a wrapped text no height for its width), and texts without a label of their
+    own got only the field column, cutting long words such as the architecture's name."""
+    from napari_medspike.demo import plugin_dock
+
+    viewer, widgets, _ = plugin
+    inspector = widgets["Spike inspector"]
+    viewer.window.show()
+    viewer.window._qt_window.resize(1280, 800)
+    plugin_dock(viewer, "Spike inspector").raise_()
+    settle(0.3)
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    settle(0.5)
+    label, button, dock = inspector.summary.native, inspector.run_button.native, inspector.native
+    assert label.isVisible() and dock.width() < 400 and inspector.inner.height() > dock.height()
+    assert label.height() >= label.heightForWidth(label.width()) > 4 * label.fontMetrics().height()
+    # the text starts where the field labels do (no empty label column), as wide as the buttons
+    left = label.mapTo(dock, label.rect().topLeft()).x()
+    assert abs(left - button.mapTo(dock, button.rect().topLeft()).x()) <= 12
+    assert label.width() >= 0.8 * button.width()
