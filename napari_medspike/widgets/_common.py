@@ -181,7 +181,7 @@ def compact_label(label: Any) -> Any:
     label.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
     label.native.setMinimumWidth(10)
     label.native.setWordWrap(True)
-    label.native.installEventFilter(_height_keeper())
+    label.native.installEventFilter(_HEIGHT_KEEPER)
     return label
 
 
@@ -194,23 +194,16 @@ def fit_height(native: Any) -> None:
         native.setMinimumHeight(height)
 
 
-_HEIGHT_KEEPER: list[Any] = []
+class _HeightKeeper(QObject):
+    """Refits a compact label's height (:func:`fit_height`) when its width changes."""
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Resize and event.size().width() != event.oldSize().width():
+            fit_height(obj)
+        return False
 
 
-def _height_keeper() -> Any:
-    """One Qt event filter for every compact label: it refits the label's height when its
-    width changes."""
-    if not _HEIGHT_KEEPER:
-        from qtpy.QtCore import QEvent, QObject
-
-        class HeightKeeper(QObject):
-            def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
-                if event.type() == QEvent.Type.Resize and event.size().width() != event.oldSize().width():
-                    fit_height(obj)
-                return False
-
-        _HEIGHT_KEEPER.append(HeightKeeper())
-    return _HEIGHT_KEEPER[0]
+_HEIGHT_KEEPER = _HeightKeeper()
 
 
 def full_width(*widgets: Any) -> None:
@@ -258,6 +251,8 @@ class DockContainer(Container):
         return self._widget._mgui_get_native_widget()
 
 
+#: Pixels added to the label column of a dock, so that its widest label shows its last letter.
+LABEL_SLACK = 6
 #: Docks narrower than this start to clip their fields.
 DOCK_MIN_WIDTH = 210
 
@@ -274,13 +269,42 @@ def make_narrow(container: Any) -> None:
         line.setMinimumWidth(40)
     for spin in container.native.findChildren(QAbstractSpinBox):
         spin.setMinimumWidth(56)
+        if spin.buttonSymbols() == QAbstractSpinBox.ButtonSymbols.NoButtons:  # a slider's readout, "0.50"
+            spin.setStyleSheet(spin.styleSheet() + " min-width: 40px;")  # (napari's style gives 90 px)
     for widget in container:
+        row = widget._labeled_widget() if hasattr(widget, "_labeled_widget") else None
+        if row is not None:  # magicgui's label column fits the widest label to the pixel: its last letter was cut
+            row._label_widget.native.setMinimumWidth(row._label_widget.native.minimumWidth() + LABEL_SLACK)
         button = getattr(widget, "choose_btn", None)  # a FileEdit: "Choose directory" -> "…"
         if button is not None:
             button.tooltip = button.text
             button.text = "…"
             button.native.setMaximumWidth(32)
     container.root_native_widget.setMinimumWidth(DOCK_MIN_WIDTH)
+    container._width_keeper = _WidthKeeper(container.root_native_widget)  # kept alive with the dock
+    container.inner.installEventFilter(container._width_keeper)
+
+
+class _WidthKeeper(QObject):
+    """Keeps a scrolling dock at least as wide as its contents' minimum plus a vertical scroll
+    bar: the docks never scroll sideways, so whatever did not fit (the right end of the fields,
+    the last words of a text) was hidden under the scroll bar once one appeared. Runs whenever
+    the contents' layout changes (a table shown, a style applied)."""
+
+    def __init__(self, scroll_area: Any) -> None:
+        super().__init__()
+        self.scroll_area = scroll_area
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() in (QEvent.Type.LayoutRequest, QEvent.Type.Show):
+            from qtpy.QtWidgets import QStyle
+
+            area = self.scroll_area
+            bar = area.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+            need = obj.minimumSizeHint().width() + bar + 2 * area.frameWidth()
+            if area.minimumWidth() != max(DOCK_MIN_WIDTH, need):
+                area.setMinimumWidth(max(DOCK_MIN_WIDTH, need))
+        return False
 
 
 def viewer_grid(viewer: Any) -> Any:

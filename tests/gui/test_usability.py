@@ -516,7 +516,7 @@ def test_closing_the_fine_tune_dock_stops_its_fine_tune(plugin, qtbot, tmp_path,
     assert seen["cancelled"]
 
 
-def test_dock_texts_use_the_whole_width_and_are_never_squeezed(plugin, qtbot):
+def test_dock_texts_and_fields_are_never_cut_or_squeezed(plugin, qtbot):
     """The inspector's summary in its dock at 1280x800: a scroll area squeezed the text to one line
     (its layout gives a wrapped text no height for its width), and texts without a label of their
     own got only the field column, cutting long words such as the architecture's name."""
@@ -526,11 +526,16 @@ def test_dock_texts_use_the_whole_width_and_are_never_squeezed(plugin, qtbot):
     inspector = widgets["Spike inspector"]
     viewer.window.show()
     viewer.window._qt_window.resize(1280, 800)
-    plugin_dock(viewer, "Spike inspector").raise_()
-    settle(0.3)
-    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
-        pass
-    settle(0.5)
+    for name in ("Segment", "Spike inspector"):  # the mask's measurement table, then the maps
+        plugin_dock(viewer, name).raise_()
+        settle(0.3)
+        with qtbot.waitSignal(widgets[name].run().finished, timeout=WAIT):
+            pass
+        settle(0.5)
+        # nothing hides under the vertical scroll bar (the docks do not scroll sideways)
+        area, inner = widgets[name].native, widgets[name].inner
+        assert area.verticalScrollBar().isVisible()
+        assert inner.minimumSizeHint().width() <= inner.width() <= area.viewport().width(), name
     label, button, dock = inspector.summary.native, inspector.run_button.native, inspector.native
     assert label.isVisible() and dock.width() < 400 and inspector.inner.height() > dock.height()
     assert label.height() >= label.heightForWidth(label.width()) > 4 * label.fontMetrics().height()
