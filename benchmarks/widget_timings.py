@@ -56,7 +56,7 @@ def main() -> None:
         lab = viewer.add_labels(mask.astype(np.uint8), name=f"c{i} mask")
         tune.reset_choices()
         tune.image.value, tune.mask.value = img, lab
-        tune.save_correction()
+        wait_for(tune.save_correction())
     tune.epochs.value = 2
     t0 = time.perf_counter()
     wait_for(tune.run())

@@ -33,10 +33,10 @@ def wait_for(worker: Any, timeout: float = 600.0) -> None:
 
 
 def open_plugin(viewer: Any, sample: str = "kvasir", model: str | None = None) -> dict[str, Any]:
+    """Dock the three widgets as tabs of one dock column and open a bundled sample; return the
+    widgets by name. ``model``: a checkpoint file for Segment (default: its own choice)."""
     from .widgets._common import DOCK_MIN_WIDTH
 
-    """Dock the three widgets as tabs of one dock column and open a bundled sample; return the
-    widgets by name."""
     widgets, docks = {}, {}
     for i, name in enumerate(("Segment", "Spike inspector", "Correct and fine-tune")):
         docks[name], widgets[name] = viewer.window.add_plugin_dock_widget("napari-medspike", name, tabify=i > 0)
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         if truth:  # stand in for a user's painting: correct the mask with the expert annotation
             masks[-1].data = truth[-1].data.astype(masks[-1].data.dtype)
         tune.mask.value = masks[-1]
-        entry = tune.save_correction()
+        wait_for(tune.save_correction())  # (it writes in a worker)
+        entry = tune.last_saved
         if entry is None:
             raise RuntimeError("saving the correction failed")
         print(f"saved correction {entry.stem} in {tune.store_dir.value}")

@@ -209,19 +209,23 @@ class InspectorWidget(DockContainer):
         self.worker = None
 
     # --- showing ----------------------------------------------------------------------------
-    def _put(self, name: str, data: np.ndarray, **kwargs: Any) -> Any:
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            if layer.data.ndim != data.ndim:  # e.g. a map from another model with another time axis
-                self.viewer.layers.remove(layer)
-            else:
-                layer.data = data
-                for key in ("scale", "translate", "contrast_limits", "colormap", "visible"):
-                    if key in kwargs:
-                        setattr(layer, key, kwargs[key])
-                return layer
-        # tagged, so that a view can hide the maps of other stages, tensors or models
-        return self.viewer.add_image(data, name=name, metadata={MAP_TAG: True}, **kwargs)
+    def _put(self, name: str, slot: int, data: np.ndarray, **kwargs: Any) -> Any:
+        """Show ``data`` in the map layer ``name``: the layer of that name, else the one that held
+        the same place (``slot``: spikes, a map, the firing rate) in the last inspection, renamed,
+        else a new one. Reusing layers keeps a new inspection fast: adding and removing layers
+        re-lays out napari's canvas each time."""
+        layer = self.viewer.layers[name] if name in self.viewer.layers else next(
+            (la for la in self.viewer.layers if la.metadata.get(MAP_TAG) == slot + 1), None)
+        if layer is not None and layer.data.ndim != data.ndim:  # e.g. another model's maps with another time axis
+            self.viewer.layers.remove(layer)
+            layer = None
+        if layer is None:  # tagged with its place, 1-based (the tag is also what marks a map layer)
+            return self.viewer.add_image(data, name=name, metadata={MAP_TAG: slot + 1}, **kwargs)
+        layer.name, layer.data = name, data
+        for key in ("scale", "translate", "contrast_limits", "colormap", "visible"):
+            if key in kwargs:
+                setattr(layer, key, kwargs[key])
+        return layer
 
     def _show_again(self, *_: Any) -> None:
         """The last inspection's maps in the interactions view chosen now (no new run)."""
@@ -238,6 +242,10 @@ class InspectorWidget(DockContainer):
             show_text(self.summary, f"'{elide(image_layer.name, 40)}' was closed while inspecting: nothing shown")
             return
         self._shown = (image_layer, maps, report, frame)
+        # napari lays the grid out again after every change to any layer while it is on: off
+        # while the maps change, on again once (six inspections took 2 s to 13 s of frozen GUI)
+        grid_before = viewer_grid(self.viewer).enabled
+        viewer_grid(self.viewer).enabled = False
         sy, sx = (maps.scale[i] * image_layer.scale[-2 + i] for i in range(2))
         ty, tx = (maps.translate[i] * image_layer.scale[-2 + i] + image_layer.translate[-2 + i] for i in range(2))
         at_frame: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
@@ -266,11 +274,11 @@ class InspectorWidget(DockContainer):
         time_word = "virtual t" if maps.virtual else "t"
         names = [f"spikes {maps.spike_name} ({tag}, {time_word})"]
         data, where = placed(maps.spikes)
-        self._put(names[0], data, colormap="gray", contrast_limits=(0.0, max(float(maps.spikes.max()), 1e-6)), **where)
+        self._put(names[0], 0, data, colormap="gray", contrast_limits=(0.0, max(float(maps.spikes.max()), 1e-6)), **where)
         decomposed = self.interactions.value == INTERACTION_VIEWS[1] and maps.decomposed
         shown = maps.decomposed if decomposed else maps.interactions
         arrays = {k: (v[0] if v.shape[0] == 1 else v) for k, v in shown.items()}  # no time: 2D
-        for name, array in arrays.items():
+        for slot, (name, array) in enumerate(arrays.items(), start=1):
             finite = array[np.isfinite(array)]  # (a share is undefined where nothing arrives)
             lo, hi = (float(v) for v in np.percentile(finite, (1, 99))) if finite.size else (0.0, 1.0)
             signed = name == DECOMPOSED[3] or lo < 0 < hi  # robust contrast per map; φ centred on 0
@@ -279,19 +287,28 @@ class InspectorWidget(DockContainer):
             names.append(f"{name} ({tag})")
             data, where = placed(array)
             colormap = SIGNED_COLORMAP if signed else SHARE_COLORMAP if "share" in name else INTERACTION_COLORMAP
-            self._put(names[-1], data, colormap=colormap, contrast_limits=(lo, hi if hi > lo else lo + 1e-6), **where)
+            self._put(names[-1], slot, data, colormap=colormap, contrast_limits=(lo, hi if hi > lo else lo + 1e-6), **where)
         data, where = placed(maps.firing_rate)
-        self._put(f"{maps.spike_name} firing rate ({tag})", data, colormap="inferno", visible=False,
+        rate_name = f"{maps.spike_name} firing rate ({tag})"
+        self._put(rate_name, 1 + len(arrays), data, colormap="inferno", visible=False,
                   contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)), **where)
         self._layers = [image_layer.name, *names]
+        # one inspection's maps at a time: those of an earlier one (another stage, tensor, image,
+        # model or interactions view) go; piled up, they slowed every later change of the view
+        for layer in [layer for layer in self.viewer.layers if layer.metadata.get(MAP_TAG)]:
+            if layer.name not in {*names, rate_name}:
+                self.viewer.layers.remove(layer)
         self.viewer.layers.selection.active = self.viewer.layers[names[0]]  # not the hidden firing-rate layer
         if maps.spikes.ndim == 3:
             time_axis = self.viewer.dims.ndim - self.viewer.layers[names[0]].ndim  # the maps' first axis
             labels = list(self.viewer.dims.axis_labels)
+            # one "t": an axis named so before (the maps' axis moves when a stack comes in) gets
+            # napari's own name back
+            labels = [str(i - len(labels)) if label == "t" else label for i, label in enumerate(labels)]
             labels[time_axis] = "t"
             self.viewer.dims.axis_labels = labels
             self.viewer.dims.set_current_step(time_axis, 0)
-        self._apply_view()
+        self._apply_view(grid_before=grid_before)
         self.plot.show(maps.layer_rates, maps.virtual, maps.spike_levels if not maps.virtual else 1)
         rates = ", ".join(f"{r:.3f}" for r in maps.stage_firing_rates)
         per = f" (k/{maps.spike_levels})" if maps.spike_levels > 1 and not maps.virtual else ""
@@ -332,40 +349,55 @@ class InspectorWidget(DockContainer):
         return [(int(self.viewer.dims.nsteps[i]), float(self.viewer.dims.range[i].step),
                  float(self.viewer.dims.range[i].start)) for i in range(first, first + depth)]
 
-    def _apply_view(self, *_: Any, keep_camera: bool = False) -> None:
+    def _apply_view(self, *_: Any, keep_camera: bool = False, grid_before: bool | None = None) -> None:
         """Side by side: only the image and this stage's maps are shown, in napari's grid (one
         camera); overlay: the spikes over the image (the interaction maps can be switched on in
         the layer list). ``keep_camera``: leave the zoom as it is unless the grid turns on or off
-        (when the dock is raised again)."""
+        (when the dock is raised again). ``grid_before``: whether the grid was on before the
+        caller turned it off to change layers."""
         shown = [name for name in self._layers if name in self.viewer.layers]
         if not shown:
             return
         grid = self.view.value == VIEWS[0]
+
+        def put(layer: Any, key: str, value: Any) -> None:
+            """Set only what changes: napari re-lays out every layer's overlays on each
+            visibility or blending event, even one that changes nothing."""
+            target = layer.name_overlay if key == "name_overlay" else layer
+            attr = "visible" if key == "name_overlay" else key
+            if getattr(target, attr) != value:
+                setattr(target, attr, value)
+
+        settings = viewer_grid(self.viewer)
+        if grid_before is None:
+            grid_before = settings.enabled
+        settings.enabled = False  # one layout at the end, not one per layer changed (see _show)
         for layer in self.viewer.layers:
             if layer.name in shown:
-                layer.name_overlay.visible = grid  # each grid cell says what it shows
-                layer.visible = grid or layer.name in shown[:2]  # overlay: the image and the spikes
-                layer.blending = "translucent_no_depth" if layer.name == shown[0] else "translucent"
-                layer.opacity = 1.0 if grid or layer.name == shown[0] else 0.6
-            elif layer.metadata.get(MAP_TAG):  # maps of another stage, tensor or model
-                layer.visible = False
+                put(layer, "name_overlay", grid)  # each grid cell says what it shows
+                put(layer, "visible", grid or layer.name in shown[:2])  # overlay: the image and the spikes
+                put(layer, "blending", "translucent_no_depth" if layer.name == shown[0] else "translucent")
+                put(layer, "opacity", 1.0 if grid or layer.name == shown[0] else 0.6)
+            elif layer.metadata.get(MAP_TAG):  # the firing-rate map: switched on in the layer list
+                put(layer, "visible", False)
             elif grid and layer.visible:  # the grid shows only these; the user's layers come back after
                 layer.visible = False
                 self._hidden_by_grid.add(layer.name)
         if not grid:
             back = [layer for layer in self.viewer.layers if layer.name in self._hidden_by_grid and layer.name not in shown]
             for layer in self.viewer.layers:
-                layer.name_overlay.visible = False
+                put(layer, "name_overlay", False)
             for layer in back:  # shown again, and on top: the grid put the image above them
                 layer.visible = True
                 self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
             self._hidden_by_grid.clear()
-        if grid:  # the grid lays out layers from the top of the list: put these first
-            for name in shown:
-                index = self.viewer.layers.index(self.viewer.layers[name])
-                self.viewer.layers.move(index, len(self.viewer.layers))
-            viewer_grid(self.viewer).shape = (2, 3) if len(shown) > 4 else (-1, -1)
-        grid_changes = viewer_grid(self.viewer).enabled != grid
-        viewer_grid(self.viewer).enabled = grid
-        if grid_changes or not keep_camera:
+        if grid:  # the grid lays out layers from the top of the list: put these first, in order
+            top = len(self.viewer.layers) - len(shown)
+            if [layer.name for layer in self.viewer.layers][top:] != shown:
+                for name in shown:
+                    index = self.viewer.layers.index(self.viewer.layers[name])
+                    self.viewer.layers.move(index, len(self.viewer.layers))
+            settings.shape = (2, 3) if len(shown) > 4 else (-1, -1)
+        settings.enabled = grid
+        if grid_before != grid or not keep_camera:
             self.viewer.reset_view()

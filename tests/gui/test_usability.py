@@ -543,3 +543,15 @@ def test_dock_texts_and_fields_are_never_cut_or_squeezed(plugin, qtbot):
     left = label.mapTo(dock, label.rect().topLeft()).x()
     assert abs(left - button.mapTo(dock, button.rect().topLeft()).x()) <= 12
     assert label.width() >= 0.8 * button.width()
+
+
+def test_the_scripted_demo_walks_segment_inspect_and_save(tiny_checkpoint, tmp_path, capsys, qapp):
+    """``python -m napari_medspike.demo`` (the README's scripted walk) runs to the end."""
+    from napari_medspike.demo import main
+
+    shot = tmp_path / "demo.png"
+    assert main(["--sample", "synthetic", "--model", str(tiny_checkpoint), "--store", str(tmp_path / "store"),
+                 "--screenshot", str(shot)]) == 0
+    out = capsys.readouterr().out
+    assert "saved correction" in out and shot.stat().st_size > 10_000
+    assert len(list((tmp_path / "store" / "masks").glob("*.png"))) == 1

@@ -187,6 +187,34 @@ def test_inspector_on_an_image_while_a_stack_is_open_gives_time_an_axis_of_its_o
     assert shown_slice(stack, viewer) == 3
 
 
+def test_inspecting_again_reuses_the_map_layers_and_keeps_one_t_axis(plugin, qtbot):
+    """Each inspection used to add its maps beside the earlier ones' (10 more layers each), and
+    every later change re-laid them all out: the GUI froze for longer each time. A stack
+    inspected after an image got a second slider named "t"."""
+    from napari_medspike.widgets.inspector import MAP_TAG
+
+    viewer, widgets, _ = plugin
+    inspector = widgets["Spike inspector"]
+
+    def inspect() -> list[str]:
+        with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+            pass
+        return sorted(layer.name for layer in viewer.layers if layer.metadata.get(MAP_TAG))
+
+    first = inspect()
+    count = len(viewer.layers)
+    inspector.stage.value, inspector.spikes.value = 1, "q"
+    second = inspect()
+    assert len(viewer.layers) == count and len(second) == len(first) == 6
+    assert all("(stage 1" in name for name in second) and "spikes q (stage 1, t)" in second
+    frames = (np.random.default_rng(6).random((4, 70, 90, 3)) * 255).astype(np.uint8)
+    stack = viewer.add_image(frames, name="clip", rgb=True)
+    inspector.reset_choices()
+    inspector.image.value = stack
+    inspect()
+    assert list(viewer.dims.axis_labels).count("t") == 1
+
+
 def test_inspector_channel_reduction(plugin, qtbot):
     viewer, widgets, _ = plugin
     inspector = widgets["Spike inspector"]
