@@ -85,6 +85,13 @@ class SegmentWidget(DockContainer):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.measurements: list[dict[str, Any]] = []
+        self._measured: tuple[Any, ...] | None = None  # what _remeasure needs: the mask layer, its probabilities…
+        from qtpy.QtCore import QTimer
+
+        self._remeasure_timer = QTimer(self.native)  # measures again once painting pauses, not at every dab
+        self._remeasure_timer.setSingleShot(True)
+        self._remeasure_timer.setInterval(400)
+        self._remeasure_timer.timeout.connect(self._remeasure)
         self.table = Table(value={"slice": [], "region": [], "area_px": [], "area": [], "mean_probability": []},
                            visible=False, tooltip="one row per connected region of the mask (area in pixels and in "
                            "the layer's units, mean probability inside it)")
@@ -237,7 +244,7 @@ class SegmentWidget(DockContainer):
             return (yield from segment_folder_steps(model, source, out, cancel=cancel, **options))
 
         def done(result: Any) -> None:
-            self.measurements = result.rows
+            self.measurements, self._measured = result.rows, None  # (written files: nothing to measure again)
             self._show_measurements("px²", len(result.masks), by_file=True)
             skipped = f"; {len(result.skipped)} unreadable files skipped (see the notification)" if result.skipped else ""
             state = "cancelled: " if result.cancelled else ""
@@ -259,16 +266,36 @@ class SegmentWidget(DockContainer):
 
     # --- measurements -----------------------------------------------------------------------
     def _measure(self, layer: Any, prob: np.ndarray, threshold: float) -> None:
-        """Area, connected regions and mean probability per region, per slice: shown in the
-        table, kept in the mask layer's metadata, exportable as CSV."""
+        """Area, connected regions and mean probability per region, per slice, of the new mask:
+        shown in the table, kept in the mask layer's metadata, exportable as CSV. Painting the
+        mask measures it again (shortly after each stroke, and before an export), so the
+        figures are those of the mask as corrected."""
         spacing = tuple(float(v) for v in layer.scale[-2:])
         units = [str(u) for u in getattr(layer, "units", ())[-2:]]
         unit = "px²" if not units or units[0] in ("pixel", "px") else f"{units[0]}²"
-        probs = prob if prob.ndim == 3 else prob[None]
+        self._measured = (self._mask_layer, layer.name, prob if prob.ndim == 3 else prob[None], spacing, unit)
+        self._mask_layer.events.paint.connect(self._painted)
+        self._remeasure()
+
+    def _painted(self, *_: Any) -> None:
+        try:
+            self._remeasure_timer.start()
+        except RuntimeError:  # the dock was closed; its mask layer stays
+            pass
+
+    def _remeasure(self) -> None:
+        """Measure the last mask made here as it is now (it may have been painted)."""
+        if self._measured is None:
+            return
+        mask_layer, name, probs, spacing, unit = self._measured
+        if mask_layer not in self.viewer.layers:
+            return
+        masks = np.asarray(mask_layer.data)
+        masks = masks if masks.ndim == 3 else masks[None]
         self.measurements = []
-        for i, p in enumerate(probs):
-            self.measurements += measure_regions(p >= threshold, p, spacing, unit, image=layer.name, slice_index=i)
-        self._mask_layer.metadata["measurements"] = self.measurements
+        for i, (mask, p) in enumerate(zip(masks, probs)):
+            self.measurements += measure_regions(mask > 0, p, spacing, unit, image=name, slice_index=i)
+        mask_layer.metadata["measurements"] = self.measurements
         self._show_measurements(unit, len(probs))
 
     def _show_measurements(self, unit: str, images: int, by_file: bool = False) -> None:
@@ -279,13 +306,15 @@ class SegmentWidget(DockContainer):
                  for row in self.measurements]
         self.table.value = shown or {k: [] for k in columns}
         total = summarise(self.measurements)
-        show_text(self.table_note, f"{total['regions']} regions, {total['area_px']} px"
+        regions = "1 region" if total["regions"] == 1 else f"{total['regions']} regions"
+        show_text(self.table_note, f"{regions}, {total['area_px']} px"
                   + (f" = {total['area']:.4g} {unit}" if unit != "px²" else "")
                   + (f" over {images} images" if images > 1 else ""))
         self.table.visible = self.export_button.visible = True
 
     def export_measurements(self, path: str | Path | None = None) -> Path | None:
         """Write the last measurements as CSV (asks where, unless ``path`` is given)."""
+        self._remeasure()  # the mask as it is now, painted or not
         if not self.measurements:
             napari.utils.notifications.show_error("segment an image first: there are no measurements yet")
             return None

@@ -270,7 +270,32 @@ def test_a_stack_is_segmented_into_a_labels_stack_with_measurements(plugin, qtbo
     written = segment.export_measurements(tmp_path / "m.csv")
     with written.open() as f:
         assert len(list(csv.DictReader(f))) == len(rows)
-    assert not segment.table.native.isHidden() and "regions" in text(segment.table_note)
+    assert not segment.table.native.isHidden() and "region" in text(segment.table_note)
+
+
+def test_measurements_follow_the_mask_as_painted(plugin, qtbot, tmp_path):
+    """A researcher corrects the mask, then exports its areas: the table and the CSV are those of
+    the corrected mask, not of the model's."""
+    import csv
+
+    viewer, widgets, image = plugin
+    segment = widgets["Segment"]
+    segment.threshold.value = 0.05  # the tiny model's mask: most of the picture
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    mask = viewer.layers["photo mask"]
+    before = int((mask.data > 0).sum())
+    assert sum(r["area_px"] for r in segment.measurements) == before > 0
+    mask.paint((35, 45), 0, refresh=True)  # an eraser stroke, as the brush makes it (brush size 10)
+    painted = int((mask.data > 0).sum())
+    assert painted < before
+    qtbot.waitUntil(lambda: sum(r["area_px"] for r in segment.measurements) == painted, timeout=5000)
+    assert f"{painted} px" in text(segment.table_note)
+    mask.data[:] = 0  # a change without a paint event: the export measures the mask as it is
+    mask.data[5:15, 5:25] = 1
+    with segment.export_measurements(tmp_path / "m.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["area_px"]) for r in rows] == [200]
 
 
 def test_results_lie_on_the_image_with_its_units_and_rotation_and_a_failure_shows_in_the_dock(plugin, qtbot, notes):
