@@ -14,15 +14,17 @@ LayerData = tuple[Any, dict[str, Any], str]
 
 #: metadata key of a sample's expert mask: the correction dock never picks it by itself
 GROUND_TRUTH = "ground_truth"
+#: metadata key of a sample image's shipped model (trained on its kind of image): Segment picks it
+SUGGESTED_MODEL = "suggested_model"
 
 
-def _real(name: str, title: str) -> list[LayerData]:
+def _real(name: str, title: str, model: str) -> list[LayerData]:
     import imageio.v3 as iio
 
     path = SAMPLES / f"{name}.jpg"
     image = iio.imread(path)
     mask = read_mask(SAMPLES / f"{name}_mask.png").astype("uint8")
-    meta = {"path": str(path), "licence": "see samples/SOURCES.md"}
+    meta = {"path": str(path), "licence": "see samples/SOURCES.md", SUGGESTED_MODEL: model}
     return [
         (image, {"name": title, "rgb": True, "metadata": meta}, "image"),
         (mask, {"name": f"{title} ground truth", "opacity": 0.4, "visible": False,
@@ -32,17 +34,17 @@ def _real(name: str, title: str) -> list[LayerData]:
 
 def kvasir_sample() -> list[LayerData]:
     """A colonoscopy polyp image from Kvasir-SEG and its expert mask."""
-    return _real("kvasir", "polyp (Kvasir-SEG)")
+    return _real("kvasir", "polyp (Kvasir-SEG)", "default")
 
 
 def ph2_sample() -> list[LayerData]:
     """A dermoscopy image from PH2 and its expert mask."""
-    return _real("ph2", "skin lesion (PH2)")
+    return _real("ph2", "skin lesion (PH2)", "dermoscopy")
 
 
 def busi_sample() -> list[LayerData]:
     """A breast ultrasound image from BUSI and its expert mask."""
-    return _real("busi", "breast ultrasound (BUSI)")
+    return _real("busi", "breast ultrasound (BUSI)", "breast-ultrasound")
 
 
 def synthetic_sample() -> list[LayerData]:

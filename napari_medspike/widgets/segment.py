@@ -110,6 +110,7 @@ class SegmentWidget(DockContainer):
         self.mask_colour.changed.connect(self._restyle)
         self.mask_style.changed.connect(self._restyle)
         self.model_choice.changed.connect(self._model_changed)
+        self.image.changed.connect(self._image_changed)
         self.checkpoint.changed.connect(self._model_changed)
         self.device.changed.connect(lambda v: show_text(self.device_note, pick_device(v)[1]))
         self.run_button.changed.connect(self.run)
@@ -120,6 +121,7 @@ class SegmentWidget(DockContainer):
         self.native.destroyed.connect(lambda *_: SESSION.unsubscribe(self._session_changed))
         show_text(self.device_note, pick_device("auto")[1])
         self._model_changed()
+        self._image_changed(self.image.value)  # a sample opened before the dock
         make_narrow(self)
 
     # --- model choice -------------------------------------------------------------------
@@ -135,6 +137,17 @@ class SegmentWidget(DockContainer):
             path = str(self.checkpoint.value)
             return path if path not in ("", ".") else None
         return self.model_choice.value
+
+    def _image_changed(self, layer: Any) -> None:
+        """A bundled sample chosen: the shipped model trained on its kind of image (the polyp
+        model scored Dice 0.02 on the dermoscopy sample), said in a notification."""
+        from .._sample_data import SUGGESTED_MODEL
+
+        suggested = getattr(layer, "metadata", {}).get(SUGGESTED_MODEL)
+        if suggested in self.model_choice.choices and suggested != self.model_choice.value:
+            self.model_choice.value = suggested
+            napari.utils.notifications.show_info(
+                f"model '{suggested}' chosen for the sample '{layer.name}': it was trained on images of its kind")
 
     def _model_changed(self, *_: Any) -> None:
         self.checkpoint.visible = self.model_choice.value == CHECKPOINT_FILE

@@ -580,3 +580,20 @@ def test_the_scripted_demo_walks_segment_inspect_and_save(tiny_checkpoint, tmp_p
     out = capsys.readouterr().out
     assert "saved correction" in out and shot.stat().st_size > 10_000
     assert len(list((tmp_path / "store" / "masks").glob("*.png"))) == 1
+
+
+def test_a_bundled_sample_gets_the_model_trained_on_its_kind_of_image(make_napari_viewer, notes):
+    """The polyp model on the dermoscopy sample scored Dice 0.02: Segment picks the shipped
+    model of the sample's kind and says so; an image of the user's keeps the user's choice."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-medspike", "ph2")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-medspike", "Segment")
+    assert segment.image.value.name == "skin lesion (PH2)" and segment.model_choice.value == "dermoscopy"
+    viewer.open_sample("napari-medspike", "busi")
+    segment.reset_choices()
+    segment.image.value = viewer.layers["breast ultrasound (BUSI)"]
+    assert segment.model_choice.value == "breast-ultrasound"
+    assert any("model 'breast-ultrasound' chosen for the sample" in n for n in notes)
+    segment.model_choice.value = "spiking"
+    segment.image.value = viewer.add_image(np.zeros((40, 40, 3), np.uint8), name="mine", rgb=True)
+    assert segment.model_choice.value == "spiking"
