@@ -117,8 +117,13 @@ def summary_of(model: Segmenter) -> str:
     dice = orig.get("mean_dice", metrics.get("val_dice"))
     text = f"{model.arch}, input {model.input_size}², T={model.timesteps}"
     if isinstance(dice, (int, float)) and math.isfinite(dice):
-        data = dataset_names(info.training.get("data", []))
-        text += f"\nvalidation Dice {dice:.3f}" + (f" ({elide(data, 40)})" if data else "")
+        training = info.training
+        if str(training.get("validated_on", "")).startswith("training"):  # a fine-tune with nothing held out
+            return text + f"\nDice {dice:.3f} on its own training images (none held out)"
+        data = dataset_names(training.get("data", []))
+        count = len(training.get("val_keys", []))
+        said = ", ".join(part for part in (elide(data, 40), f"{count} image{'s' * (count != 1)}" * bool(count)) if part)
+        text += f"\nvalidation Dice {dice:.3f}" + (f" ({said})" if said else "")
     return text
 
 

@@ -597,3 +597,18 @@ def test_a_bundled_sample_gets_the_model_trained_on_its_kind_of_image(make_napar
     segment.model_choice.value = "spiking"
     segment.image.value = viewer.add_image(np.zeros((40, 40, 3), np.uint8), name="mine", rgb=True)
     assert segment.model_choice.value == "spiking"
+
+
+def test_a_model_card_says_what_its_dice_was_measured_on(tmp_path):
+    """A fine-tune on one correction validates on that correction: its card said "validation
+    Dice 0.755 (corrections)" as if that were a held-out figure."""
+    from napari_medspike.widgets._common import summary_of
+
+    model = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2)
+    tuned = save_checkpoint(model, tmp_path / "tuned.safetensors", input_size=64, metrics={"val_dice": 0.755},
+                            training={"data": [str(tmp_path / "corrections")], "val_keys": ["corrections/a"],
+                                      "validated_on": "training images (nothing held out)"})
+    assert summary_of(load_model(tuned)).endswith("Dice 0.755 on its own training images (none held out)")
+    held_out = save_checkpoint(model, tmp_path / "held.safetensors", input_size=64, metrics={"val_dice": 0.81},
+                               training={"data": [str(tmp_path / "kvasir-seg")], "val_keys": ["kvasir-seg/a", "kvasir-seg/b"]})
+    assert summary_of(load_model(held_out)).endswith("validation Dice 0.810 (kvasir-seg, 2 images)")
