@@ -479,9 +479,11 @@ class FinetuneWidget(DockContainer):
                 # the new mask is for comparing: the selection and the dock's mask stay as they are
                 before, self._following = self.viewer.layers.selection.active, False
                 try:
-                    add_segmentation_layers(self.viewer, image, prob, threshold, suffix=" (fine-tuned)",
-                                            colour=colour, style=style, settings=settings,
-                                            model_source=str(result.checkpoint))
+                    _, new_mask = add_segmentation_layers(self.viewer, image, prob, threshold, suffix=" (fine-tuned)",
+                                                          colour=colour, style=style, settings=settings,
+                                                          model_source=str(result.checkpoint))
+                    show_text(self.result, f"{summary}\n'{image.name}' segmented again: its new mask "
+                              f"'{new_mask.name}' is in {colour}")
                     if before is not None and before in self.viewer.layers:
                         self.viewer.layers.selection.active = before
                 finally:

@@ -335,7 +335,7 @@ class InspectorWidget(DockContainer):
             f"synaptic ops {report.sops / 1e9:.2f} G, analog MACs {report.analog_macs / 1e9:.2f} G\n"
             f"energy {report.energy_pj / 1e9:.2f} mJ vs dense ANN {report.ann_energy_pj / 1e9:.2f} mJ "
             f"({report.energy_pj / max(report.ann_energy_pj, 1e-9):.0%})\n"
-            f"{legend}\none float32 pass, no mirror TTA"
+            f"{legend}\nmaps of one full-precision pass, without mirror TTA"
         ))
         if per:  # the full words where there is room
             self.summary.tooltip += (f"\n(k/{maps.spike_levels}: a neuron fires up to {maps.spike_levels} spikes per "

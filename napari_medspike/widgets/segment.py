@@ -27,6 +27,7 @@ from ._common import (
     elide,
     follow_layers,
     model_choices,
+    model_label,
     selected_image_and_model,
     start_worker,
     style_mask,
@@ -59,7 +60,7 @@ class SegmentWidget(DockContainer):
         self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
         self.mode = ComboBox(label="mode", choices=list(MODES), value="resize",
                              tooltip="resize: whole image at the model's size; tiled: overlapping tiles at full resolution, "
-                             "for models trained on crops (--mode crop, e.g. histology); a model trained on whole "
+                             "for models trained on random crops (e.g. for histology); a model trained on whole "
                              "resized images, as the shipped ones are, sees too little of the image in a tile")
         self.flips = CheckBox(text="mirror TTA",
                               tooltip="mirror test-time augmentation: average the four mirror images' predictions: "
@@ -184,7 +185,8 @@ class SegmentWidget(DockContainer):
         """Start segmentation of the selected image layer; returns the worker."""
         layer = self.image.value
         chosen = selected_image_and_model(layer, self.model_source(), stacks=True)
-        if chosen is None:
+        if chosen is None:  # (the notification says why; the last result's line would mislead)
+            show_text(self.status, "nothing segmented: see the message at the bottom right")
             return None
         data, model = chosen
         source = SESSION.source  # the model that makes this mask, whatever is chosen when it comes
@@ -208,7 +210,8 @@ class SegmentWidget(DockContainer):
             self._measure(layer, prob, threshold)
             extra = (", mirror TTA" if flips else "") + (", bf16" if bf16_inference(model, device) else "")
             images = f"{prob.shape[0]} images, " if prob.ndim == 3 else ""
-            show_text(self.status, f"segmented '{elide(layer.name, 40)}' ({images}{mode}{extra}, {device.type})")
+            show_text(self.status, f"segmented '{elide(layer.name, 40)}' with {elide(model_label(source), 40)} "
+                      f"({images}{mode}{extra}, {device.type})")
 
         self._busy(True)
         show_text(self.status, f"segmenting '{elide(layer.name, 40)}'…")
@@ -314,10 +317,13 @@ class SegmentWidget(DockContainer):
     def _show_measurements(self, unit: str, images: int, by_file: bool = False) -> None:
         """Fill the table and its summary line from :attr:`measurements` (``by_file``: with a
         column naming each row's file, for a folder)."""
-        columns = ("image",) * by_file + ("slice", "region", "area_px", "area", "mean_probability")
+        # (a single 2D image's rows are all slice 0: that column would only push the areas out of sight)
+        columns = ("image",) * by_file + ("slice",) * (by_file or images > 1) + (
+            "region", "area_px", "area", "mean_probability")
         shown = [{k: (round(row[k], 3) if isinstance(row[k], float) else row[k]) for k in columns}
                  for row in self.measurements]
         self.table.value = shown or {k: [] for k in columns}
+        self.table.native.resizeColumnsToContents()
         total = summarise(self.measurements)
         regions = "1 region" if total["regions"] == 1 else f"{total['regions']} regions"
         show_text(self.table_note, f"{regions}, {total['area_px']} px"

@@ -26,7 +26,7 @@ def test_segment_adds_aligned_probability_and_mask(plugin, qtbot):
     for layer in (prob, mask):
         np.testing.assert_allclose(layer.scale, image.scale)
         np.testing.assert_allclose(layer.translate, image.translate)
-    assert "segmented 'photo'" in widgets["Segment"].status.value
+    assert "segmented 'photo' with tiny" in " ".join(widgets["Segment"].status.value.split())
 
 
 def test_mirror_tta_checkbox_follows_the_model_and_is_used(plugin, qtbot, tmp_path):
@@ -318,7 +318,8 @@ def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot,
     tuned = viewer.layers["photo mask (fine-tuned)"]
     assert tuned.metadata["mask_colour"] == "yellow"
     np.testing.assert_allclose(tuned.colormap.color_dict[1][:3], (1.0, 1.0, 0.0))
-    assert "re-segmenting 'photo': its new mask in yellow" in " ".join(tune.result.value.split())
+    assert "'photo' segmented again: its new mask 'photo mask (fine-tuned)' is in yellow" in " ".join(
+        tune.result.value.split())
 
 
 def test_a_fine_tune_that_beats_nothing_keeps_the_model_and_says_so(plugin, tmp_path, qtbot, store_corrections,
