@@ -47,6 +47,26 @@ def measure_regions(
     return rows
 
 
+def measure_slices(
+    masks: np.ndarray,
+    probs: np.ndarray | None = None,
+    spacing: Sequence[float] = (1.0, 1.0),
+    unit: str = "px²",
+    image: str = "",
+) -> list[dict[str, object]]:
+    """:func:`measure_regions` of a 2D mask or of each slice of a stack ``[N, H, W]`` (rows
+    numbered by ``slice``), with the matching probability map or maps."""
+    masks = np.asarray(masks)
+    masks = masks[None] if masks.ndim == 2 else masks
+    if probs is not None:
+        probs = np.asarray(probs)
+        probs = probs[None] if probs.ndim == 2 else probs
+    rows: list[dict[str, object]] = []
+    for i, mask in enumerate(masks):
+        rows += measure_regions(mask, None if probs is None else probs[i], spacing, unit, image=image, slice_index=i)
+    return rows
+
+
 def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
     """Totals over a table: regions, foreground area (pixels and units)."""
     return {

@@ -11,7 +11,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, PushButton, Table, create_widget
 
 from ..engine.checkpoint import list_models
-from ..inference.measure import measure_regions, summarise, write_csv
+from ..inference.measure import measure_slices, summarise, write_csv
 from ..inference.predictor import MODES, Progress, pick_device, predict_stack_steps, recommended_flips
 from ..runtime import bf16_inference
 from ._common import (
@@ -37,6 +37,15 @@ from ._common import (
 CHECKPOINT_FILE = "checkpoint file…"
 #: The status line while a cancelled job winds down.
 CANCELLING = "cancelling…"
+
+
+def layer_spacing(layer: Any) -> tuple[tuple[float, float], str]:
+    """A layer's pixel size along y and x and the squared unit its areas are in (``px²`` when
+    it has no physical units)."""
+    spacing = tuple(float(v) for v in layer.scale[-2:])
+    units = [str(u) for u in getattr(layer, "units", ())[-2:]]
+    unit = "px²" if not units or units[0] in ("pixel", "px") else f"{units[0]}²"
+    return spacing, unit  # type: ignore[return-value]
 
 
 class SegmentWidget(DockContainer):
@@ -87,6 +96,7 @@ class SegmentWidget(DockContainer):
         self.status = Label(value="")
         self.measurements: list[dict[str, Any]] = []
         self._measured: tuple[Any, ...] | None = None  # what _remeasure needs: the mask layer, its probabilities…
+        self._measuring = 0  # counts measurements started: only the latest one's rows are shown
         from qtpy.QtCore import QTimer
 
         self._remeasure_timer = QTimer(self.native)  # measures again once painting pauses, not at every dab
@@ -195,11 +205,16 @@ class SegmentWidget(DockContainer):
         mode, threshold, flips = self.mode.value, float(self.threshold.value), bool(self.flips.value)
         rgb = bool(getattr(layer, "rgb", False))
 
+        spacing, unit = layer_spacing(layer)
+
         def job():
             yield Progress(0, 1, "starting")
-            return (yield from predict_stack_steps(model, data, rgb=rgb, mode=mode, device=device, flips=flips))
+            prob = yield from predict_stack_steps(model, data, rgb=rgb, mode=mode, device=device, flips=flips)
+            # measured here, not on the GUI thread (0.7 s for a 12-megapixel mask)
+            return prob, measure_slices(prob >= threshold, prob, spacing, unit, image=layer.name)
 
-        def done(prob: Any) -> None:
+        def done(result: Any) -> None:
+            prob, rows = result
             if layer not in self.viewer.layers:  # closed while it was being segmented
                 show_text(self.status, f"'{elide(layer.name, 40)}' was closed while segmenting: no layers added")
                 return
@@ -207,7 +222,7 @@ class SegmentWidget(DockContainer):
                                                           settings={"mode": mode, "flips": flips, "device": device.type},
                                                           colour=self.mask_colour.value, style=self.mask_style.value,
                                                           model_source=source)
-            self._measure(layer, prob, threshold)
+            self._measure(layer, prob, rows)
             extra = (", mirror TTA" if flips else "") + (", bf16" if bf16_inference(model, device) else "")
             images = f"{prob.shape[0]} images, " if prob.ndim == 3 else ""
             show_text(self.status, f"segmented '{elide(layer.name, 40)}' with {elide(model_label(source), 40)} "
@@ -281,17 +296,15 @@ class SegmentWidget(DockContainer):
         return self.worker
 
     # --- measurements -----------------------------------------------------------------------
-    def _measure(self, layer: Any, prob: np.ndarray, threshold: float) -> None:
-        """Area, connected regions and mean probability per region, per slice, of the new mask:
-        shown in the table, kept in the mask layer's metadata, exportable as CSV. Painting the
-        mask measures it again (shortly after each stroke, and before an export), so the
-        figures are those of the mask as corrected."""
-        spacing = tuple(float(v) for v in layer.scale[-2:])
-        units = [str(u) for u in getattr(layer, "units", ())[-2:]]
-        unit = "px²" if not units or units[0] in ("pixel", "px") else f"{units[0]}²"
-        self._measured = (self._mask_layer, layer.name, prob if prob.ndim == 3 else prob[None], spacing, unit)
+    def _measure(self, layer: Any, prob: np.ndarray, rows: list[dict[str, Any]]) -> None:
+        """Show the new mask's measurements (area, connected regions and mean probability per
+        region, per slice) in the table, keep them in the mask layer's metadata, for CSV export.
+        Painting the mask measures it again once painting pauses (in a worker), and an export
+        measures the mask as it is then: the figures are those of the mask as corrected."""
+        spacing, unit = layer_spacing(layer)
+        self._measured = (self._mask_layer, layer.name, prob, spacing, unit)
         self._mask_layer.events.paint.connect(self._painted)
-        self._remeasure()
+        self._show_rows(rows)
 
     def _painted(self, *_: Any) -> None:
         try:
@@ -299,20 +312,37 @@ class SegmentWidget(DockContainer):
         except RuntimeError:  # the dock was closed; its mask layer stays
             pass
 
-    def _remeasure(self) -> None:
-        """Measure the last mask made here as it is now (it may have been painted)."""
-        if self._measured is None:
-            return
-        mask_layer, name, probs, spacing, unit = self._measured
-        if mask_layer not in self.viewer.layers:
-            return
-        masks = np.asarray(mask_layer.data)
-        masks = masks if masks.ndim == 3 else masks[None]
-        self.measurements = []
-        for i, (mask, p) in enumerate(zip(masks, probs)):
-            self.measurements += measure_regions(mask > 0, p, spacing, unit, image=name, slice_index=i)
-        mask_layer.metadata["measurements"] = self.measurements
-        self._show_measurements(unit, len(probs))
+    def _mask_now(self) -> tuple[Any, np.ndarray] | None:
+        """The last mask made here as it is now (a copy: painting may go on) and its layer."""
+        if self._measured is None or self._measured[0] not in self.viewer.layers:
+            return None
+        return self._measured[0], np.asarray(self._measured[0].data) > 0
+
+    def _remeasure(self) -> Any:
+        """Measure the last mask made here again, in a worker; returns it (None: no such mask)."""
+        now = self._mask_now()
+        if now is None:
+            return None
+        _, name, probs, spacing, unit = self._measured
+        self._measuring += 1
+        ticket = self._measuring
+
+        def job():
+            yield None
+            return measure_slices(now[1], probs, spacing, unit, image=name)
+
+        def done(rows: list[dict[str, Any]]) -> None:
+            if ticket == self._measuring:  # not overtaken by a later stroke's measurement
+                self._show_rows(rows)
+
+        return start_worker(job, "Measure", on_return=done)
+
+    def _show_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.measurements = rows
+        if self._measured is not None:
+            self._measured[0].metadata["measurements"] = rows
+            probs = self._measured[2]
+            self._show_measurements(self._measured[4], probs.shape[0] if probs.ndim == 3 else 1)
 
     def _show_measurements(self, unit: str, images: int, by_file: bool = False) -> None:
         """Fill the table and its summary line from :attr:`measurements` (``by_file``: with a
@@ -333,7 +363,11 @@ class SegmentWidget(DockContainer):
 
     def export_measurements(self, path: str | Path | None = None) -> Path | None:
         """Write the last measurements as CSV (asks where, unless ``path`` is given)."""
-        self._remeasure()  # the mask as it is now, painted or not
+        now = self._mask_now()  # the mask as it is now, painted or not
+        if now is not None:
+            _, name, probs, spacing, unit = self._measured
+            self._measuring += 1  # (a measurement still running would be older)
+            self._show_rows(measure_slices(now[1], probs, spacing, unit, image=name))
         if not self.measurements:
             napari.utils.notifications.show_error("segment an image first: there are no measurements yet")
             return None
