@@ -79,6 +79,9 @@ def test_progress_and_cancel():
 
     with pytest.raises(Cancelled):
         predict(ConstantLogit(), image, mode="tiled", tile_size=64, batch_size=2, progress=stop_after_first, cancel=cancel)
+    # on a CPU the tiles go one at a time by default: a cancel waits for one tile, not four
+    steps = [e.done for e in predict_steps(ConstantLogit(), image, mode="tiled", tile_size=64, device="cpu")]
+    assert steps == list(range(steps[-1] + 1)) and steps[-1] > 4
 
 
 def test_segment_accepts_grey_and_rgba_and_checks_threshold(tmp_path):
