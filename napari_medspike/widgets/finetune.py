@@ -118,6 +118,10 @@ def correction_label(entry: Any) -> str:
     return f"{name} · {saved}" if saved else name
 
 
+#: Metadata key of an image layer opened from the correction store: the name of the image it corrects.
+CORRECTION_OF = "correction_of"
+
+
 class FinetuneWidget(DockContainer):
     """Store corrections of a mask and fine-tune the current model on all of them."""
 
@@ -284,18 +288,19 @@ class FinetuneWidget(DockContainer):
         try:
             data = image_data_2d(image, self.viewer)  # a stack: the slice shown
             mask = np.asarray(labels.data)
-            name = image.name
+            image_name = image.metadata.get(CORRECTION_OF, image.name)  # a stored correction opened again
+            index = image.metadata.get("frame")
             if image.ndim == 3:  # a stack or video (napari's ndim leaves out an RGB axis)
                 index = shown_slice(image, self.viewer)
-                name = f"{image.name} [{index}]"
                 if mask.ndim == 3:
                     mask = mask[min(shown_slice(labels, self.viewer), len(mask) - 1)]
+            name = image_name if index is None else f"{image_name} [{index}]"
             binary = mask > 0  # a copy: painting may go on while it is written
             check_correction(data, binary)
             provenance = {
                 "source": str(image.source.path or image.metadata.get("path", "")),
-                "image_layer": image.name,
-                **({"frame": index} if image.ndim == 3 else {}),
+                "image_layer": image_name,
+                **({"frame": index} if index is not None else {}),
                 "labels_layer": labels.name,
                 # the model whose mask was corrected (None: painted from scratch), not the one chosen now
                 "model": labels.metadata.get("segmented_by"),
@@ -316,8 +321,10 @@ class FinetuneWidget(DockContainer):
     def _saved(self, entry: Correction) -> None:
         self.last_saved = entry
         self.refresh()
-        replaced = f", replacing the earlier correction of this image ({', '.join(entry.replaced)})" if entry.replaced else ""
-        napari.utils.notifications.show_info(f"saved correction {entry.stem} in {entry.image.parent.parent}{replaced}")
+        replaced = ", replacing the earlier correction of this image" if entry.replaced else ""
+        # named as the list names it (the file stem's underscores read as formatting in a notification)
+        napari.utils.notifications.show_info(
+            f"saved the correction of {correction_label(entry)} in {entry.image.parent.parent}{replaced}")
 
     def _save_done(self) -> None:
         self.save_button.enabled = True
@@ -356,8 +363,14 @@ class FinetuneWidget(DockContainer):
             napari.utils.notifications.show_error(f"cannot open correction {stem}: {err}")
             self.refresh()
             return
-        image_layer = self.viewer.add_image(image, name=stem, rgb=True, metadata={"path": meta.get("source", "")})
-        layer = self.viewer.add_labels(mask.astype("uint8"), name=f"{stem} mask",
+        # named after the image it corrects, as the list shows it: saving it again keeps that name
+        # (the stored file name is its ASCII form) and replaces this correction
+        original = str(meta.get("image_layer") or STAMP.sub("", stem))
+        kept = {"path": meta.get("source", ""), CORRECTION_OF: original,
+                **({"frame": meta["frame"]} if meta.get("frame") is not None else {})}
+        shown = f"{original} [{meta['frame']}]" if "frame" in kept else original
+        image_layer = self.viewer.add_image(image, name=f"{shown} (stored)", rgb=True, metadata=kept)
+        layer = self.viewer.add_labels(mask.astype("uint8"), name=f"{image_layer.name} mask",
                                        metadata={"source_image": image_layer.name})
         style_mask(layer)
         mark_edits(layer)

@@ -51,10 +51,10 @@ def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_p
     # Load selected points the dock at the correction it opens: edit it, save it, it is replaced
     tune.corrections.value = first.stem
     tune.load_selected()
-    assert tune.image.value.name == first.stem and tune.mask.value.name == f"{first.stem} mask"
+    assert tune.image.value.name == "photo (stored)" and tune.mask.value.name == "photo (stored) mask"
     tune.mask.value.data[0:5, 0:5] = 1
     third = save(tune)
-    assert third.replaced == (first.stem,)
+    assert third.replaced == (first.stem,) and third.provenance["image_layer"] == "photo"  # its name kept
     assert sorted(c.stem for c in tune.store.list()) == sorted([second.stem, third.stem])
 
 

@@ -87,7 +87,19 @@ def test_stored_corrections_stay_listed(plugin, tmp_path, save):
     assert tune.corrections.choices == (entry.stem,)
     tune.corrections.value = entry.stem
     tune.load_selected()
-    assert entry.stem in viewer.layers
+    assert "photo (stored)" in viewer.layers
+    # a name in another script survives opening and saving again (the file name is its ASCII form)
+    image.name = "Läsion Mücke"
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = image, mask
+    mask.data[0:5, 0:5] = 1
+    named = save(tune)
+    tune.corrections.value = named.stem
+    tune.load_selected()
+    assert tune.image.value.name == "Läsion Mücke (stored)"
+    again = save(tune)
+    assert again.provenance["image_layer"] == "Läsion Mücke" and again.replaced == (named.stem,)
+    assert tune.corrections.native.item(0).text().startswith("Läsion Mücke · ")
 
 
 def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path, store_corrections,

@@ -284,7 +284,7 @@ def test_saving_runs_in_the_background_and_stores_the_mask_as_it_was_pressed(plu
     assert tune.save_button.enabled and tune.save_worker is None
     assert tune.corrections.choices == (tune.last_saved.stem,)
     assert tune.store.load(tune.last_saved.stem)[1].sum() == 20 * 30
-    assert any(f"saved correction {tune.last_saved.stem}" in n for n in notes)
+    assert any(n.startswith("saved the correction of photo · ") for n in notes), notes
 
 
 def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot, store_corrections, notes,
@@ -522,9 +522,9 @@ def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(
     # opening the stored correction, editing and saving it replaces it too
     tune.corrections.value = second.stem
     tune.load_selected()
-    reopened = viewer.layers[f"{second.stem} mask"]
+    reopened = viewer.layers["photo (stored) mask"]
     reopened.data[0:5, 0:5] = 1
-    tune.image.value, tune.mask.value = viewer.layers[second.stem], reopened
+    tune.image.value, tune.mask.value = viewer.layers["photo (stored)"], reopened
     third = save(tune)
     assert third.replaced == (second.stem,) and tune.corrections.choices == (third.stem,)
     assert tune.store.load(third.stem)[1].sum() == 20 * 30 + 10 * 30 + 25
