@@ -120,9 +120,11 @@ def summary_of(model: Segmenter) -> str:
         training = info.training
         if str(training.get("validated_on", "")).startswith("training"):  # a fine-tune with nothing held out
             return text + f"\nDice {dice:.3f} on its own training images (none held out)"
-        data = dataset_names(training.get("data", []))
+        parts = [elide(dataset_names(training.get("data", [])), 40)]
         count = len(training.get("val_keys", []))
-        said = ", ".join(part for part in (elide(data, 40), f"{count} image{'s' * (count != 1)}" * bool(count)) if part)
+        if count:
+            parts.append("1 image" if count == 1 else f"{count} images")
+        said = ", ".join(part for part in parts if part)
         text += f"\nvalidation Dice {dice:.3f}" + (f" ({said})" if said else "")
     return text
 
