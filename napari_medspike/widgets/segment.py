@@ -66,7 +66,9 @@ class SegmentWidget(DockContainer):
         self.card = Label(value="")
         self.device = ComboBox(label="device", choices=["auto", "cuda", "mps", "cpu"], value="auto")
         self.device_note = Label(value="")
-        self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5)
+        self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5,
+                                     tooltip="probability above which a pixel belongs to the mask; moving it "
+                                     "redraws the last mask from its probabilities, unless it was painted on")
         self.mode = ComboBox(label="mode", choices=list(MODES), value="resize",
                              tooltip="resize: whole image at the model's size; tiled: overlapping tiles at full resolution, "
                              "for models trained on random crops (e.g. for histology); a model trained on whole "
@@ -103,6 +105,10 @@ class SegmentWidget(DockContainer):
         self._remeasure_timer.setSingleShot(True)
         self._remeasure_timer.setInterval(400)
         self._remeasure_timer.timeout.connect(self._remeasure)
+        self._rethreshold_timer = QTimer(self.native)  # applies the threshold once the slider rests
+        self._rethreshold_timer.setSingleShot(True)
+        self._rethreshold_timer.setInterval(200)
+        self._rethreshold_timer.timeout.connect(self.apply_threshold)
         self.table = Table(value={"slice": [], "region": [], "area_px": [], "area": [], "mean_probability": []},
                            visible=False, tooltip="one row per connected region of the mask (area in pixels and in "
                            "the layer's units, mean probability inside it)")
@@ -118,6 +124,7 @@ class SegmentWidget(DockContainer):
         compact_label(self.table_note)
         full_width(self.card, self.device_note, self.status, self.table_note, self.table)
         self.export_button.changed.connect(lambda: self.export_measurements())
+        self.threshold.changed.connect(lambda *_: self._rethreshold_timer.start())
         self.mask_colour.changed.connect(self._restyle)
         self.mask_style.changed.connect(self._restyle)
         self.model_choice.changed.connect(self._model_changed)
@@ -381,6 +388,25 @@ class SegmentWidget(DockContainer):
         written = write_csv(self.measurements, path)
         napari.utils.notifications.show_info(f"measurements written to {written}")
         return written
+
+    def apply_threshold(self) -> bool:
+        """Redraw the last mask made here from its probabilities at the slider's threshold and
+        measure it again; a mask the user painted on is kept as painted (the threshold then
+        applies to the next segmentation). Returns whether the mask changed."""
+        if self._measured is None or self._measured[0] not in self.viewer.layers:
+            return False
+        layer, probs, threshold = self._measured[0], self._measured[2], float(self.threshold.value)
+        if layer.metadata.get("threshold") == threshold:
+            return False
+        if layer.metadata.get("edited"):
+            show_text(self.status, f"'{elide(layer.name, 40)}' has corrections and stays as painted: threshold "
+                      f"{threshold:.2f} applies to the next segmentation")
+            return False
+        layer.data = (probs >= threshold).astype(np.uint8)
+        layer.metadata["threshold"] = threshold
+        show_text(self.status, f"'{elide(layer.name, 40)}' redrawn at threshold {threshold:.2f}")
+        self._remeasure()
+        return True
 
     def _restyle(self, *_: Any) -> None:
         """Apply the chosen mask colour and style to the last mask layer made here."""

@@ -310,6 +310,34 @@ def test_measurements_follow_the_mask_as_painted(plugin, qtbot, tmp_path):
     assert [int(r["area_px"]) for r in rows] == [200]
 
 
+def test_the_threshold_slider_redraws_the_last_mask_but_never_a_painted_one(plugin, qtbot):
+    """Moving the threshold after segmenting redraws the mask from its probabilities and its
+    measurements follow; once the mask has corrections, it stays as painted."""
+    viewer, widgets, _ = plugin
+    segment = widgets["Segment"]
+    segment.threshold.value = 0.5
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    mask, prob = viewer.layers["photo mask"], viewer.layers["photo probability"].data
+    # a slider position that changes the tiny model's mask, and back
+    steps = [round(t, 2) for t in np.arange(0.05, 0.951, 0.05)]
+    counts = {t: int((prob >= t).sum()) for t in steps}
+    other = next(t for t in steps[::-1] if counts[t] != counts[0.5])
+    for threshold in (other, 0.5):
+        expected = counts[threshold]
+        assert expected != int((mask.data > 0).sum())
+        segment.threshold.value = threshold
+        qtbot.waitUntil(lambda: sum(r["area_px"] for r in segment.measurements) == expected, timeout=5000)
+        assert int((mask.data > 0).sum()) == expected and mask.metadata["threshold"] == threshold
+        assert f"threshold {threshold:.2f}" in text(segment.status)
+    mask.paint((35, 45), 0, refresh=True)  # an eraser stroke (at 0.5 the tiny model's mask is all foreground)
+    painted = mask.data.copy()
+    assert mask.metadata.get("edited")
+    segment.threshold.value = 0.95
+    qtbot.waitUntil(lambda: "stays as painted" in text(segment.status), timeout=5000)
+    np.testing.assert_array_equal(mask.data, painted)
+
+
 def test_results_lie_on_the_image_with_its_units_and_rotation_and_a_failure_shows_in_the_dock(plugin, qtbot, notes):
     viewer, widgets, _ = plugin
     segment = widgets["Segment"]
