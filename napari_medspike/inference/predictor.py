@@ -107,6 +107,14 @@ def _keeps_training_mode(steps: Callable[..., Generator[Progress, None, np.ndarr
     return wrapper
 
 
+def mode_note(model: Segmenter, mode: str) -> str | None:
+    """A warning when ``mode`` does not suit how ``model`` was trained (None: it does)."""
+    if mode == "tiled" and model.info.training.get("mode") == "resize":
+        return ("tiled prediction with a model trained on whole resized images: each tile shows it a small "
+                "part of a picture it learnt to see whole; mode 'resize' suits it")
+    return None
+
+
 @_keeps_training_mode
 def predict_steps(
     model: Segmenter,
@@ -133,9 +141,8 @@ def predict_steps(
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
-    if mode == "tiled" and model.info.training.get("mode") == "resize":
-        log.warning("tiled prediction with a model trained on whole resized images: each tile shows it a small "
-                    "part of a picture it learnt to see whole; mode='resize' suits it")
+    if (note := mode_note(model, mode)) is not None:
+        log.warning(note)
     device, fallback = requested_device(device)  # "auto", or a GPU that may not be there
     if fallback:
         log.warning(fallback)

@@ -25,7 +25,7 @@ from ..common import WriteError, check_writable
 from ..data.corrections import STAMP, Correction, CorrectionStore, check_correction, default_store, remember_store
 from ..data.io import warm_up as decoders_warm_up
 from ..engine.checkpoint import load_model, model_card_path
-from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, MAX_SAFE_LR
+from ..engine.config import DEFAULT_LR, FINETUNE, MAX_SAFE_LR
 from ..engine.finetune import finetune_steps
 from ..inference.predictor import predict
 from ._common import (
@@ -49,6 +49,10 @@ from ._common import (
     start_worker,
     style_mask,
 )
+
+#: The default learning rates of the shipped models' architectures (the twins that train a
+#: spiking model are not offered here).
+USER_LR_TEXT = ", ".join(f"{name} {rate:g}" for name, rate in sorted(DEFAULT_LR.items()) if "twin" not in name)
 
 
 class CurvePlot:
@@ -166,7 +170,7 @@ class FinetuneWidget(DockContainer):
         self.minutes.native.setSpecialValueText("none")
         self.lr = FloatSpinBox(label="lr", min=0.0, max=1.0, step=1e-5, value=FINETUNE.lr,
                                tooltip="learning rate; auto: the rate the model's architecture was trained with "
-                               f"({DEFAULT_LR_TEXT})")
+                               f"({USER_LR_TEXT})")
         self.lr.native.setSpecialValueText("auto")
         self.replay = FileEdit(label="replay", mode="d", value="",
                                tooltip="optional: the original training data (a folder with images/ and masks/), "

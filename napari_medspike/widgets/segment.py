@@ -12,7 +12,7 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, P
 
 from ..engine.checkpoint import list_models
 from ..inference.measure import measure_slices, summarise, write_csv
-from ..inference.predictor import MODES, Progress, pick_device, predict_stack_steps, recommended_flips
+from ..inference.predictor import MODES, Progress, mode_note, pick_device, predict_stack_steps, recommended_flips
 from ..runtime import bf16_inference
 from ._common import (
     MASK_COLOURS,
@@ -128,6 +128,7 @@ class SegmentWidget(DockContainer):
         self.mask_colour.changed.connect(self._restyle)
         self.mask_style.changed.connect(self._restyle)
         self.model_choice.changed.connect(self._model_changed)
+        self.mode.changed.connect(self._warn_mode)
         self.image.changed.connect(self._image_changed)
         self.checkpoint.changed.connect(self._model_changed)
         self.device.changed.connect(lambda v: show_text(self.device_note, pick_device(v)[1]))
@@ -177,9 +178,16 @@ class SegmentWidget(DockContainer):
             model = SESSION.get(source)
             self._show_card(source)
             self.flips.value = recommended_flips(model)
+            self._warn_mode()
         except Exception as err:  # a bad file must not break the dock
             show_text(self.card, elide(f"cannot load: {err}", 120))
             napari.utils.notifications.show_error(f"cannot load model {source}: {err}")
+
+    def _warn_mode(self, *_: Any) -> None:
+        """Say so when the chosen mode does not suit how the chosen model was trained."""
+        note = mode_note(SESSION.model, self.mode.value) if SESSION.model is not None else None
+        if note is not None:
+            napari.utils.notifications.show_warning(note)
 
     def _show_card(self, source: str) -> None:
         if SESSION.model is not None:

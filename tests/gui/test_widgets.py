@@ -587,3 +587,18 @@ def test_cancelling_a_folder_keeps_what_was_written_and_says_so(plugin, qtbot, t
     assert 1 <= len(written) < 6 and (tmp_path / "clinic-masks" / "measurements.csv").is_file()
     status = " ".join(segment.status.value.split())
     assert status.startswith(f"cancelled: {len(written)} masks from 6 files"), status
+
+
+def test_tiling_a_model_trained_on_whole_images_is_warned_in_napari(plugin, notes):
+    """The shipped models learnt whole resized images: choosing tiled with one says so on screen
+    (not only in a log); a model without that record is not warned about."""
+    _, widgets, _ = plugin
+    segment = widgets["Segment"]
+    segment.mode.value = "tiled"
+    segment.mode.value = "resize"
+    assert not any("suits it" in n for n in notes)  # the tiny checkpoint does not say how it was trained
+    segment.model_choice.value = "default"
+    segment.mode.value = "tiled"
+    assert sum("mode 'resize' suits it" in n for n in notes) == 1
+    segment.model_choice.value = "dermoscopy"  # still tiled: said again for the new model
+    assert sum("mode 'resize' suits it" in n for n in notes) == 2
