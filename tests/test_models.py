@@ -51,6 +51,8 @@ def test_forward_intermediates_layout(arch: str, calibrated) -> None:
         for tensor in (*stage["spikes"].values(), *stage["interactions"].values()):
             assert tensor.ndim == 5 and tensor.shape[0] == t and tensor.shape[1] == 1
             assert tensor.shape[-2:] == (h, w)
+        for tensor in stage["spikes"].values():  # (the inspector's channel box offers these)
+            assert tensor.shape[2] == model.recorded_channels(i)
 
 
 def test_medspikeformer_spikes_are_binary_with_time_axis(calibrated) -> None:

@@ -140,6 +140,7 @@ class SDSA(nn.Module):
         if channels % heads:
             raise ValueError(f"channels ({channels}) must be divisible by heads ({heads})")
         self.channels, self.heads, self.spike_driven = channels, heads, spike_driven
+        self.recorded_channels = channels  # of each recorded spike tensor (Q, K, V)
         self.input_neuron = optional_neuron(spike_driven, kind, timesteps)
         # One depth-wise conv with three outputs per channel: q, k, v interleaved.
         self.qkv = ConvBN(channels, 3 * channels, 3, groups=channels)
@@ -339,6 +340,7 @@ class SDQK(nn.Module):
         if channels % 2 or half % heads:
             raise ValueError(f"channels ({channels}) must be divisible by {2 * heads}")
         self.half, self.heads = half, heads
+        self.recorded_channels = half  # of each recorded spike tensor (Q, K)
         self.qk = ConvBN(channels, channels, 3, groups=half)
         self.q_neuron, self.k_neuron = NISF(), NISF()
         self.weight_active, self.weight_inactive = NISF(), NISF()

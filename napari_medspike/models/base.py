@@ -216,6 +216,10 @@ class Segmenter(nn.Module, abc.ABC):
     def attention_modules(self) -> list[nn.Module]:
         """The attention module of each encoder stage, in order."""
 
+    def recorded_channels(self, stage: int) -> int:
+        """Channels of each spike tensor :meth:`forward_intermediates` records at ``stage``."""
+        return int(self.attention_modules()[stage].recorded_channels)
+
     @abc.abstractmethod
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for input already checked and padded to a multiple of :data:`STRIDE`."""

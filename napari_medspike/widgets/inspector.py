@@ -135,6 +135,7 @@ class InspectorWidget(DockContainer):
         full_width(self.model_note, self.summary)
         self.inner.layout().addWidget(self.plot.canvas)
         self.reduce.changed.connect(lambda v: setattr(self.channel, "visible", v == "channel"))
+        self.stage.changed.connect(self._limit_channel)
         self.view.changed.connect(self._apply_view)
         self.interactions.changed.connect(self._show_again)
         self._shown: tuple[Any, ...] | None = None  # the last result: another interactions view needs no new run
@@ -168,6 +169,7 @@ class InspectorWidget(DockContainer):
         elif "v" in self.spikes.choices:  # the values carry the attention's output: the default view
             self.spikes.value = "v"
         self._source = source
+        self._limit_channel()
         if model is None:
             show_text(self.model_note, "model: the Segment dock's (not loaded yet)")
             return
@@ -180,6 +182,15 @@ class InspectorWidget(DockContainer):
         else:
             time = f"T = {model.timesteps} timesteps"
         show_text(self.model_note, f"model: {elide(model_label(source), 40)} ({model.arch}, {time})")
+
+    def _limit_channel(self, *_: Any) -> None:
+        """The channel box offers the channels the chosen stage of the current model records."""
+        model = SESSION.model
+        if model is None or not model.spiking or not 0 <= self.stage.value < len(model.attention_modules()):
+            return
+        channels = model.recorded_channels(self.stage.value)
+        self.channel.max = channels - 1
+        self.channel.tooltip = f"one of the {channels} channels of stage {self.stage.value}'s spikes"
 
     # --- running ----------------------------------------------------------------------------
     def run(self) -> Any:

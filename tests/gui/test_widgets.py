@@ -602,3 +602,13 @@ def test_tiling_a_model_trained_on_whole_images_is_warned_in_napari(plugin, note
     assert sum("mode 'resize' suits it" in n for n in notes) == 1
     segment.model_choice.value = "dermoscopy"  # still tiled: said again for the new model
     assert sum("mode 'resize' suits it" in n for n in notes) == 2
+
+
+def test_the_channel_box_offers_the_channels_of_the_stage_chosen(plugin):
+    _, widgets, _ = plugin  # the tiny model: stage widths 8, 16, 32, 64
+    inspector = widgets["Spike inspector"]
+    for stage, channels in enumerate((8, 16, 32, 64)):
+        inspector.stage.value = stage
+        assert inspector.channel.max == channels - 1 and f"{channels} channels" in inspector.channel.tooltip
+    widgets["Segment"].model_choice.value = "default"  # MedQKFormer records half a stage's channels
+    assert inspector.channel.max == 127
