@@ -62,13 +62,16 @@ class RatePlot:
         self.canvas.setMinimumSize(120, 380)  # never wider than the dock; tall enough to read
         self.canvas.setToolTip("top: mean firing rate of each encoder stage, the decoder and the head at each "
                                "timestep; bottom: every spiking layer (rows, input to output) at each timestep")
+        self.show({}, virtual=False)
 
     def show(self, layer_rates: dict[str, np.ndarray], virtual: bool, levels: int = 1) -> None:
         """Plot the rates; ``levels`` > 1: integer spikes per timestep, each rate the mean of k/levels."""
         from matplotlib.ticker import MaxNLocator
 
         self.figure.clear()
-        if not layer_rates:
+        if not layer_rates:  # before the first inspection: say what will be here, not a blank area
+            self.figure.text(0.5, 0.5, "firing rates per timestep\nappear here after Inspect", ha="center",
+                             va="center", fontsize=8, color="0.45")
             self.canvas.draw_idle()
             return
         left, right = self.figure.subplots(2, 1, height_ratios=(1, 1))
