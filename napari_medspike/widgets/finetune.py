@@ -192,6 +192,12 @@ class FinetuneWidget(DockContainer):
         full_width(self.result)
         self.inner.layout().addWidget(self.plot.canvas)
         self.lr.native.setDecimals(6)
+        from qtpy.QtCore import Qt
+
+        # a long name is cut in its middle (the time it was saved stays in view), never scrolled sideways
+        self.corrections.native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.corrections.native.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.corrections.native.model().rowsInserted.connect(self._name_in_tooltips)
         self.save_button.changed.connect(self.save_correction)
         self.reload_button.changed.connect(self.load_selected)
         self.remove_button.changed.connect(self.remove_selected)
@@ -264,6 +270,12 @@ class FinetuneWidget(DockContainer):
             labels[label] = labels.get(label, 0) + 1
             choices.append((label if labels[label] == 1 else f"{label} ({labels[label]})", entry.stem))
         return choices
+
+    def _name_in_tooltips(self, *_: Any) -> None:
+        """Each stored correction's whole name in its tooltip (the list cuts long ones)."""
+        items = self.corrections.native
+        for row in range(items.count()):
+            items.item(row).setToolTip(items.item(row).text())
 
     def refresh(self, *_: Any) -> None:
         """Re-list the stored corrections (also done whenever layers change: the list comes

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QApplication, QPushButton
 
 from napari_medspike import create_model, load_model, save_checkpoint
@@ -85,6 +85,9 @@ def test_stored_corrections_stay_listed(plugin, tmp_path, save):
     viewer.add_image(np.zeros((5, 5)), name="another")  # any layer change re-lists the store
     viewer.layers.remove("another")
     assert tune.corrections.choices == (entry.stem,)
+    listed = tune.corrections.native  # a long name: cut in the list, whole in its tooltip, no sideways scrolling
+    assert listed.item(0).toolTip() == listed.item(0).text() and listed.item(0).text().startswith("photo")
+    assert listed.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
     tune.corrections.value = entry.stem
     tune.load_selected()
     assert "photo (stored)" in viewer.layers
