@@ -46,6 +46,11 @@ DECOMPOSED_HELP = (
 #: diverging one for signed maps; each map has its own contrast limits.
 INTERACTION_COLORMAP, SHARE_COLORMAP, SIGNED_COLORMAP = "magma", "viridis", "bwr"
 VIEWS = ("side by side", "overlay")
+#: The spikes over the image are added to it in this colormap, from their median (black: adds
+#: nothing) to their maximum, so that the image stays readable and where more spikes fire glows.
+OVERLAY_SPIKE_COLORMAP = "inferno"
+#: Metadata keys of the spike layer's contrast limits in each view.
+GRID_LIMITS, OVERLAY_LIMITS = "medspike_grid_limits", "medspike_overlay_limits"
 #: Metadata key that marks the layers the inspector made.
 MAP_TAG = "medspike_inspector_map"
 
@@ -128,7 +133,8 @@ class InspectorWidget(DockContainer):
                                      f"{INTERACTION_VIEWS[1]}: {DECOMPOSED_HELP}")
         self.view = ComboBox(label="view", choices=list(VIEWS), value=VIEWS[0],
                              tooltip="side by side: the image, the spikes and the four interaction maps in a "
-                             "grid with one camera; overlay: the maps over the image")
+                             "grid with one camera; overlay: the spikes added onto the image, glowing where more "
+                             "fire than at the median pixel (the interaction maps can be switched on in the layer list)")
         self.run_button = PushButton(text="Inspect", tooltip=INTERACTION_HELP)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.summary = compact_label(Label(value=""))
@@ -288,7 +294,12 @@ class InspectorWidget(DockContainer):
         time_word = "virtual t" if maps.virtual else "t"
         names = [f"spikes {maps.spike_name} ({tag}, {time_word})"]
         data, where = placed(maps.spikes)
-        self._put(names[0], 0, data, colormap="gray", contrast_limits=(0.0, max(float(maps.spikes.max()), 1e-6)), **where)
+        top = max(float(maps.spikes.max()), 1e-6)
+        limits = {GRID_LIMITS: (0.0, top), OVERLAY_LIMITS: (min(float(np.median(maps.spikes)), top * 0.99), top)}
+        grid = self.view.value == VIEWS[0]
+        spikes = self._put(names[0], 0, data, colormap="gray" if grid else OVERLAY_SPIKE_COLORMAP,
+                           contrast_limits=limits[GRID_LIMITS if grid else OVERLAY_LIMITS], **where)
+        spikes.metadata.update(limits)
         decomposed = self.interactions.value == INTERACTION_VIEWS[1] and maps.decomposed
         shown = maps.decomposed if decomposed else maps.interactions
         arrays = {k: (v[0] if v.shape[0] == 1 else v) for k, v in shown.items()}  # no time: 2D
@@ -379,7 +390,9 @@ class InspectorWidget(DockContainer):
             visibility or blending event, even one that changes nothing."""
             target = layer.name_overlay if key == "name_overlay" else layer
             attr = "visible" if key == "name_overlay" else key
-            if getattr(target, attr) != value:
+            now = getattr(target, attr)
+            now = now.name if attr == "colormap" else tuple(now) if attr == "contrast_limits" else now
+            if now != value:
                 setattr(target, attr, value)
 
         settings = viewer_grid(self.viewer)
@@ -390,8 +403,14 @@ class InspectorWidget(DockContainer):
             if layer.name in shown:
                 put(layer, "name_overlay", grid)  # each grid cell says what it shows
                 put(layer, "visible", grid or layer.name in shown[:2])  # overlay: the image and the spikes
-                put(layer, "blending", "translucent_no_depth" if layer.name == shown[0] else "translucent")
-                put(layer, "opacity", 1.0 if grid or layer.name == shown[0] else 0.6)
+                spikes = GRID_LIMITS in layer.metadata  # (the spike layer may have been deleted)
+                glow = not grid and spikes  # overlaid spikes add light where they fire
+                put(layer, "blending", "translucent_no_depth" if layer.name == shown[0] else
+                    "additive" if glow else "translucent")
+                put(layer, "opacity", 1.0 if grid or layer.name == shown[0] or glow else 0.6)
+                if spikes:  # grey in the grid; over the image, pixels at or below the median leave it as it is
+                    put(layer, "colormap", OVERLAY_SPIKE_COLORMAP if glow else "gray")
+                    put(layer, "contrast_limits", layer.metadata[OVERLAY_LIMITS if glow else GRID_LIMITS])
             elif layer.metadata.get(MAP_TAG):  # the firing-rate map: switched on in the layer list
                 put(layer, "visible", False)
             elif grid and layer.visible:  # the grid shows only these; the user's layers come back after

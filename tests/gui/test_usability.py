@@ -176,9 +176,22 @@ def test_inspector_grid_names_time_axis_and_recorded_spikes(plugin, qtbot):
     rows = per_layer.images[0].get_array().shape[0]
     assert per_layer.get_ylabel() == f"layer 1-{rows}" and per_layer.images[0].get_extent()[2:] == [rows + 0.5, 0.5]
     assert all(float(tick).is_integer() for tick in per_layer.get_yticks())
+    spikes = viewer.layers["spikes v (stage 0, t)"]
+    assert spikes.colormap.name == "gray"
     inspector.view.value = "overlay"
     assert not viewer_grid(viewer).enabled
-    assert viewer.layers["spikes v (stage 0, t)"].visible and not viewer.layers["AA (stage 0)"].visible
+    assert spikes.visible and not viewer.layers["AA (stage 0)"].visible
+    # over the image the spikes add light where they fire (not a grey veil over the whole picture)
+    assert (spikes.blending, spikes.opacity, spikes.colormap.name) == ("additive", 1.0, "inferno")
+    lo, hi = spikes.contrast_limits  # from the median (adds nothing) to the most firing
+    assert hi == pytest.approx(max(float(spikes.data.max()), 1e-6))
+    assert lo == pytest.approx(min(float(np.median(spikes.data)), 0.99 * hi))
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):  # a new inspection keeps the overlay's look
+        pass
+    assert (spikes.blending, spikes.colormap.name) == ("additive", "inferno") and not viewer_grid(viewer).enabled
+    inspector.view.value = "side by side"
+    assert (spikes.blending, spikes.opacity, spikes.colormap.name) == ("translucent", 1.0, "gray")
+    assert spikes.contrast_limits[0] == 0.0
 
 
 def test_integer_spikes_shown_as_virtual_timesteps(plugin, qtbot, tmp_path):
