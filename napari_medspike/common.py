@@ -88,6 +88,8 @@ def describe_write_failure(path: Path, err: BaseException) -> tuple[str, int | N
                 f"({free} free in {path.parent}; {text.strip()[:200]})"), code
     if code == errno_codes.EACCES or code == errno_codes.EPERM or code == errno_codes.EROFS:
         return f"permission denied or read-only file system ({type(err).__name__}: {err})", code
+    if code == errno_codes.ENOTDIR:
+        return f"a part of the path is a file, not a folder ({type(err).__name__}: {err})", code
     return f"{type(err).__name__}: {err}", code
 
 
@@ -136,6 +138,8 @@ def check_writable(folder: str | Path) -> Path:
     minutes of work whose result goes there. Raises :class:`WriteError` saying why not."""
     folder = Path(folder)
     probe = folder / ".write-test"
+    if folder.exists() and not folder.is_dir():
+        raise WriteError(f"cannot write in {folder}: it is a file, not a folder", folder, errno_codes.EEXIST)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=probe.name, suffix=".tmp", dir=folder)

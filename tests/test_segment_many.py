@@ -71,6 +71,25 @@ def test_folder_command_writes_masks_probabilities_and_measurements(tmp_path):
     assert main([str(tmp_path / "missing"), "--out", str(out)]) == 2
 
 
+
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(tmp_path, capsys):
+    from napari_medspike.cli.segment import main
+    from napari_medspike.inference.folder import segment_folder_steps
+
+    image = tmp_path / "a.png"
+    io.imsave(image, synthetic_lesion((40, 48), seed=0)[0], check_contrast=False)
+    taken = tmp_path / "results"
+    taken.write_text("a file where the output folder should go")
+    assert main([str(image), "--out", str(taken), "--model", "nope-not-loaded"]) == 2  # before the model
+    assert "it is a file, not a folder" in capsys.readouterr().err
+    assert main([str(image), "--out", str(taken / "masks")]) == 2
+    assert "a part of the path is a file" in capsys.readouterr().err
+    model = create_model("medqkformer", widths=(8, 16, 32, 64))
+    with pytest.raises(OSError, match="it is a file, not a folder"):
+        next(segment_folder_steps(model, image, taken))
+    assert taken.read_text().startswith("a file")  # untouched
+
+
 def test_measurements_csv_round_trip(tmp_path):
     rows = measure_regions(np.eye(6, dtype=np.uint8), image="x.png")
     path = write_csv(rows, tmp_path / "m.csv")

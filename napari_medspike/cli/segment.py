@@ -14,12 +14,13 @@ from ..runtime import PRECISION_HELP, PRECISIONS, reexec_with_huge_pages
 def _segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..common import run_job
+    from ..common import check_writable, run_job
     from ..engine.checkpoint import load_model
     from ..inference.folder import list_inputs, segment_folder_steps
     from ..inference.predictor import pick_device
 
     inputs = list_inputs(args.input)  # says what is wrong before a model is loaded
+    check_writable(args.out)  # (as is an output folder that cannot be written)
     model = load_model(args.model)
     device, note = pick_device(args.device)
     print(f"{len(inputs)} files, model {args.model}, {note}", file=sys.stderr)

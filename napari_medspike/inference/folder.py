@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..common import Progress, atomic_write, run_job
+from ..common import Progress, atomic_write, check_writable, run_job
 from ..data.io import IMAGE_SUFFIXES, ImageReadError, read_pixels
 from ..data.video import VIDEO_SUFFIXES, iter_frames, video_info
 from ..models.base import Segmenter
@@ -127,7 +127,7 @@ def segment_folder_steps(
     from ..data.corrections import png_bytes
 
     inputs = list_inputs(source)
-    out = Path(out)
+    out = check_writable(out)  # a file named like the folder, or no permission: said before any work
     result = FolderResult(out)
     result.earlier = set_aside_earlier_run(out)
     (out / "masks").mkdir(parents=True, exist_ok=True)

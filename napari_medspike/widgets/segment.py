@@ -10,6 +10,7 @@ import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, PushButton, Table, create_widget
 
+from ..common import check_writable
 from ..engine.checkpoint import list_models
 from ..inference.measure import measure_slices, summarise, write_csv
 from ..inference.predictor import MODES, Progress, mode_note, pick_device, predict_stack_steps, recommended_flips
@@ -274,8 +275,9 @@ class SegmentWidget(DockContainer):
         source = Path(str(self.folder_in.value))
         try:
             inputs = list_inputs(source)
+            check_writable(out)
             model = SESSION.get(self.model_source())
-        except Exception as err:  # a missing/empty folder or a bad checkpoint: say so, do not raise
+        except Exception as err:  # a missing/empty or unwritable folder, a bad checkpoint: say so, do not raise
             show_error(str(err))
             return None
         device, note = pick_device(self.device.value)

@@ -428,6 +428,9 @@ def test_segment_a_folder_from_the_dock(plugin, qtbot, tmp_path, notes):
     (folder / "broken.jpg").write_bytes(b"")
     segment.folder_in.value = str(folder)
     assert segment.output_folder() == tmp_path / "clinic-masks"
+    (tmp_path / "clinic-masks").write_text("a file")  # where the masks would go: refused before any work
+    assert segment.run_folder() is None and "it is a file, not a folder" in notes[-1]
+    (tmp_path / "clinic-masks").unlink()
     segment.threshold.value = 0.3
     worker = segment.run_folder()
     assert worker is not None and not segment.run_button.enabled and segment.cancel_button.enabled
