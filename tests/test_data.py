@@ -139,6 +139,11 @@ def test_two_images_of_one_name_are_reported_not_dropped_silently(tmp_path):
 def test_missing_folders_raise(tmp_path):
     with pytest.raises(FileNotFoundError, match="images/ and masks/"):
         find_pairs(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such folder"):  # a typo in the path: said as such
+        find_pairs(tmp_path / "kvasir-sge")
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        find_pairs(tmp_path / "notes.txt")
 
 
 def test_split_is_seeded_and_disjoint(tmp_path):

@@ -77,7 +77,8 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
     for folder in map(Path, folders):
         images_dir, masks_dir = folder / "images", folder / "masks"
         if not images_dir.is_dir() or not masks_dir.is_dir():
-            problems.append(f"{folder}: expected sub-folders images/ and masks/")
+            missing = "no such folder; " if not folder.exists() else "not a folder; " if not folder.is_dir() else ""
+            problems.append(f"{folder}: {missing}expected sub-folders images/ and masks/")
             continue
         name = dataset_name(folder)  # keys start with the dataset's name
         if is_correction_store(folder):
