@@ -24,6 +24,7 @@ from ._common import (
     compact_label,
     full_width,
     make_narrow,
+    mask_look,
     show_text,
     elide,
     follow_layers,
@@ -238,6 +239,10 @@ class SegmentWidget(DockContainer):
                                                           settings={"mode": mode, "flips": flips, "device": device.type},
                                                           colour=self.mask_colour.value, style=self.mask_style.value,
                                                           model_source=source)
+            colour = mask_look(self._mask_layer)[0]  # another colour beside a painted mask kept: the box says which
+            if colour != self.mask_colour.value:
+                with self.mask_colour.changed.blocked():
+                    self.mask_colour.value = colour
             self._measure(layer, prob, rows)
             extra = (", mirror TTA" if flips else "") + (", bf16" if bf16_inference(model, device) else "")
             images = f"{prob.shape[0]} images, " if prob.ndim == 3 else ""

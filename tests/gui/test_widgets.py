@@ -408,6 +408,7 @@ def test_painting_marks_the_mask_and_autosaves_a_draft(plugin, qtbot, tmp_path, 
     assert "photo mask [2]" in viewer.layers and viewer.layers["photo mask"].data[20, 30] == 1
     # ... in another colour, so the painted mask and the new one are told apart
     assert viewer.layers["photo mask [2]"].metadata["mask_colour"] != viewer.layers["photo mask"].metadata["mask_colour"]
+    assert widgets["Segment"].mask_colour.value == viewer.layers["photo mask [2]"].metadata["mask_colour"]  # as shown
 
 
 def test_segment_a_folder_from_the_dock(plugin, qtbot, tmp_path, notes):
