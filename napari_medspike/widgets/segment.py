@@ -244,6 +244,7 @@ class SegmentWidget(DockContainer):
                 with self.mask_colour.changed.blocked():
                     self.mask_colour.value = colour
             self._measure(layer, prob, rows)
+            self.apply_threshold()  # the slider moved while segmenting: the mask follows it
             extra = (", mirror TTA" if flips else "") + (", bf16" if bf16_inference(model, device) else "")
             images = f"{prob.shape[0]} images, " if prob.ndim == 3 else ""
             show_text(self.status, f"segmented '{elide(layer.name, 40)}' with {elide(model_label(source), 40)} "

@@ -346,6 +346,14 @@ def test_the_threshold_slider_redraws_the_last_mask_but_never_a_painted_one(plug
         qtbot.waitUntil(lambda: sum(r["area_px"] for r in segment.measurements) == expected, timeout=5000)
         assert int((mask.data > 0).sum()) == expected and mask.metadata["threshold"] == threshold
         assert f"threshold {threshold:.2f}" in text(segment.status)
+    worker = segment.run()  # moved while segmenting: the new mask is drawn at the slider's value
+    segment.threshold.value = other
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    assert int((mask.data > 0).sum()) == counts[other] and mask.metadata["threshold"] == other
+    qtbot.waitUntil(lambda: sum(r["area_px"] for r in segment.measurements) == counts[other], timeout=5000)
+    segment.threshold.value = 0.5
+    qtbot.waitUntil(lambda: int((mask.data > 0).sum()) == counts[0.5], timeout=5000)
     mask.paint((35, 45), 0, refresh=True)  # an eraser stroke (at 0.5 the tiny model's mask is all foreground)
     painted = mask.data.copy()
     assert mask.metadata.get("edited")
