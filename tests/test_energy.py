@@ -93,3 +93,25 @@ def test_attention_heads_count_only_the_work_inside_each_head():
             decomposed_channel_attention(q, k, v, heads)
         work[heads] = sum(layer.macs for layer in layers if layer.op == "matmul")
     assert work[1] > 0 and work[4] * 4 == work[1], work
+
+
+def test_the_first_estimate_imports_no_compiler():
+    """torch wraps a dispatch mode to keep torch.compile out of it, and that wrapper imports
+    torch._dynamo (about 1.5 s with the GIL held: napari froze at the first inspection). The
+    recorder opts out; a fresh process shows whether it still does."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from napari_medspike import create_model\n"
+        "from napari_medspike.analysis.energy import estimate_energy\n"
+        "assert 'torch._dynamo' not in sys.modules, 'imported before the estimate'\n"
+        "report = estimate_energy(create_model('medspikeformer', widths=(8, 16, 32, 64), timesteps=2).eval(),\n"
+        "                         torch.rand(1, 3, 32, 32))\n"
+        "assert report.sops > 0 or report.analog_macs > 0\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

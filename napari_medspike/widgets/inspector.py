@@ -8,7 +8,6 @@ import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Label, PushButton, SpinBox, create_widget
 
-from ..analysis.energy import warm_up as energy_warm_up
 from ..analysis.maps import DECOMPOSED, INTERACTION_VIEWS, REDUCTIONS, inspect_steps, stage_of
 from ._common import (
     SESSION,
@@ -114,7 +113,6 @@ class InspectorWidget(DockContainer):
 
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
-        energy_warm_up()  # now, while the dock opens, not in the first inspection's worker
         self.viewer = napari_viewer
         self.worker: Any = None
         self.image = create_widget(annotation=napari.layers.Image, label="image")
