@@ -314,6 +314,22 @@ class _WidthKeeper(QObject):
         return False
 
 
+def plot_theme(viewer: Any) -> dict[str, str]:
+    """matplotlib settings that draw a dock's plot in the viewer's napari theme (a white figure
+    glares in the dark theme), for ``matplotlib.rc_context``; empty for a theme napari cannot
+    name (matplotlib's own look)."""
+    from napari.utils.theme import get_theme
+
+    try:
+        theme = get_theme(str(getattr(viewer, "theme", "dark")))
+    except Exception:  # (a custom theme that is gone, an old napari)
+        return {}
+    face, text = theme.background.as_hex(), theme.text.as_hex()
+    return {"figure.facecolor": face, "axes.facecolor": face, "savefig.facecolor": face, "axes.edgecolor": text,
+            "axes.labelcolor": text, "axes.titlecolor": text, "xtick.color": text, "ytick.color": text,
+            "text.color": text, "legend.labelcolor": text}
+
+
 def viewer_grid(viewer: Any) -> Any:
     """The viewer's grid settings (``viewer.canvas.grid`` from napari 0.9, ``viewer.grid`` before)."""
     canvas = getattr(viewer, "canvas", None)

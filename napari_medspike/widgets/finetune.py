@@ -43,6 +43,7 @@ from ._common import (
     mask_look,
     model_label,
     other_colour,
+    plot_theme,
     show_for_editing,
     show_text,
     shown_slice,
@@ -59,14 +60,17 @@ class CurvePlot:
     """A small matplotlib canvas in the dock: training loss, validation loss and Dice per epoch,
     and the starting model's validation Dice (the bar a fine-tune must beat to be kept)."""
 
-    def __init__(self) -> None:
+    def __init__(self, style: dict[str, str] | None = None) -> None:
+        from matplotlib import rc_context
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.2, 2.0), dpi=90, layout="constrained")
+        self.style = style or {}  # matplotlib settings for napari's theme (see plot_theme)
+        with rc_context(self.style):
+            self.figure = Figure(figsize=(3.2, 2.0), dpi=90, layout="constrained")
+            self.ax = self.figure.add_subplot(111)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumSize(120, 170)  # readable curves even when the dock is short (it scrolls)
-        self.ax = self.figure.add_subplot(111)
         self.history: list[dict[str, float]] = []
         self.start: dict[str, float] | None = None
         self.clear()
@@ -85,6 +89,13 @@ class CurvePlot:
         self._draw()
 
     def _draw(self) -> None:
+        from matplotlib import rc_context
+
+        with rc_context(self.style):
+            self._plot()
+        self.canvas.draw_idle()
+
+    def _plot(self) -> None:
         from matplotlib.ticker import MaxNLocator
 
         self.ax.clear()
@@ -109,7 +120,6 @@ class CurvePlot:
             self.figure.legend(loc="outside lower center", ncol=2, fontsize=6, handlelength=1.2,
                                frameon=False)
         self.ax.tick_params(labelsize=7)
-        self.canvas.draw_idle()
 
 
 def correction_label(entry: Any) -> str:
@@ -185,7 +195,7 @@ class FinetuneWidget(DockContainer):
         self.run_button = PushButton(text="Fine-tune")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.result = compact_label(Label(value=""))
-        self.plot = CurvePlot()
+        self.plot = CurvePlot(plot_theme(self.viewer))
         self.extend([self.image, self.mask, self.store_dir, self.save_button, self.corrections, self.reload_button, self.remove_button,
                      self.epochs, self.minutes, self.lr, self.replay, self.replay_samples, self.keep_start, self.run_button, self.cancel_button,
                      self.result])
@@ -194,8 +204,9 @@ class FinetuneWidget(DockContainer):
         self.lr.native.setDecimals(6)
         from qtpy.QtCore import Qt
 
-        # a long name is cut in its middle (the time it was saved stays in view), never scrolled sideways
-        self.corrections.native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        # a long name is cut at its end (the image it names stays in view: its tooltip has it all), never
+        # scrolled sideways
+        self.corrections.native.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.corrections.native.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.corrections.native.model().rowsInserted.connect(self._name_in_tooltips)
         self.save_button.changed.connect(self.save_correction)

@@ -19,6 +19,7 @@ from ._common import (
     follow_layers,
     make_narrow,
     model_label,
+    plot_theme,
     selected_image_and_model,
     show_text,
     shown_slice,
@@ -57,11 +58,14 @@ MAP_TAG = "medspike_inspector_map"
 class RatePlot:
     """Firing rate per (virtual) timestep for each part of the network, and per layer."""
 
-    def __init__(self) -> None:
+    def __init__(self, style: dict[str, str] | None = None) -> None:
+        from matplotlib import rc_context
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.0, 4.8), dpi=90, layout="constrained")
+        self.style = style or {}  # matplotlib settings for napari's theme (see plot_theme)
+        with rc_context(self.style):
+            self.figure = Figure(figsize=(3.0, 4.8), dpi=90, layout="constrained")
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setMinimumSize(120, 380)  # never wider than the dock; tall enough to read
         self.canvas.setToolTip("top: mean firing rate of each encoder stage, the decoder and the head at each "
@@ -70,13 +74,19 @@ class RatePlot:
 
     def show(self, layer_rates: dict[str, np.ndarray], virtual: bool, levels: int = 1) -> None:
         """Plot the rates; ``levels`` > 1: integer spikes per timestep, each rate the mean of k/levels."""
+        from matplotlib import rc_context
+
+        with rc_context(self.style):
+            self._draw(layer_rates, virtual, levels)
+        self.canvas.draw_idle()
+
+    def _draw(self, layer_rates: dict[str, np.ndarray], virtual: bool, levels: int) -> None:
         from matplotlib.ticker import MaxNLocator
 
         self.figure.clear()
         if not layer_rates:  # before the first inspection: say what will be here, not a blank area
             self.figure.text(0.5, 0.5, "firing rates per timestep\nappear here after Inspect", ha="center",
-                             va="center", fontsize=8, color="0.45")
-            self.canvas.draw_idle()
+                             va="center", fontsize=8, alpha=0.6)
             return
         left, right = self.figure.subplots(2, 1, height_ratios=(1, 1))
         steps = max(len(r) for r in layer_rates.values())
@@ -105,7 +115,6 @@ class RatePlot:
         right.set_xticks(range(steps))
         right.tick_params(labelsize=7)
         self.figure.colorbar(image, ax=right, shrink=0.8, pad=0.03).ax.tick_params(labelsize=6)
-        self.canvas.draw_idle()
 
 
 class InspectorWidget(DockContainer):
@@ -136,7 +145,7 @@ class InspectorWidget(DockContainer):
         self.run_button = PushButton(text="Inspect", tooltip=INTERACTION_HELP)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.summary = compact_label(Label(value=""))
-        self.plot = RatePlot()
+        self.plot = RatePlot(plot_theme(self.viewer))
         self.extend([self.image, self.model_note, self.stage, self.spikes, self.reduce, self.channel,
                      self.interactions, self.view, self.run_button, self.cancel_button, self.summary])
         full_width(self.model_note, self.summary)

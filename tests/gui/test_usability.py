@@ -676,3 +676,31 @@ def test_a_model_card_says_what_its_dice_was_measured_on(tmp_path):
     held_out = save_checkpoint(model, tmp_path / "held.safetensors", input_size=64, metrics={"val_dice": 0.81},
                                training={"data": [str(tmp_path / "kvasir-seg")], "val_keys": ["kvasir-seg/a", "kvasir-seg/b"]})
     assert summary_of(load_model(held_out)).endswith("validation Dice 0.810 (kvasir-seg, 2 images)")
+
+
+def test_the_plots_take_napari_s_theme(plugin, qtbot):
+    """A white figure glares in napari's dark theme: the docks' plots use the theme's colours,
+    and follow a light theme chosen before the docks open."""
+    from matplotlib.colors import to_hex
+    from napari.utils.theme import get_theme
+
+    viewer, widgets, _ = plugin
+    dark = get_theme(viewer.theme)
+    for plot in (widgets["Spike inspector"].plot, widgets["Correct and fine-tune"].plot):
+        assert to_hex(plot.figure.get_facecolor()) == dark.background.as_hex()
+        assert all(to_hex(t.get_color()) == dark.text.as_hex() for t in plot.figure.texts)  # the inspector's hint
+    with qtbot.waitSignal(widgets["Spike inspector"].run().finished, timeout=WAIT):
+        pass
+    axes = widgets["Spike inspector"].plot.figure.axes[0]
+    assert to_hex(axes.get_facecolor()) == dark.background.as_hex()
+    assert to_hex(axes.title.get_color()) == to_hex(axes.xaxis.label.get_color()) == dark.text.as_hex()
+    curve = widgets["Correct and fine-tune"].plot
+    curve.add({"epoch": 1, "train_loss": 0.5, "val_loss": 0.4, "val_dice": 0.8})
+    assert to_hex(curve.ax.get_facecolor()) == dark.background.as_hex()
+    assert to_hex(curve.ax.xaxis.label.get_color()) == dark.text.as_hex()
+    from napari_medspike.widgets.inspector import RatePlot
+    from napari_medspike.widgets._common import plot_theme
+
+    viewer.theme = "light"
+    light = RatePlot(plot_theme(viewer))
+    assert to_hex(light.figure.get_facecolor()) == get_theme("light").background.as_hex()
