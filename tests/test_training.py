@@ -695,6 +695,11 @@ def test_finetune_result_headline_puts_the_figures_first():
     same = result(dice_before=0.5, dice_after=0.5, validation_images=2, improved=False)
     assert "not improved" in same.headline() and "->" not in same.headline()
     assert "kept unchanged" in same.describe()
+    # cancelled before an epoch ended: not "no epoch beat the starting model"
+    early = FinetuneResult(checkpoint=Path("t.safetensors"), history=[], cancelled=True, dice_before=0.5,
+                           dice_after=0.5, improved=False)
+    assert "cancelled before an epoch ended" in early.headline()
+    assert "cancelled before the first epoch" in early.describe() and "no epoch beat" not in early.describe()
 
 
 def test_cosine_schedule_anneals_by_steps_or_by_the_time_budget():

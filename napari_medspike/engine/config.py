@@ -215,6 +215,9 @@ class FinetuneResult:
             return "Dice not measured (cancelled before the first epoch)"
         where = (f"held-out Dice on {self._images}" if self.held_out
                  else "Dice on the corrected image itself (save corrections of 2 or more images to hold one out)")
+        if not self.improved and self.cancelled and not self.history:
+            return (f"{where}: {self.dice_before:.3f}; cancelled before the first epoch ended, so the starting "
+                    "model's weights are kept unchanged")
         if not self.improved:
             return (f"{where}: {self.dice_before:.3f}; no epoch beat the starting model, so its weights are kept "
                     "unchanged (more corrections or epochs may help)")
@@ -227,6 +230,8 @@ class FinetuneResult:
         if not self.measured:
             return "Dice not measured"
         where = f"held out: {self._images}" if self.held_out else "on the corrected image itself"
+        if not self.improved and self.cancelled and not self.history:
+            return f"Dice {self.dice_before:.3f}, cancelled before an epoch ended: the starting model is kept ({where})"
         if not self.improved:
             return f"Dice {self.dice_before:.3f}, not improved: the starting model is kept ({where})"
         return f"Dice {self.dice_before:.3f} -> {self.dice_after:.3f} ({where})"
