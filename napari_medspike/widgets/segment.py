@@ -141,7 +141,11 @@ class SegmentWidget(DockContainer):
         SESSION.subscribe(self._session_changed)
         self.native.destroyed.connect(lambda *_: SESSION.unsubscribe(self._session_changed))
         show_text(self.device_note, pick_device("auto")[1])
+        self._choosing = False  # True while the dock itself sets the model box
         self._model_changed()
+        #: whether the model box holds the dock's choice (its first model, a sample's
+        #: suggestion), which a sample may replace, rather than the user's or a fine-tune's
+        self._automatic_model = True
         self._image_changed(self.image.value)  # a sample opened before the dock
         make_narrow(self)
 
@@ -165,12 +169,23 @@ class SegmentWidget(DockContainer):
         from .._sample_data import SUGGESTED_MODEL
 
         suggested = getattr(layer, "metadata", {}).get(SUGGESTED_MODEL)
-        if suggested in self.model_choice.choices and suggested != self.model_choice.value:
-            self.model_choice.value = suggested
+        if suggested not in self.model_choice.choices or suggested == self.model_choice.value:
+            return
+        if not self._automatic_model:  # the user's choice (or a fine-tuned model) stays
             napari.utils.notifications.show_info(
-                f"model '{suggested}' chosen for the sample '{layer.name}': it was trained on images of its kind")
+                f"the sample '{layer.name}' is of the kind model '{suggested}' was trained on; the model chosen "
+                f"({elide(model_label(self.model_source() or ''), 40)}) is kept")
+            return
+        self._choosing = True
+        try:
+            self.model_choice.value = suggested
+        finally:
+            self._choosing = False
+        napari.utils.notifications.show_info(
+            f"model '{suggested}' chosen for the sample '{layer.name}': it was trained on images of its kind")
 
     def _model_changed(self, *_: Any) -> None:
+        self._automatic_model = self._choosing
         self.checkpoint.visible = self.model_choice.value == CHECKPOINT_FILE
         source = self.model_source()
         if source is None:

@@ -661,6 +661,10 @@ def test_a_bundled_sample_gets_the_model_trained_on_its_kind_of_image(make_napar
     segment.model_choice.value = "spiking"
     segment.image.value = viewer.add_image(np.zeros((40, 40, 3), np.uint8), name="mine", rgb=True)
     assert segment.model_choice.value == "spiking"
+    # a model the user chose (or a fine-tune made current) is not replaced by a sample's suggestion
+    segment.image.value = viewer.layers["skin lesion (PH2)"]
+    assert segment.model_choice.value == "spiking"
+    assert "the model chosen (spiking) is kept" in notes[-1]
 
 
 def test_a_model_card_says_what_its_dice_was_measured_on(tmp_path):
