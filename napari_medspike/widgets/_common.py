@@ -406,9 +406,30 @@ def call_when_shown(widget: Any, callback: Callable[[], None]) -> None:
     widget.native.installEventFilter(widget._show_filter)
 
 
-def follow_layers(widget: Any, viewer: Any) -> None:
-    """Refresh a widget's layer pickers whenever layers are added or removed."""
-    viewer.layers.events.inserted.connect(widget.reset_choices)
+#: Metadata key that marks the layers the Spike inspector made.
+MAP_TAG = "medspike_inspector_map"
+
+
+def is_users_image(layer: Any) -> bool:
+    """Whether ``layer`` is an image the user opened or added, not one of this plugin's results
+    (probabilities, the inspector's maps)."""
+    from napari.layers import Image
+
+    metadata = getattr(layer, "metadata", None) or {}
+    return isinstance(layer, Image) and "source_image" not in metadata and MAP_TAG not in metadata
+
+
+def follow_layers(widget: Any, viewer: Any, new_images: bool = False) -> None:
+    """Refresh a widget's layer pickers whenever layers are added or removed; ``new_images``:
+    an image the user opens becomes the widget's image (Segment would otherwise segment the
+    earlier one again)."""
+    def inserted(event: Any) -> None:
+        widget.reset_choices()
+        layer = getattr(event, "value", None)
+        if new_images and is_users_image(layer) and layer in widget.image.choices:
+            widget.image.value = layer
+
+    viewer.layers.events.inserted.connect(inserted)
     viewer.layers.events.removed.connect(widget.reset_choices)
 
 

@@ -10,6 +10,7 @@ from magicgui.widgets import ComboBox, Label, PushButton, SpinBox, create_widget
 
 from ..analysis.maps import DECOMPOSED, INTERACTION_VIEWS, REDUCTIONS, inspect_steps, stage_of
 from ._common import (
+    MAP_TAG,
     SESSION,
     DockContainer,
     call_when_shown,
@@ -51,8 +52,6 @@ VIEWS = ("side by side", "overlay")
 OVERLAY_SPIKE_COLORMAP = "inferno"
 #: Metadata keys of the spike layer's contrast limits in each view.
 GRID_LIMITS, OVERLAY_LIMITS = "medspike_grid_limits", "medspike_overlay_limits"
-#: Metadata key that marks the layers the inspector made.
-MAP_TAG = "medspike_inspector_map"
 
 
 class RatePlot:
@@ -157,7 +156,7 @@ class InspectorWidget(DockContainer):
         self._shown: tuple[Any, ...] | None = None  # the last result: another interactions view needs no new run
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(lambda: self.worker is not None and self.worker.quit())
-        follow_layers(self, self.viewer)
+        follow_layers(self, self.viewer, new_images=True)
         self._source: str | None = None  # the model the spike choice was made for
         SESSION.subscribe(self._session_changed)
         self.native.destroyed.connect(lambda *_: SESSION.unsubscribe(self._session_changed))

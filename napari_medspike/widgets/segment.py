@@ -137,7 +137,7 @@ class SegmentWidget(DockContainer):
         self.run_button.changed.connect(self.run)
         self.folder_button.changed.connect(self.run_folder)
         self.cancel_button.changed.connect(self.cancel)
-        follow_layers(self, self.viewer)
+        follow_layers(self, self.viewer, new_images=True)
         SESSION.subscribe(self._session_changed)
         self.native.destroyed.connect(lambda *_: SESSION.unsubscribe(self._session_changed))
         show_text(self.device_note, pick_device("auto")[1])

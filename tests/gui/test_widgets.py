@@ -616,3 +616,19 @@ def test_the_channel_box_offers_the_channels_of_the_stage_chosen(plugin):
         assert inspector.channel.max == channels - 1 and f"{channels} channels" in inspector.channel.tooltip
     widgets["Segment"].model_choice.value = "default"  # MedQKFormer records half a stage's channels
     assert inspector.channel.max == 127
+
+
+def test_an_image_the_user_opens_becomes_the_docks_image_but_results_do_not(plugin, qtbot):
+    """Opening a second image and pressing Segment segmented the first one again."""
+    viewer, widgets, photo = plugin
+    segment, inspector, tune = widgets["Segment"], widgets["Spike inspector"], widgets["Correct and fine-tune"]
+    second = viewer.add_image((np.random.default_rng(3).random((40, 50, 3)) * 255).astype(np.uint8), name="second",
+                              rgb=True)
+    assert segment.image.value is second and inspector.image.value is second
+    assert tune.image.value is photo  # (its image and mask go together: the user picks both)
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    assert "second probability" in viewer.layers and segment.image.value is second  # a result is not followed
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    assert inspector.image.value is second and segment.image.value is second
