@@ -339,7 +339,7 @@ def viewer_grid(viewer: Any) -> Any:
 def show_for_editing(viewer: Any, mask: Any, image: Any = None) -> None:
     """Make ``mask`` ready to paint: the grid off (the mask lies over its image, not in a cell
     of its own), the mask and its image visible with no other image drawn over that image (the
-    inspector's spike maps), the mask on top of the layer list and the active layer (napari's
+    inspector's spike maps) nor masks segmented for other images, the mask on top of the layer list and the active layer (napari's
     paint tools act on it)."""
     from napari.layers import Image
 
@@ -356,7 +356,8 @@ def show_for_editing(viewer: Any, mask: Any, image: Any = None) -> None:
             layer.visible = True
     if image is not None and image in viewer.layers:
         for layer in list(viewer.layers)[viewer.layers.index(image) + 1:]:
-            if isinstance(layer, Image) and layer is not image:
+            of_another = layer.metadata.get("source_image", image.name) != image.name  # (a mask made for another image)
+            if layer is not mask and (isinstance(layer, Image) or of_another):
                 layer.visible = False
     index, top = viewer.layers.index(mask), len(viewer.layers) - 1
     if index != top:

@@ -510,9 +510,14 @@ def test_opening_the_correction_dock_readies_the_mask_for_painting(plugin, qtbot
     tune.mask.value = other
     tune.mask.value = mask  # the dock is not shown: the view stays as the inspector left it
     assert viewer_grid(viewer).enabled and not mask.visible and viewer.layers[-1] is other
+    # a mask segmented for another image would be drawn over this one; the user's own outline stays
+    elsewhere = viewer.add_labels(np.ones(mask.data.shape, np.uint8), name="elsewhere mask",
+                                  metadata={"source_image": "elsewhere"})
+    mine = viewer.add_labels(np.zeros(mask.data.shape, np.uint8), name="my outline")
+    tune.mask.value = mask
     raise_dock("Correct and fine-tune")
     assert not viewer_grid(viewer).enabled
-    assert mask.visible and image.visible
+    assert mask.visible and image.visible and not elsewhere.visible and mine.visible
     assert not any(layer.visible for layer in viewer.layers if "(stage 0" in layer.name)  # no spike map over it
     assert viewer.layers[-1] is mask and viewer.layers.selection.active is mask
     assert not any(layer.name_overlay.visible for layer in viewer.layers)  # no grid cell titles left over
