@@ -385,12 +385,14 @@ class SegmentWidget(DockContainer):
     def _show_measurements(self, unit: str, images: int, by_file: bool = False) -> None:
         """Fill the table and its summary line from :attr:`measurements` (``by_file``: with a
         column naming each row's file, for a folder)."""
-        # (a single 2D image's rows are all slice 0: that column would only push the areas out of sight)
+        # (a single 2D image's rows are all slice 0: that column would only push the areas out of
+        # sight; without physical units the area in units repeats the pixel count; the CSV keeps all)
         columns = ("image",) * by_file + ("slice",) * (by_file or images > 1) + (
-            "region", "area_px", "area", "mean_probability")
+            "region", "area_px") + ("area",) * (unit != "px²") + ("mean_probability",)
         shown = [{k: (round(row[k], 3) if isinstance(row[k], float) else row[k]) for k in columns}
                  for row in self.measurements]
         self.table.value = shown or {k: [] for k in columns}
+        self.table.native.verticalHeader().setVisible(False)  # a row number beside 'region' misleads
         self.table.native.resizeColumnsToContents()
         total = summarise(self.measurements)
         regions = "1 region" if total["regions"] == 1 else f"{total['regions']} regions"

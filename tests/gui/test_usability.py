@@ -295,6 +295,7 @@ def test_a_stack_is_segmented_into_a_labels_stack_with_measurements(plugin, qtbo
     assert mask.metadata["measurements"] == rows
     if rows:
         assert {r["slice"] for r in rows} <= {0, 1, 2} and rows[0]["area"] == pytest.approx(rows[0]["area_px"] * 0.25)
+    assert "area" not in segment.table.column_headers  # (scaled but without units: px² again)
     written = segment.export_measurements(tmp_path / "m.csv")
     with written.open() as f:
         assert len(list(csv.DictReader(f))) == len(rows)
@@ -374,6 +375,7 @@ def test_results_lie_on_the_image_with_its_units_and_rotation_and_a_failure_show
     for layer in (viewer.layers["turned mask"], viewer.layers["turned probability"]):
         np.testing.assert_allclose(layer.rotate, turned.rotate)
         assert tuple(str(u) for u in layer.units) == ("millimeter", "millimeter")
+    assert "area" in segment.table.column_headers  # in mm², beside the pixel count
     # a job that fails says so in the dock's status line too, not only in a notification
     broken = grey.astype(np.float32)
     broken[3, 4] = np.nan
