@@ -226,8 +226,8 @@ class InspectorWidget(DockContainer):
         frame = shown_slice(layer, self.viewer) if layer.ndim == 3 else None
         self.run_button.enabled, self.cancel_button.enabled = False, True
         job = lambda: inspect_steps(model, data, stage, spike=spike, how=how, channel=channel)  # noqa: E731
-        self.worker = start_worker(job, "Spike inspector", on_return=lambda r: self._show(layer, *r, frame=frame),
-                                   on_finish=self._idle)
+        show = lambda r: self._show(layer, *r, frame=frame, channels=(how, channel))  # noqa: E731
+        self.worker = start_worker(job, "Spike inspector", on_return=show, on_finish=self._idle)
         return self.worker
 
     def _idle(self) -> None:
@@ -257,17 +257,18 @@ class InspectorWidget(DockContainer):
         """The last inspection's maps in the interactions view chosen now (no new run)."""
         if self._shown is not None and self._shown[0] in self.viewer.layers:
             step = self.viewer.dims.current_step  # the timestep shown stays
-            self._show(*self._shown[:3], frame=self._shown[3])
+            self._show(*self._shown[:3], frame=self._shown[3], channels=self._shown[4])
             self.viewer.dims.current_step = step
 
-    def _show(self, image_layer: Any, maps: Any, report: Any, frame: int | None = None) -> None:
+    def _show(self, image_layer: Any, maps: Any, report: Any, frame: int | None = None,
+              channels: tuple[str, int] = ("mean", 0)) -> None:
         """Add (or update) the maps as layers over ``image_layer``. For a stack, ``frame`` is the
         frame inspected: the maps get an axis of their own for time, in front of the frame axis,
         and sit at that frame (the frame slider leaves them; the t slider moves through time)."""
         if image_layer not in self.viewer.layers:  # closed while it was being inspected
             show_text(self.summary, f"'{elide(image_layer.name, 40)}' was closed while inspecting: nothing shown")
             return
-        self._shown = (image_layer, maps, report, frame)
+        self._shown = (image_layer, maps, report, frame, channels)
         # napari lays the grid out again after every change to any layer while it is on: off
         # while the maps change, on again once (six inspections took 2 s to 13 s of frozen GUI)
         grid_before = viewer_grid(self.viewer).enabled
@@ -298,7 +299,9 @@ class InspectorWidget(DockContainer):
 
         tag = f"stage {maps.stage}"
         time_word = "virtual t" if maps.virtual else "t"
-        names = [f"spikes {maps.spike_name} ({tag}, {time_word})"]
+        # the channels shown, unless their mean (the default): "max", "channel 5"
+        how = {"mean": "", "max": " max", "channel": f" channel {channels[1]}"}.get(channels[0], "")
+        names = [f"spikes {maps.spike_name}{how} ({tag}, {time_word})"]
         data, where = placed(maps.spikes)
         top = max(float(maps.spikes.max()), 1e-6)
         limits = {GRID_LIMITS: (0.0, top), OVERLAY_LIMITS: (min(float(np.median(maps.spikes)), top * 0.99), top)}

@@ -222,8 +222,14 @@ def test_inspector_channel_reduction(plugin, qtbot):
     inspector.channel.value = 3
     with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
         pass
-    spikes = viewer.layers["spikes v (stage 0, t)"].data
+    spikes = viewer.layers["spikes v channel 3 (stage 0, t)"].data  # the name says which channels
     assert set(np.unique(spikes)) <= {0.0, 1.0}  # one channel of binary spikes
+    inspector.reduce.value = "max"
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    assert "spikes v max (stage 0, t)" in viewer.layers and "spikes v channel 3 (stage 0, t)" not in viewer.layers
+    inspector.interactions.value = "sum, shares, φ"  # shown again from the same run: the same name
+    assert "spikes v max (stage 0, t)" in viewer.layers
 
 
 def test_save_correction_and_guardrails(plugin, tmp_path, notes, save):
