@@ -339,8 +339,8 @@ def viewer_grid(viewer: Any) -> Any:
 def show_for_editing(viewer: Any, mask: Any, image: Any = None) -> None:
     """Make ``mask`` ready to paint: the grid off (the mask lies over its image, not in a cell
     of its own), the mask and its image visible with no other image drawn over that image (the
-    inspector's spike maps) nor masks segmented for other images, the mask on top of the layer list and the active layer (napari's
-    paint tools act on it)."""
+    inspector's spike maps) nor masks segmented for other images, the mask on top of the layer
+    list and the active layer (napari's paint tools act on it)."""
     from napari.layers import Image
 
     if mask is None or mask not in viewer.layers:

@@ -57,6 +57,7 @@ class SegmentWidget(DockContainer):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.worker: Any = None
+        self._choosing = False  # True while the dock itself sets the model box
         self._folder_cancel: threading.Event | None = None  # set: the folder job running stops
         names = list(list_models())
         self.image = create_widget(annotation=napari.layers.Image, label="image")
@@ -141,7 +142,6 @@ class SegmentWidget(DockContainer):
         SESSION.subscribe(self._session_changed)
         self.native.destroyed.connect(lambda *_: SESSION.unsubscribe(self._session_changed))
         show_text(self.device_note, pick_device("auto")[1])
-        self._choosing = False  # True while the dock itself sets the model box
         self._model_changed()
         #: whether the model box holds the dock's choice (its first model, a sample's
         #: suggestion), which a sample may replace, rather than the user's or a fine-tune's
