@@ -695,6 +695,9 @@ def test_finetune_result_headline_puts_the_figures_first():
     same = result(dice_before=0.5, dice_after=0.5, validation_images=2, improved=False)
     assert "not improved" in same.headline() and "->" not in same.headline()
     assert "kept unchanged" in same.describe()
+    # a gain too small for three decimals is not shown as "0.930 -> 0.930"
+    assert result(dice_before=0.93, dice_after=0.9305, validation_images=2).headline().startswith(
+        "Dice 0.9300 -> 0.9305")
     # cancelled before an epoch ended: not "no epoch beat the starting model"
     early = FinetuneResult(checkpoint=Path("t.safetensors"), history=[], cancelled=True, dice_before=0.5,
                            dice_after=0.5, improved=False)

@@ -206,6 +206,12 @@ class FinetuneResult:
         return math.isfinite(self.dice_before) and math.isfinite(self.dice_after)
 
     @property
+    def _change(self) -> str:
+        """``0.612 -> 0.874``, with a fourth decimal where three would show no change."""
+        digits = 3 if f"{self.dice_before:.3f}" != f"{self.dice_after:.3f}" else 4
+        return f"{self.dice_before:.{digits}f} -> {self.dice_after:.{digits}f}"
+
+    @property
     def _images(self) -> str:
         return f"{self.validation_images} image{'s' * (self.validation_images != 1)}"
 
@@ -222,7 +228,7 @@ class FinetuneResult:
             return (f"{where}: {self.dice_before:.3f}; no epoch beat the starting model, so its weights are kept "
                     "unchanged (more corrections or epochs may help)")
         kept = f"; {self.kept}" if self.routed else ""
-        return f"{where}: {self.dice_before:.3f} -> {self.dice_after:.3f}{kept}"
+        return f"{where}: {self._change}{kept}"
 
     def headline(self) -> str:
         """The figures first, short enough for a one-line notification: ``Dice 0.612 -> 0.874
@@ -234,4 +240,4 @@ class FinetuneResult:
             return f"Dice {self.dice_before:.3f}, cancelled before an epoch ended: the starting model is kept ({where})"
         if not self.improved:
             return f"Dice {self.dice_before:.3f}, not improved: the starting model is kept ({where})"
-        return f"Dice {self.dice_before:.3f} -> {self.dice_after:.3f} ({where})"
+        return f"Dice {self._change} ({where})"
