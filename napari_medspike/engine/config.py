@@ -206,6 +206,11 @@ class FinetuneResult:
         return math.isfinite(self.dice_before) and math.isfinite(self.dice_after)
 
     @property
+    def _cancelled_early(self) -> bool:
+        """Cancelled before an epoch ended: the starting weights were kept, not beaten."""
+        return not self.improved and self.cancelled and not self.history
+
+    @property
     def _change(self) -> str:
         """``0.612 -> 0.874``, with a fourth decimal where three would show no change."""
         digits = 3 if f"{self.dice_before:.3f}" != f"{self.dice_after:.3f}" else 4
@@ -221,7 +226,7 @@ class FinetuneResult:
             return "Dice not measured (cancelled before the first epoch)"
         where = (f"held-out Dice on {self._images}" if self.held_out
                  else "Dice on the corrected image itself (save corrections of 2 or more images to hold one out)")
-        if not self.improved and self.cancelled and not self.history:
+        if self._cancelled_early:
             return (f"{where}: {self.dice_before:.3f}; cancelled before the first epoch ended, so the starting "
                     "model's weights are kept unchanged")
         if not self.improved:
@@ -236,7 +241,7 @@ class FinetuneResult:
         if not self.measured:
             return "Dice not measured"
         where = f"held out: {self._images}" if self.held_out else "on the corrected image itself"
-        if not self.improved and self.cancelled and not self.history:
+        if self._cancelled_early:
             return f"Dice {self.dice_before:.3f}, cancelled before an epoch ended: the starting model is kept ({where})"
         if not self.improved:
             return f"Dice {self.dice_before:.3f}, not improved: the starting model is kept ({where})"

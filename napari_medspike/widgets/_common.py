@@ -330,6 +330,34 @@ def plot_theme(viewer: Any) -> dict[str, str]:
             "text.color": text, "legend.labelcolor": text}
 
 
+class DockPlot:
+    """A matplotlib figure on a Qt canvas in a dock, drawn in the napari theme given as
+    ``style`` (:func:`plot_theme`). Subclasses draw inside :meth:`redraw`."""
+
+    def __init__(self, figsize: tuple[float, float], min_size: tuple[int, int],
+                 style: dict[str, str] | None = None) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.style = style or {}
+        with self.themed():
+            self.figure = Figure(figsize=figsize, dpi=90, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumSize(*min_size)
+
+    def themed(self) -> Any:
+        """A context in which new artists take the theme's colours."""
+        from matplotlib import rc_context
+
+        return rc_context(self.style)
+
+    def redraw(self, draw: Callable[[], None]) -> None:
+        """Run ``draw`` (which changes the figure) in the theme, then repaint the canvas."""
+        with self.themed():
+            draw()
+        self.canvas.draw_idle()
+
+
 def viewer_grid(viewer: Any) -> Any:
     """The viewer's grid settings (``viewer.canvas.grid`` from napari 0.9, ``viewer.grid`` before)."""
     canvas = getattr(viewer, "canvas", None)

@@ -31,6 +31,7 @@ from ..inference.predictor import predict
 from ._common import (
     SESSION,
     DockContainer,
+    DockPlot,
     add_segmentation_layers,
     call_when_shown,
     compact_label,
@@ -56,21 +57,15 @@ from ._common import (
 USER_LR_TEXT = ", ".join(f"{name} {rate:g}" for name, rate in sorted(DEFAULT_LR.items()) if "twin" not in name)
 
 
-class CurvePlot:
+class CurvePlot(DockPlot):
     """A small matplotlib canvas in the dock: training loss, validation loss and Dice per epoch,
     and the starting model's validation Dice (the bar a fine-tune must beat to be kept)."""
 
     def __init__(self, style: dict[str, str] | None = None) -> None:
-        from matplotlib import rc_context
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.style = style or {}  # matplotlib settings for napari's theme (see plot_theme)
-        with rc_context(self.style):
-            self.figure = Figure(figsize=(3.2, 2.0), dpi=90, layout="constrained")
+        # readable curves even when the dock is short (it scrolls)
+        super().__init__(figsize=(3.2, 2.0), min_size=(120, 170), style=style)
+        with self.themed():
             self.ax = self.figure.add_subplot(111)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumSize(120, 170)  # readable curves even when the dock is short (it scrolls)
         self.history: list[dict[str, float]] = []
         self.start: dict[str, float] | None = None
         self.clear()
@@ -89,11 +84,7 @@ class CurvePlot:
         self._draw()
 
     def _draw(self) -> None:
-        from matplotlib import rc_context
-
-        with rc_context(self.style):
-            self._plot()
-        self.canvas.draw_idle()
+        self.redraw(self._plot)
 
     def _plot(self) -> None:
         from matplotlib.ticker import MaxNLocator

@@ -13,6 +13,7 @@ from ._common import (
     MAP_TAG,
     SESSION,
     DockContainer,
+    DockPlot,
     call_when_shown,
     compact_label,
     full_width,
@@ -54,30 +55,19 @@ OVERLAY_SPIKE_COLORMAP = "inferno"
 GRID_LIMITS, OVERLAY_LIMITS = "medspike_grid_limits", "medspike_overlay_limits"
 
 
-class RatePlot:
+class RatePlot(DockPlot):
     """Firing rate per (virtual) timestep for each part of the network, and per layer."""
 
     def __init__(self, style: dict[str, str] | None = None) -> None:
-        from matplotlib import rc_context
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
-        self.style = style or {}  # matplotlib settings for napari's theme (see plot_theme)
-        with rc_context(self.style):
-            self.figure = Figure(figsize=(3.0, 4.8), dpi=90, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumSize(120, 380)  # never wider than the dock; tall enough to read
+        # never wider than the dock; tall enough to read
+        super().__init__(figsize=(3.0, 4.8), min_size=(120, 380), style=style)
         self.canvas.setToolTip("top: mean firing rate of each encoder stage, the decoder and the head at each "
                                "timestep; bottom: every spiking layer (rows, input to output) at each timestep")
         self.show({}, virtual=False)
 
     def show(self, layer_rates: dict[str, np.ndarray], virtual: bool, levels: int = 1) -> None:
         """Plot the rates; ``levels`` > 1: integer spikes per timestep, each rate the mean of k/levels."""
-        from matplotlib import rc_context
-
-        with rc_context(self.style):
-            self._draw(layer_rates, virtual, levels)
-        self.canvas.draw_idle()
+        self.redraw(lambda: self._draw(layer_rates, virtual, levels))
 
     def _draw(self, layer_rates: dict[str, np.ndarray], virtual: bool, levels: int) -> None:
         from matplotlib.ticker import MaxNLocator

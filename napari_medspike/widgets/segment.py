@@ -116,6 +116,7 @@ class SegmentWidget(DockContainer):
                            visible=False, tooltip="one row per connected region of the mask (area in pixels and in "
                            "the layer's units, mean probability inside it)")
         self.table.native.setMinimumHeight(140)
+        self.table.native.verticalHeader().setVisible(False)  # a row number beside 'region' misleads
         self.table_note = Label(value="")
         self.export_button = PushButton(text="Export measurements (CSV)", visible=False)
         for label in (self.card, self.device_note, self.status):
@@ -392,7 +393,6 @@ class SegmentWidget(DockContainer):
         shown = [{k: (round(row[k], 3) if isinstance(row[k], float) else row[k]) for k in columns}
                  for row in self.measurements]
         self.table.value = shown or {k: [] for k in columns}
-        self.table.native.verticalHeader().setVisible(False)  # a row number beside 'region' misleads
         self.table.native.resizeColumnsToContents()
         total = summarise(self.measurements)
         regions = "1 region" if total["regions"] == 1 else f"{total['regions']} regions"
