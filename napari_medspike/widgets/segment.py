@@ -116,7 +116,6 @@ class SegmentWidget(DockContainer):
                            visible=False, tooltip="one row per connected region of the mask (area in pixels and in "
                            "the layer's units, mean probability inside it)")
         self.table.native.setMinimumHeight(140)
-        self.table.native.verticalHeader().setVisible(False)  # a row number beside 'region' misleads
         self.table_note = Label(value="")
         self.export_button = PushButton(text="Export measurements (CSV)", visible=False)
         for label in (self.card, self.device_note, self.status):
