@@ -55,6 +55,22 @@ OVERLAY_SPIKE_COLORMAP = "inferno"
 GRID_LIMITS, OVERLAY_LIMITS = "medspike_grid_limits", "medspike_overlay_limits"
 
 
+class GridPause:
+    """Turns napari's grid off before the first change that would lay it out again (a layer
+    added, removed, moved, shown or hidden: napari lays the whole grid out after each), so
+    that turning it back on lays it out once; when nothing of the kind changes, as when an
+    inspection only puts new maps in the layers of the last one, the grid is never touched.
+    Call it before each such change; ``was_on`` says whether the grid was on before."""
+
+    def __init__(self, viewer: Any) -> None:
+        self.settings = viewer_grid(viewer)
+        self.was_on = bool(self.settings.enabled)
+
+    def __call__(self) -> None:
+        if self.settings.enabled:
+            self.settings.enabled = False
+
+
 class RatePlot(DockPlot):
     """Firing rate per (virtual) timestep for each part of the network, and per layer."""
 
@@ -225,7 +241,7 @@ class InspectorWidget(DockContainer):
         self.worker = None
 
     # --- showing ----------------------------------------------------------------------------
-    def _put(self, name: str, slot: int, data: np.ndarray, **kwargs: Any) -> Any:
+    def _put(self, name: str, slot: int, data: np.ndarray, pause: GridPause, **kwargs: Any) -> Any:
         """Show ``data`` in the map layer ``name``: the layer of that name, else the one that held
         the same place (``slot``: spikes, a map, the firing rate) in the last inspection, renamed,
         else a new one. Reusing layers keeps a new inspection fast: adding and removing layers
@@ -233,13 +249,17 @@ class InspectorWidget(DockContainer):
         layer = self.viewer.layers[name] if name in self.viewer.layers else next(
             (la for la in self.viewer.layers if la.metadata.get(MAP_TAG) == slot + 1), None)
         if layer is not None and layer.data.ndim != data.ndim:  # e.g. another model's maps with another time axis
+            pause()
             self.viewer.layers.remove(layer)
             layer = None
         if layer is None:  # tagged with its place, 1-based (the tag is also what marks a map layer)
+            pause()
             return self.viewer.add_image(data, name=name, metadata={MAP_TAG: slot + 1}, **kwargs)
         layer.name, layer.data = name, data
-        for key in ("scale", "translate", "contrast_limits", "colormap", "visible"):
-            if key in kwargs:
+        if kwargs.get("colormap", layer.colormap.name) != layer.colormap.name:
+            layer.colormap = kwargs["colormap"]  # only when it changes: vispy rebuilds its shader
+        for key in ("scale", "translate", "contrast_limits", "visible"):  # each set costs a refresh
+            if key in kwargs and not np.array_equal(np.asarray(getattr(layer, key)), np.asarray(kwargs[key])):
                 setattr(layer, key, kwargs[key])
         return layer
 
@@ -259,10 +279,7 @@ class InspectorWidget(DockContainer):
             show_text(self.summary, f"'{elide(image_layer.name, 40)}' was closed while inspecting: nothing shown")
             return
         self._shown = (image_layer, maps, report, frame, channels)
-        # napari lays the grid out again after every change to any layer while it is on: off
-        # while the maps change, on again once (six inspections took 2 s to 13 s of frozen GUI)
-        grid_before = viewer_grid(self.viewer).enabled
-        viewer_grid(self.viewer).enabled = False
+        pause = GridPause(self.viewer)
         sy, sx = (maps.scale[i] * image_layer.scale[-2 + i] for i in range(2))
         ty, tx = (maps.translate[i] * image_layer.scale[-2 + i] + image_layer.translate[-2 + i] for i in range(2))
         at_frame: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
@@ -296,7 +313,7 @@ class InspectorWidget(DockContainer):
         top = max(float(maps.spikes.max()), 1e-6)
         limits = {GRID_LIMITS: (0.0, top), OVERLAY_LIMITS: (min(float(np.median(maps.spikes)), top * 0.99), top)}
         grid = self.view.value == VIEWS[0]
-        spikes = self._put(names[0], 0, data, colormap="gray" if grid else OVERLAY_SPIKE_COLORMAP,
+        spikes = self._put(names[0], 0, data, pause, colormap="gray" if grid else OVERLAY_SPIKE_COLORMAP,
                            contrast_limits=limits[GRID_LIMITS if grid else OVERLAY_LIMITS], **where)
         spikes.metadata.update(limits)
         decomposed = self.interactions.value == INTERACTION_VIEWS[1] and maps.decomposed
@@ -311,16 +328,17 @@ class InspectorWidget(DockContainer):
             names.append(f"{name} ({tag})")
             data, where = placed(array)
             colormap = SIGNED_COLORMAP if signed else SHARE_COLORMAP if "share" in name else INTERACTION_COLORMAP
-            self._put(names[-1], slot, data, colormap=colormap, contrast_limits=(lo, hi if hi > lo else lo + 1e-6), **where)
+            self._put(names[-1], slot, data, pause, colormap=colormap, contrast_limits=(lo, hi if hi > lo else lo + 1e-6), **where)
         data, where = placed(maps.firing_rate)
         rate_name = f"{maps.spike_name} firing rate ({tag})"
-        self._put(rate_name, 1 + len(arrays), data, colormap="inferno", visible=False,
+        self._put(rate_name, 1 + len(arrays), data, pause, colormap="inferno", visible=False,
                   contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)), **where)
         self._layers = [image_layer.name, *names]
         # one inspection's maps at a time: those of an earlier one (another stage, tensor, image,
         # model or interactions view) go; piled up, they slowed every later change of the view
         for layer in [layer for layer in self.viewer.layers if layer.metadata.get(MAP_TAG)]:
             if layer.name not in {*names, rate_name}:
+                pause()
                 self.viewer.layers.remove(layer)
         self.viewer.layers.selection.active = self.viewer.layers[names[0]]  # not the hidden firing-rate layer
         if maps.spikes.ndim == 3:
@@ -332,7 +350,7 @@ class InspectorWidget(DockContainer):
             labels[time_axis] = "t"
             self.viewer.dims.axis_labels = labels
             self.viewer.dims.set_current_step(time_axis, 0)
-        self._apply_view(grid_before=grid_before)
+        self._apply_view(pause=pause)
         self.plot.show(maps.layer_rates, maps.virtual, maps.spike_levels if not maps.virtual else 1)
         rates = ", ".join(f"{r:.3f}" for r in maps.stage_firing_rates)
         per = f" (k/{maps.spike_levels})" if maps.spike_levels > 1 and not maps.virtual else ""
@@ -373,12 +391,11 @@ class InspectorWidget(DockContainer):
         return [(int(self.viewer.dims.nsteps[i]), float(self.viewer.dims.range[i].step),
                  float(self.viewer.dims.range[i].start)) for i in range(first, first + depth)]
 
-    def _apply_view(self, *_: Any, keep_camera: bool = False, grid_before: bool | None = None) -> None:
+    def _apply_view(self, *_: Any, keep_camera: bool = False, pause: GridPause | None = None) -> None:
         """Side by side: only the image and this stage's maps are shown, in napari's grid (one
         camera); overlay: the spikes over the image (the interaction maps can be switched on in
         the layer list). ``keep_camera``: leave the zoom as it is unless the grid turns on or off
-        (when the dock is raised again). ``grid_before``: whether the grid was on before the
-        caller turned it off to change layers."""
+        (when the dock is raised again). ``pause``: the caller's, when it changed layers too."""
         shown = [name for name in self._layers if name in self.viewer.layers]
         if not shown:
             return
@@ -392,12 +409,12 @@ class InspectorWidget(DockContainer):
             now = getattr(target, attr)
             now = now.name if attr == "colormap" else tuple(now) if attr == "contrast_limits" else now
             if now != value:
+                if key in ("visible", "name_overlay"):
+                    pause()
                 setattr(target, attr, value)
 
+        pause = pause or GridPause(self.viewer)
         settings = viewer_grid(self.viewer)
-        if grid_before is None:
-            grid_before = settings.enabled
-        settings.enabled = False  # one layout at the end, not one per layer changed (see _show)
         for layer in self.viewer.layers:
             if layer.name in shown:
                 put(layer, "name_overlay", grid)  # each grid cell says what it shows
@@ -413,6 +430,7 @@ class InspectorWidget(DockContainer):
             elif layer.metadata.get(MAP_TAG):  # the firing-rate map: switched on in the layer list
                 put(layer, "visible", False)
             elif grid and layer.visible:  # the grid shows only these; the user's layers come back after
+                pause()
                 layer.visible = False
                 self._hidden_by_grid.add(layer.name)
         if not grid:
@@ -420,16 +438,21 @@ class InspectorWidget(DockContainer):
             for layer in self.viewer.layers:
                 put(layer, "name_overlay", False)
             for layer in back:  # shown again, and on top: the grid put the image above them
+                pause()
                 layer.visible = True
                 self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
             self._hidden_by_grid.clear()
         if grid:  # the grid lays out layers from the top of the list: put these first, in order
             top = len(self.viewer.layers) - len(shown)
             if [layer.name for layer in self.viewer.layers][top:] != shown:
+                pause()
                 for name in shown:
                     index = self.viewer.layers.index(self.viewer.layers[name])
                     self.viewer.layers.move(index, len(self.viewer.layers))
-            settings.shape = (2, 3) if len(shown) > 4 else (-1, -1)
-        settings.enabled = grid
-        if grid_before != grid or not keep_camera:
+            shape = (2, 3) if len(shown) > 4 else (-1, -1)
+            if tuple(settings.shape) != shape:
+                pause()
+                settings.shape = shape
+        settings.enabled = grid  # (napari lays the grid out only if this changes it)
+        if pause.was_on != grid or not keep_camera:
             self.viewer.reset_view()
