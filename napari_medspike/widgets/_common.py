@@ -435,6 +435,59 @@ def call_when_shown(widget: Any, callback: Callable[[], None]) -> None:
     widget.native.installEventFilter(widget._show_filter)
 
 
+#: Qt property that marks the docks of this plugin's widgets (see :func:`tab_with_sibling_docks`).
+SIBLING_PROPERTY = "napari_medspike_dock"
+
+
+def _tab_in(dock: Any) -> None:
+    """Put ``dock`` in the tab group of another dock of this plugin in the same area of the
+    window, in front, unless it is in one already (napari's ``tabify``) or floats."""
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    window = dock.parentWidget()
+    if not isinstance(window, QMainWindow) or dock.isFloating():
+        return
+    area = window.dockWidgetArea(dock)
+
+    def sibling(other: Any) -> bool:
+        return (other is not dock and bool(other.property(SIBLING_PROPERTY)) and not other.isFloating()
+                and window.dockWidgetArea(other) == area
+                and (other.isVisibleTo(window) or bool(window.tabifiedDockWidgets(other))))
+
+    siblings = [other for other in window.findChildren(QDockWidget) if sibling(other)]
+    if siblings and not any(bool(other.property(SIBLING_PROPERTY)) for other in window.tabifiedDockWidgets(dock)):
+        from qtpy.QtCore import QTimer
+
+        window.tabifyDockWidget(siblings[0], dock)
+        QTimer.singleShot(0, dock.raise_)  # once Qt has made the tab: the dock just opened in front
+
+
+class _DockedFilter(QObject):
+    """Once the widget it filters is put in a ``QDockWidget`` (a ParentChange event), marks
+    that dock as this plugin's and, when napari has added it to the window, tabs it in."""
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
+        from qtpy.QtCore import QTimer
+        from qtpy.QtWidgets import QDockWidget
+
+        if event.type() == QEvent.Type.ParentChange:
+            dock = watched.parentWidget()
+            while dock is not None and not isinstance(dock, QDockWidget):
+                dock = dock.parentWidget()
+            if dock is not None and not dock.property(SIBLING_PROPERTY):
+                dock.setProperty(SIBLING_PROPERTY, True)
+                QTimer.singleShot(0, lambda: _tab_in(dock))  # after napari adds it (and tabs it, if asked)
+        return False
+
+
+def tab_with_sibling_docks(widget: Any) -> None:
+    """Dock the magicgui ``widget`` as a tab beside this plugin's other docks. Opened one after
+    another from napari's Plugins menu, the docks were stacked in one column, each a few rows
+    high (Segment showed two fields at 1280x800); as tabs, each gets the column's height."""
+    widget._docked_filter = _DockedFilter()  # kept alive with the widget
+    widget.native.installEventFilter(widget._docked_filter)
+
+
 #: Metadata key that marks the layers the Spike inspector made.
 MAP_TAG = "medspike_inspector_map"
 

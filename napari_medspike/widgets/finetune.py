@@ -40,6 +40,7 @@ from ._common import (
     follow_layers,
     image_data_2d,
     make_narrow,
+    tab_with_sibling_docks,
     mark_edits,
     mask_look,
     model_label,
@@ -209,6 +210,7 @@ class FinetuneWidget(DockContainer):
         follow_layers(self, self.viewer)
         self.refresh()
         make_narrow(self)
+        tab_with_sibling_docks(self)
         # Opening this dock (or picking another mask in it) gets the mask ready to paint, even
         # after the Spike inspector hid it or laid the layers out in a grid.
         call_when_shown(self, self._show_mask_for_editing)

@@ -20,6 +20,7 @@ from ._common import (
     elide,
     follow_layers,
     make_narrow,
+    tab_with_sibling_docks,
     model_label,
     plot_theme,
     selected_image_and_model,
@@ -170,6 +171,7 @@ class InspectorWidget(DockContainer):
         self._layers: list[str] = []
         self._hidden_by_grid: set[str] = set()  # the user's layers the grid view hid
         make_narrow(self)
+        tab_with_sibling_docks(self)
         # back from another dock (the Correct and fine-tune one turns the grid off): this view again
         call_when_shown(self, lambda: self._apply_view(keep_camera=True))
 

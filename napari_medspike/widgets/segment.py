@@ -24,6 +24,7 @@ from ._common import (
     compact_label,
     full_width,
     make_narrow,
+    tab_with_sibling_docks,
     mask_look,
     show_text,
     elide,
@@ -148,6 +149,7 @@ class SegmentWidget(DockContainer):
         self._automatic_model = True
         self._image_changed(self.image.value)  # a sample opened before the dock
         make_narrow(self)
+        tab_with_sibling_docks(self)
 
     # --- model choice -------------------------------------------------------------------
     @staticmethod

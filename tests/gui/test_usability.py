@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QPushButton
 
 from napari_medspike import create_model, load_model, save_checkpoint
@@ -51,7 +51,6 @@ def test_a_finetuned_model_is_offered_stays_selected_and_is_used(plugin, qtbot, 
 def test_a_closed_dock_is_unsubscribed_and_changing_model_works(plugin, qtbot, tmp_path, notes):
     import gc
 
-    from qtpy.QtCore import QEvent
 
     from napari_medspike.widgets import SegmentWidget
 
@@ -120,6 +119,39 @@ def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path,
     card = SESSION.source.replace(".safetensors", ".md")
     card_text = open(card).read()
     assert "nan" not in card_text.lower() and "training images (nothing held out)" in card_text
+
+
+def test_docks_opened_one_by_one_from_the_plugins_menu_become_tabs(make_napari_viewer):
+    """Opened one after another from the Plugins menu (no ``tabify``), the docks were stacked in
+    one column, each a third of its height: Segment showed two fields at 1280x800. Each dock
+    of this plugin now joins the others' tab group, in front; one closed and opened again too."""
+    from qtpy.QtWidgets import QScrollArea
+
+    from napari_medspike.demo import plugin_dock
+
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    names = ("Segment", "Spike inspector", "Correct and fine-tune")
+    for name in names:
+        viewer.window.add_plugin_dock_widget("napari-medspike", name)  # what the menu entry does
+        settle(0.2)
+        assert not plugin_dock(viewer, name).visibleRegion().isEmpty(), name  # the one just opened in front
+    docks = [plugin_dock(viewer, name) for name in names]
+    assert set(window.tabifiedDockWidgets(docks[0])) == set(docks[1:])
+    # (a dock behind another tab stays "visible" to Qt, with nothing of it on screen)
+    assert [dock.visibleRegion().isEmpty() for dock in docks] == [True, True, False]
+    area = docks[2].findChild(QScrollArea)
+    assert area.viewport().height() > 0.6 * window.height()  # the whole column, not a third of it
+    inspector = docks[1].widget()
+    viewer.window.remove_dock_widget(docks[1])  # the inspector's ✕, then the menu entry again
+    inspector.deleteLater()  # (what napari's event loop does with a closed dock's contents)
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    settle(0.2)
+    viewer.window.add_plugin_dock_widget("napari-medspike", names[1])
+    settle(0.2)
+    again = plugin_dock(viewer, names[1])
+    assert not again.visibleRegion().isEmpty() and again in window.tabifiedDockWidgets(docks[0])
 
 
 @pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
