@@ -455,7 +455,7 @@ def _tab_in(dock: Any) -> None:
                 and (other.isVisibleTo(window) or bool(window.tabifiedDockWidgets(other))))
 
     siblings = [other for other in window.findChildren(QDockWidget) if sibling(other)]
-    if siblings and not any(bool(other.property(SIBLING_PROPERTY)) for other in window.tabifiedDockWidgets(dock)):
+    if siblings and not any(other in siblings for other in window.tabifiedDockWidgets(dock)):
         from qtpy.QtCore import QTimer
 
         window.tabifyDockWidget(siblings[0], dock)
@@ -476,7 +476,9 @@ class _DockedFilter(QObject):
                 dock = dock.parentWidget()
             if dock is not None and not dock.property(SIBLING_PROPERTY):
                 dock.setProperty(SIBLING_PROPERTY, True)
-                QTimer.singleShot(0, lambda: _tab_in(dock))  # after napari adds it (and tabs it, if asked)
+                # after napari has added it, and after Qt has updated the tab groups of any docks
+                # napari tabbed meanwhile (Qt does that on its next turn: one turn later)
+                QTimer.singleShot(0, lambda: QTimer.singleShot(0, lambda: _tab_in(dock)))
         return False
 
 

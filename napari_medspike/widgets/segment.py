@@ -113,9 +113,9 @@ class SegmentWidget(DockContainer):
         self._rethreshold_timer.setSingleShot(True)
         self._rethreshold_timer.setInterval(200)
         self._rethreshold_timer.timeout.connect(self.apply_threshold)
-        self.table = Table(value={"slice": [], "region": [], "area_px": [], "area": [], "mean_probability": []},
-                           visible=False, tooltip="one row per connected region of the mask (area in pixels and in "
-                           "the layer's units, mean probability inside it)")
+        self.table = Table(value={"slice": [], "area_px": [], "area": [], "mean_probability": []},
+                           visible=False, tooltip="one row per connected region of the mask, numbered on the left "
+                           "(area in pixels and in the layer's units, mean probability inside it)")
         self.table.native.setMinimumHeight(140)
         self.table_note = Label(value="")
         self.export_button = PushButton(text="Export measurements (CSV)", visible=False)
@@ -389,11 +389,13 @@ class SegmentWidget(DockContainer):
         column naming each row's file, for a folder)."""
         # (a single 2D image's rows are all slice 0: that column would only push the areas out of
         # sight; without physical units the area in units repeats the pixel count; the CSV keeps all)
+        # the region's number heads its row (Qt's own row numbers, counted from 0, beside a
+        # "region" column counted from 1, said the same thing twice, one off)
         columns = ("image",) * by_file + ("slice",) * (by_file or images > 1) + (
-            "region", "area_px") + ("area",) * (unit != "px²") + ("mean_probability",)
-        shown = [{k: (round(row[k], 3) if isinstance(row[k], float) else row[k]) for k in columns}
-                 for row in self.measurements]
-        self.table.value = shown or {k: [] for k in columns}
+            "area_px",) + ("area",) * (unit != "px²") + ("mean_probability",)
+        data = [[round(row[k], 3) if isinstance(row[k], float) else row[k] for k in columns] for row in self.measurements]
+        self.table.value = {"data": data, "columns": list(columns),
+                            "index": [str(row["region"]) for row in self.measurements]}
         self.table.native.resizeColumnsToContents()
         total = summarise(self.measurements)
         regions = "1 region" if total["regions"] == 1 else f"{total['regions']} regions"

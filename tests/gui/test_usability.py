@@ -121,6 +121,15 @@ def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path,
     assert "nan" not in card_text.lower() and "training images (nothing held out)" in card_text
 
 
+def tab_titles(window) -> list[str]:
+    """The titles on the window's visible row of dock tabs."""
+    from qtpy.QtWidgets import QTabBar
+
+    bars = [bar for bar in window.findChildren(QTabBar) if bar.isVisible() and bar.count()]
+    assert len(bars) == 1, [[bar.tabText(i) for i in range(bar.count())] for bar in bars]
+    return [bars[0].tabText(i) for i in range(bars[0].count())]
+
+
 def test_docks_opened_one_by_one_from_the_plugins_menu_become_tabs(make_napari_viewer):
     """Opened one after another from the Plugins menu (no ``tabify``), the docks were stacked in
     one column, each a third of its height: Segment showed two fields at 1280x800. Each dock
@@ -139,6 +148,7 @@ def test_docks_opened_one_by_one_from_the_plugins_menu_become_tabs(make_napari_v
         assert not plugin_dock(viewer, name).visibleRegion().isEmpty(), name  # the one just opened in front
     docks = [plugin_dock(viewer, name) for name in names]
     assert set(window.tabifiedDockWidgets(docks[0])) == set(docks[1:])
+    assert tab_titles(window) == [f"{name} (napari-medspike)" for name in names]  # in the order opened
     # (a dock behind another tab stays "visible" to Qt, with nothing of it on screen)
     assert [dock.visibleRegion().isEmpty() for dock in docks] == [True, True, False]
     area = docks[2].findChild(QScrollArea)
@@ -164,6 +174,7 @@ def test_the_canvas_keeps_room_and_every_button_can_be_reached(make_napari_viewe
     settle()
     widgets = open_plugin(viewer, "synthetic")
     settle(0.5)
+    assert tab_titles(window) == [f"{name} (napari-medspike)" for name in widgets]  # the loop's order
     canvas = viewer.window._qt_viewer.canvas.native
     assert canvas.width() >= 0.55 * window.width(), (canvas.width(), window.width())
     for name, widget in widgets.items():
@@ -328,6 +339,9 @@ def test_a_stack_is_segmented_into_a_labels_stack_with_measurements(plugin, qtbo
     if rows:
         assert {r["slice"] for r in rows} <= {0, 1, 2} and rows[0]["area"] == pytest.approx(rows[0]["area_px"] * 0.25)
     assert "area" not in segment.table.column_headers  # (scaled but without units: px² again)
+    # each row headed by its region's number (from 1, per slice), not by Qt's count from 0 beside it
+    assert [str(h) for h in segment.table.row_headers] == [str(r["region"]) for r in rows]
+    assert "region" not in segment.table.column_headers and rows and rows[0]["region"] == 1
     written = segment.export_measurements(tmp_path / "m.csv")
     with written.open() as f:
         assert len(list(csv.DictReader(f))) == len(rows)
