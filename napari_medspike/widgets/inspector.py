@@ -120,7 +120,10 @@ class RatePlot(DockPlot):
         right.set_title("per layer", fontsize=8)
         right.set_xticks(range(steps))
         right.tick_params(labelsize=7)
-        self.figure.colorbar(image, ax=right, shrink=0.8, pad=0.03).ax.tick_params(labelsize=6)
+        # below the map, not beside it: beside, it took its width from both plots (one column)
+        bar = self.figure.colorbar(image, ax=right, location="bottom", shrink=0.9, aspect=25, pad=0.02)
+        bar.ax.tick_params(labelsize=6)
+        bar.set_label("firing rate", fontsize=7)
 
 
 class InspectorWidget(DockContainer):
