@@ -199,6 +199,21 @@ def fit_height(native: Any) -> None:
     height = native.heightForWidth(max(native.width(), 10))
     if height > 0 and height != native.minimumHeight():
         native.setMinimumHeight(height)
+        _relayout_scroll_area(native)
+
+
+def _relayout_scroll_area(native: Any) -> None:
+    """Ask the scroll area around ``native`` to fit its contents to their new minimum height.
+    It did not always notice on its own: about one time in two, after the first inspection,
+    the Spike inspector's contents kept their old height and the firing-rate plot was drawn
+    over the summary, whose new lines it hid."""
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    area = native.parentWidget()
+    while area is not None and not isinstance(area, QScrollArea):
+        area = area.parentWidget()
+    if area is not None:  # (queued: after the contents' own layout has taken the new height)
+        QApplication.postEvent(area, QEvent(QEvent.Type.LayoutRequest))
 
 
 class _HeightKeeper(QObject):
