@@ -217,10 +217,15 @@ def _relayout_scroll_area(native: Any) -> None:
 
 
 class _HeightKeeper(QObject):
-    """Refits a compact label's height (:func:`fit_height`) when its width changes."""
+    """Refits a compact label's height (:func:`fit_height`) when its width changes, and when
+    anything that sets how its text wraps does: the font or style (napari's stylesheet reaches a
+    widget when it is first shown) or its being shown."""
+
+    REFIT = (QEvent.Type.Show, QEvent.Type.FontChange, QEvent.Type.StyleChange, QEvent.Type.Polish)
 
     def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
-        if event.type() == QEvent.Type.Resize and event.size().width() != event.oldSize().width():
+        kind = event.type()
+        if (kind == QEvent.Type.Resize and event.size().width() != event.oldSize().width()) or kind in self.REFIT:
             fit_height(obj)
         return False
 
@@ -250,6 +255,20 @@ def show_text(label: Any, text: str, width: int = TEXT_WIDTH) -> None:
     label.tooltip = text
     if label.native.wordWrap():
         fit_height(label.native)
+        from qtpy.QtCore import QTimer
+
+        native = label.native
+        # again once the events queued meanwhile (layouts, styles) have run: one of them may
+        # change the width or font it wraps at without a resize of its own
+        QTimer.singleShot(0, lambda: _refit_if_alive(native))
+
+
+def _refit_if_alive(native: Any) -> None:
+    """:func:`fit_height`, unless Qt has deleted the label meanwhile (its dock closed)."""
+    try:
+        fit_height(native)
+    except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
+        pass
 
 
 class DockContainer(Container):

@@ -658,6 +658,30 @@ def test_closing_the_fine_tune_dock_stops_its_fine_tune(plugin, qtbot, tmp_path,
     assert seen["cancelled"]
 
 
+def test_a_wrapped_text_keeps_the_height_it_needs_when_its_font_changes(qapp):
+    """A dock's text is fitted to its width when set; a style or font that reaches it later
+    (napari's stylesheet, a theme) wraps it into more lines at the same width, which left the
+    text cut to its first lines (seen in the Spike inspector's summary)."""
+    from magicgui.widgets import Label
+    from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+    from napari_medspike.widgets._common import compact_label, show_text
+
+    host = QWidget()
+    QVBoxLayout(host).addWidget((label := compact_label(Label(value=""))).native)
+    host.resize(300, 600)
+    host.show()
+    settle(0.1)
+    show_text(label, "T = 4 timesteps: move the t slider below the canvas\nfiring rate per encoder stage "
+              "(k/5): 0.081, 0.080, 0.081, 0.083\nsynaptic ops 2.04 G, analog MACs 0.01 G")
+    before = label.native.minimumHeight()
+    host.setStyleSheet("QLabel { font-size: 22px; }")
+    settle(0.1)
+    native = label.native
+    assert native.minimumHeight() == native.heightForWidth(native.width()) > 1.5 * before
+    host.close()
+
+
 def test_dock_texts_and_fields_are_never_cut_or_squeezed(plugin, qtbot):
     """The inspector's summary in its dock at 1280x800: a scroll area squeezed the text to one line
     (its layout gives a wrapped text no height for its width), and texts without a label of their
