@@ -390,8 +390,10 @@ class FinetuneWidget(DockContainer):
                 **({"frame": meta["frame"]} if meta.get("frame") is not None else {})}
         shown = f"{original} [{meta['frame']}]" if "frame" in kept else original
         image_layer = self.viewer.add_image(image, name=f"{shown} (stored)", rgb=True, metadata=kept)
+        # "edited": a correction someone painted, which no later segmentation or threshold may
+        # overwrite (Segment on this image adds a mask of its own beside it)
         layer = self.viewer.add_labels(mask.astype("uint8"), name=f"{image_layer.name} mask",
-                                       metadata={"source_image": image_layer.name})
+                                       metadata={"source_image": image_layer.name, "edited": True})
         style_mask(layer)
         mark_edits(layer)
         # ready to edit and save again: the dock now points at this correction's image and mask

@@ -515,6 +515,27 @@ def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes,
     assert any(f"cannot open correction {entry.stem}" in n for n in notes)
 
 
+def test_segmenting_a_loaded_correction_keeps_its_mask(plugin, tmp_path, qtbot, store_corrections):
+    """A stored correction opened with Load selected was taken for the plugin's own result:
+    Segment (which then picks the loaded image) overwrote the painted mask with a prediction,
+    and Save correction would have replaced the stored correction with it."""
+    viewer, widgets, image = plugin
+    tune, segment = widgets["Correct and fine-tune"], widgets["Segment"]
+    store_corrections(viewer, tune, image, tmp_path / "store", [((10, 40), (20, 60))])
+    tune.corrections.value = tune.corrections.choices[0]
+    tune.load_selected()
+    loaded = viewer.layers["photo (stored) mask"]
+    painted = np.array(loaded.data)
+    segment.reset_choices()
+    segment.image.value = viewer.layers["photo (stored)"]
+    segment.threshold.value = 0.05  # a prediction unlike the painted box
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    new = viewer.layers["photo (stored) mask [2]"]  # the new mask beside it
+    np.testing.assert_array_equal(loaded.data, painted)
+    assert not np.array_equal(new.data, painted)
+
+
 def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(plugin, tmp_path, notes, save):
     viewer, widgets, image = plugin
     tune = widgets["Correct and fine-tune"]
