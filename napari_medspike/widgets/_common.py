@@ -469,6 +469,29 @@ def call_when_shown(widget: Any, callback: Callable[[], None]) -> None:
     widget.native.installEventFilter(widget._show_filter)
 
 
+class _CloseFilter(QObject):
+    """Calls ``callback`` when the widget it filters loses its parent: napari's dock ✕ takes it
+    out of its dock (``remove_dock_widget``) without deleting it."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        super().__init__()
+        self.callback = callback
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.ParentChange and watched.parentWidget() is None:
+            self.callback()
+        return False
+
+
+def call_when_closed(widget: Any, callback: Callable[[], None]) -> None:
+    """Call ``callback`` when the magicgui ``widget``'s dock is closed, and when Qt deletes it.
+    (napari keeps a closed dock's contents alive while a job's callbacks hold them, so being
+    deleted alone may never come.)"""
+    widget._close_filter = _CloseFilter(callback)  # kept alive with the widget
+    widget.native.installEventFilter(widget._close_filter)
+    widget.native.destroyed.connect(lambda *_: callback())
+
+
 #: Qt property that marks the docks of this plugin's widgets (see :func:`tab_with_sibling_docks`).
 SIBLING_PROPERTY = "napari_medspike_dock"
 
@@ -535,6 +558,16 @@ def is_users_image(layer: Any) -> bool:
 
     metadata = getattr(layer, "metadata", None) or {}
     return isinstance(layer, Image) and "source_image" not in metadata and MAP_TAG not in metadata
+
+
+def image_box(viewer: Any) -> Any:
+    """A drop-down of the images the user opened or added (:func:`is_users_image`), not this
+    plugin's results: with its image closed, a dock fell back on '<image> probability', which
+    Save correction then stored as a training image and Segment segmented again."""
+    from magicgui.widgets import ComboBox
+
+    return ComboBox(label="image", choices=lambda *_: [layer for layer in viewer.layers if is_users_image(layer)],
+                    nullable=False)
 
 
 def follow_layers(widget: Any, viewer: Any, new_images: bool = False) -> None:

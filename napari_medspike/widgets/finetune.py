@@ -18,7 +18,6 @@ from magicgui.widgets import (
     PushButton,
     Select,
     SpinBox,
-    create_widget,
 )
 
 from ..common import WriteError, check_writable
@@ -33,11 +32,13 @@ from ._common import (
     DockContainer,
     DockPlot,
     add_segmentation_layers,
+    call_when_closed,
     call_when_shown,
     compact_label,
     full_width,
     elide,
     follow_layers,
+    image_box,
     image_data_2d,
     make_narrow,
     tab_with_sibling_docks,
@@ -143,8 +144,8 @@ class FinetuneWidget(DockContainer):
         self._following = True  # the mask box follows the Labels layer selected (see _follow_active_mask)
         self.cancel_event = threading.Event()
         # a closed dock stops its fine-tune (nothing else could: a dock opened again is a new one)
-        self.native.destroyed.connect(lambda *_: self.cancel_event.set())
-        self.image = create_widget(annotation=napari.layers.Image, label="image")
+        call_when_closed(self, lambda: self.cancel_event.set())  # (each run has an event of its own)
+        self.image = image_box(self.viewer)
         self.mask = ComboBox(label="mask", choices=self._mask_choices,
                              tooltip="the Labels layer to save as the correction: the plugin's masks come first "
                              "(a sample's ground truth last; selecting a Labels layer in the layer list picks it)")

@@ -6,7 +6,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import ComboBox, Label, PushButton, SpinBox, create_widget
+from magicgui.widgets import ComboBox, Label, PushButton, SpinBox
 
 from ..analysis.maps import DECOMPOSED, INTERACTION_VIEWS, REDUCTIONS, inspect_steps, stage_of
 from ._common import (
@@ -19,6 +19,7 @@ from ._common import (
     full_width,
     elide,
     follow_layers,
+    image_box,
     make_narrow,
     tab_with_sibling_docks,
     model_label,
@@ -133,7 +134,7 @@ class InspectorWidget(DockContainer):
         super().__init__(labels=True)
         self.viewer = napari_viewer
         self.worker: Any = None
-        self.image = create_widget(annotation=napari.layers.Image, label="image")
+        self.image = image_box(self.viewer)
         self.model_note = compact_label(Label(value="", tooltip="the model chosen in the Segment dock"))
         self.stage = SpinBox(label="stage", min=0, max=3, value=0,
                              tooltip="encoder stage: 0 is at full resolution, each next one at half the previous")

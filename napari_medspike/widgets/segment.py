@@ -8,7 +8,7 @@ from typing import Any
 
 import napari
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, PushButton, Table, create_widget
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, PushButton, Table
 
 from ..common import check_writable
 from ..engine.checkpoint import list_models
@@ -29,6 +29,7 @@ from ._common import (
     show_text,
     elide,
     follow_layers,
+    image_box,
     model_choices,
     model_label,
     selected_image_and_model,
@@ -61,7 +62,7 @@ class SegmentWidget(DockContainer):
         self._choosing = False  # True while the dock itself sets the model box
         self._folder_cancel: threading.Event | None = None  # set: the folder job running stops
         names = list(list_models())
-        self.image = create_widget(annotation=napari.layers.Image, label="image")
+        self.image = image_box(self.viewer)
         self.model_choice = ComboBox(label="model", choices=self._model_choices,
                                      value=names[0] if names else CHECKPOINT_FILE,
                                      tooltip="shipped models, checkpoints used or fine-tuned since napari started, "

@@ -627,10 +627,10 @@ def test_the_fine_tune_plot_counts_whole_epochs_and_its_legend_covers_no_curve(q
 
 
 def test_closing_the_fine_tune_dock_stops_its_fine_tune(plugin, qtbot, tmp_path, store_corrections, monkeypatch):
-    """Closing the dock (its ✕ deletes it) cancels the run: before, it trained to the end with
-    no button left to stop it, and switched Segment's model afterwards."""
-    from qtpy.QtCore import QEvent
-
+    """Closing the dock (its ✕) cancels the run: before, it trained to the end with no button
+    left to stop it, and switched Segment's model afterwards. napari's ✕ takes the contents out
+    of the dock without deleting them (they live on while the job's callbacks hold them): the
+    run stopped only when the test deleted them itself."""
     from napari_medspike.common import Progress
     from napari_medspike.widgets import finetune as dock_module
 
@@ -651,11 +651,11 @@ def test_closing_the_fine_tune_dock_stops_its_fine_tune(plugin, qtbot, tmp_path,
     worker = tune.run()
     assert worker is not None
     qtbot.waitUntil(lambda: tune.cancel_button.enabled, timeout=WAIT)
-    viewer.window.remove_dock_widget(tune.native)  # what the dock's ✕ does
-    tune.native.deleteLater()
-    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    viewer.window.remove_dock_widget(tune.native)  # what the dock's ✕ does, and all it does
     qtbot.waitUntil(lambda: "cancelled" in seen, timeout=WAIT)
     assert seen["cancelled"]
+    tune.native.deleteLater()  # (what the event loop of a running napari does later)
+    QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
 
 
 def test_a_wrapped_text_keeps_the_height_it_needs_when_its_font_changes(qapp):

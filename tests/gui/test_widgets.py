@@ -515,6 +515,23 @@ def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes,
     assert any(f"cannot open correction {entry.stem}" in n for n in notes)
 
 
+def test_the_docks_offer_only_the_users_images(plugin, qtbot):
+    """The image boxes listed every image layer: with the user's image closed, the docks fell
+    back on the plugin's '<image> probability', which Save correction then stored as a training
+    image and Segment segmented again. The inspector's maps were offered too."""
+    viewer, widgets, image = plugin
+    with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
+        pass
+    with qtbot.waitSignal(widgets["Spike inspector"].run().finished, timeout=WAIT):
+        pass
+    assert "photo probability" in viewer.layers and len(viewer.layers) > 5
+    for name, widget in widgets.items():
+        assert list(widget.image.choices) == [image], name
+    viewer.layers.remove(image)
+    for name, widget in widgets.items():
+        assert list(widget.image.choices) == [] and widget.image.value is None, name
+
+
 def test_segmenting_a_loaded_correction_keeps_its_mask(plugin, tmp_path, qtbot, store_corrections):
     """A stored correction opened with Load selected was taken for the plugin's own result:
     Segment (which then picks the loaded image) overwrote the painted mask with a prediction,
