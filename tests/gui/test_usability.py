@@ -130,38 +130,38 @@ def tab_titles(window) -> list[str]:
     return [bars[0].tabText(i) for i in range(bars[0].count())]
 
 
-def test_docks_opened_one_by_one_from_the_plugins_menu_become_tabs(make_napari_viewer):
+def test_docks_opened_one_by_one_from_the_plugins_menu_become_tabs(make_napari_viewer, qtbot):
     """Opened one after another from the Plugins menu (no ``tabify``), the docks were stacked in
     one column, each a third of its height: Segment showed two fields at 1280x800. Each dock
     of this plugin now joins the others' tab group, in front; one closed and opened again too."""
-    from qtpy.QtWidgets import QScrollArea
-
     from napari_medspike.demo import plugin_dock
 
     viewer = make_napari_viewer(show=True)
     window = viewer.window._qt_window
     window.resize(1280, 800)
     names = ("Segment", "Spike inspector", "Correct and fine-tune")
-    for name in names:
+    for i, name in enumerate(names):
         viewer.window.add_plugin_dock_widget("napari-medspike", name)  # what the menu entry does
-        settle(0.2)
-        assert not plugin_dock(viewer, name).visibleRegion().isEmpty(), name  # the one just opened in front
+        dock = plugin_dock(viewer, name)
+        # in the others' tab group, in front (Qt makes and lays out tabs a few turns later)
+        qtbot.waitUntil(lambda: len(window.tabifiedDockWidgets(dock)) == i and not dock.visibleRegion().isEmpty(),
+                        timeout=5000)
     docks = [plugin_dock(viewer, name) for name in names]
     assert set(window.tabifiedDockWidgets(docks[0])) == set(docks[1:])
     assert tab_titles(window) == [f"{name} (napari-medspike)" for name in names]  # in the order opened
     # (a dock behind another tab stays "visible" to Qt, with nothing of it on screen)
     assert [dock.visibleRegion().isEmpty() for dock in docks] == [True, True, False]
-    area = docks[2].findChild(QScrollArea)
-    assert area.viewport().height() > 0.6 * window.height()  # the whole column, not a third of it
+    area = docks[2].widget()  # the plugin's scroll area: the whole column, not a third of it
+    qtbot.waitUntil(lambda: area.viewport().height() > 0.6 * window.height(), timeout=5000)
     inspector = docks[1].widget()
     viewer.window.remove_dock_widget(docks[1])  # the inspector's ✕, then the menu entry again
     inspector.deleteLater()  # (what napari's event loop does with a closed dock's contents)
     QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
     settle(0.2)
     viewer.window.add_plugin_dock_widget("napari-medspike", names[1])
-    settle(0.2)
     again = plugin_dock(viewer, names[1])
-    assert not again.visibleRegion().isEmpty() and again in window.tabifiedDockWidgets(docks[0])
+    qtbot.waitUntil(lambda: again in window.tabifiedDockWidgets(docks[0]) and not again.visibleRegion().isEmpty(),
+                    timeout=5000)
 
 
 @pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
