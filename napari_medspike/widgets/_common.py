@@ -202,6 +202,14 @@ def fit_height(native: Any) -> None:
         _relayout_scroll_area(native)
 
 
+def _ancestor(widget: Any, kind: type) -> Any:
+    """The nearest widget above ``widget`` that is a ``kind`` (None if there is none)."""
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, kind):
+        parent = parent.parentWidget()
+    return parent
+
+
 def _relayout_scroll_area(native: Any) -> None:
     """Ask the scroll area around ``native`` to fit its contents to their new minimum height.
     It did not always notice on its own: about one time in two, after the first inspection,
@@ -209,9 +217,7 @@ def _relayout_scroll_area(native: Any) -> None:
     over the summary, whose new lines it hid."""
     from qtpy.QtWidgets import QApplication, QScrollArea
 
-    area = native.parentWidget()
-    while area is not None and not isinstance(area, QScrollArea):
-        area = area.parentWidget()
+    area = _ancestor(native, QScrollArea)
     if area is not None:  # (queued: after the contents' own layout has taken the new height)
         QApplication.postEvent(area, QEvent(QEvent.Type.LayoutRequest))
 
@@ -446,9 +452,7 @@ class _ShowFilter(QObject):
     def _find_dock(self, widget: Any) -> None:
         from qtpy.QtWidgets import QDockWidget
 
-        parent = widget.parentWidget()
-        while parent is not None and not isinstance(parent, QDockWidget):
-            parent = parent.parentWidget()
+        parent = _ancestor(widget, QDockWidget)
         if parent is not None and parent is not self.dock:
             if self.dock is not None:
                 self.dock.visibilityChanged.disconnect(self._on_visibility)
@@ -528,9 +532,7 @@ class _DockedFilter(QObject):
         from qtpy.QtWidgets import QDockWidget
 
         if event.type() == QEvent.Type.ParentChange:
-            dock = watched.parentWidget()
-            while dock is not None and not isinstance(dock, QDockWidget):
-                dock = dock.parentWidget()
+            dock = _ancestor(watched, QDockWidget)
             if dock is not None and not dock.property(SIBLING_PROPERTY):
                 dock.setProperty(SIBLING_PROPERTY, True)
                 # after napari has added it, and after Qt has updated the tab groups of any docks
