@@ -424,8 +424,7 @@ def show_for_editing(viewer: Any, mask: Any, image: Any = None) -> None:
             layer.visible = True
     if image is not None and image in viewer.layers:
         for layer in list(viewer.layers)[viewer.layers.index(image) + 1:]:
-            of_another = layer.metadata.get("source_image", image.name) != image.name  # (a mask made for another image)
-            if layer is not mask and (isinstance(layer, Image) or of_another):
+            if layer is not mask and (isinstance(layer, Image) or made_for_another_image(layer, image, viewer)):
                 layer.visible = False
     index, top = viewer.layers.index(mask), len(viewer.layers) - 1
     if index != top:
@@ -560,6 +559,34 @@ def is_users_image(layer: Any) -> bool:
 
     metadata = getattr(layer, "metadata", None) or {}
     return isinstance(layer, Image) and "source_image" not in metadata and MAP_TAG not in metadata
+
+
+def link_to_image(image_layer: Any) -> dict[str, str]:
+    """Metadata that ties a result layer (probability, mask) to the image it was made for: the
+    image's name, and napari's ``unique_id`` of its layer, which a rename keeps."""
+    return {"source_image": image_layer.name, "source_image_id": str(image_layer.unique_id)}
+
+
+def image_made_for(layer: Any, viewer: Any) -> Any:
+    """The open layer ``layer`` was made for (:func:`link_to_image`): found by its id, so a renamed
+    image keeps its masks; else by name (an image opened again, a sample's ground truth);
+    ``None`` when ``layer`` is tied to no image or its image is closed."""
+    from napari.layers import Image
+
+    metadata = getattr(layer, "metadata", None) or {}
+    images = [candidate for candidate in viewer.layers if isinstance(candidate, Image)]
+    made_for = metadata.get("source_image_id")
+    for candidate in images if made_for is not None else ():
+        if str(candidate.unique_id) == made_for:
+            return candidate
+    name = metadata.get("source_image")
+    return next((candidate for candidate in images if candidate.name == name), None)
+
+
+def made_for_another_image(layer: Any, image: Any, viewer: Any) -> bool:
+    """Whether ``layer`` is a result made for an image other than ``image`` (open or closed)."""
+    metadata = getattr(layer, "metadata", None) or {}
+    return "source_image" in metadata and image_made_for(layer, viewer) is not image
 
 
 def image_box(viewer: Any) -> Any:
@@ -798,7 +825,7 @@ def add_segmentation_layers(
         name, n = base, 2
         while name in viewer.layers:
             layer = viewer.layers[name]
-            if (isinstance(layer, kind) and layer.metadata.get("source_image") == image_layer.name
+            if (isinstance(layer, kind) and image_made_for(layer, viewer) is image_layer
                     and not layer.metadata.get("edited") and layer.data.ndim == nd):
                 break
             name, n = f"{base} [{n}]", n + 1
@@ -814,13 +841,13 @@ def add_segmentation_layers(
                 setattr(layer, key, value)
     if prob_name not in viewer.layers:  # rgb=False: napari would guess [H, W, 3] probabilities are colours
         viewer.add_image(prob, name=prob_name, colormap="magma", opacity=0.45, blending="additive", rgb=False,
-                         contrast_limits=(0.0, 1.0), visible=False, metadata={"source_image": image_layer.name},
+                         contrast_limits=(0.0, 1.0), visible=False, metadata=link_to_image(image_layer),
                          **placement)
     if mask_name not in viewer.layers:
         base = f"{image_layer.name} mask{suffix}"
         if mask_name != base and base in viewer.layers and mask_look(viewer.layers[base])[0] == colour:
             colour = other_colour(colour)  # beside the mask kept (e.g. painted): told apart at a glance
-        layer = viewer.add_labels(mask, name=mask_name, metadata={"source_image": image_layer.name}, **placement)
+        layer = viewer.add_labels(mask, name=mask_name, metadata=link_to_image(image_layer), **placement)
         style_mask(layer, colour, style)
         mark_edits(layer)
     viewer.layers[mask_name].metadata["threshold"] = threshold

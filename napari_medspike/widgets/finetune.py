@@ -40,6 +40,8 @@ from ._common import (
     follow_layers,
     image_box,
     image_data_2d,
+    image_made_for,
+    link_to_image,
     make_narrow,
     tab_with_sibling_docks,
     mark_edits,
@@ -227,8 +229,7 @@ class FinetuneWidget(DockContainer):
         layer = self.viewer.layers.selection.active
         if not self._following or not isinstance(layer, Labels) or layer is self.mask.value:
             return
-        made_for = layer.metadata.get("source_image")
-        source = self.viewer.layers[made_for] if made_for in self.viewer.layers else None
+        source = image_made_for(layer, self.viewer)
         try:
             self.reset_choices()
             if isinstance(source, Image) and source is not self.image.value:
@@ -298,13 +299,13 @@ class FinetuneWidget(DockContainer):
         if image is None or labels is None:
             napari.utils.notifications.show_error("choose an image and its mask (a Labels layer)")
             return None
-        made_for = labels.metadata.get("source_image")
-        if made_for not in (None, image.name) and made_for in self.viewer.layers:
-            # another image's mask: storing it would pair the wrong mask with this image and
+        made_for = image_made_for(labels, self.viewer)
+        if made_for is not None and made_for is not image:
+            # another open image's mask: storing it would pair the wrong mask with this image and
             # replace this image's own correction
             napari.utils.notifications.show_error(
-                f"'{labels.name}' is the mask of '{made_for}', not of '{image.name}': choose the image "
-                f"'{made_for}' or a mask of '{image.name}'; nothing saved")
+                f"'{labels.name}' is the mask of '{made_for.name}', not of '{image.name}': choose the image "
+                f"'{made_for.name}' or a mask of '{image.name}'; nothing saved")
             return None
         try:
             data = image_data_2d(image, self.viewer)  # a stack: the slice shown
@@ -394,7 +395,7 @@ class FinetuneWidget(DockContainer):
         # "edited": a correction someone painted, which no later segmentation or threshold may
         # overwrite (Segment on this image adds a mask of its own beside it)
         layer = self.viewer.add_labels(mask.astype("uint8"), name=f"{image_layer.name} mask",
-                                       metadata={"source_image": image_layer.name, "edited": True})
+                                       metadata={**link_to_image(image_layer), "edited": True})
         style_mask(layer)
         mark_edits(layer)
         # ready to edit and save again: the dock now points at this correction's image and mask

@@ -117,3 +117,32 @@ def test_an_image_closed_during_the_fine_tune_gets_no_orphan_layers(plugin, qtbo
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
     assert not [layer.name for layer in viewer.layers if "fine-tuned" in layer.name]
     assert "'photo' was closed" in " ".join(tune.result.value.split())
+
+
+def test_a_renamed_image_keeps_its_masks(plugin, qtbot, tmp_path, notes, save):
+    viewer, widgets, photo = plugin
+    segment, tune = widgets["Segment"], widgets["Correct and fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    other = viewer.add_image(np.roll(photo.data, 7, axis=0), name="other", rgb=True)
+    _segment(qtbot, segment, photo)
+    _segment(qtbot, segment, other)
+    photo_mask, other_mask = viewer.layers["photo mask"], viewer.layers["other mask"]
+    photo.name = "patient 12"  # renamed in the layer list after segmenting
+    viewer.layers.selection.active = other_mask
+    assert tune.image.value is other
+    # selecting its mask still brings the renamed image into the dock
+    viewer.layers.selection.active = photo_mask
+    assert tune.mask.value is photo_mask and tune.image.value is photo
+    # the other image (same size) with this mask: refused, naming the image by its new name
+    tune.image.value = other
+    assert save(tune) is None
+    assert any("'photo mask' is the mask of 'patient 12', not of 'other'" in n for n in notes), notes
+    assert tune.store.list() == []
+    tune.image.value = photo
+    saved = save(tune)
+    assert saved is not None and saved.provenance["image_layer"] == "patient 12"
+    # readying the mask to paint keeps it beside its image, and hides the other image's mask
+    viewer.layers.selection.active = other_mask
+    viewer.layers.selection.active = photo_mask
+    tune._show_mask_for_editing()
+    assert photo.visible and photo_mask.visible and not other_mask.visible
