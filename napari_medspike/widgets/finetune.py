@@ -61,6 +61,16 @@ from ._common import (
 USER_LR_TEXT = ", ".join(f"{name} {rate:g}" for name, rate in sorted(DEFAULT_LR.items()) if "twin" not in name)
 
 
+def unused_model_path(folder: Path, stamp: str) -> Path:
+    """``folder/finetuned_<stamp>.safetensors``, or ``..._<stamp>-2`` and so on when a model (or
+    its card) of that name exists: two fine-tunes ended within one second must not share a file."""
+    out, n = folder / f"finetuned_{stamp}.safetensors", 1
+    while out.exists() or model_card_path(out).exists():
+        n += 1
+        out = folder / f"finetuned_{stamp}-{n}.safetensors"
+    return out
+
+
 class CurvePlot(DockPlot):
     """A small matplotlib canvas in the dock: training loss, validation loss and Dice per epoch,
     and the starting model's validation Dice (the bar a fine-tune must beat to be kept)."""
@@ -407,6 +417,9 @@ class FinetuneWidget(DockContainer):
         if self.save_worker is not None:  # it would train without the correction being written
             napari.utils.notifications.show_error("a correction is still being saved: fine-tune when it is done")
             return None
+        if self.worker is not None:  # (the button is disabled meanwhile; a call from code is not)
+            napari.utils.notifications.show_error("a fine-tune is still running: wait for it or cancel it")
+            return None
         entries = self.store.list()
         lr = float(self.lr.value)
         if not entries:
@@ -432,7 +445,7 @@ class FinetuneWidget(DockContainer):
             return None
         remember_store(self.store.root)  # later sessions list the models fine-tuned here in Segment
         replay = str(self.replay.value) if str(self.replay.value) not in ("", ".") else None
-        out = self.store.root / "models" / f"finetuned_{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+        out = unused_model_path(self.store.root / "models", time.strftime("%Y%m%d-%H%M%S"))
         epochs, replay_samples, root = int(self.epochs.value), int(self.replay_samples.value), self.store.root
         minutes, route = float(self.minutes.value), bool(self.keep_start.value)
         self.cancel_event = threading.Event()

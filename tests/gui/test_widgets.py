@@ -379,7 +379,7 @@ def test_fine_tune_after_the_corrections_folder_was_deleted_says_so(plugin, tmp_
     assert "no longer exists" in notes[-1] and not tune.corrections.choices  # the list no longer shows it
 
 
-def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_improves, save):
+def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_improves, save, notes):
     viewer, widgets, image = plugin
     tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
@@ -393,6 +393,9 @@ def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_i
     tune.epochs.value = 50
     worker = tune.run()
     worker.yielded.connect(lambda e: tune.cancel())
+    qtbot.waitUntil(lambda: tune.cancel_event.is_set(), timeout=WAIT)
+    # while it stops, a second start (from code: the button is disabled) is refused
+    assert tune.run() is None and "a fine-tune is still running" in notes[-1]
     with qtbot.waitSignal(worker.finished, timeout=WAIT):
         pass
     assert "cancelled" in " ".join(tune.result.value.split())
@@ -686,3 +689,16 @@ def test_an_image_the_user_opens_becomes_the_docks_image_but_results_do_not(plug
     with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
         pass
     assert inspector.image.value is second and segment.image.value is second
+
+
+def test_fine_tunes_ended_within_one_second_get_their_own_files(tmp_path):
+    from napari_medspike.widgets.finetune import unused_model_path
+
+    first = unused_model_path(tmp_path, "20261129-101500")
+    assert first.name == "finetuned_20261129-101500.safetensors"
+    first.write_bytes(b"model")
+    second = unused_model_path(tmp_path, "20261129-101500")
+    assert second.name == "finetuned_20261129-101500-2.safetensors"
+    first.unlink()
+    first.with_suffix(".md").write_text("card")  # a card left without its model still holds the name
+    assert unused_model_path(tmp_path, "20261129-101500") == second
