@@ -473,26 +473,38 @@ def call_when_shown(widget: Any, callback: Callable[[], None]) -> None:
 
 
 class _CloseFilter(QObject):
-    """Calls ``callback`` when the widget it filters loses its parent: napari's dock ✕ takes it
+    """Calls its callbacks when the widget it filters loses its parent: napari's dock ✕ takes it
     out of its dock (``remove_dock_widget``) without deleting it."""
 
-    def __init__(self, callback: Callable[[], None]) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.callback = callback
+        self.callbacks: list[Callable[[], None]] = []
 
     def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
         if event.type() == QEvent.Type.ParentChange and watched.parentWidget() is None:
-            self.callback()
+            for callback in self.callbacks:
+                callback()
         return False
 
 
 def call_when_closed(widget: Any, callback: Callable[[], None]) -> None:
-    """Call ``callback`` when the magicgui ``widget``'s dock is closed, and when Qt deletes it.
-    (napari keeps a closed dock's contents alive while a job's callbacks hold them, so being
-    deleted alone may never come.)"""
-    widget._close_filter = _CloseFilter(callback)  # kept alive with the widget
-    widget.native.installEventFilter(widget._close_filter)
+    """Call ``callback`` when the magicgui ``widget``'s dock is closed, and when Qt deletes it
+    (so it may be called twice). napari keeps a closed dock's contents alive, unseen, while
+    anything holds them (a job's callbacks, the viewer's events): being deleted alone may never
+    come."""
+    if getattr(widget, "_close_filter", None) is None:
+        widget._close_filter = _CloseFilter()  # kept alive with the widget
+        widget.native.installEventFilter(widget._close_filter)
+    widget._close_filter.callbacks.append(callback)
     widget.native.destroyed.connect(lambda *_: callback())
+
+
+def connect_until_closed(widget: Any, emitter: Any, callback: Callable[..., Any]) -> None:
+    """Connect ``callback`` to a napari event ``emitter`` (the viewer's or a layer's) for as long
+    as ``widget``'s dock is open. A closed dock is not deleted (:func:`call_when_closed`): still
+    connected, it went on following layers, and Segment's measured every painted stroke again."""
+    emitter.connect(callback)
+    call_when_closed(widget, lambda: emitter.disconnect(callback))  # (twice does no harm)
 
 
 #: Qt property that marks the docks of this plugin's widgets (see :func:`tab_with_sibling_docks`).
@@ -609,8 +621,8 @@ def follow_layers(widget: Any, viewer: Any, new_images: bool = False) -> None:
         if new_images and is_users_image(layer) and layer in widget.image.choices:
             widget.image.value = layer
 
-    viewer.layers.events.inserted.connect(inserted)
-    viewer.layers.events.removed.connect(widget.reset_choices)
+    connect_until_closed(widget, viewer.layers.events.inserted, inserted)
+    connect_until_closed(widget, viewer.layers.events.removed, widget.reset_choices)
 
 
 def selected_image_and_model(

@@ -35,6 +35,7 @@ from ._common import (
     call_when_closed,
     call_when_shown,
     compact_label,
+    connect_until_closed,
     full_width,
     elide,
     follow_layers,
@@ -228,7 +229,7 @@ class FinetuneWidget(DockContainer):
         # after the Spike inspector hid it or laid the layers out in a grid.
         call_when_shown(self, self._show_mask_for_editing)
         self.mask.changed.connect(lambda *_: self.native.isVisible() and self._show_mask_for_editing())
-        self.viewer.layers.selection.events.active.connect(self._follow_active_mask)
+        connect_until_closed(self, self.viewer.layers.selection.events.active, self._follow_active_mask)
 
     def _follow_active_mask(self, event: Any = None) -> None:
         """A Labels layer selected in the layer list (the one the brush paints on) becomes the

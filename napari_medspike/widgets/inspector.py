@@ -14,6 +14,7 @@ from ._common import (
     SESSION,
     DockContainer,
     DockPlot,
+    call_when_closed,
     call_when_shown,
     compact_label,
     full_width,
@@ -170,7 +171,7 @@ class InspectorWidget(DockContainer):
         follow_layers(self, self.viewer, new_images=True)
         self._source: str | None = None  # the model the spike choice was made for
         SESSION.subscribe(self._session_changed)
-        self.native.destroyed.connect(lambda *_: SESSION.unsubscribe(self._session_changed))
+        call_when_closed(self, lambda: SESSION.unsubscribe(self._session_changed))
         self._session_changed(SESSION.source)
         self._layers: list[str] = []
         self._hidden_by_grid: set[str] = set()  # the user's layers the grid view hid

@@ -21,6 +21,7 @@ from ._common import (
     SESSION,
     DockContainer,
     add_segmentation_layers,
+    call_when_closed,
     compact_label,
     full_width,
     make_narrow,
@@ -142,7 +143,8 @@ class SegmentWidget(DockContainer):
         self.cancel_button.changed.connect(self.cancel)
         follow_layers(self, self.viewer, new_images=True)
         SESSION.subscribe(self._session_changed)
-        self.native.destroyed.connect(lambda *_: SESSION.unsubscribe(self._session_changed))
+        call_when_closed(self, lambda: SESSION.unsubscribe(self._session_changed))
+        call_when_closed(self, self._stop_following_paint)
         show_text(self.device_note, pick_device("auto")[1])
         self._model_changed()
         #: whether the model box holds the dock's choice (its first model, a sample's
@@ -343,9 +345,16 @@ class SegmentWidget(DockContainer):
         Painting the mask measures it again once painting pauses (in a worker), and an export
         measures the mask as it is then: the figures are those of the mask as corrected."""
         spacing, unit = layer_spacing(layer)
+        self._stop_following_paint()  # painting an earlier mask no longer measures this one again
         self._measured = (self._mask_layer, layer.name, prob, spacing, unit)
         self._mask_layer.events.paint.connect(self._painted)
         self._show_rows(rows)
+
+    def _stop_following_paint(self) -> None:
+        """Painting the last mask measured here no longer measures it again (a new mask is
+        measured, or the dock was closed)."""
+        if self._measured is not None:
+            self._measured[0].events.paint.disconnect(self._painted)
 
     def _painted(self, *_: Any) -> None:
         try:

@@ -658,6 +658,36 @@ def test_closing_the_fine_tune_dock_stops_its_fine_tune(plugin, qtbot, tmp_path,
     QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
 
 
+def test_closed_docks_stop_following_the_viewer(plugin, qtbot):
+    """napari's ✕ takes a dock's contents out of the window without deleting them: before, a
+    closed dock went on following layers and the model, and Segment's measured each stroke
+    painted on its mask again, unseen (once per dock closed and opened again)."""
+    from napari_medspike.widgets._common import SESSION
+
+    viewer, widgets, photo = plugin
+    segment, tune = widgets["Segment"], widgets["Correct and fine-tune"]
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    mask = viewer.layers["photo mask"]
+    listeners = len(SESSION._listeners)
+    for widget in widgets.values():
+        viewer.window.remove_dock_widget(widget.native)  # what the dock's ✕ does
+    assert len(SESSION._listeners) == listeners - 2  # Segment's and the inspector's
+    mask.paint((20, 30), 0)  # a stroke on the mask Segment measured
+    assert not segment._remeasure_timer.isActive()
+    other_mask = viewer.add_labels(np.zeros(photo.data.shape[:2], np.uint8), name="other")
+    viewer.layers.selection.active = other_mask
+    new_image = viewer.add_image(np.zeros((20, 20)), name="new")
+    assert tune.mask.value is mask  # (napari itself still refreshes a closed dock's choices)
+    assert segment.image.value is photo and new_image in viewer.layers  # (an image opened became Segment's)
+    assert widgets["Spike inspector"].image.value is photo
+    # opened again, the docks follow the viewer as before
+    _, tune_again = viewer.window.add_plugin_dock_widget("napari-medspike", "Correct and fine-tune")
+    viewer.layers.selection.active = viewer.layers["photo mask"]
+    viewer.layers.selection.active = other_mask
+    assert tune_again.mask.value is other_mask and tune.mask.value is mask
+
+
 def test_a_wrapped_text_keeps_the_height_it_needs_when_its_font_changes(qapp):
     """A dock's text is fitted to its width when set; a style or font that reaches it later
     (napari's stylesheet, a theme) wraps it into more lines at the same width, which left the
