@@ -371,6 +371,15 @@ def test_measurements_follow_the_mask_as_painted(plugin, qtbot, tmp_path):
     with segment.export_measurements(tmp_path / "m.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["area_px"]) for r in rows] == [200]
+    # once another image is segmented, painting this mask no longer measures the new one again
+    other = viewer.add_image(np.roll(image.data, 9, axis=1), name="other", rgb=True)
+    segment.image.value = other
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    mask.paint((10, 10), 1, refresh=True)
+    assert not segment._remeasure_timer.isActive()
+    viewer.layers["other mask"].paint((10, 10), 0, refresh=True)
+    assert segment._remeasure_timer.isActive()
 
 
 def test_the_threshold_slider_redraws_the_last_mask_but_never_a_painted_one(plugin, qtbot):
