@@ -367,18 +367,62 @@ def test_many_valued_masks_use_half_their_largest_value_and_say_so(caplog):
     """JPEG noise near 0 stays background; soft or anti-aliased masks are cut at half their
     largest value, with a warning naming the file."""
     array = np.zeros((12, 10), np.uint8)
-    array[0:2] = 3  # compression noise
+    array[0:2] = np.tile([3, 0, 2, 1, 0], 4).reshape(2, 10)  # compression noise: low values that vary pixel to pixel
     array[3:5] = 140  # above half of 255
     array[5:7] = 255
     with caplog.at_level(logging.WARNING, logger="napari_medspike.data.io"):
         mask = to_binary_mask(array, name="soft.jpg")
     assert mask.sum() == 40 and mask[3:7].all() and not mask[0:2].any()
-    assert any("soft.jpg" in r.getMessage() and "4 distinct values" in r.getMessage() for r in caplog.records)
+    assert any("soft.jpg" in r.getMessage() and "6 distinct values" in r.getMessage() for r in caplog.records)
     # colour masks: the largest colour channel; alpha is ignored
     rgba = np.zeros((12, 10, 4), np.uint8)
     rgba[..., 3] = 255
     rgba[3:6, :, 1] = 200
     assert to_binary_mask(rgba).sum() == 30
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_label_images_keep_every_object(tmp_path, caplog, dtype):
+    """Objects numbered 1..N (instance masks, napari's Labels files, GlaS's annotations): cut at
+    half the largest number, objects 1 and 2 of 5 were lost without a word."""
+    array = np.zeros((40, 60), dtype)
+    for label in range(1, 6):
+        array[5:15, 10 * label - 8:10 * label - 1] = label  # five 10 x 7 objects
+    array[25:35, 2:9] = 3  # a second object with a number already used
+    with caplog.at_level(logging.WARNING, logger="napari_medspike.data.io"):
+        mask = to_binary_mask(array, name="labels.tif")
+    assert mask.sum() == 6 * 70 and not caplog.records
+    path = tmp_path / "labels.tif"
+    io.imsave(path, array, check_contrast=False)
+    assert read_mask(path).sum() == 6 * 70
+
+
+def test_the_same_mask_compressed_or_anti_aliased_is_cut_at_half(tmp_path):
+    """What tells a label image from a JPEG or anti-aliased mask, on a real mask: the values
+    between 0 and half the largest are the insides of objects, not noise along the edges."""
+    from PIL import Image
+    from skimage import measure, transform
+
+    from napari_medspike.data.io import is_label_image
+
+    truth = np.zeros((120, 160), bool)
+    truth[20:70, 30:90] = truth[80:110, 100:150] = True
+    truth[30:50, 120:140] = True
+    labels = measure.label(truth).astype(np.uint8)
+    assert labels.max() == 3 and is_label_image(labels) and (to_binary_mask(labels) == truth).all()
+    Image.fromarray(truth.astype(np.uint8) * 255).save(tmp_path / "m.jpg", quality=75)
+    compressed = np.asarray(Image.open(tmp_path / "m.jpg"))
+    assert len(np.unique(compressed)) > 2 and not is_label_image(compressed)
+    assert (to_binary_mask(compressed) == truth).mean() > 0.99
+    smooth = (transform.rescale(truth.astype(float), 0.5, anti_aliasing=True) * 255).round().astype(np.uint8)
+    assert not is_label_image(smooth)
+
+
+def test_grey_and_alpha_masks_are_read_as_grey():
+    mask = np.zeros((12, 10, 2), np.uint8)
+    mask[..., 1] = 255  # opaque everywhere
+    mask[2:6, 3:8, 0] = 255
+    assert to_binary_mask(mask).sum() == 20
 
 
 def test_all_foreground_masks_are_stored_and_trained_on(tmp_path):

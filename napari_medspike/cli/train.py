@@ -21,9 +21,9 @@ from .options import add_config_options, config_from_options
 
 EPILOG = """
 A DATA folder holds images/ and masks/ with matching file stems (png, jpg, bmp, tif; in a mask,
-0 is background; a two-valued mask such as 0/255 or 0/1 is foreground wherever it is not 0, a
-mask with more values where it reaches half its largest value). Give several folders to train on
-all of them.
+0 is background; a two-valued mask such as 0/255 or 0/1 is foreground wherever it is not 0, so is
+a label image with objects numbered 1, 2, ...; a mask with more values otherwise, such as a JPEG
+mask, where it reaches half its largest value). Give several folders to train on all of them.
 
 Examples
   # ANN twin first, then MedSpikeFormer initialised from it and aligned to it:
