@@ -672,6 +672,16 @@ def test_command_line_tools_refuse_what_would_waste_or_mix_up_a_run(lesions, tmp
     for out in (tmp_path, tmp_path / "tuned"):
         assert finetune_main(["--checkpoint", best, "--data", str(lesions), "--device", "cpu", "--out", str(out)]) == 2
         _one_line(capsys, "medspike-finetune", str(out))
+    # ... or onto a file that exists, even the checkpoint it starts from: refused unless --overwrite
+    earlier = tmp_path / "earlier.safetensors"
+    earlier.write_bytes(b"an earlier model")
+    for out, word in ((earlier, "already exists"), (Path(best), "it is the --checkpoint")):
+        with pytest.raises(SystemExit) as stop:
+            finetune_main(["--checkpoint", best, "--data", str(lesions), "--device", "cpu", "--out", str(out)])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert word in err and "--overwrite" in err
+    assert earlier.read_bytes() == b"an earlier model"
     # evaluate: the training images without a split file (the folder minus the recorded validation images)
     report = tmp_path / "train.json"
     assert evaluate_main(["--checkpoint", best, "--data", str(lesions), "--device", "cpu", "--subset", "train",
@@ -685,6 +695,19 @@ def test_command_line_tools_refuse_what_would_waste_or_mix_up_a_run(lesions, tmp
     assert evaluate_main(["--checkpoint", best, "--data", str(lesions), "--device", "cpu", "--subset", "val",
                           "--compare", str(report)]) == 2
     _one_line(capsys, "medspike-evaluate", "nothing to compare")
+    assert not calls
+    # a threshold that is no probability, and results that could not be written: refused before the work
+    evaluate = ["--checkpoint", best, "--data", str(lesions), "--device", "cpu"]
+    with pytest.raises(SystemExit) as stop:
+        evaluate_main([*evaluate, "--threshold", "5"])
+    assert stop.value.code == 2 and "--threshold must lie in (0, 1)" in capsys.readouterr().err
+    a_file = tmp_path / "a_file.png"
+    a_file.write_bytes(b"not a folder")
+    for option, where in (("--json", a_file / "val.json"), ("--report", a_file)):
+        assert evaluate_main([*evaluate, option, str(where)]) == 2
+        _one_line(capsys, "medspike-evaluate", "a_file.png", "it is a file")
+    assert evaluate_main([*evaluate, "--json", str(tmp_path)]) == 2
+    _one_line(capsys, "medspike-evaluate", "it is a folder")
     assert not calls
     # Ctrl-C: one line, status 130, no traceback
     def interrupted(*a, **k):

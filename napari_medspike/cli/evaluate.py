@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import heapq
 import json
 import sys
@@ -13,7 +14,7 @@ from tqdm import tqdm
 
 from ..data.dataset import find_pairs, load_pair
 from ..data.io import ImageReadError, to_rgb_uint8
-from ..common import atomic_write, run_command
+from ..common import WriteError, atomic_write, check_writable, run_command
 from ..engine.checkpoint import load_model
 from ..engine.metrics import METRICS, binary_metrics, paired_difference, summarise
 from ..engine.reports import dataset_name
@@ -239,11 +240,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.gallery_size < 1:
         parser.error("--gallery-size must be at least 1")
+    if not 0.0 < args.threshold < 1.0:  # (a probability cut: at 5, every image scored Dice 0)
+        parser.error(f"--threshold must lie in (0, 1), got {args.threshold}")
     return run_command(parser.prog, lambda: _evaluate(args), debug=args.debug)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     baseline = read_evaluation(args.compare) if args.compare else None  # a bad file fails before the work
+    # where the results go, checked before the work (a file given as a folder failed only after it)
+    if args.json:
+        if args.json.is_dir():
+            raise WriteError(f"cannot write {args.json}: it is a folder; give a file name for --json",
+                             args.json, errno.EISDIR)
+        check_writable(args.json.parent)
+    if args.report:
+        check_writable(args.report)
     model = load_model(args.checkpoint)
     device, note = pick_device(args.device)
     flips = recommended_flips(model) if args.flips == "auto" else args.flips == "on"

@@ -135,6 +135,7 @@ def finetune_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", default="default", help="shipped model name or checkpoint path")
     parser.add_argument("--data", nargs="+", required=True, help="folder(s) with images/ and masks/")
     parser.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--epochs", type=int, default=FINETUNE.epochs,
                         help=f"0 (default): auto, about {FINETUNE.image_passes} training images in all "
                         f"({FINETUNE.min_epochs}-{FINETUNE.max_epochs} epochs)")
@@ -162,6 +163,10 @@ def finetune_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.replay and args.replay_samples <= 0:  # else the replay folders would be ignored without a word
         parser.error("--replay mixes in nothing unless --replay-samples N says how many of its pairs to use")
+    if Path(args.out).is_file() and not args.overwrite:  # checked now, not after the fine-tune
+        started_there = Path(args.checkpoint).is_file() and Path(args.checkpoint).resolve() == Path(args.out).resolve()
+        parser.error(f"{args.out} already exists{' (it is the --checkpoint to start from)' if started_there else ''}: "
+                     "choose another --out, or pass --overwrite to replace it")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     return run_command(parser.prog, lambda: _finetune(args), debug=args.debug)
 
