@@ -71,6 +71,21 @@ def test_masks_with_any_two_values(tmp_path, values):
     assert mask.dtype == bool and mask.sum() == 18
 
 
+def test_a_cmyk_jpeg_is_read_as_rgb(tmp_path):
+    """Read as it is, a CMYK JPEG's ink channels were taken for RGBA: a colour-inverted picture."""
+    from PIL import Image
+
+    from napari_medspike.data.io import read_image
+
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    rgb[..., 0] = np.linspace(0, 255, 60).astype(np.uint8)  # red rising left to right
+    rgb[10:30, 20:40] = (30, 160, 90)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "print.jpg", quality=95)
+    read = read_image(tmp_path / "print.jpg")
+    assert read.shape == (40, 60, 3)
+    assert np.abs(read - rgb / 255).mean() < 0.02
+
+
 def test_unreadable_and_3d_files_name_the_file(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")

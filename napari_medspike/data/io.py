@@ -80,7 +80,10 @@ def _read_array(path: Path) -> np.ndarray:
             return _read_tiff(path)
         from skimage import io
 
-        return np.asarray(io.imread(path))
+        array = np.asarray(io.imread(path))
+        if array.ndim == 3 and array.shape[-1] == 4 and image_signature(head) == "JPEG":
+            return _cmyk_as_rgb(path)  # (a JPEG has no alpha: its four channels are ink, not RGBA)
+        return array
     except ImageReadError:
         raise
     except Exception as err:  # decoders raise many types; all mean "unreadable"
@@ -90,6 +93,16 @@ def _read_array(path: Path) -> np.ndarray:
         raise ImageReadError(
             f"{path}: cannot read image (a damaged or unsupported {kind} file: {type(err).__name__}: {_plain(err)})"
         ) from err
+
+
+def _cmyk_as_rgb(path: Path) -> np.ndarray:
+    """A CMYK (or YCCK) JPEG, as print and Photoshop workflows save them, as RGB ``[H, W, 3]``:
+    read as it is, its cyan, magenta, yellow and black were taken for red, green, blue and
+    alpha, and the model segmented a colour-inverted picture."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def _read_tiff(path: Path) -> np.ndarray:
