@@ -184,6 +184,10 @@ def remove_stale_temp_files(folder: str | Path, max_age_s: float = STALE_TEMP_AG
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 
+#: Help of the command-line tools' ``--debug`` option (see :func:`run_command`).
+DEBUG_HELP = "on an error, show the full Python traceback instead of a one-line message"
+
+
 def run_command(prog: str, body: Callable[[], int], debug: bool = False) -> int:
     """Run a command-line tool's ``body`` and return its exit status.
 

@@ -34,3 +34,27 @@ def test_bench_table_shows_the_largest_batch_that_ran():
                       "size": 256, "models": {"basicunet": model}})
     assert "fwd b32 ms | img/s (b32)" in table
     assert "| basicunet | 1.00 M | 1.0 | fp32 | 12 (12–13) | 12 (12–13) | 2560.0 | 0.00217 | 5137 | 8 |" in table
+
+
+def test_bench_refuses_bad_options_in_one_line_before_timing(tmp_path, capsys, monkeypatch):
+    """Each was a traceback (or, for --batches 0, a table of zeros), some after the timing."""
+    import pytest
+
+    from napari_medspike.cli import bench
+
+    timed = []
+    monkeypatch.setattr(bench, "run", lambda args: timed.append(args) or {})
+    base = ["--models", "ann_twin", "--out", str(tmp_path / "out")]
+    for option, value in (("--size", "8"), ("--repeats", "0"), ("--threads", "0"), ("--batches", "0")):
+        with pytest.raises(SystemExit) as stop:
+            bench.main([*base, option, value])
+        assert stop.value.code == 2 and f"{option} must be at least" in capsys.readouterr().err
+    if not bench.torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bench.main([*base, "--device", "cuda"])
+        assert "sees no CUDA GPU" in capsys.readouterr().err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    assert bench.main(["--models", "ann_twin", "--out", str(a_file)]) == 2
+    assert "it is a file, not a folder" in capsys.readouterr().err
+    assert not timed

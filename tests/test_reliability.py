@@ -667,6 +667,12 @@ def test_command_line_tools_refuse_what_would_waste_or_mix_up_a_run(lesions, tmp
     assert train_main([*args[:-7], "--config", '{"nosuch": 1}', "--size", "32", "--epochs", "1",
                        "--out", str(tmp_path / "typo")]) == 2
     _one_line(capsys, "medspike-train", "nosuch", "widths")
+    # a file given as the run folder
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    assert train_main([*args, "--out", str(a_file)]) == 2
+    _one_line(capsys, "medspike-train", "is a file, not a folder")
+    assert a_file.read_text() == "mine"
     # fine-tuning into a folder or a file without the suffix: said before minutes of training
     best = str(run / "best.safetensors")
     for out in (tmp_path, tmp_path / "tuned"):

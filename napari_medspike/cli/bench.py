@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..common import DEBUG_HELP, check_writable, run_command
 from ..models import create_model
 from ..models.registry import model_class
 from ..runtime import huge_pages_requested, reexec_with_huge_pages, tune_malloc
@@ -332,17 +333,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
                         help="glibc allocator: keep freed large buffers (tuned, as the plugin does) or not")
     parser.add_argument("--out", type=Path, default=Path("bench"), help="folder for bench.json and bench.md")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     unknown = [name for name in args.models if name not in names]
     if unknown:
         parser.error(f"unknown model {', '.join(unknown)}; choose from {', '.join(names)}")
-    results = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bench.json").write_text(json.dumps(results, indent=1))
-    table = markdown(results)
-    (args.out / "bench.md").write_text(table)
-    print(table)
-    return 0
+    # checked before minutes of timing, each with one line instead of a traceback after them
+    for option, value, least in (("--size", args.size, 16), ("--repeats", args.repeats, 1),
+                                 ("--train-repeats", args.train_repeats, 0), ("--train-batch", args.train_batch, 1),
+                                 ("--threads", args.threads, 1), ("--timesteps", args.timesteps, 1),
+                                 ("--batches", min(args.batches), 1)):
+        if value < least:
+            parser.error(f"{option} must be at least {least}, got {value}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this PyTorch sees no CUDA GPU; use --device cpu")
+
+    def timed() -> int:
+        check_writable(args.out)
+        results = run(args)
+        (args.out / "bench.json").write_text(json.dumps(results, indent=1))
+        table = markdown(results)
+        (args.out / "bench.md").write_text(table)
+        print(table)
+        return 0
+
+    return run_command(parser.prog, timed, debug=args.debug)
 
 
 if __name__ == "__main__":

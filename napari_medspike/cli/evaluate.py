@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ..data.dataset import find_pairs, load_pair
 from ..data.io import ImageReadError, to_rgb_uint8
-from ..common import WriteError, atomic_write, check_writable, run_command
+from ..common import DEBUG_HELP, WriteError, atomic_write, check_writable, run_command
 from ..engine.checkpoint import load_model
 from ..engine.metrics import METRICS, binary_metrics, paired_difference, summarise
 from ..engine.reports import dataset_name
@@ -235,8 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", type=Path, metavar="JSON",
                         help="an earlier --json of another model or setting on the same images: report the "
                         "per-image difference in Dice and IoU, with 95 %% bootstrap intervals")
-    parser.add_argument("--debug", action="store_true",
-                        help="on an error, show the full Python traceback instead of a one-line message")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     if args.gallery_size < 1:
         parser.error("--gallery-size must be at least 1")

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..common import run_command
+from ..common import DEBUG_HELP, run_command
 from ..runtime import PRECISION_HELP, PRECISIONS, reexec_with_huge_pages
 
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=1, metavar="K", help="videos: segment every K-th frame")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", choices=list(PRECISIONS), default="auto", help=PRECISION_HELP)
-    parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     if not 0.0 < args.threshold < 1.0:
         parser.error(f"--threshold must lie in (0, 1), got {args.threshold}")

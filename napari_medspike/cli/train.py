@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..common import run_command
+from ..common import DEBUG_HELP, run_command
 from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, TrainConfig, TrainProgress
 from ..engine.finetune import finetune
 from ..engine.schedule import SCHEDULES
@@ -44,8 +44,6 @@ Problems with the input (a missing or damaged file, a run folder conflict, a ful
 reported in one line, "medspike-train: error: ...", with exit status 2; --debug shows the full
 traceback instead.
 """
-
-DEBUG_HELP = "on an error, show the full Python traceback instead of a one-line message"
 
 
 def _tqdm_progress() -> tuple[callable, callable]:

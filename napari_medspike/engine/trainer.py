@@ -314,6 +314,9 @@ def _build_model(cfg: TrainConfig) -> Segmenter:
 def check_run_folder(out: str | Path, resume: bool = False, overwrite: bool = False) -> None:
     """Refuse to start a run that would silently lose work in ``out`` (see :func:`train`)."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out} is a file, not a folder: --out names the run folder that will hold "
+                             "the checkpoints, curves and split")
     if resume:
         if not (out / "last.pt").is_file():
             raise RunFolderError(
