@@ -154,8 +154,8 @@ def refuse_channels_as_slices(layer: Any) -> None:
     shows as a stack of thin slices: ``[H, W, 2|3|4]`` not marked RGB (napari's guess for images
     with a side of 30 pixels or less, or an image added with ``rgb=False``)."""
     shape = tuple(layer.data.shape)
-    if getattr(layer, "rgb", False) or len(shape) != 3 or shape[-1] not in (2, 3, 4) or 4 * shape[-1] > min(shape[:2]):
-        return
+    if getattr(layer, "rgb", False) or len(shape) != 3 or shape[-1] not in (2, 3, 4):
+        return  # (slices 2-4 pixels wide are never a stack to segment, however small the image)
     again = "viewer.add_image(data[..., 0])" if shape[-1] == 2 else "viewer.add_image(data, rgb=True)"
     raise ValueError(f"'{layer.name}' ({' x '.join(map(str, shape))}) looks like one image with {shape[-1]} "
                      f"channels, but napari shows it as {shape[0]} slices of {shape[1]} x {shape[-1]} pixels: "

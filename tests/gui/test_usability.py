@@ -451,6 +451,11 @@ def test_a_colour_image_napari_shows_as_slices_is_refused_with_what_to_do(plugin
         assert widgets[name].run() is None
         assert "3 channels" in notes[-1] and "rgb=True" in notes[-1]
     assert "sliced mask" not in viewer.layers
+    # also a colour image with a side under 12 pixels (it was segmented as 8 slices of 40 x 3)
+    small = viewer.add_image(colour[:8, :40], name="small", rgb=False)
+    widgets["Segment"].reset_choices()
+    widgets["Segment"].image.value = small
+    assert widgets["Segment"].run() is None and "8 slices of 40 x 3" in notes[-1]
     # a real stack of frames is not mistaken for one: [3, H, W] of grey frames segments
     frames = viewer.add_image(np.stack([colour[..., 0]] * 3), name="frames")
     widgets["Segment"].reset_choices()
