@@ -272,7 +272,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         try:
             image, mask = load_pair(pair, as_float=False)  # predict converts, in bounded memory
         except ImageReadError as err:
-            print("skipped:", err, file=sys.stderr)
+            tqdm.write(f"skipped: {err}", file=sys.stderr)  # above the progress bar, not through it
             continue
         prob = predict(model, image, mode=args.mode, device=device, flips=flips, precision=precision)
         pred = prob >= args.threshold
