@@ -418,6 +418,16 @@ def test_the_same_mask_compressed_or_anti_aliased_is_cut_at_half(tmp_path):
     assert not is_label_image(smooth)
 
 
+def test_a_label_image_whose_first_object_is_a_speck_keeps_it():
+    """Numbered in raster order, a one-pixel speck above a large object becomes object 1: it has
+    no inside, yet the mask is a label image (seen on 9 Kvasir-SEG masks)."""
+    array = np.zeros((60, 60), np.uint8)
+    array[2, 2] = 1
+    array[10:50, 10:50] = 2
+    array[52:58, 52:58] = 3
+    assert to_binary_mask(array).sum() == 1 + 1600 + 36
+
+
 def test_grey_and_alpha_masks_are_read_as_grey():
     mask = np.zeros((12, 10, 2), np.uint8)
     mask[..., 1] = 255  # opaque everywhere
