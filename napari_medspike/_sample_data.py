@@ -50,8 +50,9 @@ def busi_sample() -> list[LayerData]:
 def synthetic_sample() -> list[LayerData]:
     """A synthetic lesion image and its ground-truth mask."""
     image, mask = synthetic_lesion((256, 256), seed=0)
+    # the general model: opened after another sample, its model stayed (dermoscopy: Dice 0.09)
     return [
-        (image, {"name": "synthetic lesion", "rgb": True}, "image"),
+        (image, {"name": "synthetic lesion", "rgb": True, "metadata": {SUGGESTED_MODEL: "default"}}, "image"),
         (mask, {"name": "synthetic lesion ground truth", "opacity": 0.4, "visible": False,
                 "metadata": {GROUND_TRUTH: True, "source_image": "synthetic lesion"}}, "labels"),
     ]

@@ -45,11 +45,15 @@ CANCELLING = "cancelling…"
 
 
 def layer_spacing(layer: Any) -> tuple[tuple[float, float], str]:
-    """A layer's pixel size along y and x and the squared unit its areas are in (``px²`` when
-    it has no physical units)."""
+    """A layer's pixel size along y and x and the squared unit its areas are in: ``px²`` when it
+    has neither physical units nor a scale, ``scale units²`` when it has a scale without units
+    (an area of 4041.64 was labelled px² beside 101041 pixels)."""
     spacing = tuple(float(v) for v in layer.scale[-2:])
     units = [str(u) for u in getattr(layer, "units", ())[-2:]]
-    unit = "px²" if not units or units[0] in ("pixel", "px") else f"{units[0]}²"
+    if units and units[0] not in ("pixel", "px"):
+        unit = f"{units[0]}²"
+    else:
+        unit = "px²" if spacing == (1.0, 1.0) else "scale units²"
     return spacing, unit  # type: ignore[return-value]
 
 

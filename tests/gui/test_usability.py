@@ -338,7 +338,8 @@ def test_a_stack_is_segmented_into_a_labels_stack_with_measurements(plugin, qtbo
     assert mask.metadata["measurements"] == rows
     if rows:
         assert {r["slice"] for r in rows} <= {0, 1, 2} and rows[0]["area"] == pytest.approx(rows[0]["area_px"] * 0.25)
-    assert "area" not in segment.table.column_headers  # (scaled but without units: px² again)
+    # scaled but without units: the area in the layer's scale, not called px² (it was, in the CSV)
+    assert "area" in segment.table.column_headers and rows and rows[0]["area_unit"] == "scale units²"
     # each row headed by its region's number (from 1, per slice), not by Qt's count from 0 beside it
     assert [str(h) for h in segment.table.row_headers] == [str(r["region"]) for r in rows]
     assert "region" not in segment.table.column_headers and rows and rows[0]["region"] == 1
@@ -782,6 +783,11 @@ def test_a_bundled_sample_gets_the_model_trained_on_its_kind_of_image(make_napar
     segment.image.value = viewer.layers["breast ultrasound (BUSI)"]
     assert segment.model_choice.value == "breast-ultrasound"
     assert any("model 'breast-ultrasound' chosen for the sample" in n for n in notes)
+    # the synthetic sample gets the general model (it kept the ultrasound model: Dice 0.00)
+    viewer.open_sample("napari-medspike", "synthetic")
+    segment.reset_choices()
+    segment.image.value = viewer.layers["synthetic lesion"]
+    assert segment.model_choice.value == "default"
     segment.model_choice.value = "spiking"
     segment.image.value = viewer.add_image(np.zeros((40, 40, 3), np.uint8), name="mine", rgb=True)
     assert segment.model_choice.value == "spiking"
