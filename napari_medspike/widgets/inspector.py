@@ -265,8 +265,10 @@ class InspectorWidget(DockContainer):
         layer.name, layer.data = name, data
         if kwargs.get("colormap", layer.colormap.name) != layer.colormap.name:
             layer.colormap = kwargs["colormap"]  # only when it changes: vispy rebuilds its shader
-        for key in ("scale", "translate", "contrast_limits", "visible"):  # each set costs a refresh
-            if key in kwargs and not np.array_equal(np.asarray(getattr(layer, key)), np.asarray(kwargs[key])):
+        for key in ("scale", "translate", "units", "contrast_limits", "visible"):  # each set costs a refresh
+            now = getattr(layer, key)
+            now = tuple(str(u) for u in now) if key == "units" else now  # (napari holds pint units)
+            if key in kwargs and not np.array_equal(np.asarray(now), np.asarray(kwargs[key])):
                 setattr(layer, key, kwargs[key])
         return layer
 
@@ -293,6 +295,12 @@ class InspectorWidget(DockContainer):
         if frame is not None:
             at_frame = ((image_layer.scale[-3],), (image_layer.translate[-3] + frame * image_layer.scale[-3],))
         across = self._axes_of_other_layers() if frame is None else []
+        # the image's units on the axes the maps share with it (without them napari warned of
+        # inconsistent units six times per inspection and stopped drawing units)
+        units = tuple(str(u) for u in getattr(image_layer, "units", ()))
+        spatial_units = units[-2:] if len(units) >= 2 else ("pixel", "pixel")
+        frame_units = (units[-3],) if frame is not None and len(units) >= 3 else ("pixel",) * (frame is not None)
+        across_units = self._units_of_other_layers(len(across)) if across else ()
 
         def placed(array: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
             """The array and where it goes: ``[T, h, w]`` in time, ``[h, w]`` flat, each with a
@@ -306,10 +314,12 @@ class InspectorWidget(DockContainer):
                 shape = (array.shape[0], *(n for n, _, _ in across), *array.shape[-2:])
                 array = np.broadcast_to(array.reshape(array.shape[0], *(1,) * len(across), *array.shape[-2:]), shape)
                 return array, {"scale": (1.0, *(step for _, step, _ in across), sy, sx),
-                               "translate": (0.0, *(start for _, _, start in across), ty, tx)}
+                               "translate": (0.0, *(start for _, _, start in across), ty, tx),
+                               "units": ("pixel", *across_units, *spatial_units)}
             scale = (1.0,) * in_time + at_frame[0] + (sy, sx)
             translate = (0.0,) * in_time + at_frame[1] + (ty, tx)
-            return array, {"scale": scale, "translate": translate}
+            return array, {"scale": scale, "translate": translate,
+                           "units": ("pixel",) * in_time + frame_units + spatial_units}
 
         tag = f"stage {maps.stage}"
         time_word = "virtual t" if maps.virtual else "t"
@@ -389,6 +399,14 @@ class InspectorWidget(DockContainer):
         if per:  # the full words where there is room
             self.summary.tooltip += (f"\n(k/{maps.spike_levels}: a neuron fires up to {maps.spike_levels} spikes per "
                                      f"timestep; its rate is the mean of k/{maps.spike_levels})")
+
+    def _units_of_other_layers(self, depth: int) -> tuple[str, ...]:
+        """The units of the ``depth`` axes in front of the two image axes, as the layer other
+        than the maps with the most axes has them (see :meth:`_axes_of_other_layers`)."""
+        others = [layer for layer in self.viewer.layers if not layer.metadata.get(MAP_TAG)]
+        deepest = max(others, key=lambda layer: layer.ndim, default=None)
+        units = tuple(str(u) for u in getattr(deepest, "units", ()))
+        return units[-2 - depth:-2] if len(units) >= 2 + depth else ("pixel",) * depth
 
     def _axes_of_other_layers(self) -> list[tuple[int, float, float]]:
         """``(frames, step, start)`` of each axis in front of the two image axes that layers other

@@ -193,8 +193,9 @@ def test_inspecting_again_reuses_the_map_layers_and_keeps_one_t_axis(plugin, qtb
     inspected after an image got a second slider named "t"."""
     from napari_medspike.widgets.inspector import MAP_TAG
 
-    viewer, widgets, _ = plugin
+    viewer, widgets, photo = plugin
     inspector = widgets["Spike inspector"]
+    photo.units = ("mm", "mm")  # an image in physical units: the maps take them
 
     def inspect() -> list[str]:
         with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
@@ -203,17 +204,21 @@ def test_inspecting_again_reuses_the_map_layers_and_keeps_one_t_axis(plugin, qtb
 
     first = inspect()
     count = len(viewer.layers)
+    maps = [layer for layer in viewer.layers if layer.metadata.get(MAP_TAG)]
+    # (without them, napari warned of inconsistent units six times and stopped drawing units)
+    assert all(tuple(str(u) for u in layer.units[-2:]) == ("millimeter",) * 2 for layer in maps)
     inspector.stage.value, inspector.spikes.value = 1, "q"
-    grid, layouts, colormaps = viewer_grid(viewer), [], []
+    grid, layouts, colormaps, units = viewer_grid(viewer), [], [], []
     assert grid.enabled
     grid.events.enabled.connect(layouts.append)
     for layer in viewer.layers:
         layer.events.colormap.connect(colormaps.append)
+        layer.events.units.connect(units.append)
     second = inspect()
     assert len(viewer.layers) == count and len(second) == len(first) == 6
     # new maps in the same layers: napari neither lays its grid out again nor rebuilds a
     # layer's shader for a colormap it already has (each cost about 0.1-0.3 s of frozen GUI)
-    assert grid.enabled and not layouts and not colormaps
+    assert grid.enabled and not layouts and not colormaps and not units
     assert all("(stage 1" in name for name in second) and "spikes q (stage 1, t)" in second
     frames = (np.random.default_rng(6).random((4, 70, 90, 3)) * 255).astype(np.uint8)
     stack = viewer.add_image(frames, name="clip", rgb=True)
