@@ -223,7 +223,8 @@ class InspectorWidget(DockContainer):
     # --- running ----------------------------------------------------------------------------
     def run(self) -> Any:
         layer = self.image.value
-        chosen = selected_image_and_model(layer, viewer=self.viewer)  # a stack: the slice shown
+        # the pixels stay as the layer holds them (a lazy stack: read by the job, off the GUI thread)
+        chosen = selected_image_and_model(layer, viewer=self.viewer, stacks=True)
         if chosen is None:
             return None
         data, model = chosen
@@ -238,7 +239,11 @@ class InspectorWidget(DockContainer):
         # a stack: the maps belong to the frame shown now, wherever the slider is when they come
         frame = shown_slice(layer, self.viewer) if layer.ndim == 3 else None
         self.run_button.enabled, self.cancel_button.enabled = False, True
-        job = lambda: inspect_steps(model, data, stage, spike=spike, how=how, channel=channel)  # noqa: E731
+
+        def job():  # a stack: the slice shown when Inspect was pressed
+            pixels = np.asarray(data[frame] if frame is not None else data)
+            return (yield from inspect_steps(model, pixels, stage, spike=spike, how=how, channel=channel))
+
         show = lambda r: self._show(layer, *r, frame=frame, channels=(how, channel))  # noqa: E731
         self.worker = start_worker(job, "Spike inspector", on_return=show, on_finish=self._idle)
         return self.worker

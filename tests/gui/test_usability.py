@@ -483,6 +483,34 @@ def test_a_lazy_stack_is_read_by_the_job_not_on_the_gui_thread(plugin, qtbot):
     assert viewer.layers["lazy mask"].data.shape == (3, 40, 48)
 
 
+def test_the_inspector_reads_a_lazy_stack_in_its_job(plugin, qtbot):
+    """The inspector read the slice shown on the GUI thread (1.06 s for a slice of a lazy
+    stack, the GUI frozen meanwhile); Segment already read it in its job."""
+    import inspect
+    import threading
+
+    import dask
+    import dask.array as da
+
+    viewer, widgets, _ = plugin
+    reads = []  # (on the GUI thread?) for each block read on behalf of the inspector
+
+    def noted(block):
+        if any(frame.filename.endswith("inspector.py") for frame in inspect.stack()):
+            reads.append(threading.current_thread() is threading.main_thread())
+        return block
+
+    frames = (np.random.default_rng(5).random((3, 40, 48)) * 255).astype(np.uint8)
+    lazy = viewer.add_image(da.from_array(frames, chunks=(1, 40, 48)).map_blocks(noted, dtype=np.uint8), name="lazy")
+    inspector = widgets["Spike inspector"]
+    inspector.reset_choices()
+    inspector.image.value = lazy
+    with dask.config.set(scheduler="synchronous"):  # blocks are read by the thread that asks
+        with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+            pass
+    assert reads and not any(reads)
+
+
 def test_closing_napari_while_a_job_runs_raises_nothing_when_it_ends(plugin, qtbot):
     viewer, widgets, _ = plugin
     segment = widgets["Segment"]
