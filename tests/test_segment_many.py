@@ -37,12 +37,24 @@ def test_a_stack_is_segmented_slice_by_slice():
     assert stack_slices(frames, rgb=True) == 3 and stack_slices(frames[0], rgb=True) == 1
     events = []
     probs = run_job(predict_stack_steps(model, frames, rgb=True, tile_size=32), events.append)
-    assert probs.shape == (3, 40, 48) and [e.done for e in events] == [0, 1, 2, 3]
+    assert probs.shape == (3, 40, 48) and sorted({e.done for e in events}) == [0, 1, 2, 3]
+    assert [e.done for e in events] == sorted(e.done for e in events) and events[-1].done == 3
     np.testing.assert_allclose(probs[1], predict(model, frames[1], tile_size=32), atol=1e-6)
     grey = frames[..., 0]
     assert stack_slices(grey, rgb=False) == 3
     with pytest.raises(ValueError, match="neither a 2D image nor a stack"):
         stack_slices(np.zeros((2, 3, 8, 8)), rgb=False)
+
+
+def test_a_stack_job_can_be_stopped_within_an_image():
+    """A stack's job passed nothing on while it segmented an image: a cancel waited for the
+    whole image (104 s for a 2000 x 3000 frame in tiled mode)."""
+    model = create_model("medqkformer", widths=(8, 16, 32, 64)).eval()
+    frames = np.stack([synthetic_lesion((96, 96), seed=i)[0] for i in range(2)])
+    steps = predict_stack_steps(model, frames, rgb=True, mode="tiled", tile_size=32)
+    events = [next(steps) for _ in range(3)]  # the stack's start, then the first image's own steps
+    assert [e.done for e in events] == [0, 0, 0] and "image 1 of 2, tile" in events[-1].message
+    steps.close()  # what a cancel does between two events
 
 
 def test_folder_command_writes_masks_probabilities_and_measurements(tmp_path):
