@@ -92,6 +92,18 @@ def test_a_folder_job_segments_images_and_every_video_frame(tmp_path, tiny_model
     assert {(r["image"], r["slice"]) for r in rows} <= {("clip.avi", "0"), ("clip.avi", "2"), ("still.png", "0")}
 
 
+def test_an_image_named_like_a_video_frame_keeps_its_own_mask(tmp_path, tiny_model):
+    """clip_f00001.png beside clip.mp4: the image's mask replaced the video's frame 1 mask."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_video(folder / "clip.mp4", frames(2))
+    io.imsave(folder / "clip_f00001.png", frames(1)[0], check_contrast=False)
+    result = run_job(segment_folder_steps(tiny_model, folder, tmp_path / "out"))
+    names = sorted(p.name for p in result.masks)
+    assert names == ["clip_f00001.png", "clip_mp4_f00000.png", "clip_mp4_f00001.png"]
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == names
+
+
 def test_closing_a_folder_job_stops_it_and_keeps_what_was_done(tmp_path, tiny_model):
     folder = tmp_path / "in"
     folder.mkdir()

@@ -78,12 +78,23 @@ def list_inputs(source: str | Path) -> list[Path]:
 
 def output_stems(inputs: list[Path]) -> dict[Path, str]:
     """The name each input's outputs start with: its stem, or, where inputs share a stem (``a.png``
-    and ``a.jpg``), the stem and the extension (``a_png``, ``a_jpg``), so no mask replaces another."""
+    and ``a.jpg``) or an image is named like a video's frame (``clip_f00001.png`` beside
+    ``clip.mp4``), the stem and the extension (``a_png``, ``clip_mp4``), so no mask replaces another."""
+    import re
+
     counts: dict[str, int] = {}
     for path in inputs:
         counts[path.stem.lower()] = counts.get(path.stem.lower(), 0) + 1
-    return {path: path.stem if counts[path.stem.lower()] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}"
-            for path in inputs}
+    stems = {path: path.stem if counts[path.stem.lower()] == 1 else f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+             for path in inputs}
+    # a video's frames are named <stem>_f00001, ...: an image of such a name (clip_f00001.png
+    # beside clip.mp4) would replace a frame's mask, so the video's names take its extension
+    images = {stem.lower() for path, stem in stems.items() if path.suffix.lower() not in VIDEO_SUFFIXES}
+    for path, stem in stems.items():
+        frame_name = re.compile(re.escape(stem.lower()) + r"_f\d{5}")
+        if path.suffix.lower() in VIDEO_SUFFIXES and any(frame_name.fullmatch(name) for name in images):
+            stems[path] = f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+    return stems
 
 
 def _frames(path: Path, stem: str, every: int) -> Iterator[tuple[str, int, np.ndarray]]:
