@@ -573,6 +573,14 @@ def is_users_image(layer: Any) -> bool:
     return isinstance(layer, Image) and "source_image" not in metadata and MAP_TAG not in metadata
 
 
+def same_layer(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same napari layer. Not ``is``: napari hands a plugin's
+    widget a proxy of the viewer, whose ``viewer.layers[name]`` wraps the layer in a new proxy
+    each time (iterating gives the layers themselves), so the same layer can be two objects."""
+    return a is b or (a is not None and b is not None
+                      and getattr(a, "unique_id", None) is not None and a.unique_id == getattr(b, "unique_id", None))
+
+
 def link_to_image(image_layer: Any) -> dict[str, str]:
     """Metadata that ties a result layer (probability, mask) to the image it was made for: the
     image's name, and napari's ``unique_id`` of its layer, which a rename keeps."""
@@ -598,7 +606,7 @@ def image_made_for(layer: Any, viewer: Any) -> Any:
 def made_for_another_image(layer: Any, image: Any, viewer: Any) -> bool:
     """Whether ``layer`` is a result made for an image other than ``image`` (open or closed)."""
     metadata = getattr(layer, "metadata", None) or {}
-    return "source_image" in metadata and image_made_for(layer, viewer) is not image
+    return "source_image" in metadata and not same_layer(image_made_for(layer, viewer), image)
 
 
 def image_box(viewer: Any) -> Any:
@@ -837,7 +845,7 @@ def add_segmentation_layers(
         name, n = base, 2
         while name in viewer.layers:
             layer = viewer.layers[name]
-            if (isinstance(layer, kind) and image_made_for(layer, viewer) is image_layer
+            if (isinstance(layer, kind) and same_layer(image_made_for(layer, viewer), image_layer)
                     and not layer.metadata.get("edited") and layer.data.ndim == nd):
                 break
             name, n = f"{base} [{n}]", n + 1

@@ -51,6 +51,7 @@ from ._common import (
     other_colour,
     plot_theme,
     show_for_editing,
+    same_layer,
     show_text,
     shown_slice,
     start_worker,
@@ -243,7 +244,7 @@ class FinetuneWidget(DockContainer):
         source = image_made_for(layer, self.viewer)
         try:
             self.reset_choices()
-            if isinstance(source, Image) and source is not self.image.value:
+            if isinstance(source, Image) and not same_layer(source, self.image.value):
                 self.image.value = source
             self.mask.value = layer
         except RuntimeError:  # the dock was closed (its Qt widgets are gone)
@@ -311,7 +312,7 @@ class FinetuneWidget(DockContainer):
             napari.utils.notifications.show_error("choose an image and its mask (a Labels layer)")
             return None
         made_for = image_made_for(labels, self.viewer)
-        if made_for is not None and made_for is not image:
+        if made_for is not None and not same_layer(made_for, image):
             # another open image's mask: storing it would pair the wrong mask with this image and
             # replace this image's own correction
             napari.utils.notifications.show_error(

@@ -173,8 +173,10 @@ class InspectorWidget(DockContainer):
         SESSION.subscribe(self._session_changed)
         call_when_closed(self, lambda: SESSION.unsubscribe(self._session_changed))
         self._session_changed(SESSION.source)
-        self._layers: list[str] = []
-        self._hidden_by_grid: set[str] = set()  # the user's layers the grid view hid
+        # layers, not names: a layer renamed in the layer list stays what it was (a renamed image
+        # was taken for a user's layer: hidden in the grid, covered by a map in the overlay)
+        self._layers: list[Any] = []
+        self._hidden_by_grid: set[Any] = set()  # the unique ids of the user's layers the grid view hid
         make_narrow(self)
         tab_with_sibling_docks(self)
         # back from another dock (the Correct and fine-tune one turns the grid off): this view again
@@ -355,7 +357,7 @@ class InspectorWidget(DockContainer):
         rate_name = f"{maps.spike_name} firing rate ({tag})"
         self._put(rate_name, 1 + len(arrays), data, pause, colormap="inferno", visible=False,
                   contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)), **where)
-        self._layers = [image_layer.name, *names]
+        self._layers = [image_layer, *(self.viewer.layers[name] for name in names)]
         # one inspection's maps at a time: those of an earlier one (another stage, tensor, image,
         # model or interactions view) go; piled up, they slowed every later change of the view
         for layer in [layer for layer in self.viewer.layers if layer.metadata.get(MAP_TAG)]:
@@ -426,9 +428,10 @@ class InspectorWidget(DockContainer):
         camera); overlay: the spikes over the image (the interaction maps can be switched on in
         the layer list). ``keep_camera``: leave the zoom as it is unless the grid turns on or off
         (when the dock is raised again). ``pause``: the caller's, when it changed layers too."""
-        shown = [name for name in self._layers if name in self.viewer.layers]
+        shown = [layer for layer in self._layers if layer in self.viewer.layers]
         if not shown:
             return
+        ids = [layer.unique_id for layer in shown]  # (the same layer may come as two objects: same_layer)
         grid = self.view.value == VIEWS[0]
 
         def put(layer: Any, key: str, value: Any) -> None:
@@ -446,14 +449,14 @@ class InspectorWidget(DockContainer):
         pause = pause or GridPause(self.viewer)
         settings = viewer_grid(self.viewer)
         for layer in self.viewer.layers:
-            if layer.name in shown:
+            if layer.unique_id in ids:
                 put(layer, "name_overlay", grid)  # each grid cell says what it shows
-                put(layer, "visible", grid or layer.name in shown[:2])  # overlay: the image and the spikes
+                put(layer, "visible", grid or layer.unique_id in ids[:2])  # overlay: the image and the spikes
                 spikes = GRID_LIMITS in layer.metadata  # (the spike layer may have been deleted)
                 glow = not grid and spikes  # overlaid spikes add light where they fire
-                put(layer, "blending", "translucent_no_depth" if layer.name == shown[0] else
+                put(layer, "blending", "translucent_no_depth" if layer.unique_id == ids[0] else
                     "additive" if glow else "translucent")
-                put(layer, "opacity", 1.0 if grid or layer.name == shown[0] or glow else 0.6)
+                put(layer, "opacity", 1.0 if grid or layer.unique_id == ids[0] or glow else 0.6)
                 if spikes:  # grey in the grid; over the image, pixels at or below the median leave it as it is
                     put(layer, "colormap", OVERLAY_SPIKE_COLORMAP if glow else "gray")
                     put(layer, "contrast_limits", layer.metadata[OVERLAY_LIMITS if glow else GRID_LIMITS])
@@ -462,9 +465,10 @@ class InspectorWidget(DockContainer):
             elif grid and layer.visible:  # the grid shows only these; the user's layers come back after
                 pause()
                 layer.visible = False
-                self._hidden_by_grid.add(layer.name)
+                self._hidden_by_grid.add(layer.unique_id)
         if not grid:
-            back = [layer for layer in self.viewer.layers if layer.name in self._hidden_by_grid and layer.name not in shown]
+            back = [layer for layer in self.viewer.layers
+                    if layer.unique_id in self._hidden_by_grid and layer.unique_id not in ids]
             for layer in self.viewer.layers:
                 put(layer, "name_overlay", False)
             for layer in back:  # shown again, and on top: the grid put the image above them
@@ -474,11 +478,10 @@ class InspectorWidget(DockContainer):
             self._hidden_by_grid.clear()
         if grid:  # the grid lays out layers from the top of the list: put these first, in order
             top = len(self.viewer.layers) - len(shown)
-            if [layer.name for layer in self.viewer.layers][top:] != shown:
+            if [layer.unique_id for layer in self.viewer.layers][top:] != ids:
                 pause()
-                for name in shown:
-                    index = self.viewer.layers.index(self.viewer.layers[name])
-                    self.viewer.layers.move(index, len(self.viewer.layers))
+                for layer in shown:
+                    self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
             shape = (2, 3) if len(shown) > 4 else (-1, -1)
             if tuple(settings.shape) != shape:
                 pause()

@@ -235,6 +235,14 @@ def test_inspector_grid_names_time_axis_and_recorded_spikes(plugin, qtbot):
     inspector.view.value = "side by side"
     assert (spikes.blending, spikes.opacity, spikes.colormap.name) == ("translucent", 1.0, "gray")
     assert spikes.contrast_limits[0] == 0.0
+    # the image renamed in the layer list is still the inspected image: in the grid, and under
+    # the spikes alone in the overlay (it was hidden, and AA drawn over it)
+    photo = viewer.layers["photo"]
+    photo.name = "patient 12"
+    inspector.view.value = "overlay"
+    assert photo.visible and spikes.visible and not viewer.layers["AA (stage 0)"].visible
+    inspector.view.value = "side by side"
+    assert photo.visible and photo.name_overlay.visible and viewer_grid(viewer).enabled
 
 
 def test_integer_spikes_shown_as_virtual_timesteps(plugin, qtbot, tmp_path):
