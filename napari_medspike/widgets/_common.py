@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QEvent, QObject
 
-from ..engine.checkpoint import list_models, load_model
+from ..engine.checkpoint import list_models, load_model, resolve_checkpoint
 from ..models.base import Segmenter
 
 
@@ -28,17 +29,40 @@ class ModelSession:
         self.source: str = ""
         self.checkpoints: list[str] = []  # files used or written in this session, newest first
         self._listeners: list[Callable[[], Callable[[str], None] | None]] = []  # weak references
+        # the last models loaded, by source, with the file's identity when loaded: switching
+        # models in Segment loaded each again on the GUI thread (0.15-1.5 s every time)
+        self._loaded: OrderedDict[str, tuple[tuple[str, int, int], Segmenter]] = OrderedDict()
+
+    #: How many loaded models are kept (a shipped model is 5-30 MB in memory).
+    KEEP_LOADED = 4
 
     def get(self, source: str | Path | None = None) -> Segmenter:
         """The current model, or load ``source`` (a shipped name or a path) and make it current."""
         if source is not None and str(source) != self.source:
-            self.set(load_model(source), str(source))
+            self.set(self.load(str(source)), str(source))
         if self.model is None:
             if not list_models():
                 raise RuntimeError("no model loaded and no shipped model found: choose a checkpoint file")
             self.set(load_model("default" if "default" in list_models() else next(iter(list_models()))), "default")
         assert self.model is not None
         return self.model
+
+    def load(self, source: str) -> Segmenter:
+        """``load_model(source)``, or the model loaded from it before if its file is unchanged
+        (same path, size and modification time)."""
+        path = resolve_checkpoint(source)
+        stat = path.stat()
+        identity = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        kept = self._loaded.get(source)
+        if kept is not None and kept[0] == identity:
+            self._loaded.move_to_end(source)
+            return kept[1]
+        model = load_model(source)
+        self._loaded[source] = (identity, model)
+        self._loaded.move_to_end(source)
+        while len(self._loaded) > self.KEEP_LOADED:
+            self._loaded.popitem(last=False)
+        return model
 
     def set(self, model: Segmenter, source: str) -> None:
         self.model, self.source = model, source

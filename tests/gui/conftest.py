@@ -25,10 +25,12 @@ def fresh_session():
     from napari_medspike.widgets._common import SESSION
 
     SESSION.model, SESSION.source, SESSION.checkpoints = None, "", []
+    SESSION._loaded.clear()  # (models loaded by another test are not shared)
     yield
     gc.collect()
     listening = [ref() for ref in SESSION._listeners if ref() is not None]
     SESSION.model, SESSION.source, SESSION.checkpoints = None, "", []
+    SESSION._loaded.clear()
     assert not listening, f"closed docks still subscribed to the model session: {listening}"
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
-from napari_medspike import load_model
+from napari_medspike import create_model, load_model, save_checkpoint
 from napari_medspike.widgets._common import SESSION, viewer_grid
 
 WAIT = 120_000  # ms
@@ -707,3 +707,21 @@ def test_fine_tunes_ended_within_one_second_get_their_own_files(tmp_path):
     first.unlink()
     first.with_suffix(".md").write_text("card")  # a card left without its model still holds the name
     assert unused_model_path(tmp_path, "20261129-101500") == second
+
+
+def test_switching_back_to_a_model_reuses_it_unless_its_file_changed(tmp_path):
+    """Each switch in Segment's model box loaded the model again on the GUI thread (0.15-1.5 s)."""
+    import os
+
+    from napari_medspike.widgets._common import SESSION
+
+    first = SESSION.get("default")
+    other = save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), tmp_path / "m.safetensors",
+                            input_size=32)
+    assert SESSION.get(str(other)) is not first
+    assert SESSION.get("default") is first  # switched back: the model loaded before
+    kept = SESSION.get(str(other))
+    save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), other, input_size=32)
+    os.utime(other, ns=(0, 10**18))  # rewritten (and surely a new modification time)
+    SESSION.get("default")
+    assert SESSION.get(str(other)) is not kept  # a file written again is read again
