@@ -17,6 +17,7 @@ from ._common import (
     call_when_closed,
     call_when_shown,
     compact_label,
+    connect_until_closed,
     full_width,
     elide,
     follow_layers,
@@ -169,6 +170,11 @@ class InspectorWidget(DockContainer):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(lambda: self.worker is not None and self.worker.quit())
         follow_layers(self, self.viewer, new_images=True)
+        # a stack opened (or closed) after inspecting a 2D image: the maps' time axis is laid out
+        # again beside its frames (it shared the stack's frame slider)
+        self._across: list[tuple[int, float, float]] = []  # the other layers' frame axes the maps span
+        connect_until_closed(self, self.viewer.layers.events.inserted, self._other_layers_changed)
+        connect_until_closed(self, self.viewer.layers.events.removed, self._other_layers_changed)
         self._source: str | None = None  # the model the spike choice was made for
         SESSION.subscribe(self._session_changed)
         call_when_closed(self, lambda: SESSION.unsubscribe(self._session_changed))
@@ -279,6 +285,28 @@ class InspectorWidget(DockContainer):
                 setattr(layer, key, kwargs[key])
         return layer
 
+    def _other_layers_changed(self, event: Any = None) -> None:
+        """After a layer that is not a map came or went (once napari has laid out its axes):
+        the maps of a 2D image are shown again if the frame axes they must span changed."""
+        from qtpy.QtCore import QTimer
+
+        layer = getattr(event, "value", None)
+        if self._shown is None or self._shown[3] is not None or getattr(layer, "metadata", {}).get(MAP_TAG):
+            return
+
+        def relayout() -> None:
+            try:
+                changed = self._axes_of_other_layers() != self._across
+            except RuntimeError:  # the dock was closed meanwhile
+                return
+            if changed and any(la.metadata.get(MAP_TAG) for la in self.viewer.layers):
+                self._show_again()
+                if layer is not None and layer in self.viewer.layers and layer.unique_id in self._hidden_by_grid:
+                    self._hidden_by_grid.discard(layer.unique_id)  # the layer just opened stays in sight
+                    layer.visible = True
+
+        QTimer.singleShot(0, relayout)
+
     def _show_again(self, *_: Any) -> None:
         """The last inspection's maps in the interactions view chosen now (no new run)."""
         if self._shown is not None and self._shown[0] in self.viewer.layers:
@@ -302,6 +330,7 @@ class InspectorWidget(DockContainer):
         if frame is not None:
             at_frame = ((image_layer.scale[-3],), (image_layer.translate[-3] + frame * image_layer.scale[-3],))
         across = self._axes_of_other_layers() if frame is None else []
+        self._across = across
         # the image's units on the axes the maps share with it (without them napari warned of
         # inconsistent units six times per inspection and stopped drawing units)
         units = tuple(str(u) for u in getattr(image_layer, "units", ()))

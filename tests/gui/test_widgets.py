@@ -228,6 +228,30 @@ def test_inspecting_again_reuses_the_map_layers_and_keeps_one_t_axis(plugin, qtb
     assert list(viewer.dims.axis_labels).count("t") == 1
 
 
+def test_a_stack_opened_after_inspecting_an_image_gets_its_own_slider(plugin, qtbot):
+    """The maps' time axis took the place of a stack opened later: its frame slider moved the
+    maps through time."""
+    from napari_medspike.widgets.inspector import MAP_TAG
+
+    viewer, widgets, photo = plugin
+    inspector = widgets["Spike inspector"]
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    def spikes_ndim() -> int:
+        return next(layer for layer in viewer.layers if layer.metadata.get(MAP_TAG) == 1).ndim
+
+    assert spikes_ndim() == 3  # [t, y, x]
+    frames = (np.random.default_rng(8).random((5, 70, 90, 3)) * 255).astype(np.uint8)
+    viewer.add_image(frames, name="clip", rgb=True, scale=(1.0, *photo.scale), translate=(0.0, *photo.translate))
+    qtbot.waitUntil(lambda: spikes_ndim() == 4, timeout=10_000)  # [t, frame, y, x]
+    assert viewer.dims.ndim == 4 and list(viewer.dims.axis_labels).count("t") == 1
+    assert viewer.dims.axis_labels[0] == "t" and viewer.dims.nsteps[1] == 5
+    assert viewer.layers["clip"].visible  # what was just opened stays in sight
+    viewer.layers.remove("clip")  # and back to [t, y, x] when it is closed
+    qtbot.waitUntil(lambda: spikes_ndim() == 3, timeout=10_000)
+    assert viewer.dims.ndim == 3
+
+
 def test_inspector_channel_reduction(plugin, qtbot):
     viewer, widgets, _ = plugin
     inspector = widgets["Spike inspector"]
