@@ -22,6 +22,7 @@ from ._common import (
     elide,
     follow_layers,
     image_box,
+    is_users_image,
     make_narrow,
     tab_with_sibling_docks,
     model_label,
@@ -291,21 +292,42 @@ class InspectorWidget(DockContainer):
         from qtpy.QtCore import QTimer
 
         layer = getattr(event, "value", None)
-        if self._shown is None or self._shown[3] is not None or getattr(layer, "metadata", {}).get(MAP_TAG):
+        if self._shown is None or getattr(layer, "metadata", {}).get(MAP_TAG):
             return
+        opened = event is not None and getattr(event, "type", "") == "inserted" and is_users_image(layer)
 
         def relayout() -> None:
             try:
-                changed = self._axes_of_other_layers() != self._across
+                changed = self._shown[3] is None and self._axes_of_other_layers() != self._across
             except RuntimeError:  # the dock was closed meanwhile
                 return
             if changed and any(la.metadata.get(MAP_TAG) for la in self.viewer.layers):
                 self._show_again()
-                if layer is not None and layer in self.viewer.layers and layer.unique_id in self._hidden_by_grid:
-                    self._hidden_by_grid.discard(layer.unique_id)  # the layer just opened stays in sight
-                    layer.visible = True
+            if opened and layer in self.viewer.layers:
+                self._out_of_grid_for(layer)
 
         QTimer.singleShot(0, relayout)
+
+    def _out_of_grid_for(self, layer: Any) -> None:
+        """An image the user opened while the maps are laid out side by side: the grid turns off,
+        the maps are hidden and the image is shown on top, as when another dock is raised (in
+        the 2 x 3 grid it took a seventh place, drawn over a cell; hidden, it could not be seen
+        at all). Inspect, or this dock raised again, lays the grid out again."""
+        grid = viewer_grid(self.viewer)
+        if not grid.enabled or not self._layers:
+            return
+        pause = GridPause(self.viewer)
+        pause()
+        for other in self.viewer.layers:
+            other.name_overlay.visible = False
+            if other.unique_id in self._hidden_by_grid:
+                other.visible = True
+            elif other.metadata.get(MAP_TAG):
+                other.visible = False
+        self._hidden_by_grid.clear()
+        layer.visible = True
+        self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
+        self.viewer.reset_view()
 
     def _show_again(self, *_: Any) -> None:
         """The last inspection's maps in the interactions view chosen now (no new run)."""

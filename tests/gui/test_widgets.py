@@ -246,10 +246,21 @@ def test_a_stack_opened_after_inspecting_an_image_gets_its_own_slider(plugin, qt
     qtbot.waitUntil(lambda: spikes_ndim() == 4, timeout=10_000)  # [t, frame, y, x]
     assert viewer.dims.ndim == 4 and list(viewer.dims.axis_labels).count("t") == 1
     assert viewer.dims.axis_labels[0] == "t" and viewer.dims.nsteps[1] == 5
-    assert viewer.layers["clip"].visible  # what was just opened stays in sight
+    # what was just opened is in sight, on top, out of the grid (it took a seventh grid place)
+    assert viewer.layers["clip"].visible and viewer.layers[-1].name == "clip" and not viewer_grid(viewer).enabled
     viewer.layers.remove("clip")  # and back to [t, y, x] when it is closed
     qtbot.waitUntil(lambda: spikes_ndim() == 3, timeout=10_000)
     assert viewer.dims.ndim == 3
+    # a 2D image opened while the maps are side by side: also in sight, the grid off
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    assert viewer_grid(viewer).enabled
+    shot = viewer.add_image(np.zeros((70, 90)), name="next")
+    qtbot.waitUntil(lambda: not viewer_grid(viewer).enabled, timeout=10_000)
+    assert shot.visible and viewer.layers[-1] is shot and inspector.image.value is shot
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):  # inspecting it: side by side again
+        pass
+    assert viewer_grid(viewer).enabled
 
 
 def test_inspector_channel_reduction(plugin, qtbot):
