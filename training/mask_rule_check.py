@@ -56,10 +56,7 @@ def main() -> None:
                 if len(np.unique(array)) <= 2:
                     continue
                 checked += 1
-                low = np.count_nonzero((array > 0) & (array < int(array.max()) / 2))
-                # (at most 0.1 % of the mask's pixels below half: read as > 0, whatever the fraction)
-                fractions.setdefault(name, []).append(
-                    inside_fraction(array) if low > 0.001 * np.count_nonzero(array) else None)
+                fractions.setdefault(name, []).append(inside_fraction(array))  # None: too few low pixels
                 if is_label_image(array) != label_image or (label_image and (to_binary_mask(array) != mask).any()):
                     wrong.append(f"{folder.name}/{path.name} {name}")
     print(f"{checked} versions checked, {len(wrong)} misread; inside fraction (label image from 0.2):")

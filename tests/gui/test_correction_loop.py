@@ -19,13 +19,20 @@ def _segment(qtbot, segment, layer):
     QApplication.processEvents()
 
 
-def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_painted(plugin, qtbot, tmp_path, notes, save):
+def _two_images_segmented(plugin, qtbot, tmp_path):
+    """The plugin's photo and a second image of the same size ("other"), each segmented, with
+    the fine-tune dock storing in ``tmp_path``: ``viewer, segment, tune, photo, other``."""
     viewer, widgets, photo = plugin
     segment, tune = widgets["Segment"], widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
     other = viewer.add_image(np.roll(photo.data, 7, axis=0), name="other", rgb=True)
     _segment(qtbot, segment, photo)
     _segment(qtbot, segment, other)
+    return viewer, segment, tune, photo, other
+
+
+def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_painted(plugin, qtbot, tmp_path, notes, save):
+    viewer, segment, tune, photo, other = _two_images_segmented(plugin, qtbot, tmp_path)
     photo_mask, other_mask = viewer.layers["photo mask"], viewer.layers["other mask"]
     for mask in (photo_mask, other_mask):
         mask.data[:] = 0
@@ -120,12 +127,7 @@ def test_an_image_closed_during_the_fine_tune_gets_no_orphan_layers(plugin, qtbo
 
 
 def test_a_renamed_image_keeps_its_masks(plugin, qtbot, tmp_path, notes, save):
-    viewer, widgets, photo = plugin
-    segment, tune = widgets["Segment"], widgets["Correct and fine-tune"]
-    tune.store_dir.value = str(tmp_path / "store")
-    other = viewer.add_image(np.roll(photo.data, 7, axis=0), name="other", rgb=True)
-    _segment(qtbot, segment, photo)
-    _segment(qtbot, segment, other)
+    viewer, segment, tune, photo, other = _two_images_segmented(plugin, qtbot, tmp_path)
     photo_mask, other_mask = viewer.layers["photo mask"], viewer.layers["other mask"]
     photo.name = "patient 12"  # renamed in the layer list after segmenting
     viewer.layers.selection.active = other_mask
