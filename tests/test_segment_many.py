@@ -57,6 +57,30 @@ def test_a_stack_job_can_be_stopped_within_an_image():
     steps.close()  # what a cancel does between two events
 
 
+def test_a_stack_or_folder_logs_the_mode_warning_once(tmp_path, caplog):
+    """Tiled prediction with a model trained on resized images logged its warning once per image
+    of a stack or a folder (a 200-frame stack: 200 identical lines)."""
+    from napari_medspike.inference.folder import segment_folder_steps
+
+    from napari_medspike.models.info import ModelInfo
+
+    model = create_model("medqkformer", widths=(8, 16, 32, 64)).eval()
+    model.info = ModelInfo(arch=model.arch, config=model.config, input_size=32, training={"mode": "resize"})
+    frames = np.stack([synthetic_lesion((40, 48), seed=i)[0] for i in range(3)])
+    with caplog.at_level("WARNING", logger="napari_medspike"):
+        run_job(predict_stack_steps(model, frames, rgb=True, mode="tiled", tile_size=32))
+    assert sum("tiled prediction" in r.getMessage() for r in caplog.records) == 1
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        io.imsave(folder / f"f{i}.png", frame, check_contrast=False)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="napari_medspike"):
+        result = run_job(segment_folder_steps(model, folder, tmp_path / "out", mode="tiled"))
+    assert len(result.masks) == 3
+    assert sum("tiled prediction" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_folder_command_writes_masks_probabilities_and_measurements(tmp_path):
     from napari_medspike.cli.segment import main
 

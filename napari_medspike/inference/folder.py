@@ -146,6 +146,7 @@ def segment_folder_steps(
         (out / "probabilities").mkdir(parents=True, exist_ok=True)
     total = len(inputs)
     stems = output_stems(inputs)
+    first = True  # the mode's and device's warnings are logged for the first image only
     try:
         yield Progress(0, total, f"{total} files")
         for i, path in enumerate(inputs):
@@ -157,7 +158,8 @@ def segment_folder_steps(
                     if cancel is not None and cancel.is_set():
                         break
                     prob = run_job(predict_steps(model, pixels, mode=mode, device=device, flips=flips,
-                                                    precision=precision))
+                                                    precision=precision, warn=first))
+                    first = False
                     mask = prob >= threshold
                     encoded = png_bytes(mask.astype(np.uint8) * 255)
                     target = out / "masks" / f"{stem}.png"

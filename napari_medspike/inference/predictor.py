@@ -126,6 +126,8 @@ def predict_steps(
     batch_size: int | None = None,
     flips: bool | None = None,
     precision: str = "auto",
+    *,
+    warn: bool = True,
 ) -> Generator[Progress, None, np.ndarray]:
     """Yield progress while predicting; return the probability map ``[H, W]`` float32.
 
@@ -138,13 +140,15 @@ def predict_steps(
     each batch).
     ``precision`` is ``"auto"``, ``"fp32"`` or ``"bf16"`` (autocast; see
     :func:`~napari_medspike.runtime.bf16_inference`); probabilities are always fp32.
+    ``warn=False`` leaves out the log's warnings about the mode and the device (a stack logs
+    them once, not once per image).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
-    if (note := mode_note(model, mode)) is not None:
+    if warn and (note := mode_note(model, mode)) is not None:
         log.warning(note)
     device, fallback = requested_device(device)  # "auto", or a GPU that may not be there
-    if fallback:
+    if fallback and warn:
         log.warning(fallback)
     if flips is None:
         flips = recommended_flips(model)
@@ -260,7 +264,7 @@ def predict_stack_steps(
     for i in range(n):
         # each image's own steps (tiles) are passed on, so that a cancel stops within an image:
         # it waited for the whole image (104 s for a 2000 x 3000 frame in tiled mode)
-        steps = predict_steps(model, np.asarray(stack[i]), **options)
+        steps = predict_steps(model, np.asarray(stack[i]), warn=i == 0, **options)
         try:
             while True:
                 try:
