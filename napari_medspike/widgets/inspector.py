@@ -169,7 +169,7 @@ class InspectorWidget(DockContainer):
         self.interactions.changed.connect(self._show_again)
         self._shown: tuple[Any, ...] | None = None  # the last result: another interactions view needs no new run
         self.run_button.changed.connect(self.run)
-        self.cancel_button.changed.connect(lambda: self.worker is not None and self.worker.quit())
+        self.cancel_button.changed.connect(self.cancel)
         follow_layers(self, self.viewer, new_images=True)
         # a stack opened (or closed) after inspecting a 2D image: the maps' time axis is laid out
         # again beside its frames (it shared the stack's frame slider)
@@ -256,6 +256,18 @@ class InspectorWidget(DockContainer):
         show = lambda r: self._show(layer, *r, frame=frame, channels=(how, channel))  # noqa: E731
         self.worker = start_worker(job, "Spike inspector", on_return=show, on_finish=self._idle)
         return self.worker
+
+    def cancel(self) -> None:
+        """Stop the inspection at its next step; the maps shown stay, and the summary says whose."""
+        if self.worker is None:
+            return
+        self.worker.quit()
+        self.cancel_button.enabled = False  # (once: a second press would say it twice)
+        if any(layer.metadata.get(MAP_TAG) for layer in self.viewer.layers):
+            show_text(self.summary, "inspection cancelled: the maps and figures below are the earlier "
+                      f"inspection's\n{self.summary.tooltip}")
+        else:
+            show_text(self.summary, "inspection cancelled: nothing shown")
 
     def _idle(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled = True, False

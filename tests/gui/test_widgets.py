@@ -669,6 +669,30 @@ def test_an_image_closed_while_inspecting_gets_no_maps(plugin, qtbot):
     assert "was closed while inspecting" in " ".join(inspector.summary.value.split())
 
 
+def test_a_cancelled_inspection_says_the_maps_shown_are_the_earlier_ones(plugin, qtbot):
+    """Cancel left the summary as it was, with no word that the inspection asked for had stopped."""
+    viewer, widgets, image = plugin
+    inspector = widgets["Spike inspector"]
+    worker = inspector.run()
+    inspector.cancel()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    assert " ".join(inspector.summary.value.split()) == "inspection cancelled: nothing shown"
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    before = " ".join(inspector.summary.tooltip.split())
+    layers = [layer.name for layer in viewer.layers]
+    inspector.stage.value = 1
+    worker = inspector.run()
+    inspector.cancel()
+    assert not inspector.cancel_button.enabled
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    summary = " ".join(inspector.summary.tooltip.split())
+    assert summary == f"inspection cancelled: the maps and figures below are the earlier inspection's {before}"
+    assert [layer.name for layer in viewer.layers] == layers  # stage 0's maps, as the summary says
+
+
 def test_cancelling_a_folder_keeps_what_was_written_and_says_so(plugin, qtbot, tmp_path):
     from skimage import io
 
