@@ -173,6 +173,29 @@ def shown_slice(layer: Any, viewer: Any) -> int:
                               - layer.translate[0]) / layer.scale[0]), 0, layer.data.shape[0] - 1))
 
 
+def mask_frame_for(labels: Any, image: Any, viewer: Any) -> int:
+    """The frame of the stack mask ``labels`` that corrects the frame of the stack ``image`` shown
+    now: the same index. Raises ``ValueError`` when the mask has another number of frames, or when
+    the viewer shows another of its frames over the image's (their scale or translate along the
+    frames differ), so that a mask is never stored with a frame it was not painted on."""
+    frames, index = labels.data.shape[0], shown_slice(image, viewer)
+    if frames != image.data.shape[0]:
+        raise ValueError(f"'{labels.name}' has {frames} frames and '{image.name}' {image.data.shape[0]}: "
+                         f"choose a mask made for '{image.name}'")
+    if (shown := shown_slice(labels, viewer)) != index:
+        raise ValueError(f"the viewer shows frame {shown} of '{labels.name}' over frame {index} of '{image.name}' "
+                         "(their scale or translate along the frames differ): give the mask the image's, e.g. in "
+                         f"the console: viewer.layers['{labels.name}'].scale = viewer.layers['{image.name}'].scale")
+    return index
+
+
+def placed_alike(a: Any, b: Any, axes: int = 2) -> bool:
+    """Whether layers ``a`` and ``b`` lie on the same place of the canvas in their last ``axes``
+    axes (scale and translate), so that their pixels line up as shown."""
+    return (np.allclose(a.scale[-axes:], b.scale[-axes:], rtol=1e-6)
+            and np.allclose(a.translate[-axes:], b.translate[-axes:], rtol=1e-6, atol=1e-9))
+
+
 def refuse_channels_as_slices(layer: Any) -> None:
     """Raise a ``ValueError`` that says what to do for a colour (or grey + alpha) image that napari
     shows as a stack of thin slices: ``[H, W, 2|3|4]`` not marked RGB (napari's guess for images

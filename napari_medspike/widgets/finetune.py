@@ -46,9 +46,11 @@ from ._common import (
     make_narrow,
     tab_with_sibling_docks,
     mark_edits,
+    mask_frame_for,
     mask_look,
     model_label,
     other_colour,
+    placed_alike,
     plot_theme,
     show_for_editing,
     same_layer,
@@ -326,8 +328,8 @@ class FinetuneWidget(DockContainer):
             index = image.metadata.get("frame")
             if image.ndim == 3:  # a stack or video (napari's ndim leaves out an RGB axis)
                 index = shown_slice(image, self.viewer)
-                if mask.ndim == 3:
-                    mask = mask[min(shown_slice(labels, self.viewer), len(mask) - 1)]
+                if mask.ndim == 3:  # (it took the mask's last frame when it had fewer)
+                    mask = mask[mask_frame_for(labels, image, self.viewer)]
             name = image_name if index is None else f"{image_name} [{index}]"
             binary = mask > 0  # a copy: painting may go on while it is written
             check_correction(data, binary)
@@ -342,6 +344,13 @@ class FinetuneWidget(DockContainer):
         except Exception as err:
             napari.utils.notifications.show_error(f"correction not saved: {err}")
             return None
+        if not placed_alike(labels, image):
+            # (a mask opened from a file, without the image's pixel size): stored pixel for pixel
+            napari.utils.notifications.show_warning(
+                f"'{labels.name}' is drawn at another scale or place than '{image.name}', so the two do not line "
+                "up on the canvas; the correction pairs their pixels one to one. To see them line up, give the mask "
+                f"the image's in the console: viewer.layers['{labels.name}'].scale = viewer.layers['{image.name}'].scale"
+                " (and .translate)")
         store, self.last_saved = self.store, None
 
         def job():

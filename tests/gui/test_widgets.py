@@ -558,6 +558,39 @@ def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes,
     assert any(f"cannot open correction {entry.stem}" in n for n in notes)
 
 
+def test_a_stack_mask_is_stored_only_with_the_frame_it_shows_over(plugin, tmp_path, notes, save):
+    """A stack mask with fewer frames than its stack gave its last frame as the correction of any
+    frame after it, and a mask stretched along the frames gave another frame than the one shown
+    under it, silently. A mask placed otherwise on the image plane is stored, with a warning."""
+    viewer, widgets, image = plugin
+    frames = np.random.default_rng(3).random((4, 48, 64)).astype(np.float32)
+    stack = viewer.add_image(frames, name="clip")
+    short = viewer.add_labels(np.zeros((2, 48, 64), np.uint8), name="short mask")
+    short.data[:, 10:30, 20:40] = 1
+    viewer.dims.set_current_step(0, 3)
+    tune = widgets["Correct and fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = stack, short
+    assert save(tune) is None
+    assert any("'short mask' has 2 frames and 'clip' 4" in n for n in notes), notes
+    stretched = viewer.add_labels(np.ones((4, 48, 64), np.uint8), name="stretched mask", scale=(2, 1, 1))
+    viewer.dims.set_current_step(0, 2)  # the clip's frame 2, the stretched mask's frame 1
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = stack, stretched
+    assert save(tune) is None
+    assert any("shows frame 1 of 'stretched mask' over frame 2 of 'clip'" in n for n in notes), notes
+    assert not (tmp_path / "store" / "images").exists() or not any((tmp_path / "store" / "images").iterdir())
+    # a 2D mask from a file (scale 1) over the image with scale (2, 3): stored, and warned about
+    opened = viewer.add_labels(np.zeros(image.data.shape[:2], np.uint8), name="mask from a file")
+    opened.data[5:20, 5:30] = 1
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = image, opened
+    entry = save(tune)
+    assert entry is not None and tune.store.load(entry.stem)[1].sum() == 15 * 25
+    assert any("'mask from a file' is drawn at another scale or place than 'photo'" in n for n in notes), notes
+
+
 def test_the_docks_offer_only_the_users_images(plugin, qtbot):
     """The image boxes listed every image layer: with the user's image closed, the docks fell
     back on the plugin's '<image> probability', which Save correction then stored as a training
