@@ -1,5 +1,6 @@
-"""napari reader for 2D medical images (png, jpg, bmp, tif/tiff; grey, RGB, RGBA; 8/16-bit) and for
-videos (mp4, avi, mov, mkv, webm) as stacks of RGB frames."""
+"""napari reader for 2D TIFF images (grey, RGB, RGBA; 8/16-bit; with the pixel size they record),
+for several 2D images opened as one stack, and for videos (mp4, avi, mov, mkv, webm, m4v) as
+stacks of RGB frames. napari's own reader opens png, jpg and bmp files."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .data.io import IMAGE_SUFFIXES, ImageReadError, _read_array
+from .data.io import IMAGE_SUFFIXES, ImageReadError, _read_array, tiff_pixel_size
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -29,7 +30,34 @@ def read_layer(path: str | Path) -> list[LayerData]:
             f"{path.name}: shape {array.shape} is not a 2D grey or RGB(A) image: open it with napari's "
             "built-in reader (the Segment dock segments a stack slice by slice)"
         )
-    return [(array, {"name": path.stem, "rgb": _is_rgb(array), "metadata": {"path": str(path)}}, "image")]
+    meta: dict[str, Any] = {"name": path.stem, "rgb": _is_rgb(array), "metadata": {"path": str(path)}}
+    if path.suffix.lower() in (".tif", ".tiff") and (size := tiff_pixel_size(path)) is not None:
+        (dy, dx), unit = size  # (a microscope's calibration: areas are then measured in its unit)
+        meta["scale"] = (dy, dx)
+        if unit is not None:
+            meta["units"] = (unit, unit)
+    return [(array, meta, "image")]
+
+
+def read_stack(paths: list[str | Path]) -> list[LayerData]:
+    """Read 2D images of one size as one stack layer ``[N, H, W]`` or ``[N, H, W, C]`` (napari's
+    File > Open Files as Stack), named after the first; its metadata lists the files in order."""
+    from .data.video import VIDEO_SUFFIXES
+
+    if any(Path(p).suffix.lower() in VIDEO_SUFFIXES for p in paths):
+        raise ImageReadError("a video cannot be part of a stack of images: open it on its own")
+    layers = [read_layer(p)[0] for p in paths]
+    shapes = {np.shape(data) for data, _, _ in layers}
+    if len(shapes) > 1:
+        sizes = ", ".join(f"{Path(p).name} {' x '.join(map(str, np.shape(d)))}" for p, (d, _, _) in zip(paths, layers))
+        raise ImageReadError(f"images of different sizes cannot be stacked: {sizes}")
+    first = layers[0][1]
+    meta: dict[str, Any] = {"name": f"{first['name']} (stack of {len(paths)})", "rgb": first["rgb"],
+                            "metadata": {"paths": [str(p) for p in paths]}}
+    if all(m.get("scale") == first.get("scale") and m.get("units") == first.get("units") for _, m, _ in layers):
+        meta.update({k: (1.0, *first[k]) if k == "scale" else ("pixel", *first[k]) for k in ("scale", "units")
+                     if k in first})
+    return [(np.stack([data for data, _, _ in layers]), meta, "image")]
 
 
 def _ordinal(k: int) -> str:
@@ -55,7 +83,7 @@ def read_video_layer(path: str | Path, max_bytes: int | None = None) -> list[Lay
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """Return a reader for supported single files or lists of them; None otherwise."""
+    """Return a reader for a supported file, or a list of them to stack; None otherwise."""
     from .data.video import VIDEO_SUFFIXES
 
     paths = [path] if isinstance(path, str) else list(path)
@@ -63,22 +91,11 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list
         return None
 
     def reader(p: str | list[str]) -> list[LayerData]:
-        """The layers of the files it can read; the others are named in a notification. When it
-        reads none, it raises, so that napari offers its other readers (its own for a stack)."""
-        from napari.utils.notifications import show_error
-
-        layers: list[LayerData] = []
-        problems: list[str] = []
-        for one in [p] if isinstance(p, str) else p:
-            try:
-                is_video = Path(one).suffix.lower() in VIDEO_SUFFIXES
-                layers.extend(read_video_layer(one) if is_video else read_layer(one))
-            except ImageReadError as err:
-                problems.append(str(err))
-        if problems:
-            show_error("\n".join(problems))
-            if not layers:
-                raise ImageReadError("; ".join(problems))
-        return layers
+        """The layers of a file; a list of files (napari passes one only for Open Files as Stack)
+        as one stack. What it cannot read raises, so that napari says why and offers its other
+        readers (its own for a z-stack)."""
+        if not isinstance(p, str):
+            return read_stack(list(p))
+        return read_video_layer(p) if Path(p).suffix.lower() in VIDEO_SUFFIXES else read_layer(p)
 
     return reader

@@ -132,6 +132,43 @@ def _read_tiff(path: Path) -> np.ndarray:
     return array
 
 
+#: Length units as TIFF files name them (ImageJ's ``unit``), and as napari's layers take them.
+LENGTH_UNITS = {"micron": "µm", "microns": "µm", "µm": "µm", "\u00b5m": "µm", "um": "µm", "micrometer": "µm",
+                "nm": "nm", "nanometer": "nm", "mm": "mm", "millimeter": "mm", "cm": "cm", "centimeter": "cm",
+                "m": "m", "meter": "m"}
+#: ImageJ's names of napari's length units, for writing (ImageJ reads ``micron``; ASCII only).
+IMAGEJ_UNITS = {"micrometer": "micron", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm", "meter": "m"}
+
+
+def tiff_pixel_size(path: str | Path) -> tuple[tuple[float, float], str | None] | None:
+    """The pixel size ``((y, x), unit)`` a TIFF records: ImageJ's calibration (its resolution and
+    length unit; ``None`` as the unit when it names none), or resolution in centimetres (a
+    scanner's; given in µm). ``None`` when the file records no size, or only the dots per inch
+    of photo software, which say nothing of what the picture shows."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            tags = page.tags
+            if "XResolution" not in tags or "YResolution" not in tags:
+                return None
+            (xn, xd), (yn, yd) = tags["XResolution"].value, tags["YResolution"].value
+            unit_code = int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2
+            imagej = tif.imagej_metadata if tif.is_imagej else None
+    except Exception:  # an unreadable file is said by the image reader, not here
+        return None
+    if not (xn and yn and xd and yd):
+        return None
+    size = (yd / yn, xd / xn)  # pixels per unit, as fractions
+    if imagej is not None:
+        unit = LENGTH_UNITS.get(str(imagej.get("unit", "")).strip().lower())
+        return (size, unit) if (size != (1.0, 1.0) or unit) else None
+    if unit_code == 3:  # centimetre
+        return (size[0] * 1e4, size[1] * 1e4), "µm"
+    return None
+
+
 def intensity_range(array: np.ndarray) -> tuple[float, float] | None:
     """The ``(lo, hi)`` that :func:`to_rgb_float` maps to ``[0, 1]`` for this image (None: its
     fixed rule applies, 8-bit or bool, or floats already in [0, 1]); computed without copying."""

@@ -45,37 +45,103 @@ def test_reader_refuses_stacks_with_a_message(make_napari_viewer, tmp_path, note
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, np.zeros((5, 30, 40), np.uint8))
     reader = napari_get_reader(str(path))
-    # it raises (napari then offers its own reader), and the notification says why
-    with pytest.raises(ImageReadError, match="stack of 5 slices"):
+    # it raises with the reason (napari's dialog shows it and offers its own reader), once:
+    # a notification said the same again
+    with pytest.raises(ImageReadError, match="stack of 5 slices.*built-in reader"):
         reader(str(path))
-    assert any("stack of 5 slices" in n and "built-in reader" in n for n in notes)
+    assert not notes
     zstack = tmp_path / "zstack.tif"  # three slices that could pass for RGB: the file's axes say Z
     tifffile.imwrite(zstack, np.zeros((3, 30, 40), np.uint8), metadata={"axes": "ZYX"})
     with pytest.raises(ImageReadError, match="z-stack of 3 slices"):
         reader(str(zstack))
-    # with readable files among them, those are opened and the stack is named
-    image = tmp_path / "flat.tif"
-    tifffile.imwrite(image, np.zeros((30, 40), np.uint8))
-    assert [data.shape for data, _, _ in reader([str(image), str(path)])] == [(30, 40)]
-    assert "stack of 5 slices" in notes[-1]
-    # through napari: an error (its reader dialog then offers the other readers), no empty layer
+    # through napari: an error that carries the reason, and no empty layer
     viewer = make_napari_viewer()
-    with pytest.raises(ImageReadError):
+    with pytest.raises(ImageReadError, match="stack of 5 slices"):
         viewer.open(str(path), plugin="napari-medspike")
     assert len(viewer.layers) == 0
     assert napari_get_reader(str(tmp_path / "volume.nii")) is None
 
 
-def test_writer_round_trip(make_napari_viewer, tmp_path):
+def test_open_files_as_stack_gives_one_stack(make_napari_viewer, tmp_path):
+    """napari passes the reader a list of files only for File > Open Files as Stack: each file
+    was opened as a layer of its own."""
+    from napari_medspike.data.io import ImageReadError
+
+    paths = []
+    for i in range(3):
+        paths.append(str(tmp_path / f"frame{i}.tif"))
+        tifffile.imwrite(paths[-1], np.full((30, 40), 10 * i, np.uint8))
+    viewer = make_napari_viewer()
+    layers = viewer.open(paths, stack=True, plugin="napari-medspike")
+    assert len(layers) == 1 and layers[0].data.shape == (3, 30, 40) and layers[0].name == "frame0 (stack of 3)"
+    assert [int(frame.max()) for frame in layers[0].data] == [0, 10, 20]
+    assert layers[0].metadata["paths"] == paths
+    other = tmp_path / "other.tif"
+    tifffile.imwrite(other, np.zeros((31, 40), np.uint8))
+    with pytest.raises(ImageReadError, match="different sizes cannot be stacked: frame0.tif 30 x 40, other.tif 31 x 40"):
+        viewer.open([paths[0], str(other)], stack=True, plugin="napari-medspike")
+    assert len(viewer.layers) == 1
+
+
+def test_a_tiff_opens_with_the_pixel_size_it_records(make_napari_viewer, tmp_path):
+    """A calibrated TIFF (ImageJ's, a scanner's in centimetres) opened with scale 1 and no units,
+    so areas came out in pixels; dots per inch from photo software are no pixel size."""
+    viewer = make_napari_viewer()
+    imagej = tmp_path / "imagej.tif"
+    tifffile.imwrite(imagej, np.zeros((30, 40), np.uint8), imagej=True, resolution=(1 / 0.25, 1 / 0.5),
+                     metadata={"unit": "micron"})
+    layer = viewer.open(str(imagej), plugin="napari-medspike")[0]
+    assert tuple(layer.scale) == pytest.approx((0.5, 0.25)) and [str(u) for u in layer.units] == ["micrometer"] * 2
+    scanned = tmp_path / "scanned.tif"
+    tifffile.imwrite(scanned, np.zeros((30, 40), np.uint8), resolution=(4000, 2000), resolutionunit="CENTIMETER")
+    layer = viewer.open(str(scanned), plugin="napari-medspike")[0]
+    assert tuple(layer.scale) == pytest.approx((5.0, 2.5)) and str(layer.units[0]) == "micrometer"
+    photo = tmp_path / "photo.tif"
+    tifffile.imwrite(photo, np.zeros((30, 40, 3), np.uint8), resolution=(72, 72), resolutionunit="INCH")
+    layer = viewer.open(str(photo), plugin="napari-medspike")[0]
+    assert tuple(layer.scale) == (1.0, 1.0) and str(layer.units[0]) == "pixel"
+
+
+def test_writer_round_trip(make_napari_viewer, tmp_path, notes):
     viewer = make_napari_viewer()
     labels = np.zeros((30, 40), np.uint8)
     labels[5:15, 10:30] = 3
-    viewer.add_labels(labels, name="mask")
+    viewer.add_labels(labels, name="mask", scale=(0.5, 0.25), units=("µm", "µm"))
     for suffix in (".png", ".tif"):
         path = tmp_path / f"mask{suffix}"
         written = viewer.layers.save(str(path), plugin="napari-medspike")
         assert written == [str(path)]
         np.testing.assert_array_equal(read_mask(path), labels > 0)
+    assert not notes  # one label: nothing merged
+    # the tif keeps the pixel size: it opens again with the layer's scale and units
+    again = viewer.open(str(tmp_path / "mask.tif"), plugin="napari-medspike")[0]
+    assert tuple(again.scale) == pytest.approx((0.5, 0.25)) and str(again.units[0]) == "micrometer"
+    # a name typed without an extension in the dialog (which hands the writer the bare name)
+    from napari_medspike._writer import write_mask
+
+    assert write_mask(str(tmp_path / "bare"), labels, {}) == [str(tmp_path / "bare.png")]
+    np.testing.assert_array_equal(read_mask(tmp_path / "bare.png"), labels > 0)
+
+
+def test_the_writer_says_what_it_merges_and_writes_stacks_as_tif_pages(make_napari_viewer, tmp_path, notes):
+    """Several labels were merged into one without a word; a stack of masks failed with napari's
+    'no writer found', its reason dropped (napari takes a writer's ValueError for 'cannot write')."""
+    from napari_medspike._writer import MaskFormatError
+
+    viewer = make_napari_viewer()
+    cells = np.zeros((30, 40), np.uint16)
+    cells[2:8, 2:8], cells[10:20, 10:20], cells[22:28, 30:38] = 1, 2, 300
+    layer = viewer.add_labels(cells, name="cells")
+    assert layer.save(str(tmp_path / "cells.png"), plugin="napari-medspike") == [str(tmp_path / "cells.png")]
+    np.testing.assert_array_equal(read_mask(tmp_path / "cells.png"), cells > 0)
+    assert any("'cells' has 3 labels: written as one foreground" in n for n in notes), notes
+    stack = np.zeros((3, 30, 40), np.uint8)
+    stack[1, 5:10, 5:10] = 1
+    masks = viewer.add_labels(stack, name="clip masks")
+    with pytest.raises(MaskFormatError, match="'clip masks' is a stack of 3 masks: save it as .tif"):
+        masks.save(str(tmp_path / "clip.png"), plugin="napari-medspike")
+    assert masks.save(str(tmp_path / "clip.tif"), plugin="napari-medspike") == [str(tmp_path / "clip.tif")]
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "clip.tif"), stack * 255)
 
 
 def test_samples_open(make_napari_viewer):
