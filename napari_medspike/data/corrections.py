@@ -266,7 +266,7 @@ class CorrectionStore:
     """Save, list and load corrections in a folder (created on first save)."""
 
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root is not None else default_store()
+        self.root = Path(root).expanduser() if root is not None else default_store()
         self.remove_stale_temp_files()
 
     def remove_stale_temp_files(self, max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:

@@ -173,6 +173,16 @@ def shown_slice(layer: Any, viewer: Any) -> int:
                               - layer.translate[0]) / layer.scale[0]), 0, layer.data.shape[0] - 1))
 
 
+def typed_folder(value: Any) -> Path | None:
+    """The folder a file box holds, as the user means it: ``~`` the home folder, a relative
+    folder taken from where napari started, made absolute so that messages say where it is;
+    ``None`` for an empty box (magicgui gives ``.`` for one)."""
+    text = str(value).strip() if value is not None else ""
+    if text in ("", "."):
+        return None
+    return Path(text).expanduser().absolute()
+
+
 def mask_frame_for(labels: Any, image: Any, viewer: Any) -> int:
     """The frame of the stack mask ``labels`` that corrects the frame of the stack ``image`` shown
     now: the same index. Raises ``ValueError`` when the mask has another number of frames, or when

@@ -29,22 +29,21 @@ from ..engine.finetune import finetune_steps
 from ..inference.predictor import predict
 from ._common import (
     SESSION,
-    DockContainer,
-    DockPlot,
     add_segmentation_layers,
     call_when_closed,
     call_when_shown,
     compact_label,
     connect_until_closed,
-    full_width,
+    DockContainer,
+    DockPlot,
     elide,
     follow_layers,
+    full_width,
     image_box,
     image_data_2d,
     image_made_for,
     link_to_image,
     make_narrow,
-    tab_with_sibling_docks,
     mark_edits,
     mask_frame_for,
     mask_look,
@@ -52,12 +51,14 @@ from ._common import (
     other_colour,
     placed_alike,
     plot_theme,
-    show_for_editing,
     same_layer,
+    show_for_editing,
     show_text,
     shown_slice,
     start_worker,
     style_mask,
+    tab_with_sibling_docks,
+    typed_folder,
 )
 
 #: The default learning rates of the shipped models' architectures (the twins that train a
@@ -275,13 +276,19 @@ class FinetuneWidget(DockContainer):
 
     @property
     def store(self) -> CorrectionStore:
-        return CorrectionStore(Path(self.store_dir.value))
+        """The store in the corrections box: ``~`` is the home folder, a relative folder is taken
+        from where napari started (its full path is what the dock shows). ``ValueError`` when the
+        box is empty: a folder named ``~``, or the images of napari's working folder, took them."""
+        folder = typed_folder(self.store_dir.value)
+        if folder is None:
+            raise ValueError("the corrections box is empty: choose a folder to keep the corrections in")
+        return CorrectionStore(folder)
 
     def _stored_names(self, *_: Any) -> list[tuple[str, str]]:
         """``(label, stem)`` per stored correction: the image's name and when it was saved."""
         try:
             entries = self.store.list()
-        except OSError:  # an unreadable folder lists nothing; saving will say why
+        except (OSError, ValueError):  # an unreadable folder or an empty box lists nothing; saving says why
             return []
         labels: dict[str, int] = {}
         choices = []
@@ -341,6 +348,7 @@ class FinetuneWidget(DockContainer):
                 # the model whose mask was corrected (None: painted from scratch), not the one chosen now
                 "model": labels.metadata.get("segmented_by"),
             }
+            store = self.store
         except Exception as err:
             napari.utils.notifications.show_error(f"correction not saved: {err}")
             return None
@@ -351,7 +359,7 @@ class FinetuneWidget(DockContainer):
                 "up on the canvas; the correction pairs their pixels one to one. To see them line up, give the mask "
                 f"the image's in the console: viewer.layers['{labels.name}'].scale = viewer.layers['{image.name}'].scale"
                 " (and .translate)")
-        store, self.last_saved = self.store, None
+        self.last_saved = None
 
         def job():
             yield None
@@ -387,7 +395,7 @@ class FinetuneWidget(DockContainer):
             return None
         try:
             where = self.store.remove(stem)
-        except (KeyError, OSError) as err:
+        except (KeyError, OSError, ValueError) as err:
             napari.utils.notifications.show_error(f"cannot remove correction {stem}: {err}")
             self.refresh()
             return None
@@ -431,7 +439,11 @@ class FinetuneWidget(DockContainer):
         if self.worker is not None:  # (the button is disabled meanwhile; a call from code is not)
             napari.utils.notifications.show_error("a fine-tune is still running: wait for it or cancel it")
             return None
-        entries = self.store.list()
+        try:
+            entries = self.store.list()
+        except ValueError as err:
+            napari.utils.notifications.show_error(str(err))
+            return None
         lr = float(self.lr.value)
         if not entries:
             listed = bool(self.corrections.choices)  # the list may still show a folder that is gone
@@ -455,7 +467,7 @@ class FinetuneWidget(DockContainer):
             napari.utils.notifications.show_error(f"{err}: choose a corrections folder you can write to")
             return None
         remember_store(self.store.root)  # later sessions list the models fine-tuned here in Segment
-        replay = str(self.replay.value) if str(self.replay.value) not in ("", ".") else None
+        replay = str(typed_folder(self.replay.value) or "") or None
         out = unused_model_path(self.store.root / "models", time.strftime("%Y%m%d-%H%M%S"))
         epochs, replay_samples, root = int(self.epochs.value), int(self.replay_samples.value), self.store.root
         minutes, route = float(self.minutes.value), bool(self.keep_start.value)

@@ -19,24 +19,25 @@ from ._common import (
     MASK_COLOURS,
     MASK_STYLES,
     SESSION,
-    DockContainer,
     add_segmentation_layers,
     call_when_closed,
     compact_label,
-    full_width,
-    make_narrow,
-    tab_with_sibling_docks,
-    mask_look,
-    show_text,
+    DockContainer,
     elide,
     follow_layers,
+    full_width,
     image_box,
+    make_narrow,
+    mask_look,
     model_choices,
     model_label,
     selected_image_and_model,
+    show_text,
     start_worker,
     style_mask,
     summary_of,
+    tab_with_sibling_docks,
+    typed_folder,
 )
 
 CHECKPOINT_FILE = "checkpoint file…"
@@ -285,11 +286,10 @@ class SegmentWidget(DockContainer):
 
     def output_folder(self) -> Path | None:
         """Where :meth:`run_folder` writes: the chosen folder, or ``<input>-masks`` beside the input."""
-        source = str(self.folder_in.value)
-        if source in ("", "."):
+        source = typed_folder(self.folder_in.value)
+        if source is None:
             return None
-        chosen = str(self.folder_out.value)
-        return Path(chosen) if chosen not in ("", ".") else Path(source).parent / f"{Path(source).name}-masks"
+        return typed_folder(self.folder_out.value) or source.parent / f"{source.name}-masks"
 
     def run_folder(self) -> Any:
         """Segment every image and video frame of the chosen folder to mask files and a measurement
@@ -302,7 +302,7 @@ class SegmentWidget(DockContainer):
         if out is None:
             show_error("choose a folder of images or videos first")
             return None
-        source = Path(str(self.folder_in.value))
+        source = typed_folder(self.folder_in.value)
         try:
             inputs = list_inputs(source)
             check_writable(out)

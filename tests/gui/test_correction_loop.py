@@ -148,3 +148,37 @@ def test_a_renamed_image_keeps_its_masks(plugin, qtbot, tmp_path, notes, save):
     viewer.layers.selection.active = photo_mask
     tune._show_mask_for_editing()
     assert photo.visible and photo_mask.visible and not other_mask.visible
+
+
+def test_a_folder_typed_with_a_tilde_is_the_home_folder_and_an_empty_box_is_refused(
+        plugin, qtbot, tmp_path, monkeypatch, notes, save):
+    """'~/corrections' typed in the box wrote a folder named '~' where napari started, and every
+    fine-tune then failed to find its starting weights (the loader took '~' for the home folder);
+    an emptied box stored the corrections in napari's working folder."""
+    viewer, widgets, photo = plugin
+    home, started_in = tmp_path / "home", tmp_path / "started here"
+    home.mkdir(), started_in.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(started_in)
+    tune = widgets["Correct and fine-tune"]
+    mask = viewer.add_labels(np.zeros(photo.data.shape[:2], np.uint8), name="photo mask", scale=photo.scale,
+                             translate=photo.translate)
+    mask.data[10:30, 20:50] = 1
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = photo, mask
+    tune.store_dir.line_edit.value = ""  # as typed (magicgui's own value setter expands '~' itself)
+    assert save(tune) is None and any("the corrections box is empty" in n for n in notes), notes
+    tune.epochs.value = 1
+    assert tune.run() is None
+    assert not any(started_in.iterdir())
+    tune.store_dir.line_edit.value = "~/corrections"
+    entry = save(tune)
+    assert entry is not None and entry.image.parent == home / "corrections" / "images"
+    assert any(str(home / "corrections") in n for n in notes), notes  # where it is, in full
+    with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
+        pass
+    assert not any("failed" in n for n in notes), notes
+    assert not any(started_in.iterdir())
+    segment = widgets["Segment"]
+    segment.folder_in.line_edit.value = "~/corrections/images"
+    assert segment.output_folder() == home / "corrections" / "images-masks"
