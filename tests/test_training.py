@@ -19,7 +19,7 @@ from lesions import write_lesion_pairs
 from napari_medspike import create_model, load_model, save_checkpoint
 from napari_medspike.common import WriteError
 from napari_medspike.engine.checkpoint import atomic_write, read_metadata
-from napari_medspike.engine.config import TrainConfig
+from napari_medspike.engine.config import FINETUNE, TrainConfig
 from napari_medspike.engine.finetune import finetune
 from napari_medspike.engine.trainer import train
 
@@ -314,6 +314,37 @@ def test_finetune_on_corrections(lesions, tmp_path):
     run = tmp_path / "tuned_run"
     assert (run / "history.csv").is_file() and not list(run.glob("*.safetensors")) and start.is_file()
     assert "Fine-tuned from start on" in str(read_metadata(result.checkpoint))
+
+
+def test_finetune_auto_epochs_count_replayed_images_and_a_time_limit_is_said(lesions, tmp_path, monkeypatch):
+    """Auto epochs counted the corrections only: 5 corrections with 200 replayed pairs planned 60
+    epochs of 205 images, 25 times the budget, which the time limit then cut after one epoch while
+    the dock said "done"."""
+    from napari_medspike.engine import finetune as finetune_module
+
+    planned = []
+    real_steps = finetune_module.train_steps
+
+    def recording(cfg, **kw):
+        planned.append(cfg.epochs)
+        return real_steps(cfg, **kw)
+
+    monkeypatch.setattr(finetune_module, "train_steps", recording)
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
+    corrections = tmp_path / "corrections"
+    for sub in ("images", "masks"):
+        (corrections / sub).mkdir(parents=True)
+        for f in sorted((lesions / sub).iterdir())[:5]:
+            (corrections / sub / f.name).write_bytes(f.read_bytes())
+    n_train = 4  # 5 corrections, one held out
+    result = finetune(start, corrections, tmp_path / "a.safetensors", epochs=0, replay=lesions, replay_samples=10,
+                      minutes=1e-4, device="cpu")
+    assert planned == [FINETUNE.epochs_for(n_train + 10)] and planned[0] < FINETUNE.epochs_for(n_train)
+    # the time limit (here at once) stopped it after its first epoch: said beside the figures
+    assert result.time_limited == (1, planned[0]) and len(result.history) == 1
+    assert f"the time limit stopped it after 1 of {planned[0]} epochs" in result.describe()
+    full = finetune(start, corrections, tmp_path / "b.safetensors", epochs=1, device="cpu")
+    assert full.time_limited is None and "time limit" not in full.describe()
 
 
 def test_finetune_guardrails(lesions, tmp_path):

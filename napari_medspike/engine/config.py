@@ -116,8 +116,8 @@ class FinetuneDefaults:
     ``medspike-finetune`` and the plugin's fine-tune dock, chosen with
     ``benchmarks/adaptation.py`` (BENCHMARKS.md: the default model adapted to PH2 and BUSI).
 
-    ``epochs = 0`` means *auto*: about :attr:`image_passes` training images in all, so few
-    corrections get more epochs (:meth:`epochs_for`); ``lr = 0`` means the architecture's own
+    ``epochs = 0`` means *auto*: about :attr:`image_passes` training images in all (replayed ones
+    included), so few corrections get more epochs (:meth:`epochs_for`); ``lr = 0`` means the architecture's own
     training rate (``default_lr``: 1e-3 for MedQKFormer); ``minutes`` stops the run after the
     epoch that crosses it (0: no limit).
     """
@@ -177,6 +177,7 @@ class TrainResult:
     cancelled: bool
     out_dir: Path
     initial: dict[str, float] | None = None  # validation of the starting weights, if measured
+    timed_out: bool = False  # the time budget stopped it before its last epoch
 
 
 @dataclass
@@ -197,6 +198,8 @@ class FinetuneResult:
     kept: str = "the starting model is kept for images like its training data"
     #: Whether an epoch beat the starting weights (else the checkpoint holds them unchanged).
     improved: bool = True
+    #: ``(epochs run, epochs planned)`` when the time limit stopped it before its last epoch.
+    time_limited: tuple[int, int] | None = None
 
     @property
     def measured(self) -> bool:
@@ -229,11 +232,16 @@ class FinetuneResult:
         if self._cancelled_early:
             return (f"{where}: {self.dice_before:.3f}; cancelled before the first epoch ended, so the starting "
                     "model's weights are kept unchanged")
+        limit = ""
+        if self.time_limited and not self.cancelled:
+            ran, planned = self.time_limited
+            limit = (f"; the time limit stopped it after {ran} of {planned} epochs (raise 'minutes', or 0 for "
+                     "no limit)")
         if not self.improved:
             return (f"{where}: {self.dice_before:.3f}; no epoch beat the starting model, so its weights are kept "
-                    "unchanged (more corrections or epochs may help)")
+                    f"unchanged (more corrections or epochs may help){limit}")
         kept = f"; {self.kept}" if self.routed else ""
-        return f"{where}: {self._change}{kept}"
+        return f"{where}: {self._change}{kept}{limit}"
 
     def headline(self) -> str:
         """The figures first, short enough for a one-line notification: ``Dice 0.612 -> 0.874

@@ -144,9 +144,10 @@ def finetune_steps(
     # one picture (however many entries show it) cannot be both trained on and held out
     held_out = split_units(pairs) >= 2
     val_fraction = val_fraction if held_out else 0.0
-    if not epochs:  # auto: from the corrections it trains on (the trainer splits the same way)
-        epochs = FINETUNE.epochs_for(len(split_pairs(pairs, val_fraction, seed)[0]))
     replay_list = [] if replay is None else ([str(replay)] if isinstance(replay, (str, Path)) else [str(r) for r in replay])
+    if not epochs:  # auto: from the images each epoch trains on, replayed ones too (the trainer splits the same way)
+        replayed = min(replay_samples, len(find_pairs(replay_list)[0])) if replay_list and replay_samples > 0 else 0
+        epochs = FINETUNE.epochs_for(len(split_pairs(pairs, val_fraction, seed)[0]) + replayed)
     cfg = TrainConfig(
         data=[str(f) for f in folders],
         out_dir=str(run_dir),
@@ -194,8 +195,9 @@ def finetune_steps(
             scratch.unlink(missing_ok=True)
     n_val = len(written.get("training", {}).get("val_keys", []))
     improved = int(result.best.get("epoch", 0)) > 0  # epoch 0: the starting weights stayed the best
+    time_limited = (len(result.history), epochs) if result.timed_out else None
     return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val, routed, kept,
-                          improved=improved)
+                          improved=improved, time_limited=time_limited)
 
 
 def _write_first_expert(best_file: Path, out: Path, start: RoutedSegmenter, start_meta: dict[str, Any]) -> bool:

@@ -581,6 +581,7 @@ def train_steps(
         yield TrainProgress(0, cfg.epochs, 0, 0, float("nan"), metrics=dict(best), message="start measured")
 
     cancelled = False
+    timed_out = False  # stopped by the time budget (cfg.max_minutes)
     steps = len(loader)
     calibration = norm_calibration_images(cfg, model)
     # frozen parts keep their batch-norm statistics through the re-estimation too
@@ -698,6 +699,7 @@ def train_steps(
                 best = {**metrics, "epoch": epoch}
             if cfg.max_minutes is not None and (time.time() - began) / 60 >= cfg.max_minutes:
                 log.info("time budget of %.1f min reached after epoch %d", cfg.max_minutes, epoch)
+                timed_out = epoch < cfg.epochs
                 break
     if rank == 0:
         if best_path.exists() and not cfg.keep_initial_as_best:  # (fine-tuning records its own)
@@ -708,7 +710,7 @@ def train_steps(
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
     if distributed:
         dist.barrier()
-    return TrainResult(best_path if best_path.exists() else None, history, best, cancelled, out, initial)
+    return TrainResult(best_path if best_path.exists() else None, history, best, cancelled, out, initial, timed_out)
 
 
 def _load_training_state(path: Path, model: Segmenter, optimizer: torch.optim.Optimizer, scheduler: Any,

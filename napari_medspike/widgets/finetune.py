@@ -468,6 +468,10 @@ class FinetuneWidget(DockContainer):
             return None
         remember_store(self.store.root)  # later sessions list the models fine-tuned here in Segment
         replay = str(typed_folder(self.replay.value) or "") or None
+        if (replay is None) != (int(self.replay_samples.value) == 0):  # half a choice: said, not ignored silently
+            napari.utils.notifications.show_warning(
+                "replay needs both a folder of training images and a number of pairs: fine-tuning without replay"
+                if replay is None else "replay folder chosen with 0 pairs: fine-tuning without replay (set 'pairs')")
         out = unused_model_path(self.store.root / "models", time.strftime("%Y%m%d-%H%M%S"))
         epochs, replay_samples, root = int(self.epochs.value), int(self.replay_samples.value), self.store.root
         minutes, route = float(self.minutes.value), bool(self.keep_start.value)

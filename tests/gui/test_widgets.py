@@ -431,7 +431,9 @@ def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_i
         tune.image.value, tune.mask.value = image, mask
         save(tune)
     tune.epochs.value = 50
+    tune.replay.line_edit.value = str(tmp_path / "store")  # a folder without a number of pairs: said
     worker = tune.run()
+    assert any("replay folder chosen with 0 pairs" in n for n in notes), notes
     worker.yielded.connect(lambda e: tune.cancel())
     qtbot.waitUntil(lambda: tune.cancel_event.is_set(), timeout=WAIT)
     # while it stops, a second start (from code: the button is disabled) is refused
