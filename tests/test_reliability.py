@@ -104,6 +104,73 @@ def test_finetuning_twice_to_the_same_output_works(lesions, tmp_path):
     assert len(second.history) == 1
 
 
+def test_a_resumed_run_keeps_its_validation_images_and_its_restored_options(lesions, tmp_path):
+    """Images added to a run's folder re-drew its split on --resume without a word (images it had
+    validated on were trained on, and the best epoch was compared across two validation sets); a
+    new --lr was recorded in the checkpoint while the optimiser state kept the old one."""
+    data = tmp_path / "lesions"
+    for sub in ("images", "masks"):
+        (data / sub).mkdir(parents=True)
+        for f in (lesions / sub).iterdir():
+            (data / sub / f.name).write_bytes(f.read_bytes())
+    run = tmp_path / "run"
+    train(config(data, run, epochs=1))
+    split = (run / "split.json").read_bytes()
+    with pytest.raises(RunFolderError, match=r"--lr 0\.001 -> 0\.0001 \(resuming restores it from last\.pt\)"):
+        train(config(data, run, epochs=2, lr=1e-4), resume=True)
+    write_lesion_pairs(data, range(8, 11))  # three more images in the run's folder
+    with pytest.raises(RunFolderError, match="other validation images than the run held out"):
+        train(config(data, run, epochs=2), resume=True)
+    assert (run / "split.json").read_bytes() == split and len(json.loads((run / "history.json").read_text())) == 1
+    for f in ("l08", "l09", "l10"):
+        for sub in ("images", "masks"):
+            (data / sub / f"{f}.png").unlink()
+    result = train(config(data, run, epochs=2), resume=True)  # its own data again: it continues
+    assert len(result.history) == 2
+
+
+def test_an_overwrite_replaces_the_earlier_run_only_once_it_can_start(lesions, tmp_path):
+    """--overwrite wrote the new config.json first and left the earlier run's last.pt: a later
+    --resume mixed the two runs (history, best epoch, size), and an overwrite that failed at once
+    (no data) left the earlier run unable to resume with its own options."""
+    import threading
+
+    run = tmp_path / "run"
+    train(config(lesions, run, epochs=1))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True), (empty / "masks").mkdir()
+    with pytest.raises(ValueError, match="no image/mask pairs"):
+        train(config(empty, run, size=48, overwrite=True))
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    stop = threading.Event()
+    stop.set()  # stopped before its first epoch ended (as Ctrl-C or a kill would)
+    train(config(lesions, run, size=48, val_fraction=0.5, overwrite=True), cancel=stop)
+    assert not (run / "last.pt").exists() and not (run / "best.safetensors").exists()
+    assert json.loads((run / "config.json").read_text())["size"] == 48
+    with pytest.raises(RunFolderError, match="no last.pt"):
+        train(config(lesions, run, size=48, val_fraction=0.5, epochs=2), resume=True)
+
+
+def test_a_fine_tune_never_writes_into_a_training_run_named_like_its_scratch_folder(lesions, tmp_path):
+    """medspike-finetune --checkpoint runs/ph2_run/best.safetensors --out runs/ph2.safetensors took the
+    training run's folder for its scratch folder: it replaced that run's records and deleted its
+    best.safetensors, the very checkpoint it started from."""
+    from napari_medspike.engine.finetune import scratch_run_folder
+
+    run = tmp_path / "ph2_run"
+    train(config(lesions, run, epochs=1))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    out = tmp_path / "ph2.safetensors"
+    assert scratch_run_folder(out) == tmp_path / "ph2_run2"
+    result = finetune(run / "best.safetensors", lesions, out, epochs=1, device="cpu")
+    assert result.checkpoint == out and out.is_file()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert (tmp_path / "ph2_run2" / "history.json").is_file()
+    # its own logs, once the weights are gone from them, are reused by the next fine-tune to that file
+    assert scratch_run_folder(out) == tmp_path / "ph2_run2"
+
+
 # --------------------------------------------------------------------------- 2. draft and correction names
 
 

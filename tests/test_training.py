@@ -347,6 +347,47 @@ def test_finetune_auto_epochs_count_replayed_images_and_a_time_limit_is_said(les
     assert full.time_limited is None and "time limit" not in full.describe()
 
 
+def test_a_model_trained_on_crops_is_fine_tuned_on_crops(lesions, tmp_path):
+    """A histology model (random crops at full resolution) was fine-tuned on whole corrections
+    shrunk to its input size, another scale, and its result recorded as a 'resize' model."""
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "crops.safetensors", input_size=32,
+                            training={"mode": "crop"})
+    result = finetune(start, lesions, tmp_path / "tuned.safetensors", epochs=1, device="cpu")
+    assert read_metadata(result.checkpoint)["training"]["mode"] == "crop"
+    assert json.loads((tmp_path / "tuned_run" / "config.json").read_text())["mode"] == "crop"
+
+
+def test_a_fine_tune_that_beats_nothing_can_leave_no_copy_of_its_start(lesions, tmp_path):
+    """The dock deleted the copy of the start that an unimproved fine-tune wrote: with many
+    corrections, fitting the gate and writing it took 3.6 of the 8.6 s from Cancel to idle."""
+    import threading
+
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
+    stop = threading.Event()
+    stop.set()  # cancelled before an epoch ended: the start stays the best
+    result = finetune(start, lesions, tmp_path / "none.safetensors", epochs=2, device="cpu", cancel=stop,
+                      keep_unimproved=False)
+    assert not result.improved and result.cancelled and result.measured and result.validation_images > 0
+    assert not (tmp_path / "none.safetensors").exists() and not list((tmp_path / "none_run").glob("*.safetensors"))
+    kept = finetune(start, lesions, tmp_path / "copy.safetensors", epochs=2, device="cpu", cancel=stop)
+    assert not kept.improved and (tmp_path / "copy.safetensors").is_file()  # the command line's case
+
+
+def test_a_fine_tune_says_which_corrections_it_left_out(lesions, tmp_path):
+    """An unreadable correction was left out with a line in the log only: the dock said "fine-tuning
+    on 5 corrections" and then "done" as if all had been used."""
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
+    corrections = tmp_path / "corrections"
+    for sub in ("images", "masks"):
+        (corrections / sub).mkdir(parents=True)
+        for f in sorted((lesions / sub).iterdir())[:5]:
+            (corrections / sub / f.name).write_bytes(f.read_bytes())
+    (corrections / "images" / "l01.png").write_bytes(b"\x89PNG broken")
+    result = finetune(start, corrections, tmp_path / "t.safetensors", epochs=1, device="cpu")
+    assert len(result.left_out) == 1 and "l01.png" in result.left_out[0]
+    assert "1 correction could not be used and was left out: " in result.describe()
+
+
 def test_finetune_guardrails(lesions, tmp_path):
     start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "s.safetensors")
     with pytest.raises(ValueError, match="unsafe"):

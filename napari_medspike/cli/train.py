@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..common import DEBUG_HELP, run_command
 from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, TrainConfig, TrainProgress
-from ..engine.finetune import finetune
+from ..engine.finetune import finetune, scratch_run_folder
 from ..engine.schedule import SCHEDULES
 from ..engine.trainer import PRECISIONS, train
 from ..models import TRAINABLE_ARCHITECTURES
@@ -107,8 +107,8 @@ def _train(args: argparse.Namespace) -> int:
         close()
         out = Path(cfg.out_dir)
         if (out / "last.pt").is_file():
-            print(f"interrupted: {out / 'best.safetensors'} holds the best epoch so far; continue with --resume",
-                  file=sys.stderr)
+            print(f"interrupted: {out / 'best.safetensors'} holds the best epoch so far; continue the run in {out} "
+                  "with --resume and the options it was started with", file=sys.stderr)
         else:
             print("interrupted before the first epoch ended: nothing to continue, start the run again",
                   file=sys.stderr)
@@ -171,17 +171,17 @@ def finetune_main(argv: list[str] | None = None) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     report, close = _tqdm_progress()
+    run = scratch_run_folder(args.out)  # where its logs (and, if interrupted, its best epoch) go
     try:
         result = finetune(
             args.checkpoint, args.data, args.out, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
             val_fraction=args.val_fraction, minutes=args.minutes, replay=args.replay, replay_samples=args.replay_samples,
             anchor_weight=args.anchor_weight, freeze_norm_stats=args.freeze_norm_stats, route=args.route,
             device=args.device,
-            seed=args.seed, progress=report,
+            seed=args.seed, progress=report, run_dir=run,
         )
     except KeyboardInterrupt:
         close()
-        run = Path(args.out).with_name(Path(args.out).stem + "_run")
         kept = f"; the best epoch so far is in {run / 'best.safetensors'}" if (run / "best.safetensors").is_file() else ""
         print(f"interrupted: fine-tuning stopped before it finished, {args.out} not written{kept}", file=sys.stderr)
         return 130

@@ -356,9 +356,14 @@ class CorrectionStore:
             entries.append(Correction(stem, image, mask, meta))
         return entries
 
-    def load(self, stem: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """Image (float RGB), mask (bool) and provenance of one entry."""
+    def entry(self, stem: str) -> Correction:
+        """The stored entry ``stem`` (``KeyError`` when there is none); its files are not read."""
         entry = next((c for c in self.list() if c.stem == stem), None)
         if entry is None:
             raise KeyError(f"no correction {stem!r} in {self.root}")
+        return entry
+
+    def load(self, stem: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Image (float RGB), mask (bool) and provenance of one entry."""
+        entry = self.entry(stem)
         return read_image(entry.image), read_mask(entry.mask), entry.provenance

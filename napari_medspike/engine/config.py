@@ -178,6 +178,7 @@ class TrainResult:
     out_dir: Path
     initial: dict[str, float] | None = None  # validation of the starting weights, if measured
     timed_out: bool = False  # the time budget stopped it before its last epoch
+    problems: list[str] = field(default_factory=list)  # pairs left out (unreadable, unmatched), in words
 
 
 @dataclass
@@ -200,6 +201,8 @@ class FinetuneResult:
     improved: bool = True
     #: ``(epochs run, epochs planned)`` when the time limit stopped it before its last epoch.
     time_limited: tuple[int, int] | None = None
+    #: Corrections left out (unreadable files, an image without its mask), in words.
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def measured(self) -> bool:
@@ -239,9 +242,17 @@ class FinetuneResult:
                      "no limit)")
         if not self.improved:
             return (f"{where}: {self.dice_before:.3f}; no epoch beat the starting model, so its weights are kept "
-                    f"unchanged (more corrections or epochs may help){limit}")
+                    f"unchanged (more corrections or epochs may help){limit}{self._left_out}")
         kept = f"; {self.kept}" if self.routed else ""
-        return f"{where}: {self._change}{kept}{limit}"
+        return f"{where}: {self._change}{kept}{limit}{self._left_out}"
+
+    @property
+    def _left_out(self) -> str:
+        if not self.left_out:
+            return ""
+        n = len(self.left_out)
+        return (f"; {n} correction{'s' * (n != 1)} could not be used and {'were' if n != 1 else 'was'} left out: "
+                f"{self.left_out[0]}" + (f" (and {n - 1} more, in the log)" if n > 1 else ""))
 
     def headline(self) -> str:
         """The figures first, short enough for a one-line notification: ``Dice 0.612 -> 0.874

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import logging
 import threading
 from collections.abc import Callable, Generator, Sequence
@@ -35,6 +37,30 @@ def finetune(
     return run_job(finetune_steps(start, data, out, **options), progress)
 
 
+def scratch_run_folder(out: str | Path) -> Path:
+    """The folder a fine-tune that writes ``out`` keeps its logs in: ``<out stem>_run`` beside it,
+    unless that folder holds anything but an earlier fine-tune's logs (a training run, weights:
+    a fine-tune interrupted there keeps its best epoch in it); then ``<out stem>_run2``, ... The
+    fine-tune replaces what it reuses, so it never writes into another run."""
+    out = Path(out)
+    for n in itertools.count(1):
+        folder = out.with_name(f"{out.stem}_run{n if n > 1 else ''}")
+        if not folder.exists() or _holds_only_finetune_logs(folder):
+            return folder
+    raise AssertionError("unreachable")
+
+
+def _holds_only_finetune_logs(folder: Path) -> bool:
+    """A finished fine-tune's scratch folder: its config says so, and no weights are left in it."""
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        names = [p.name for p in folder.iterdir()]
+    except (OSError, ValueError):
+        return False
+    weights = [n for n in names if n.endswith((".safetensors", ".pt", ".pth"))]
+    return bool(config.get("keep_initial_as_best")) and not config.get("resumable", True) and not weights
+
+
 def finetune_steps(
     start: str | Path | Segmenter,
     data: str | Path | Sequence[str | Path],
@@ -52,6 +78,8 @@ def finetune_steps(
     device: str = "auto",
     seed: int = 0,
     cancel: threading.Event | None = None,
+    run_dir: str | Path | None = None,
+    keep_unimproved: bool = True,
 ) -> Generator[TrainProgress, None, FinetuneResult]:
     """Fine-tune a model (shipped name, checkpoint or model) on folder(s) of corrections: a
     generator of training events that returns a :class:`FinetuneResult`.
@@ -63,8 +91,10 @@ def finetune_steps(
     image stay together; with one picture, Dice is measured on it); the starting
     weights stay the best candidate until an epoch beats them, so fine-tuning never returns a
     worse model on the held-out pairs. Writes ``out`` (``.safetensors``) and its model card; the
-    run folder ``<out stem>_run/`` beside it keeps logs and the split (its scratch weights are
-    deleted once ``out`` is written).
+    run folder ``run_dir`` (by default :func:`scratch_run_folder`: ``<out stem>_run/`` beside it)
+    keeps logs and the split (its scratch weights are deleted once ``out`` is written).
+    ``keep_unimproved=False`` writes no ``out`` when no epoch beat the starting weights (a copy
+    of the start; the dock's case): fitting the gate and writing the copy took seconds.
 
     With ``route`` (the default), when the starting model records the kind of images it was
     trained on (metadata ``"domain"``) and the corrections are of another kind (a gate tells them
@@ -108,7 +138,7 @@ def finetune_steps(
 
     images = [p.image for p in pairs]  # what the gate looks at (unreadable ones left out, as training does)
     out = Path(out)
-    run_dir = out.with_name(out.stem + "_run")
+    run_dir = Path(run_dir) if run_dir is not None else scratch_run_folder(out)
     if isinstance(start, Segmenter):
         source_model = start
         start_name = Path(start.info.path).stem if start.info.path else "the model in use"
@@ -154,6 +184,9 @@ def finetune_steps(
         arch=source_model.arch,
         init_from=str(start_path),
         size=size,
+        # as the model learnt (a histology model saw random crops at full resolution: shrinking
+        # whole corrections to its input size would teach it another scale)
+        mode=str(source_model.info.training.get("mode") or "resize"),
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -180,24 +213,27 @@ def finetune_steps(
         save_checkpoint(source_model, best_file, input_size=size, **source_model.info.inherited())
     dice_before = result.initial["val_dice"] if result.initial else float("nan")
     dice_after = float(result.best.get("val_dice", float("nan")))
-    if first_kind is not None and route:
-        routed = _write_first_expert(best_file, out, first_kind, start_meta)
-        kept = "the copy fine-tuned before is kept for images like its corrections"
-    else:
-        routed = _write_result(best_file, out, keeper, start_meta, start_name, images, route)
-        kept = FinetuneResult.kept
-    written = read_metadata(out)
-    write_model_card(out, written)
+    improved = int(result.best.get("epoch", 0)) > 0  # epoch 0: the starting weights stayed the best
+    measured = read_metadata(best_file)
+    routed, kept = False, FinetuneResult.kept
+    if improved or keep_unimproved:
+        if first_kind is not None and route:
+            routed = _write_first_expert(best_file, out, first_kind, start_meta)
+            kept = "the copy fine-tuned before is kept for images like its corrections"
+        else:
+            routed = _write_result(best_file, out, keeper, start_meta, start_name, images, route)
+        write_model_card(out, read_metadata(out))
     # the scratch weights are in ``out`` now (each about as large as the model): the run folder
     # keeps only its logs, curves and split
+    users_start = None if isinstance(start, Segmenter) else resolve_checkpoint(start).resolve()
     for scratch in (best_file, best_file.with_suffix(".md"), start_path):
-        if scratch.parent == run_dir:  # (never a starting file of the user's)
+        if scratch.parent == run_dir and scratch.resolve() != users_start:  # (never a starting file of the user's)
             scratch.unlink(missing_ok=True)
-    n_val = len(written.get("training", {}).get("val_keys", []))
-    improved = int(result.best.get("epoch", 0)) > 0  # epoch 0: the starting weights stayed the best
+    n_val = len(measured.get("training", {}).get("val_keys", []))
     time_limited = (len(result.history), epochs) if result.timed_out else None
     return FinetuneResult(out, result.history, dice_before, dice_after, result.cancelled, held_out, n_val, routed, kept,
-                          improved=improved, time_limited=time_limited)
+                          improved=improved, time_limited=time_limited,
+                          left_out=list(dict.fromkeys(result.problems)))  # (the trainer lists some twice)
 
 
 def _write_first_expert(best_file: Path, out: Path, start: RoutedSegmenter, start_meta: dict[str, Any]) -> bool:

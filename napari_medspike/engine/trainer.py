@@ -22,7 +22,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -265,13 +265,19 @@ def validate(model: Segmenter, loader: torch.utils.data.DataLoader, device: torc
 # --------------------------------------------------------------------------- the loop
 
 
-def _datasets(cfg: TrainConfig, out: Path) -> tuple[CachedPairs, CachedPairs, list[str]]:
+def _datasets(cfg: TrainConfig, out: Path, resume: bool = False) -> tuple[CachedPairs, CachedPairs, list[str]]:
+    """The training and validation sets (nothing written: see :func:`_write_split`); a resumed run
+    is checked to hold out the images it held out before (:func:`check_resumed_split`)."""
     pairs, problems = find_pairs(cfg.data)
     if not pairs:
-        raise ValueError(f"no image/mask pairs found in {cfg.data}" + (f": {problems[0]}" if problems else ""))
+        raise ValueError(f"no image/mask pairs found in {', '.join(map(str, cfg.data))} (each folder must hold "
+                         "images/ and masks/ with matching names; subfolders are not searched)"
+                         + (f": {problems[0]}" if problems else ""))
     train_pairs, val_pairs = split_pairs(pairs, cfg.val_fraction, cfg.split_seed_or_seed)
     if not val_pairs and cfg.validate_on_training:  # e.g. one correction: measure on it, flagged
         val_pairs = list(train_pairs)
+    if resume:
+        check_resumed_split(out / "split.json", val_pairs)
     if cfg.replay and cfg.replay_samples > 0:
         replay, replay_problems = find_pairs(cfg.replay)
         problems += replay_problems
@@ -282,10 +288,53 @@ def _datasets(cfg: TrainConfig, out: Path) -> tuple[CachedPairs, CachedPairs, li
     problems += train_set.problems + val_set.problems
     if len(train_set) == 0:
         raise ValueError("no readable training pairs" + (f": {problems[0]}" if problems else ""))
-    if _rank() == 0:  # the pairs actually used; unreadable ones apart, under "skipped"
-        skipped = train_set.skipped + [s for s in val_set.skipped if s[0] not in train_pairs]
-        write_split(out / "split.json", train_set.pairs, val_set.pairs, cfg.split_seed_or_seed, skipped=skipped)
     return train_set, val_set, problems
+
+
+def _write_split(cfg: TrainConfig, out: Path, train_set: CachedPairs, val_set: CachedPairs) -> None:
+    """``split.json``: the pairs actually used; unreadable ones apart, under "skipped"."""
+    train_keys = {p.key for p in train_set.pairs}
+    skipped = train_set.skipped + [s for s in val_set.skipped if s[0].key not in train_keys]
+    write_split(out / "split.json", train_set.pairs, val_set.pairs, cfg.split_seed_or_seed, skipped=skipped)
+
+
+def check_resumed_split(split_file: Path, val_pairs: Sequence[Any]) -> None:
+    """Refuse (:class:`RunFolderError`) to resume a run whose data now give other validation
+    images than it held out (images added to or removed from its folders, or another folder of
+    the same name): the split is drawn again from the data, so images validated on would be
+    trained on and the best epoch compared across two sets. Unreadable images, skipped then or
+    now, are left out of the comparison; a run without ``split.json`` is not checked."""
+    try:
+        recorded = json.loads(split_file.read_text())
+    except (OSError, ValueError):
+        return
+    skipped = {row["key"] for row in recorded.get("skipped", [])}
+    then = {row["key"] for row in recorded.get("val", [])} - skipped
+    now = {p.key for p in val_pairs} - skipped
+    if then != now:
+        gone, new = sorted(then - now), sorted(now - then)
+        def some(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+        said = "; ".join(part for part in (f"no longer held out: {some(gone)}" if gone else "",
+                                           f"newly held out: {some(new)}" if new else "") if part)
+        raise RunFolderError(
+            f"cannot resume {split_file.parent}: its data now give other validation images than the run held out "
+            f"({said}), as when images are added to, or removed from, its folders. Resume with the data it was "
+            "started with, or start a new run (--init-from its best.safetensors to start from its weights)")
+
+
+#: The files of a run in its folder (:func:`train`), cleared when a new run replaces it.
+RUN_FILES = ("last.pt", "best.safetensors", "best.md", "history.json", "history.csv", "curves.png", "split.json",
+             "config.json")
+
+
+def clear_earlier_run(out: Path) -> list[Path]:
+    """Delete the files of the run that a new one replaces in ``out`` (``--overwrite``), so that
+    none of them (its ``last.pt`` above all) can be taken for the new run's; return them."""
+    removed = [out / name for name in RUN_FILES if (out / name).is_file()]
+    for path in removed:
+        path.unlink()
+    return removed
 
 
 def _build_model(cfg: TrainConfig) -> Segmenter:
@@ -319,9 +368,10 @@ def check_run_folder(out: str | Path, resume: bool = False, overwrite: bool = Fa
                              "the checkpoints, curves and split")
     if resume:
         if not (out / "last.pt").is_file():
+            again = ("start a new run there with --overwrite instead of --resume (it replaces the best.safetensors "
+                     "there)" if (out / "best.safetensors").is_file() else "start a new run without --resume")
             raise RunFolderError(
-                f"cannot resume: no last.pt in the run folder {out} (nothing to continue; "
-                "check --out, or start a new run without --resume)")
+                f"cannot resume: no last.pt in the run folder {out} (nothing to continue; check --out, or {again})")
         return
     if overwrite:
         return
@@ -334,6 +384,8 @@ def check_run_folder(out: str | Path, resume: bool = False, overwrite: bool = Fa
 
 #: options that define what a run learns from and at what size: a resumed run must keep them
 RUN_DEFINING = ("arch", "model_config", "size", "mode", "val_fraction")
+#: options whose state a resumed run restores from its last.pt: another value would not be used
+RESTORED_ON_RESUME = ("lr", "weight_decay", "schedule", "plateau_patience")
 
 
 def check_resumed_options(cfg: TrainConfig, out: Path) -> None:
@@ -358,6 +410,18 @@ def check_resumed_options(cfg: TrainConfig, out: Path) -> None:
     data_then = sorted(dataset_name(d) for d in recorded.get("data", []))
     if data_then and data_then != sorted(dataset_name(d) for d in cfg.data):
         changed.append(f"--data {' '.join(data_then)} -> {' '.join(sorted(dataset_name(d) for d in cfg.data))}")
+    # restored from last.pt (the optimiser's and scheduler's state): a new value would be recorded
+    # in the checkpoint and config.json, and not used
+    def effective(config: dict[str, Any], name: str) -> Any:
+        value = config.get(name)
+        if name == "lr" and value is None:
+            return model_class(config.get("arch", cfg.arch)).default_lr
+        return value
+
+    for name in RESTORED_ON_RESUME:
+        if name in recorded and effective(recorded, name) != effective(now, name):
+            changed.append(f"--{name.replace('_', '-')} {json.dumps(effective(recorded, name))} -> "
+                           f"{json.dumps(effective(now, name))} (resuming restores it from last.pt)")
     if changed:
         raise RunFolderError(f"cannot resume {out / 'last.pt'} with other options than its run was started with: "
                              + "; ".join(changed) + ". Resume with its own options, or start a new run "
@@ -419,8 +483,6 @@ def train_steps(
         out.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temp_files(out):  # left by a run killed mid-write (e.g. a huge last.pt)
             log.info("removed %s, left by an interrupted write", stale)
-        # the options, from the start: a resumed run is checked against them (check_resumed_options)
-        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
     lr = cfg.lr if cfg.lr is not None else model_class(cfg.arch).default_lr
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"unknown learning-rate schedule {cfg.schedule!r}; use one of {SCHEDULES}")
@@ -437,7 +499,7 @@ def train_steps(
         device, note = pick_device(cfg.device)
         log.info(note)
 
-    train_set, val_set, problems = _datasets(cfg, out)
+    train_set, val_set, problems = _datasets(cfg, out, resume=resume)
     for p in problems:
         log.warning(p)
     if not len(val_set):
@@ -485,6 +547,17 @@ def train_steps(
         distiller = load_model(cfg.distill, device=device).eval()
         distiller.requires_grad_(False)
 
+    # Every check has passed: only now is a run replaced (--overwrite) and this run's record
+    # written. (Its config.json used to be written first: an overwrite over a finished run left the
+    # old last.pt beside the new options, and a later --resume mixed the two runs.)
+    if rank == 0:
+        if not resume:
+            for path in clear_earlier_run(out):
+                log.info("removed %s of the run replaced (--overwrite)", path.name)
+        # the options: a resumed run is checked against them (check_resumed_options)
+        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
+        _write_split(cfg, out, train_set, val_set)
+
     sampler = None
     if distributed:
         sampler = torch.utils.data.distributed.DistributedSampler(train_set, num_replicas=world, rank=rank, seed=cfg.seed)
@@ -530,6 +603,9 @@ def train_steps(
         history, best, start_epoch = _load_training_state(state_path, model, optimizer, scheduler, generator,
                                                           averaged)
         log.info("resuming after epoch %d", start_epoch - 1)
+        if start_epoch > cfg.epochs:
+            log.warning("nothing to continue: the run has done %d epochs and --epochs is %d; pass a larger --epochs "
+                        "to train on", start_epoch - 1, cfg.epochs)
 
     began = time.time() - sum(h.get("time_s", 0.0) for h in history)
     if cosine:  # the time budget counts from the run's start, across resumes
@@ -710,7 +786,8 @@ def train_steps(
         atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
     if distributed:
         dist.barrier()
-    return TrainResult(best_path if best_path.exists() else None, history, best, cancelled, out, initial, timed_out)
+    return TrainResult(best_path if best_path.exists() else None, history, best, cancelled, out, initial, timed_out,
+                       problems)
 
 
 def _load_training_state(path: Path, model: Segmenter, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -657,7 +658,10 @@ def image_made_for(layer: Any, viewer: Any) -> Any:
         if str(candidate.unique_id) == made_for:
             return candidate
     name = metadata.get("source_image")
-    return next((candidate for candidate in images if candidate.name == name), None)
+    # a sample opened twice: napari names the second image and its ground truth "<name> [1]"
+    copy = re.search(r" \[\d+\]$", str(getattr(layer, "name", ""))) if made_for is None else None
+    names = ([f"{name}{copy.group(0)}"] if copy else []) + [name]
+    return next((candidate for wanted in names for candidate in images if candidate.name == wanted), None)
 
 
 def made_for_another_image(layer: Any, image: Any, viewer: Any) -> bool:

@@ -79,6 +79,28 @@ def press_save(tune, timeout_s: float = 60.0):
     return tune.last_saved
 
 
+def press_load(tune, timeout_s: float = 60.0) -> bool:
+    """Press the fine-tune dock's Load selected and wait while it reads the files (in a worker):
+    whether it opened the correction (False: refused, or the read failed; a notification says why)."""
+    from qtpy.QtWidgets import QApplication
+
+    if tune.load_selected() is None:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while tune.load_worker is not None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("Load selected did not finish")
+        QApplication.processEvents()
+        time.sleep(0.005)
+    return True
+
+
+@pytest.fixture
+def load():
+    """:func:`press_load`, for tests."""
+    return press_load
+
+
 @pytest.fixture
 def save():
     """:func:`press_save`, for tests."""
@@ -121,7 +143,7 @@ def fine_tune_improves(monkeypatch):
     real = dock_module.finetune_steps
 
     def improved(*args, **kwargs):
-        result = yield from real(*args, **kwargs)
+        result = yield from real(*args, **{**kwargs, "keep_unimproved": True})  # (the weights written either way)
         return dataclasses.replace(result, improved=True)
 
     monkeypatch.setattr(dock_module, "finetune_steps", improved)

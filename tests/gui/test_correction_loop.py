@@ -31,7 +31,8 @@ def _two_images_segmented(plugin, qtbot, tmp_path):
     return viewer, segment, tune, photo, other
 
 
-def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_painted(plugin, qtbot, tmp_path, notes, save):
+def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_painted(plugin, qtbot, tmp_path, notes, save,
+                                                                                      load):
     viewer, segment, tune, photo, other = _two_images_segmented(plugin, qtbot, tmp_path)
     photo_mask, other_mask = viewer.layers["photo mask"], viewer.layers["other mask"]
     for mask in (photo_mask, other_mask):
@@ -57,7 +58,7 @@ def test_a_mask_is_saved_only_with_its_own_image_and_the_dock_follows_the_mask_p
     assert second.provenance["image_layer"] == "other" and second.replaced == ()
     # Load selected points the dock at the correction it opens: edit it, save it, it is replaced
     tune.corrections.value = first.stem
-    tune.load_selected()
+    load(tune)
     assert tune.image.value.name == "photo (stored)" and tune.mask.value.name == "photo (stored) mask"
     tune.mask.value.data[0:5, 0:5] = 1
     third = save(tune)

@@ -152,6 +152,14 @@ def test_samples_open(make_napari_viewer):
     assert len(images) == 4 and all(layer.rgb for layer in images)
     truths = [layer for layer in viewer.layers if layer.name.endswith("ground truth")]
     assert len(truths) == 4 and all(layer.data.any() for layer in truths)
+    # a sample opened again: its ground truth goes with its own copy of the image (it was taken for
+    # the first copy's, and Save correction refused it as "the mask of 'polyp (Kvasir-SEG)'")
+    from napari_medspike.widgets._common import image_made_for, made_for_another_image
+
+    viewer.open_sample("napari-medspike", "kvasir")
+    again, truth = viewer.layers["polyp (Kvasir-SEG) [1]"], viewer.layers["polyp (Kvasir-SEG) ground truth [1]"]
+    assert image_made_for(truth, viewer) is again and not made_for_another_image(truth, again, viewer)
+    assert image_made_for(viewer.layers["polyp (Kvasir-SEG) ground truth"], viewer) is viewer.layers["polyp (Kvasir-SEG)"]
 
 
 def test_a_video_opens_as_a_stack_of_frames_and_segments_frame_by_frame(make_napari_viewer, tmp_path, qtbot,

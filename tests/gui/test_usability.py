@@ -71,7 +71,7 @@ def test_a_closed_dock_is_unsubscribed_and_changing_model_works(plugin, qtbot, t
     assert "medqkformer" in text(widgets["Spike inspector"].model_note)
 
 
-def test_stored_corrections_stay_listed(plugin, tmp_path, save):
+def test_stored_corrections_stay_listed(plugin, tmp_path, save, load):
     viewer, widgets, image = plugin
     tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
@@ -88,8 +88,11 @@ def test_stored_corrections_stay_listed(plugin, tmp_path, save):
     assert listed.item(0).toolTip() == listed.item(0).text() and listed.item(0).text().startswith("photo")
     assert listed.horizontalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
     tune.corrections.value = entry.stem
-    tune.load_selected()
-    assert "photo (stored)" in viewer.layers
+    assert tune.load_selected() is not None and "photo (stored)" not in viewer.layers  # read in a worker ...
+    assert tune.load_selected() is None  # (one at a time)
+    while tune.load_worker is not None:
+        QApplication.processEvents()
+    assert viewer.layers["photo (stored)"].data.dtype == np.uint8  # ... as stored, not as float32 (4x the memory)
     # a name in another script survives opening and saving again (the file name is its ASCII form)
     image.name = "Läsion Mücke"
     tune.reset_choices()
@@ -97,7 +100,7 @@ def test_stored_corrections_stay_listed(plugin, tmp_path, save):
     mask.data[0:5, 0:5] = 1
     named = save(tune)
     tune.corrections.value = named.stem
-    tune.load_selected()
+    load(tune)
     assert tune.image.value.name == "Läsion Mücke (stored)"
     again = save(tune)
     assert again.provenance["image_layer"] == "Läsion Mücke" and again.replaced == (named.stem,)

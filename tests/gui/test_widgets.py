@@ -378,17 +378,14 @@ def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot,
 
 def test_a_fine_tune_that_beats_nothing_keeps_the_model_and_says_so(plugin, tmp_path, qtbot, store_corrections,
                                                                    monkeypatch, notes):
-    import dataclasses
+    from napari_medspike.engine import trainer
 
-    from napari_medspike.widgets import finetune as dock_module
+    real = trainer.validate
 
-    real = dock_module.finetune_steps
+    def no_better(*args, **kwargs):  # every epoch scores as the start did: none beats it
+        return {**real(*args, **kwargs), "val_dice": 0.5}
 
-    def no_better(*args, **kwargs):  # as the engine reports a run whose epochs all scored below the start
-        result = yield from real(*args, **kwargs)
-        return dataclasses.replace(result, improved=False, dice_after=result.dice_before)
-
-    monkeypatch.setattr(dock_module, "finetune_steps", no_better)
+    monkeypatch.setattr(trainer, "validate", no_better)
     viewer, widgets, image = plugin
     tune = widgets["Correct and fine-tune"]
     store_corrections(viewer, tune, image, tmp_path / "store", [(slice(30, 60), slice(10, 40))])
@@ -534,7 +531,7 @@ def test_keep_the_start_model_box_reaches_fine_tuning(plugin, tmp_path, qtbot, s
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
 
 
-def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes, save):
+def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes, save, load):
     from napari_medspike.widgets._common import DraftSaver
 
     viewer, widgets, _ = plugin
@@ -556,7 +553,7 @@ def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes,
     np.testing.assert_allclose(image[..., 0], frames[1], atol=1 / 255)
     tune.corrections.value = entry.stem
     (tmp_path / "store" / "provenance" / f"{entry.stem}.json").unlink()  # gone meanwhile
-    tune.load_selected()
+    load(tune)
     assert any(f"cannot open correction {entry.stem}" in n for n in notes)
 
 
@@ -610,7 +607,7 @@ def test_the_docks_offer_only_the_users_images(plugin, qtbot):
         assert list(widget.image.choices) == [] and widget.image.value is None, name
 
 
-def test_segmenting_a_loaded_correction_keeps_its_mask(plugin, tmp_path, qtbot, store_corrections):
+def test_segmenting_a_loaded_correction_keeps_its_mask(plugin, tmp_path, qtbot, store_corrections, load):
     """A stored correction opened with Load selected was taken for the plugin's own result:
     Segment (which then picks the loaded image) overwrote the painted mask with a prediction,
     and Save correction would have replaced the stored correction with it."""
@@ -618,7 +615,7 @@ def test_segmenting_a_loaded_correction_keeps_its_mask(plugin, tmp_path, qtbot, 
     tune, segment = widgets["Correct and fine-tune"], widgets["Segment"]
     store_corrections(viewer, tune, image, tmp_path / "store", [((10, 40), (20, 60))])
     tune.corrections.value = tune.corrections.choices[0]
-    tune.load_selected()
+    load(tune)
     loaded = viewer.layers["photo (stored) mask"]
     painted = np.array(loaded.data)
     segment.reset_choices()
@@ -631,7 +628,8 @@ def test_segmenting_a_loaded_correction_keeps_its_mask(plugin, tmp_path, qtbot, 
     assert not np.array_equal(new.data, painted)
 
 
-def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(plugin, tmp_path, notes, save):
+def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(plugin, tmp_path, notes, save,
+                                                                                 load):
     viewer, widgets, image = plugin
     tune = widgets["Correct and fine-tune"]
     tune.store_dir.value = str(tmp_path / "store")
@@ -657,7 +655,7 @@ def test_saving_an_image_again_replaces_its_correction_and_remove_takes_one_out(
     tune.refresh()
     # opening the stored correction, editing and saving it replaces it too
     tune.corrections.value = second.stem
-    tune.load_selected()
+    load(tune)
     reopened = viewer.layers["photo (stored) mask"]
     reopened.data[0:5, 0:5] = 1
     tune.image.value, tune.mask.value = viewer.layers["photo (stored)"], reopened
@@ -708,10 +706,9 @@ def test_a_cancelled_inspection_says_the_maps_shown_are_the_earlier_ones(plugin,
     """Cancel left the summary as it was, with no word that the inspection asked for had stopped."""
     viewer, widgets, image = plugin
     inspector = widgets["Spike inspector"]
-    worker = inspector.run()
+    inspector.run()
     inspector.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=WAIT):
-        pass
+    qtbot.waitUntil(lambda: inspector.worker is None, timeout=WAIT)  # (it may end before a signal could be awaited)
     assert " ".join(inspector.summary.value.split()) == "inspection cancelled: nothing shown"
     with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
         pass
@@ -721,8 +718,7 @@ def test_a_cancelled_inspection_says_the_maps_shown_are_the_earlier_ones(plugin,
     worker = inspector.run()
     inspector.cancel()
     assert not inspector.cancel_button.enabled
-    with qtbot.waitSignal(worker.finished, timeout=WAIT):
-        pass
+    qtbot.waitUntil(lambda: inspector.worker is None, timeout=WAIT)
     summary = " ".join(inspector.summary.tooltip.split())
     assert summary == f"inspection cancelled: the maps and figures below are the earlier inspection's {before}"
     assert [layer.name for layer in viewer.layers] == layers  # stage 0's maps, as the summary says
