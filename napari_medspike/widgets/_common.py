@@ -39,7 +39,7 @@ class ModelSession:
 
     def get(self, source: str | Path | None = None) -> Segmenter:
         """The current model, or load ``source`` (a shipped name or a path) and make it current."""
-        if source is not None and str(source) != self.source:
+        if source is not None and (str(source) != self.source or self._changed_on_disk(str(source))):
             self.set(self.load(str(source)), str(source))
         if self.model is None:
             if not list_models():
@@ -47,6 +47,19 @@ class ModelSession:
             self.set(load_model("default" if "default" in list_models() else next(iter(list_models()))), "default")
         assert self.model is not None
         return self.model
+
+    def _changed_on_disk(self, source: str) -> bool:
+        """Whether the file of the model loaded from ``source`` was replaced since (a checkpoint
+        overwritten by a new training run kept being used); a file gone keeps the model in use."""
+        kept = self._loaded.get(source)
+        if kept is None or kept[1] is not self.model:
+            return False
+        try:
+            path = resolve_checkpoint(source)
+            stat = path.stat()
+        except (OSError, ValueError):
+            return False
+        return kept[0] != (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
     def load(self, source: str) -> Segmenter:
         """``load_model(source)``, or the model loaded from it before if its file is unchanged

@@ -407,7 +407,9 @@ class SegmentWidget(DockContainer):
         # "region" column counted from 1, said the same thing twice, one off)
         columns = ("image",) * by_file + ("slice",) * (by_file or images > 1) + (
             "area_px",) + ("area",) * (unit != "px²") + ("mean_probability",)
-        data = [[round(row[k], 3) if isinstance(row[k], float) else row[k] for k in columns] for row in self.measurements]
+        # four significant digits, not three decimals: 1.4e-4 mm² showed as 0.0
+        data = [[float(f"{row[k]:.4g}") if isinstance(row[k], float) else row[k] for k in columns]
+                for row in self.measurements]
         self.table.value = {"data": data, "columns": list(columns),
                             "index": [str(row["region"]) for row in self.measurements]}
         self.table.native.resizeColumnsToContents()
@@ -435,7 +437,11 @@ class SegmentWidget(DockContainer):
                                                   "CSV (*.csv)")
             if not path:
                 return None
-        written = write_csv(self.measurements, path)
+        try:
+            written = write_csv(self.measurements, path)
+        except OSError as err:  # (WriteError included) a folder in the way, no permission, a full disk
+            napari.utils.notifications.show_error(f"measurements not written: {err}")
+            return None
         napari.utils.notifications.show_info(f"measurements written to {written}")
         return written
 

@@ -324,6 +324,20 @@ def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job, tm
     assert p99 < 0.1, sorted(gaps)[-5:]
 
 
+def test_small_areas_show_in_the_table_and_a_failed_export_is_said(plugin, tmp_path, notes):
+    """The table rounded to three decimals: a 2233-pixel region of 1.4e-4 mm² showed 0.0. A CSV
+    that could not be written raised through napari's generic 'error in a callback'."""
+    _, widgets, _ = plugin
+    segment = widgets["Segment"]
+    segment.measurements = [{"image": "photo", "slice": 0, "region": 1, "area_px": 2233, "area": 1.3956e-4,
+                             "area_unit": "mm²", "mean_probability": 0.87269, "centroid_y": 10.0, "centroid_x": 12.0}]
+    segment._show_measurements("mm²", 1)
+    assert segment.table.data[0] == [2233, 0.0001396, 0.8727]
+    (tmp_path / "a file").write_text("")
+    assert segment.export_measurements(tmp_path / "a file" / "m.csv") is None
+    assert any(n.startswith("measurements not written: ") for n in notes), notes
+
+
 def test_a_stack_is_segmented_into_a_labels_stack_with_measurements(plugin, qtbot, tmp_path):
     import csv
 

@@ -815,3 +815,11 @@ def test_switching_back_to_a_model_reuses_it_unless_its_file_changed(tmp_path):
     os.utime(other, ns=(0, 10**18))  # rewritten (and surely a new modification time)
     SESSION.get("default")
     assert SESSION.get(str(other)) is not kept  # a file written again is read again
+    # ... and so is the model in use, asked for again by its path (Segment kept the old weights)
+    again = SESSION.get(str(other))
+    assert SESSION.get(str(other)) is again
+    save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), other, input_size=48)
+    os.utime(other, ns=(0, 2 * 10**18))
+    assert SESSION.get(str(other)) is not again and SESSION.model.input_size == 48
+    other.unlink()  # a file gone: the model in use stays
+    assert SESSION.get(str(other)) is SESSION.model
