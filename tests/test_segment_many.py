@@ -81,6 +81,18 @@ def test_a_stack_or_folder_logs_the_mode_warning_once(tmp_path, caplog):
     assert sum("tiled prediction" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_an_image_resize_mode_would_squeeze_out_of_shape_is_warned_about(caplog):
+    """A strip of eight polyp photos (4232 x 622) gave an empty mask in resize mode, silently."""
+    from napari_medspike.inference.predictor import shape_note
+
+    assert shape_note(4232, 622, "resize").startswith("a 4232 x 622 image is squeezed into a square")
+    assert shape_note(4232, 622, "tiled") is None and shape_note(600, 800, "resize") is None
+    model = create_model("medqkformer", widths=(8, 16, 32, 64)).eval()
+    with caplog.at_level("WARNING", logger="napari_medspike"):
+        predict(model, synthetic_lesion((40, 200), seed=0)[0], tile_size=32)
+    assert any("squeezed into a square" in r.getMessage() for r in caplog.records)
+
+
 def test_folder_command_writes_masks_probabilities_and_measurements(tmp_path):
     from napari_medspike.cli.segment import main
 

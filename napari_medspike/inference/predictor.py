@@ -115,6 +115,23 @@ def mode_note(model: Segmenter, mode: str) -> str | None:
     return None
 
 
+#: Sides further apart than this make resize mode squeeze objects out of shape.
+MAX_RESIZE_ASPECT = 3.0
+
+
+def shape_note(height: int, width: int, mode: str) -> str | None:
+    """A warning when ``mode`` would squeeze an image of this shape out of shape (None: fine): resize
+    mode makes every image square, so a strip of eight polyp photos (4232 x 622) gave an empty
+    mask (Dice 0.000 against 0.936 for one photo)."""
+    if mode != "resize" or min(height, width) < 1:
+        return None
+    ratio = max(height, width) / min(height, width)
+    if ratio <= MAX_RESIZE_ASPECT:
+        return None
+    return (f"a {height} x {width} image is squeezed into a square in resize mode ({ratio:.0f} times as long as "
+            "wide): its objects lose their shape and may not be found; tiled mode keeps them as they are")
+
+
 @_keeps_training_mode
 def predict_steps(
     model: Segmenter,
@@ -147,6 +164,8 @@ def predict_steps(
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
     if warn and (note := mode_note(model, mode)) is not None:
         log.warning(note)
+    if warn and (squeezed := shape_note(*image_hw(image), mode)) is not None:
+        log.warning(squeezed)
     device, fallback = requested_device(device)  # "auto", or a GPU that may not be there
     if fallback and warn:
         log.warning(fallback)

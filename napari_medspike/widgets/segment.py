@@ -13,7 +13,15 @@ from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, P
 from ..common import check_writable
 from ..engine.checkpoint import list_models
 from ..inference.measure import measure_slices, summarise, write_csv
-from ..inference.predictor import MODES, Progress, mode_note, pick_device, predict_stack_steps, recommended_flips
+from ..inference.predictor import (
+    MODES,
+    Progress,
+    mode_note,
+    pick_device,
+    predict_stack_steps,
+    recommended_flips,
+    shape_note,
+)
 from ..runtime import bf16_inference
 from ._common import (
     MASK_COLOURS,
@@ -50,7 +58,13 @@ def layer_spacing(layer: Any) -> tuple[tuple[float, float], str]:
     has neither physical units nor a scale, ``scale units²`` when it has a scale without units
     (an area of 4041.64 was labelled px² beside 101041 pixels)."""
     spacing = tuple(float(v) for v in layer.scale[-2:])
-    units = [str(u) for u in getattr(layer, "units", ())[-2:]]
+    pint_units = list(getattr(layer, "units", ())[-2:])
+    units = [str(u) for u in pint_units]
+    if len(units) == 2 and units[0] != units[1] and "pixel" not in units:
+        try:  # e.g. rows in mm, columns in µm: columns converted to mm (the area was 1000 times too large)
+            spacing = (spacing[0], spacing[1] * float((1 * pint_units[1]).to(pint_units[0]).magnitude))
+        except Exception:  # lengths and something else: no area unit can be named
+            return spacing, "scale units²"  # type: ignore[return-value]
     if units and units[0] not in ("pixel", "px"):
         unit = f"{units[0]}²"
     else:
@@ -248,6 +262,8 @@ class SegmentWidget(DockContainer):
         rgb = bool(getattr(layer, "rgb", False))
 
         spacing, unit = layer_spacing(layer)
+        if (squeezed := shape_note(*np.shape(data)[-3 if rgb else -2:][:2], mode)) is not None:
+            napari.utils.notifications.show_warning(squeezed)
 
         def job():
             yield Progress(0, 1, "starting")

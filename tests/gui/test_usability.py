@@ -324,6 +324,29 @@ def test_the_event_loop_never_waits_long_while_a_job_runs(plugin, qtbot, job, tm
     assert p99 < 0.1, sorted(gaps)[-5:]
 
 
+def test_segment_warns_when_resize_mode_would_squeeze_an_image_out_of_shape(plugin, qtbot, notes):
+    viewer, widgets, _ = plugin
+    segment = widgets["Segment"]
+    strip = viewer.add_image(np.zeros((40, 200), np.uint8), name="strip")
+    segment.reset_choices()
+    segment.image.value = strip
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    assert any(n.startswith("a 40 x 200 image is squeezed into a square") for n in notes), notes
+
+
+def test_areas_are_in_one_unit_when_the_axes_have_two():
+    """Rows in mm and columns in µm: the area was called mm² and came out 1000 times too large."""
+    from napari.layers import Image
+
+    from napari_medspike.widgets.segment import layer_spacing
+
+    assert layer_spacing(Image(np.zeros((4, 4)), scale=(0.001, 1), units=("mm", "um"))) == ((0.001, 0.001), "millimeter²")
+    assert layer_spacing(Image(np.zeros((4, 4)), scale=(0.5, 0.25), units=("um", "um"))) == ((0.5, 0.25), "micrometer²")
+    assert layer_spacing(Image(np.zeros((4, 4)), scale=(2, 3)))[1] == "scale units²"
+    assert layer_spacing(Image(np.zeros((4, 4))))[1] == "px²"
+
+
 def test_small_areas_show_in_the_table_and_a_failed_export_is_said(plugin, tmp_path, notes):
     """The table rounded to three decimals: a 2233-pixel region of 1.4e-4 mm² showed 0.0. A CSV
     that could not be written raised through napari's generic 'error in a callback'."""
