@@ -891,6 +891,17 @@ def placement_of(image_layer: Any, nd: int) -> dict[str, Any]:
     return placement
 
 
+def _same_setting(now: Any, wanted: Any) -> bool:
+    """Whether a layer's ``now`` value of scale, translate, rotate, shear, affine or units already
+    is ``wanted`` (numbers compared as numbers, units by their names)."""
+    now, wanted = (getattr(value, "affine_matrix", value) for value in (now, wanted))  # (napari's Affine)
+    try:
+        return np.shape(now) == np.shape(wanted) and np.allclose(np.asarray(now, float), np.asarray(wanted, float))
+    except (TypeError, ValueError):  # units
+        return [str(v) for v in np.ravel(np.asarray(now, dtype=object))] == \
+            [str(v) for v in np.ravel(np.asarray(wanted, dtype=object))]
+
+
 def add_segmentation_layers(
     viewer: Any, image_layer: Any, prob: np.ndarray, threshold: float, suffix: str = "",
     colour: str = MASK_COLOURS[0], style: str = MASK_STYLES[0], settings: dict[str, Any] | None = None,
@@ -930,9 +941,14 @@ def add_segmentation_layers(
     for name, data in ((prob_name, prob), (mask_name, mask)):
         if name in viewer.layers:  # this image's earlier result: new data, and where the image is now
             layer = viewer.layers[name]
-            layer.data = data
+            # only what changed: each assignment redraws the layer, and a Labels layer's outline is
+            # worked out again each time (2.2 s on the GUI thread for a 12-megapixel image)
             for key, value in placement.items():
-                setattr(layer, key, value)
+                if not _same_setting(getattr(layer, key), value):
+                    setattr(layer, key, value)
+            layer.data = data
+    if mask_name in viewer.layers and mask_look(viewer.layers[mask_name]) != (colour, style):
+        style_mask(viewer.layers[mask_name], colour, style)  # as the dock's boxes say
     if prob_name not in viewer.layers:  # rgb=False: napari would guess [H, W, 3] probabilities are colours
         viewer.add_image(prob, name=prob_name, colormap="magma", opacity=0.45, blending="additive", rgb=False,
                          contrast_limits=(0.0, 1.0), visible=False, metadata=link_to_image(image_layer),
