@@ -133,9 +133,10 @@ def _read_tiff(path: Path) -> np.ndarray:
 
 
 #: Length units as TIFF files name them (ImageJ's ``unit``), and as napari's layers take them.
-LENGTH_UNITS = {"micron": "µm", "microns": "µm", "µm": "µm", "\u00b5m": "µm", "um": "µm", "micrometer": "µm",
-                "nm": "nm", "nanometer": "nm", "mm": "mm", "millimeter": "mm", "cm": "cm", "centimeter": "cm",
-                "m": "m", "meter": "m"}
+#: (µ is the micro sign or the Greek mu; ImageJ may write it escaped, as the six characters \u00B5.)
+LENGTH_UNITS = {"micron": "µm", "microns": "µm", "\u00b5m": "µm", "\u03bcm": "µm", r"\u00b5m": "µm", "um": "µm",
+                "micrometer": "µm", "nm": "nm", "nanometer": "nm", "mm": "mm", "millimeter": "mm", "cm": "cm",
+                "centimeter": "cm", "m": "m", "meter": "m"}
 #: ImageJ's names of napari's length units, for writing (ImageJ reads ``micron``; ASCII only).
 IMAGEJ_UNITS = {"micrometer": "micron", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm", "meter": "m"}
 
@@ -160,7 +161,7 @@ def tiff_pixel_size(path: str | Path) -> tuple[tuple[float, float], str | None] 
         return None
     if not (xn and yn and xd and yd):
         return None
-    size = (yd / yn, xd / xn)  # pixels per unit, as fractions
+    size = (yd / yn, xd / xn)  # the tags hold pixels per unit: their inverse is the pixel's size
     if imagej is not None:
         unit = LENGTH_UNITS.get(str(imagej.get("unit", "")).strip().lower())
         return (size, unit) if (size != (1.0, 1.0) or unit) else None

@@ -96,6 +96,10 @@ def test_a_tiff_opens_with_the_pixel_size_it_records(make_napari_viewer, tmp_pat
     tifffile.imwrite(scanned, np.zeros((30, 40), np.uint8), resolution=(4000, 2000), resolutionunit="CENTIMETER")
     layer = viewer.open(str(scanned), plugin="napari-medspike")[0]
     assert tuple(layer.scale) == pytest.approx((5.0, 2.5)) and str(layer.units[0]) == "micrometer"
+    escaped = tmp_path / "escaped.tif"  # ImageJ may write µ as the six characters \u00B5
+    tifffile.imwrite(escaped, np.zeros((30, 40), np.uint8), imagej=True, resolution=(2, 2), metadata={"unit": r"\u00B5m"})
+    layer = viewer.open(str(escaped), plugin="napari-medspike")[0]
+    assert tuple(layer.scale) == pytest.approx((0.5, 0.5)) and str(layer.units[0]) == "micrometer"
     photo = tmp_path / "photo.tif"
     tifffile.imwrite(photo, np.zeros((30, 40, 3), np.uint8), resolution=(72, 72), resolutionunit="INCH")
     layer = viewer.open(str(photo), plugin="napari-medspike")[0]
