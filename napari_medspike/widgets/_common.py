@@ -936,8 +936,12 @@ def add_segmentation_layers(
             name, n = f"{base} [{n}]", n + 1
         return name
 
-    prob_name = free_name(f"{image_layer.name} probability{suffix}", Image)
     mask_name = free_name(f"{image_layer.name} mask{suffix}", Labels)
+    # the probabilities take their mask's number: beside a painted mask kept as "<image> mask",
+    # the new "<image> mask [2]" comes with "<image> probability [2]" (the painted mask's own
+    # probabilities were replaced by the new model's)
+    number = mask_name[len(f"{image_layer.name} mask{suffix}"):]
+    prob_name = free_name(f"{image_layer.name} probability{suffix}{number}", Image)
     for name, data in ((prob_name, prob), (mask_name, mask)):
         if name in viewer.layers:  # this image's earlier result: new data, and where the image is now
             layer = viewer.layers[name]

@@ -76,11 +76,13 @@ def test_segment_never_overwrites_a_mask_it_did_not_make_and_follows_the_image_s
     assert viewer.layers["photo mask"] is opened and int(opened.data.sum()) == 400
     result = viewer.layers["photo mask [2]"]
     assert result.metadata["source_image"] == "photo"
+    # its probabilities go by its number: those beside the kept mask are not replaced
+    assert "photo probability [2]" in viewer.layers and "photo probability" not in viewer.layers
     # segmenting again updates that result, and puts it where the image now is
     photo.scale, photo.translate = (0.5, 0.25), (1.0, 2.0)
     _segment(qtbot, segment, photo)
     assert "photo mask [3]" not in viewer.layers
-    for name in ("photo mask [2]", "photo probability"):
+    for name in ("photo mask [2]", "photo probability [2]"):
         np.testing.assert_allclose(viewer.layers[name].scale, (0.5, 0.25))
         np.testing.assert_allclose(viewer.layers[name].translate, (1.0, 2.0))
 
