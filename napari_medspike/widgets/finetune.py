@@ -280,7 +280,7 @@ class FinetuneWidget(DockContainer):
     def store(self) -> CorrectionStore:
         """The store in the corrections box: ``~`` is the home folder, a relative folder is taken
         from where napari started (its full path is what the dock shows). ``ValueError`` when the
-        box is empty: a folder named ``~``, or the images of napari's working folder, took them."""
+        box is empty (read as ``.``, it put the corrections in napari's working folder)."""
         folder = typed_folder(self.store_dir.value)
         if folder is None:
             raise ValueError("the corrections box is empty: choose a folder to keep the corrections in")
