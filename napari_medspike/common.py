@@ -100,8 +100,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     A failing write (a full disk, a quota, an I/O error: ``OSError``, ``RuntimeError`` from
     ``torch.save``, ``SafetensorError``) raises :class:`WriteError`, which names ``path`` and
     says what happened; the temporary file is removed. Other exceptions pass through unchanged.
+    A symbolic link stays a link: the file it points to is replaced (the link was replaced by a
+    file, and the file it pointed to kept its old contents).
     """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
     existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

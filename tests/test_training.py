@@ -830,3 +830,21 @@ def test_cosine_training_ends_annealed_and_resumes_exactly(lesions, tmp_path):
     assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-4)
     with pytest.raises(ValueError, match="schedule"):
         train(config(lesions, tmp_path / "bad", schedule="linear"))
+
+
+def test_a_cosine_run_resumed_for_more_epochs_says_its_rate_rises_again(lesions, tmp_path, caplog):
+    """A cosine run resumed with a larger --epochs jumped from its last rate (1e-5) back to about
+    5e-4 without a word."""
+    train(config(lesions, tmp_path / "run", epochs=2, lr=3e-3, schedule="cosine"))
+    with caplog.at_level("WARNING", logger="napari_medspike"):
+        resumed = train(config(lesions, tmp_path / "run", epochs=4, lr=3e-3, schedule="cosine"), resume=True)
+    assert resumed.history[2]["lr"] > resumed.history[1]["lr"]  # what it says
+    assert any("stretched from 2 to 4 epochs" in r.getMessage() for r in caplog.records)
+
+
+def test_atomic_write_through_a_symbolic_link_replaces_the_file_it_points_to(tmp_path):
+    """The link was replaced by a file, and the file it pointed to kept its old contents."""
+    (tmp_path / "real.csv").write_text("old")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "real.csv")
+    atomic_write(tmp_path / "link.csv", lambda tmp: tmp.write_text("new"))
+    assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "real.csv").read_text() == "new"

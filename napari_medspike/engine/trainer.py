@@ -426,6 +426,9 @@ def check_resumed_options(cfg: TrainConfig, out: Path) -> None:
         if name in recorded and effective(recorded, name) != effective(now, name):
             changed.append(f"--{name.replace('_', '-')} {json.dumps(effective(recorded, name))} -> "
                            f"{json.dumps(effective(now, name))} (resuming restores it from last.pt)")
+    if not changed and now.get("schedule") == "cosine" and recorded.get("epochs") not in (None, now.get("epochs")):
+        log.warning("the cosine schedule is stretched from %s to %s epochs: its learning rate rises again to where "
+                    "the longer schedule would be now", recorded.get("epochs"), now.get("epochs"))
     if changed:
         raise RunFolderError(f"cannot resume {out / 'last.pt'} with other options than its run was started with: "
                              + "; ".join(changed) + ". Resume with its own options, or start a new run "
