@@ -261,6 +261,20 @@ def test_saving_an_image_again_replaces_its_correction_and_keeps_the_old_files(t
         store.remove(kept.stem)
 
 
+def test_a_correction_whose_record_is_damaged_is_still_known_by_its_picture(tmp_path):
+    """A damaged provenance file made its entry a group of its own: saving the same picture again
+    kept both entries, and a split could hold out one and train on the other."""
+    from napari_medspike.data.corrections import entry_groups
+
+    store = CorrectionStore(tmp_path / "store")
+    image, mask = synthetic_lesion((32, 40), seed=1)
+    first = store.save(image, mask, name="polyp")
+    (store.root / "provenance" / f"{first.stem}.json").write_text("{ damaged")
+    assert entry_groups(store.root)[first.stem] != f"stem:{first.stem}"
+    again = store.save(image, mask, name="polyp")
+    assert again.replaced == (first.stem,) and [c.stem for c in store.list()] == [again.stem]
+
+
 def test_stored_corrections_list_in_the_order_saved(tmp_path):
     store = CorrectionStore(tmp_path / "store")
     saved = [store.save(*synthetic_lesion((16, 16), seed=s), name="frame").stem for s in range(8)]

@@ -209,12 +209,17 @@ def pixel_fingerprint(rgb_uint8: np.ndarray) -> str:
 
 
 def _stored_fingerprint(root: Path, stem: str) -> str:
-    """The fingerprint an entry recorded, or (entries saved before fingerprints were recorded)
-    that of its stored image; an unreadable entry is its own group (its stem)."""
+    """The fingerprint an entry recorded, or (entries saved before fingerprints were recorded, or
+    whose record was damaged) that of its stored image; an unreadable image is its own group (its
+    stem). (A damaged record made its entry a group of its own: saving the picture again kept both,
+    and a split could put one picture on both sides.)"""
     try:
         meta = json.loads((root / "provenance" / f"{stem}.json").read_text())
         if isinstance(meta, dict) and isinstance(meta.get(FINGERPRINT_KEY), str):
             return meta[FINGERPRINT_KEY]
+    except (OSError, ValueError):
+        pass  # the stored image says which picture it is
+    try:
         return pixel_fingerprint((read_image(root / "images" / f"{stem}.png") * 255).round().astype(np.uint8))
     except (OSError, ValueError) as err:
         log.warning("%s: cannot fingerprint correction %s (%s)", root, stem, err)
