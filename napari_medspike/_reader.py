@@ -55,8 +55,10 @@ def read_stack(paths: list[str | Path]) -> list[LayerData]:
     meta: dict[str, Any] = {"name": f"{first['name']} (stack of {len(paths)})", "rgb": first["rgb"],
                             "metadata": {"paths": [str(p) for p in paths]}}
     if all(m.get("scale") == first.get("scale") and m.get("units") == first.get("units") for _, m, _ in layers):
-        meta.update({k: (1.0, *first[k]) if k == "scale" else ("pixel", *first[k]) for k in ("scale", "units")
-                     if k in first})
+        if "scale" in first:  # the images' pixel size; the stack's own axis counts images
+            meta["scale"] = (1.0, *first["scale"])
+        if "units" in first:
+            meta["units"] = ("pixel", *first["units"])
     return [(np.stack([data for data, _, _ in layers]), meta, "image")]
 
 

@@ -316,6 +316,15 @@ def test_finetune_on_corrections(lesions, tmp_path):
     assert "Fine-tuned from start on" in str(read_metadata(result.checkpoint))
 
 
+def five_corrections(lesions: Path, folder: Path) -> Path:
+    """A corrections folder holding copies of the first five lesion pairs."""
+    for sub in ("images", "masks"):
+        (folder / sub).mkdir(parents=True)
+        for f in sorted((lesions / sub).iterdir())[:5]:
+            (folder / sub / f.name).write_bytes(f.read_bytes())
+    return folder
+
+
 def test_finetune_auto_epochs_count_replayed_images_and_a_time_limit_is_said(lesions, tmp_path, monkeypatch):
     """Auto epochs counted the corrections only: 5 corrections with 200 replayed pairs planned 60
     epochs of 205 images, 25 times the budget, which the time limit then cut after one epoch while
@@ -331,11 +340,7 @@ def test_finetune_auto_epochs_count_replayed_images_and_a_time_limit_is_said(les
 
     monkeypatch.setattr(finetune_module, "train_steps", recording)
     start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
-    corrections = tmp_path / "corrections"
-    for sub in ("images", "masks"):
-        (corrections / sub).mkdir(parents=True)
-        for f in sorted((lesions / sub).iterdir())[:5]:
-            (corrections / sub / f.name).write_bytes(f.read_bytes())
+    corrections = five_corrections(lesions, tmp_path / "corrections")
     n_train = 4  # 5 corrections, one held out
     result = finetune(start, corrections, tmp_path / "a.safetensors", epochs=0, replay=lesions, replay_samples=10,
                       minutes=1e-4, device="cpu")
@@ -379,11 +384,7 @@ def test_a_fine_tune_says_which_corrections_it_left_out(lesions, tmp_path):
     """An unreadable correction was left out with a line in the log only: the dock said "fine-tuning
     on 5 corrections" and then "done" as if all had been used."""
     start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
-    corrections = tmp_path / "corrections"
-    for sub in ("images", "masks"):
-        (corrections / sub).mkdir(parents=True)
-        for f in sorted((lesions / sub).iterdir())[:5]:
-            (corrections / sub / f.name).write_bytes(f.read_bytes())
+    corrections = five_corrections(lesions, tmp_path / "corrections")
     (corrections / "images" / "l01.png").write_bytes(b"\x89PNG broken")
     result = finetune(start, corrections, tmp_path / "t.safetensors", epochs=1, device="cpu")
     assert len(result.left_out) == 1 and "l01.png" in result.left_out[0]

@@ -164,7 +164,8 @@ def predict_steps(
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
     if warn and (note := mode_note(model, mode)) is not None:
         log.warning(note)
-    if warn and (squeezed := shape_note(*image_hw(image), mode)) is not None:
+    h, w = image_hw(image)
+    if warn and (squeezed := shape_note(h, w, mode)) is not None:
         log.warning(squeezed)
     device, fallback = requested_device(device)  # "auto", or a GPU that may not be there
     if fallback and warn:
@@ -174,7 +175,6 @@ def predict_steps(
     batch_size = batch_size or (4 if device.type == "cuda" else 1)
     tune_malloc()
     size = tile_size or model.input_size
-    h, w = image_hw(image)
     shrink = box_shrink(h, w, size) if mode == "resize" else 1
     # resize mode on a large image: box-average it in bands first, so no full-size float copy
     # exists (a 12k x 12k RGB image would need 1.7 GB); the model sees the same antialiased input

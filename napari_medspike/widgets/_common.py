@@ -55,18 +55,21 @@ class ModelSession:
         if kept is None or kept[1] is not self.model:
             return False
         try:
-            path = resolve_checkpoint(source)
-            stat = path.stat()
+            return kept[0] != self._file_identity(source)
         except (OSError, ValueError):
             return False
-        return kept[0] != (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+    @staticmethod
+    def _file_identity(source: str) -> tuple[str, int, int]:
+        """The checkpoint file of ``source`` as a load remembers it: path, size, modification time."""
+        path = resolve_checkpoint(source)
+        stat = path.stat()
+        return str(path.resolve()), stat.st_size, stat.st_mtime_ns
 
     def load(self, source: str) -> Segmenter:
         """``load_model(source)``, or the model loaded from it before if its file is unchanged
         (same path, size and modification time)."""
-        path = resolve_checkpoint(source)
-        stat = path.stat()
-        identity = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        identity = self._file_identity(source)
         kept = self._loaded.get(source)
         if kept is not None and kept[0] == identity:
             self._loaded.move_to_end(source)

@@ -488,7 +488,8 @@ class FinetuneWidget(DockContainer):
             napari.utils.notifications.show_error(f"{err}: choose a corrections folder you can write to")
             return None
         remember_store(self.store.root)  # later sessions list the models fine-tuned here in Segment
-        replay = str(typed_folder(self.replay.value) or "") or None
+        replay_folder = typed_folder(self.replay.value)
+        replay = str(replay_folder) if replay_folder is not None else None
         if (replay is None) != (int(self.replay_samples.value) == 0):  # half a choice: said, not ignored silently
             napari.utils.notifications.show_warning(
                 "replay needs both a folder of training images and a number of pairs: fine-tuning without replay"

@@ -66,32 +66,30 @@ def plugin(make_napari_viewer, tiny_checkpoint):
 def press_save(tune, timeout_s: float = 60.0):
     """Press the fine-tune dock's Save correction and wait while it writes (in a worker): the
     stored entry, or None when the dock refused or the write failed (a notification says why)."""
-    from qtpy.QtWidgets import QApplication
-
     if tune.save_correction() is None:
         return None
+    _wait_for(lambda: tune.save_worker is None, "Save correction did not finish", timeout_s)
+    return tune.last_saved
+
+
+def _wait_for(done, failure: str, timeout_s: float) -> None:
+    """Run Qt's events until ``done()`` (a dock's worker ended), or raise ``TimeoutError(failure)``."""
+    from qtpy.QtWidgets import QApplication
+
     deadline = time.monotonic() + timeout_s
-    while tune.save_worker is not None:
+    while not done():
         if time.monotonic() > deadline:
-            raise TimeoutError("Save correction did not finish")
+            raise TimeoutError(failure)
         QApplication.processEvents()
         time.sleep(0.005)
-    return tune.last_saved
 
 
 def press_load(tune, timeout_s: float = 60.0) -> bool:
     """Press the fine-tune dock's Load selected and wait while it reads the files (in a worker):
     whether it opened the correction (False: refused, or the read failed; a notification says why)."""
-    from qtpy.QtWidgets import QApplication
-
     if tune.load_selected() is None:
         return False
-    deadline = time.monotonic() + timeout_s
-    while tune.load_worker is not None:
-        if time.monotonic() > deadline:
-            raise TimeoutError("Load selected did not finish")
-        QApplication.processEvents()
-        time.sleep(0.005)
+    _wait_for(lambda: tune.load_worker is None, "Load selected did not finish", timeout_s)
     return True
 
 
