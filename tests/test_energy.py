@@ -115,3 +115,26 @@ def test_the_first_estimate_imports_no_compiler():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("arch", ["medspikeformer", "medqkformer"])
+def test_the_encoding_layer_reads_analog_values_whatever_the_pixels(calibrated, arch):
+    """The first convolution reads the image: analog by definition. A black frame or a binary
+    picture holds only values a spike could take, and was costed as accumulates at their count
+    (a black frame: no energy at all, and no analog MACs in the report)."""
+    model = calibrated(arch)
+    for image in (torch.zeros(1, 3, 64, 64), (torch.rand(1, 3, 64, 64) > 0.5).float(), torch.rand(1, 3, 64, 64)):
+        report = estimate_energy(model, image)
+        encoding = [layer for layer in report.layers if layer.name.startswith(model.encoding_layer)]
+        assert encoding, [layer.name for layer in report.layers][:5]
+        for layer in encoding:
+            assert layer.input_rate is None and layer.energy_pj == pytest.approx(layer.macs * E_MAC_PJ)
+        assert report.analog_macs >= sum(layer.macs for layer in encoding) > 0
+
+
+def test_the_energy_estimate_leaves_a_model_in_training_mode_and_its_statistics_alone(calibrated):
+    model = calibrated("medspikeformer", timesteps=2).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    estimate_energy(model, torch.rand(1, 3, 64, 64))
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_medspike.analysis.maps import DECOMPOSED, decompose_interactions
 
@@ -42,3 +43,40 @@ def test_shares_are_undefined_where_nothing_arrives():
     parts = decompose_interactions(maps)
     assert parts["sum"][0, 0] == 0 and np.isnan(parts["Q-active share"][0, 0]) and np.isnan(parts["Q–K φ"][0, 0])
     assert parts["Q-active share"][0, 1] == 0.5 and parts["Q–K φ"][0, 1] == 0
+
+
+def test_inspecting_leaves_a_model_in_training_mode_and_its_statistics_alone(calibrated):
+    """A model mid-training (or fresh from ``create_model``) was inspected in train mode: the
+    maps came from batch statistics and one inspection rewrote most running means."""
+    import torch
+
+    from napari_medspike.analysis.maps import inspect_stage
+
+    image = (np.random.default_rng(0).random((80, 96, 3)) * 255).astype(np.uint8)
+    model = calibrated("medspikeformer", timesteps=2)
+    in_eval = inspect_stage(model, image, 1, size=64)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    in_train = inspect_stage(model, image, 1, size=64)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    np.testing.assert_array_equal(in_train.spikes, in_eval.spikes)
+
+
+def test_the_inspected_pass_sees_the_input_that_segment_segments(calibrated):
+    """A large image is box-averaged before its resize when Segment segments it: the inspector
+    resized it directly, so the network it showed saw another input (2 % of the mask's pixels
+    differed on a Kvasir-SEG photo)."""
+    from napari_medspike.analysis.maps import model_input
+    from napari_medspike.inference.predictor import predict
+
+    model = calibrated("medspikeformer", timesteps=2)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    rng = np.random.default_rng(1)
+    for shape in ((1100, 1210, 3), (90, 70, 3)):  # box-averaged twice first at 256; resized directly
+        image = (rng.random(shape) * 255).astype(np.uint8)
+        seen.clear()
+        predict(model, image, flips=False, precision="fp32")
+        assert len(seen) == 1
+        np.testing.assert_allclose(model_input(image, model.input_size).numpy(), seen[0].numpy(), atol=1e-6)

@@ -25,7 +25,7 @@ from torch.utils.module_tracker import ModuleTracker
 
 from ..models import fastpath
 from ..models.attention import block_density
-from ..models.base import Segmenter, pad_to_stride
+from ..models.base import Segmenter, evaluation_mode, pad_to_stride
 from ..models.neurons import SPIKING_NEURONS
 
 #: Energy of one multiply-accumulate and one accumulate, 45 nm CMOS (Horowitz 2014), in pJ.
@@ -143,10 +143,16 @@ class _SynapticOpRecorder(TorchDispatchMode):
         # napari) on the first call. Nothing is compiled here: no wrapper, no import.
         return False
 
-    def __init__(self, tracker: ModuleTracker, root_name: str, levels: int) -> None:
+    def __init__(self, tracker: ModuleTracker, root_name: str, levels: int, analog_layers: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.tracker, self.root, self.levels = tracker, root_name, levels
+        self.analog_layers = analog_layers
         self.layers: list[LayerEnergy] = []
+
+    def _reads_analog(self, owner: str) -> bool:
+        """Whether ``owner`` is (inside) one of :attr:`analog_layers`, also below a prefix such
+        as a routed model's ``experts.1.``."""
+        return any(f".{layer}." in f".{owner}." for layer in self.analog_layers)
 
     def _owner(self) -> str:
         name = max(self.tracker.parents, key=len)
@@ -162,15 +168,16 @@ class _SynapticOpRecorder(TorchDispatchMode):
             operands = args[:1] if packet is torch.ops.aten.convolution else args[:2]
             if packet in (torch.ops.aten.addmm, torch.ops.aten.baddbmm):
                 operands = args[1:3]
-            rates = [_spike_count_rate(t, self.levels) for t in operands]
+            owner = self._owner()
+            rates = [] if self._reads_analog(owner) else [_spike_count_rate(t, self.levels) for t in operands]
             rates = [r for r in rates if r is not None]
             rate = min(rates) if rates else None
             op = "conv" if packet is torch.ops.aten.convolution else "matmul"
             if rate is None:
-                layer = LayerEnergy(self._owner(), op, macs, None, 0.0, macs * E_MAC_PJ)
+                layer = LayerEnergy(owner, op, macs, None, 0.0, macs * E_MAC_PJ)
             else:
                 sops = rate * macs
-                layer = LayerEnergy(self._owner(), op, macs, rate, sops, sops * E_AC_PJ)
+                layer = LayerEnergy(owner, op, macs, rate, sops, sops * E_AC_PJ)
             self.layers.append(layer)
         return out
 
@@ -185,15 +192,18 @@ def count_macs(model: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 @contextlib.contextmanager
-def record_synaptic_ops(levels: int, root: torch.nn.Module | None = None) -> Iterator[list[LayerEnergy]]:
+def record_synaptic_ops(levels: int, root: torch.nn.Module | None = None,
+                        analog_layers: tuple[str, ...] = ()) -> Iterator[list[LayerEnergy]]:
     """Record every convolution / matrix product run inside the block as a :class:`LayerEnergy`.
 
     ``levels`` is the spike count of a full spike (1 for LIF, 4 for NISF, 0 for an ANN: all
-    input analog). Layer names are module paths below ``root`` when given. Use under
-    ``torch.no_grad()``, not ``inference_mode`` (which hides the aten ops counted here).
+    input analog). Layer names are module paths below ``root`` when given. An operation is fed
+    spikes when its input's values are spike counts, except in ``analog_layers`` (module paths,
+    e.g. the encoding layer), which always read analog values. Use under ``torch.no_grad()``,
+    not ``inference_mode`` (which hides the aten ops counted here).
     """
     with ModuleTracker() as tracker:
-        recorder = _SynapticOpRecorder(tracker, type(root).__name__ if root else "", levels)
+        recorder = _SynapticOpRecorder(tracker, type(root).__name__ if root else "", levels, analog_layers)
         with recorder:
             yield recorder.layers
 
@@ -208,17 +218,13 @@ def estimate_energy(model: Segmenter, x: torch.Tensor) -> EnergyReport:
     model counts the work of every expert that ran (the starting one runs on every image).
     """
     levels = spike_levels(model)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluation_mode(model):
         with monitor.OutputMonitor(model, SPIKING_NEURONS, lambda y: float(y.float().mean())) as mon:
-            with record_synaptic_ops(levels, model) as layers, fastpath.disabled():
+            with record_synaptic_ops(levels, model, (model.encoding_layer,)) as layers, fastpath.disabled():
                 model(x)
         firing: dict[str, list[float]] = defaultdict(list)
         for name in mon.monitored_layers:
             firing[name].extend(mon[name])
-    finally:
-        model.train(was_training)
     rates = {name: sum(v) / len(v) for name, v in firing.items() if v}
     stage_rates = []
     for i in range(len(getattr(model, "stages", []))):  # (a routed model: "experts.N.stages.i.")

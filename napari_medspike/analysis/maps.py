@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from ..common import Progress
-from ..data.io import to_rgb_float
+from ..data.io import rgb_for_resize
 from ..data.resize import resize_image
 from ..models.attention import INTERACTIONS
-from ..models.base import Segmenter
+from ..models import fastpath
+from ..models.base import Segmenter, evaluation_mode
 from .energy import estimate_energy
 
 REDUCTIONS = ("mean", "max", "channel")
@@ -151,8 +152,9 @@ def stage_of(layer_name: str) -> str:
 
 
 def model_input(image: np.ndarray, size: int) -> torch.Tensor:
-    """The tensor the model sees for an image in resize mode: ``[1, 3, size, size]``."""
-    rgb = torch.from_numpy(to_rgb_float(image)).permute(2, 0, 1)[None]
+    """The tensor the model sees for an image in resize mode: ``[1, 3, size, size]``, made as
+    Segment makes it (:func:`~napari_medspike.data.io.rgb_for_resize`, then the resize)."""
+    rgb = torch.from_numpy(np.ascontiguousarray(rgb_for_resize(image, size))).permute(2, 0, 1)[None]
     return resize_image(rgb, size)
 
 
@@ -164,7 +166,8 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     ``spike`` names a recorded spike tensor (:attr:`~napari_medspike.models.Segmenter.recorded_spikes`:
     ``q, k, v`` for MedSpikeFormer, ``q, k`` for MedQKFormer). Single-step integer spikes
     (MedQKFormer) are shown as virtual binary timesteps (:func:`virtual_timesteps`); multi-step
-    ones (MedSpikeFormer with ``spike_levels > 1``) per timestep, as ``k/D``.
+    ones (MedSpikeFormer with ``spike_levels > 1``) per timestep, as ``k/D``. The model runs in
+    eval mode (its batch-norm statistics untouched) and is left in the mode it came in.
     """
     if not 0 <= stage < len(model.attention_modules()):
         raise ValueError(f"stage must be 0..{len(model.attention_modules()) - 1}, got {stage}")
@@ -172,7 +175,8 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
         raise ValueError(f"{model.arch} records spikes {list(model.recorded_spikes)}, not {spike!r}")
     size = size or model.input_size
     x = model_input(image, size).to(model.device)  # where Segment left the model (a GPU, maybe)
-    out = model.forward_intermediates(x)
+    with evaluation_mode(model):
+        out = model.forward_intermediates(x)
     record = out["stages"][stage]
     spikes = record["spikes"][spike]
     virtual = model.spike_levels > 1 and model.timesteps == 1  # (multi-step integer spikes: shown per timestep, k/D)
@@ -204,9 +208,15 @@ def inspect_steps(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
                   channel: int = 0) -> Generator[Progress, None, tuple[StageMaps, Any]]:
     """The spike inspector's job: :func:`inspect_stage`'s maps of one stage, then the energy
     estimate of the whole forward pass (:func:`~.energy.estimate_energy`); yields progress and
-    returns ``(maps, energy report)``."""
+    returns ``(maps, energy report)``.
+
+    Both run the network as specified (MODEL.md), not the merged inference fast paths, which
+    round a few spikes differently (a few per cent of the deepest stage's): the maps, firing rates and energy
+    shown together come from passes that agree spike for spike.
+    """
     yield Progress(0, 2, "forward with recording")
-    maps = inspect_stage(model, image, stage, spike=spike, how=how, channel=channel)
+    with fastpath.disabled():
+        maps = inspect_stage(model, image, stage, spike=spike, how=how, channel=channel)
     yield Progress(1, 2, "energy")
     report = estimate_energy(model, model_input(image, model.input_size).to(model.device))
     yield Progress(2, 2, "done")

@@ -410,3 +410,19 @@ def reduced_rgb_float(array: np.ndarray, factor: int, name: str = "image", band_
         band = to_rgb_float(a[start * factor : stop * factor, : ow * factor], name, value_range)
         out[start:stop] = band.reshape(stop - start, factor, ow, factor, 3).mean(axis=(1, 3))
     return out
+
+
+def box_shrink(h: int, w: int, size: int) -> int:
+    """How many times resize mode box-averages an ``h x w`` image before resizing it to
+    ``size`` (below 2: not at all); it keeps at least twice ``size`` pixels on the short side."""
+    return min(h, w) // (2 * size)
+
+
+def rgb_for_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Float RGB ``[h, w, 3]`` of ``image`` as resize mode hands it to the resize to ``size``:
+    box-averaged first when large (:func:`box_shrink`), so no full-size float copy exists (a
+    12k x 12k RGB image would need 1.7 GB). Prediction and the spike inspector both start here,
+    so the inspected pass sees the input that Segment segments."""
+    h, w = image_hw(image)
+    shrink = box_shrink(h, w, size)
+    return reduced_rgb_float(image, shrink) if shrink >= 2 else to_rgb_float(image)

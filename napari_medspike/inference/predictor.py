@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.io import image_hw, reduced_rgb_float, to_rgb_float
+from ..data.io import box_shrink, image_hw, reduced_rgb_float, rgb_for_resize, to_rgb_float
 from ..data.resize import resize_image, resize_map
 from ..models.base import Segmenter
 from ..common import Progress, run_job  # noqa: F401 (Progress: re-exported)
@@ -37,12 +37,6 @@ def memory_format_for(device: torch.device) -> torch.memory_format:
     """channels_last on CUDA (tensor-core convolutions); contiguous NCHW on the CPU, where the
     fast paths make it 5-20 % faster than channels_last at 256² (BENCHMARKS.md)."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
-
-
-def box_shrink(h: int, w: int, size: int) -> int:
-    """How many times resize mode box-averages an ``h x w`` image before resizing it to
-    ``size`` (below 2: not at all); it keeps at least twice ``size`` pixels on the short side."""
-    return min(h, w) // (2 * size)
 
 
 def _to_batch(tiles: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -175,10 +169,8 @@ def predict_steps(
     batch_size = batch_size or (4 if device.type == "cuda" else 1)
     tune_malloc()
     size = tile_size or model.input_size
-    shrink = box_shrink(h, w, size) if mode == "resize" else 1
-    # resize mode on a large image: box-average it in bands first, so no full-size float copy
-    # exists (a 12k x 12k RGB image would need 1.7 GB); the model sees the same antialiased input
-    rgb = reduced_rgb_float(image, shrink) if shrink >= 2 else to_rgb_float(image)
+    # resize mode on a large image: box-averaged in bands first (the same input the inspector shows)
+    rgb = rgb_for_resize(image, size) if mode == "resize" else to_rgb_float(image)
     model = model.to(device, memory_format=memory_format_for(device)).eval()
     bf16 = bf16_inference(model, device, precision)
     # Inference mode and autocast are per thread: they are entered around each piece of work,

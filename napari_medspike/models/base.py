@@ -76,6 +76,19 @@ def frozen_norm_statistics(module: nn.Module) -> Iterator[None]:
                 m.num_batches_tracked.copy_(tracked)
 
 
+@contextlib.contextmanager
+def evaluation_mode(module: nn.Module) -> Iterator[None]:
+    """Inside, ``module`` runs in eval mode (batch norms use their running statistics and leave
+    them alone); afterwards it is back in the mode it came in (a model mid-training stays in train
+    mode)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
 def checkpointed(block: nn.Module, *inputs: torch.Tensor, **kwargs: Any) -> Any:
     """``block(*inputs)`` that keeps only its inputs for the backward pass and runs it again
     there (activation checkpointing). Neurons are reset at the start of each run, so the
@@ -112,6 +125,9 @@ class Segmenter(nn.Module, abc.ABC):
     spike_levels: int = 1
     #: The spike tensors :meth:`forward_intermediates` records per stage.
     recorded_spikes: tuple[str, ...] = ("q", "k")
+    #: Module path of the encoding layer: the convolution that reads the image itself, analog by
+    #: definition whatever its pixel values (a black frame is no spike train).
+    encoding_layer: str = "stages.0.embed.0"
 
     def __init__(self, in_channels: int) -> None:
         super().__init__()
