@@ -81,6 +81,10 @@ def read_video_layer(path: str | Path, max_bytes: int | None = None) -> list[Lay
 
         show_info(f"{path.name}: every {_ordinal(every)} frame read ({len(frames)} frames), so that the "
                   "video fits in memory; medspike-segment segments all frames of a video file")
+    if "cut_short" in info:
+        from napari.utils.notifications import show_warning
+
+        show_warning(f"{info['cut_short']}; the {len(frames)} frames read are opened")
     return [(frames, {"name": name, "rgb": True, "metadata": info}, "image")]
 
 

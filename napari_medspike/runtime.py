@@ -151,12 +151,15 @@ def pick_device(requested: str = "auto") -> tuple["torch.device", str]:  # noqa:
 
 
 def requested_device(requested: "str | torch.device") -> tuple["torch.device", str | None]:  # noqa: F821
-    """A ``torch.device`` as it is; a name as :func:`pick_device` chooses it. The second value is
-    its note when the request could not be met (a GPU that is not there: the CPU), else None."""
+    """A name or a ``torch.device`` as :func:`pick_device` chooses it (devices of other kinds as
+    they are). The second value is its note when the request could not be met (a GPU that is not
+    there: the CPU), else None."""
     import torch
 
     if isinstance(requested, torch.device):
-        return requested, None
+        if requested.type not in ("cuda", "mps", "cpu"):
+            return requested, None
+        requested = str(requested)  # a GPU that is not there falls back to the CPU, as a name does
     device, note = pick_device(requested)
     asked = (requested or "auto").lower().split(":")[0]
     return device, (note if asked not in ("auto", device.type) else None)

@@ -186,3 +186,15 @@ def test_a_firing_rate_penalty_checks_its_arguments():
         FiringRatePenalty(torch.nn.Conv2d(1, 1, 1), 0.1)
     with FiringRatePenalty(net, 0.1) as budget, pytest.raises(RuntimeError, match="forward pass"):
         budget()
+
+
+def test_virtual_timesteps_refuse_multi_step_spikes():
+    """Given a multi-step [T, ...] tensor they kept the first timestep without a word."""
+    import pytest
+    import torch
+
+    from napari_medspike.analysis.maps import virtual_timesteps
+
+    assert virtual_timesteps(torch.tensor([[0.0, 0.5, 1.0]]), 2).tolist() == [[0, 1, 1], [0, 0, 1]]
+    with pytest.raises(ValueError, match="single-step"):
+        virtual_timesteps(torch.rand(4, 3), 2)

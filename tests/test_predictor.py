@@ -167,6 +167,10 @@ def test_a_gpu_that_is_not_there_falls_back_to_the_cpu_and_says_so(caplog, tmp_p
     assert "CUDA requested but not available" in caplog.text
     with pytest.warns(RuntimeWarning, match="CUDA requested but not available"):
         segment(image, model=model, device="cuda")
+    with pytest.warns(RuntimeWarning, match="CUDA requested but not available"):  # a torch.device too
+        segment(image, model=model, device=torch.device("cuda"))
+    with caplog.at_level("WARNING"):
+        assert predict(model, image, device=torch.device("cuda:0")).shape == (40, 50)
     path = save_checkpoint(model, tmp_path / "m.safetensors", input_size=32)
     caplog.clear()
     with caplog.at_level("WARNING"):
@@ -187,3 +191,19 @@ def test_segment_loads_a_model_given_by_path_once_until_its_file_changes(tmp_pat
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # the file changes
     segment(image, model=path)
     assert segment_module._loaded.cache_info().misses == 2
+
+
+@pytest.mark.parametrize("shape, hint", [
+    ((2, 40, 50, 3), "stack of images"),  # a video's frames: a false "squeezed" warning came first
+    ((6, 40, 50), "stack of images"),
+    ((120,), ""),  # a bare IndexError before
+])
+def test_an_array_that_is_no_2d_image_is_refused_before_any_work(caplog, shape, hint):
+    from napari_medspike.data.io import ImageReadError
+
+    model = create_model("medqkformer", **TINY)
+    with caplog.at_level("WARNING"), pytest.raises(ImageReadError, match=r"expected a 2D grey, RGB or RGBA image") as err:
+        segment(np.zeros(shape, np.uint8), model=model)
+    assert hint in str(err.value) and str(shape) in str(err.value)
+    assert not caplog.records, caplog.text
+

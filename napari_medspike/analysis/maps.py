@@ -138,7 +138,13 @@ class StageMaps:
 def virtual_timesteps(values: torch.Tensor, levels: int) -> torch.Tensor:
     """Integer spikes ``k/D`` (``[1, ...]``) as D binary virtual timesteps ``[D, ...]``: k spikes
     over D steps, firing in the first k (step j fires where ``k > j``). Any linear layer after
-    it gives the same result either way: the mean over the D steps is ``k/D`` again."""
+    it gives the same result either way: the mean over the D steps is ``k/D`` again.
+
+    Single-step spikes only (MedQKFormer); a multi-step model's ``[T, ...]`` raises ``ValueError``
+    (only its first timestep would be shown)."""
+    if values.shape[0] != 1:
+        raise ValueError(f"virtual timesteps are for single-step spikes [1, ...]; got {values.shape[0]} "
+                         "timesteps: show a multi-step model's spikes per timestep")
     counts = torch.round(values[0].float() * levels)
     return torch.stack([(counts > j).to(values.dtype) for j in range(levels)])
 

@@ -38,6 +38,8 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"the earlier run's masks and table in {args.out} were moved to {result.earlier}", file=sys.stderr)
     for problem in result.skipped:
         print(f"skipped: {problem}", file=sys.stderr)
+    for problem in result.incomplete:
+        print(f"incomplete: {problem}", file=sys.stderr)
     print(f"{len(result.masks)} masks in {args.out / 'masks'}, {len(result.rows)} regions in {result.csv}",
           file=sys.stderr)
     return 1 if not result.masks else 0

@@ -279,8 +279,8 @@ def read_pixels(path: str | Path) -> np.ndarray:
     :func:`~napari_medspike.inference.predictor.predict` takes this array as it is."""
     path = Path(path)
     pixels = _read_array(path)
-    h, w = image_hw(pixels)
-    if pixels.ndim not in (2, 3) or min(h, w) < 1:
+    h, w = image_hw(pixels, str(path))
+    if min(h, w) < 1:
         raise ImageReadError(f"{path}: expected a 2D grey, RGB or RGBA image, got an array of shape {pixels.shape}")
     if np.issubdtype(pixels.dtype, np.floating) and not np.isfinite(pixels).all():
         raise ImageReadError(f"{path}: contains NaN or infinite values")
@@ -293,12 +293,16 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_rgb_float(_read_array(path), name=str(path))
 
 
-def image_hw(image: np.ndarray) -> tuple[int, int]:
-    """Height and width of a 2D grey/RGB(A) array (channels first or last)."""
+def image_hw(image: np.ndarray, name: str = "image") -> tuple[int, int]:
+    """Height and width of a 2D grey/RGB(A) array (channels first or last); raises
+    :class:`ImageReadError` for any other shape (a stack of images, a 1D array)."""
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
         return int(a.shape[1]), int(a.shape[2])
-    return int(a.shape[0]), int(a.shape[1])
+    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 2, 3, 4)):
+        return int(a.shape[0]), int(a.shape[1])
+    stack = " (a stack of images? segment them one by one, or open the stack in napari's Segment dock)" if a.ndim >= 3 else ""
+    raise ImageReadError(f"{name}: expected a 2D grey, RGB or RGBA image, got an array of shape {a.shape}{stack}")
 
 
 def to_binary_mask(array: np.ndarray, name: str = "mask") -> np.ndarray:

@@ -13,7 +13,7 @@ import torch
 
 from ..common import Progress, atomic_write, check_writable, run_job
 from ..data.io import IMAGE_SUFFIXES, ImageReadError, read_pixels
-from ..data.video import VIDEO_SUFFIXES, iter_frames, video_info
+from ..data.video import VIDEO_SUFFIXES, VideoCutShort, iter_frames, video_info
 from ..models.base import Segmenter
 from .measure import measure_regions, write_csv
 from .predictor import predict_steps
@@ -21,14 +21,15 @@ from .predictor import predict_steps
 
 @dataclass
 class FolderResult:
-    """What a folder job wrote: mask files, measurement rows, the CSV, and the inputs it skipped
-    (one message each, naming the file)."""
+    """What a folder job wrote: mask files, measurement rows, the CSV, the inputs it skipped and
+    the videos that ended early, their frames before segmented (one message each, naming the file)."""
 
     out: Path
     masks: list[Path] = field(default_factory=list)
     rows: list[dict[str, object]] = field(default_factory=list)
     csv: Path | None = None
     skipped: list[str] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)
     cancelled: bool = False
     earlier: Path | None = None
 
@@ -173,6 +174,8 @@ def segment_folder_steps(
                     result.rows += measure_regions(mask, prob, image=path.name, slice_index=index)
                     if frames > 1:
                         yield Progress(i, total, f"{path.name}: frame {index + 1} of about {frames}")
+            except VideoCutShort as err:
+                result.incomplete.append(f"{err} (the {err.frames_read} frames before it were segmented)")
             except ImageReadError as err:
                 result.skipped.append(str(err))
             yield Progress(i + 1, total, path.name)

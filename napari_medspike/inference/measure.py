@@ -53,9 +53,11 @@ def measure_slices(
     spacing: Sequence[float] = (1.0, 1.0),
     unit: str = "px²",
     image: str = "",
+    slice_numbers: Sequence[int] | None = None,
 ) -> list[dict[str, object]]:
     """:func:`measure_regions` of a 2D mask or of each slice of a stack ``[N, H, W]`` (rows
-    numbered by ``slice``), with the matching probability map or maps."""
+    numbered by ``slice``: the slice's index, or its number in ``slice_numbers``, e.g. the video
+    frame it shows), with the matching probability map or maps."""
     masks = np.asarray(masks)
     masks = masks[None] if masks.ndim == 2 else masks
     if probs is not None:
@@ -63,7 +65,8 @@ def measure_slices(
         probs = probs[None] if probs.ndim == 2 else probs
     rows: list[dict[str, object]] = []
     for i, mask in enumerate(masks):
-        rows += measure_regions(mask, None if probs is None else probs[i], spacing, unit, image=image, slice_index=i)
+        number = i if slice_numbers is None else int(slice_numbers[i])
+        rows += measure_regions(mask, None if probs is None else probs[i], spacing, unit, image=image, slice_index=number)
     return rows
 
 

@@ -190,6 +190,16 @@ def shown_slice(layer: Any, viewer: Any) -> int:
                               - layer.translate[0]) / layer.scale[0]), 0, layer.data.shape[0] - 1))
 
 
+def frame_numbers(layer: Any) -> list[int] | None:
+    """The video frame number of each slice of a stack layer (its metadata's ``frames``, which
+    the reader records: a long video is read with every k-th frame), else None."""
+    frames = getattr(layer, "metadata", {}).get("frames")
+    if (not isinstance(frames, (list, tuple)) or getattr(layer, "ndim", 0) != 3
+            or len(frames) != np.shape(layer.data)[0] or not all(isinstance(f, (int, np.integer)) for f in frames)):
+        return None
+    return [int(f) for f in frames]
+
+
 def typed_folder(value: Any) -> Path | None:
     """The folder a file box holds, as the user means it: ``~`` the home folder, a relative
     folder taken from where napari started, made absolute so that messages say where it is;

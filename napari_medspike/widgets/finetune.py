@@ -55,6 +55,7 @@ from ._common import (
     same_layer,
     show_for_editing,
     show_text,
+    frame_numbers,
     shown_slice,
     start_worker,
     style_mask,
@@ -339,6 +340,9 @@ class FinetuneWidget(DockContainer):
                 index = shown_slice(image, self.viewer)
                 if mask.ndim == 3:  # (it took the mask's last frame when it had fewer)
                     mask = mask[mask_frame_for(labels, image, self.viewer)]
+                frames = frame_numbers(image)  # a long video read every k-th frame: the video's own number
+                if frames is not None:
+                    index = frames[index]
             name = image_name if index is None else f"{image_name} [{index}]"
             binary = mask > 0  # a copy: painting may go on while it is written
             check_correction(data, binary)

@@ -33,6 +33,7 @@ from ._common import (
     DockContainer,
     elide,
     follow_layers,
+    frame_numbers,
     full_width,
     image_box,
     make_narrow,
@@ -122,7 +123,7 @@ class SegmentWidget(DockContainer):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.measurements: list[dict[str, Any]] = []
-        self._measured: tuple[Any, ...] | None = None  # what _remeasure needs: the mask layer, its probabilities…
+        self._measured: tuple[Any, ...] | None = None  # what _remeasure needs: the mask layer, measure options, probabilities, unit
         self._measuring = 0  # counts measurements started: only the latest one's rows are shown
         from qtpy.QtCore import QTimer
 
@@ -269,7 +270,8 @@ class SegmentWidget(DockContainer):
             yield Progress(0, 1, "starting")
             prob = yield from predict_stack_steps(model, data, rgb=rgb, mode=mode, device=device, flips=flips)
             # measured here, not on the GUI thread (0.7 s for a 12-megapixel mask)
-            return prob, measure_slices(prob >= threshold, prob, spacing, unit, image=layer.name)
+            return prob, measure_slices(prob >= threshold, prob, spacing, unit, image=layer.name,
+                                        slice_numbers=frame_numbers(layer))
 
         def done(result: Any) -> None:
             prob, rows = result
@@ -310,7 +312,7 @@ class SegmentWidget(DockContainer):
     def run_folder(self) -> Any:
         """Segment every image and video frame of the chosen folder to mask files and a measurement
         table, off the GUI thread, with the settings above; returns the worker."""
-        from napari.utils.notifications import show_error, show_info
+        from napari.utils.notifications import show_error, show_info, show_warning
 
         from ..inference.folder import list_inputs, segment_folder_steps
 
@@ -341,11 +343,15 @@ class SegmentWidget(DockContainer):
             self.measurements, self._measured = result.rows, None  # (written files: nothing to measure again)
             self._show_measurements("px²", len(result.masks), by_file=True)
             skipped = f"; {len(result.skipped)} unreadable files skipped (see the notification)" if result.skipped else ""
+            if result.incomplete:
+                skipped += f"; {len(result.incomplete)} videos end early (see the notification)"
             state = "cancelled: " if result.cancelled else ""
             show_text(self.status, f"{state}{len(result.masks)} masks from {len(inputs)} files in {out}{skipped}")
             self.status.tooltip = str(out)
             if result.skipped:
                 show_error("skipped:\n" + "\n".join(result.skipped[:10]))
+            if result.incomplete:
+                show_warning("videos that end early:\n" + "\n".join(result.incomplete[:10]))
             earlier = f" (the earlier run's are in {result.earlier})" if result.earlier is not None else ""
             show_info(f"masks and measurements.csv written to {out}{earlier}")
 
@@ -366,7 +372,8 @@ class SegmentWidget(DockContainer):
         measures the mask as it is then: the figures are those of the mask as corrected."""
         spacing, unit = layer_spacing(layer)
         self._stop_following_paint()  # painting an earlier mask no longer measures this one again
-        self._measured = (self._mask_layer, layer.name, prob, spacing, unit)
+        options = {"spacing": spacing, "unit": unit, "image": layer.name, "slice_numbers": frame_numbers(layer)}
+        self._measured = (self._mask_layer, options, prob, unit)
         self._mask_layer.events.paint.connect(self._painted)
         self._show_rows(rows)
 
@@ -393,13 +400,13 @@ class SegmentWidget(DockContainer):
         now = self._mask_now()
         if now is None:
             return None
-        _, name, probs, spacing, unit = self._measured
+        _, options, probs, _ = self._measured
         self._measuring += 1
         ticket = self._measuring
 
         def job():
             yield None
-            return measure_slices(now[1], probs, spacing, unit, image=name)
+            return measure_slices(now[1], probs, **options)
 
         def done(rows: list[dict[str, Any]]) -> None:
             if ticket == self._measuring:  # not overtaken by a later stroke's measurement
@@ -412,7 +419,7 @@ class SegmentWidget(DockContainer):
         if self._measured is not None:
             self._measured[0].metadata["measurements"] = rows
             probs = self._measured[2]
-            self._show_measurements(self._measured[4], probs.shape[0] if probs.ndim == 3 else 1)
+            self._show_measurements(self._measured[3], probs.shape[0] if probs.ndim == 3 else 1)
 
     def _show_measurements(self, unit: str, images: int, by_file: bool = False) -> None:
         """Fill the table and its summary line from :attr:`measurements` (``by_file``: with a
@@ -440,9 +447,9 @@ class SegmentWidget(DockContainer):
         """Write the last measurements as CSV (asks where, unless ``path`` is given)."""
         now = self._mask_now()  # the mask as it is now, painted or not
         if now is not None:
-            _, name, probs, spacing, unit = self._measured
+            _, options, probs, _ = self._measured
             self._measuring += 1  # (a measurement still running would be older)
-            self._show_rows(measure_slices(now[1], probs, spacing, unit, image=name))
+            self._show_rows(measure_slices(now[1], probs, **options))
         if not self.measurements:
             napari.utils.notifications.show_error("segment an image first: there are no measurements yet")
             return None

@@ -197,3 +197,16 @@ def test_a_long_video_opens_every_kth_frame_and_says_so(tmp_path):
     [(data, meta, kind)] = read_video_layer(path, max_bytes=4 * 32 * 32 * 3)
     assert kind == "image" and data.shape == (3, 32, 32, 3)
     assert meta["name"] == "long (every 3rd frame)" and meta["metadata"]["frames"] == [0, 3, 6]
+
+
+def test_a_video_cut_off_opens_with_the_frames_it_has_and_says_it_ends_early(make_napari_viewer, tmp_path, notes):
+    from napari_medspike.data.synthetic import synthetic_lesion
+    from napari_medspike.data.video import write_video
+
+    path = write_video(tmp_path / "cut.mkv", np.stack([synthetic_lesion((48, 64), seed=i)[0] for i in range(30)]))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(path), plugin="napari-medspike")
+    assert 0 < layer.data.shape[0] < 30
+    assert any("cut.mkv" in n and "30 frames its header announces" in n and f"the {layer.data.shape[0]} frames read" in n
+               for n in notes), notes

@@ -823,3 +823,37 @@ def test_switching_back_to_a_model_reuses_it_unless_its_file_changed(tmp_path):
     assert SESSION.get(str(other)) is not again and SESSION.model.input_size == 48
     other.unlink()  # a file gone: the model in use stays
     assert SESSION.get(str(other)) is SESSION.model
+
+
+def test_a_video_read_every_kth_frame_is_numbered_by_its_own_frames(plugin, tmp_path, qtbot, save):
+    """A long video opens with every k-th frame: the measurements table numbered its slices 0, 1,
+    2 and a correction stored from it said "[1]" for the video's frame 3, where medspike-segment
+    names the same frame clip_f00003."""
+    import json
+
+    from napari_medspike._reader import read_video_layer
+    from napari_medspike.data.synthetic import synthetic_lesion
+    from napari_medspike.data.video import write_video
+
+    viewer, widgets, _ = plugin
+    path = write_video(tmp_path / "clip.avi", np.stack([synthetic_lesion((48, 64), seed=i)[0] for i in range(7)]))
+    [(data, meta, _)] = read_video_layer(path, max_bytes=3 * 48 * 64 * 3)
+    video = viewer.add_image(data, **meta)
+    assert video.metadata["frames"] == [0, 3, 6]
+    segment = widgets["Segment"]
+    segment.threshold.value = 0.05  # the tiny model's mask has regions in every frame
+    segment.reset_choices()
+    segment.image.value = video
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    slices = {row["slice"] for row in segment.measurements}
+    assert slices and slices <= {0, 3, 6} and 3 in slices, slices
+    viewer.dims.set_current_step(0, 1)
+    tune = widgets["Correct and fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = video, viewer.layers[f"{video.name} mask"]
+    entry = save(tune)
+    assert entry is not None
+    provenance = json.loads((tmp_path / "store" / "provenance" / f"{entry.stem}.json").read_text())
+    assert provenance["frame"] == 3, provenance
