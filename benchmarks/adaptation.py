@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-samples", type=int, default=0)
     parser.add_argument("--freeze-norm-stats", action=argparse.BooleanOptionalAction, default=FINETUNE.freeze_norm_stats)
     parser.add_argument("--anchor-weight", type=float, default=FINETUNE.anchor_weight)
+    parser.add_argument("--route", action=argparse.BooleanOptionalAction, default=FINETUNE.route,
+                        help="keep the starting model for images like its training data (the default); "
+                        "--no-route: the fine-tuned network alone")
     parser.add_argument("--interpolate", type=float, nargs="+", default=[], metavar="ALPHA",
                         help="also evaluate each fine-tuned model's weights interpolated with the start's "
                              "(start + ALPHA x (tuned - start), WiSE-FT; 1: the tuned model)")
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = finetune(args.model, folder, Path(tmp) / "tuned.safetensors", epochs=args.epochs,
                                   lr=args.lr, minutes=args.minutes, replay=replay, replay_samples=args.replay_samples,
                                   freeze_norm_stats=args.freeze_norm_stats,
-                                  anchor_weight=args.anchor_weight, seed=args.seed)
+                                  anchor_weight=args.anchor_weight, route=args.route, seed=args.seed)
                 seconds = time.perf_counter() - start
                 tuned = load_model(result.checkpoint)
             row = {"k": k, **evaluate(tuned, held), "seconds": seconds, "epochs": len(result.history),

@@ -103,3 +103,18 @@ def test_model_card_gives_the_validation_interval_where_one_was_measured(tmp_pat
             assert "Dice 0.7067 (95 % CI 0.652-0.752), IoU 0.5924 (95 % CI 0.539-0.641)" in line
         else:  # cards of models evaluated before intervals were reported
             assert "Dice 0.7067, IoU 0.5924" in line and "CI" not in line
+
+
+def test_model_card_names_the_arithmetic_its_figures_were_measured_in(tmp_path):
+    """The spiking model's figures were fp32; the documented command gives bf16 on CPUs with
+    native bf16 (0.717 against the card's 0.720)."""
+    from napari_medspike.engine.reports import write_model_card
+
+    figures = {"count": 88, "mean_dice": 0.72, "mean_iou": 0.61, "mean_sensitivity": 0.78,
+               "mean_specificity": 0.96, "flips": True}
+    for precision in ("fp32", "bf16"):
+        meta = {"arch": "medspikeformer", "config": {},
+                "metrics": {"original_resolution": {**figures, "precision": precision}}}
+        card = write_model_card(tmp_path / f"{precision}.safetensors", meta).read_text()
+        line = next(l for l in card.splitlines() if "original image resolution" in l)
+        assert f"`--precision {precision}`" in line, line

@@ -88,6 +88,8 @@ def main() -> None:
         ev = json.loads(path.read_text())
         figures = {k: ev[k] for k in ev if k.startswith(("mean_", "ci95_")) or k == "count"}
         figures["flips"] = bool(ev.get("flips", False))
+        if ev.get("precision"):
+            figures["precision"] = ev["precision"]
         key = "original_resolution" if figures["flips"] == args.flips else "original_resolution_alternative"
         meta["metrics"][key] = figures
     model = load_model(best)

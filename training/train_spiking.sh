@@ -248,6 +248,8 @@ medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128q5 --size 
 # image by image against the weights before (mirror TTA): +0.015 (CI -0.002 to +0.034; higher on 50
 # images, lower on 36); the run's float32 weights: 0.725, +0.019 (CI +0.001 to +0.039). Energy 2.15 mJ
 # against 7.06 mJ for the twin (30 %); firing per stage 0.076, 0.076, 0.075, 0.078.
+# (The card says "Initialised from: spiking": runs/snnI128q5/best.safetensors was the `spiking`
+# model shipped at the time, and the run was started from that shipped file.)
 medspike-train --arch medspikeformer --data "$DATA" --out runs/snnI128cos --size 128 --epochs 6 \
     --minutes 75 --schedule cosine --lr 2.5e-4 --val-fraction 0.1 --seed 0 \
     --init-from runs/snnI128q5/best.safetensors --max-firing-rate 0.086 --firing-weight 16

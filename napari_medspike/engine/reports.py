@@ -115,6 +115,8 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
         orig = metrics.get(key)
         if orig:
             tta = {True: ", mirror TTA on (`--flips on`)", False: ", mirror TTA off (`--flips off`)"}.get(orig.get("flips"), "")
+            if orig.get("precision"):  # (bf16 and fp32 differ by a few thousandths for some models)
+                tta += f", {orig['precision']} (`--precision {orig['precision']}`)"
             lines.append(
                 f"- Validation at the original image resolution ({orig.get('count')} images, `medspike-evaluate"
                 f" --subset val`{tta}): Dice {orig['mean_dice']:.4f}{_interval(orig, 'dice')}, IoU"
