@@ -211,3 +211,24 @@ def test_an_8_bit_image_stored_as_floats_is_read_as_8_bit():
     measured = dark.astype(np.float32) * 3.7  # e.g. physical units: from 0 to the maximum
     image = to_rgb_float(measured)
     assert image.max() == pytest.approx(1.0) and image.min() == pytest.approx(10 / 120, abs=1e-3)
+
+
+def test_masks_named_as_public_datasets_name_them_pair_with_their_images(tmp_path):
+    """ISIC names the mask of ISIC_0000000.jpg ISIC_0000000_segmentation.png, GlaS testA_1_anno,
+    BUSI as published 'benign (1)_mask': every image was "without a mask" and the folder unusable."""
+    root = tmp_path / "isic"
+    for stem, mask in (("ISIC_0000000", "ISIC_0000000_segmentation"), ("testA_1", "testA_1_anno"),
+                       ("benign (1)", "benign (1)_Mask"), ("same", "same"), ("two", "two_mask")):
+        _save(root / "images" / f"{stem}.jpg", np.zeros((8, 8, 3), np.uint8))
+        _save(root / "masks" / f"{mask}.png", np.zeros((8, 8), np.uint8))
+    _save(root / "masks" / "two_gt.png", np.zeros((8, 8), np.uint8))  # two candidates: which one?
+    _save(root / "images" / "lonely.jpg", np.zeros((8, 8, 3), np.uint8))
+    pairs, problems = find_pairs(root)
+    assert {(p.key, p.mask.name) for p in pairs} == {
+        ("isic/ISIC_0000000", "ISIC_0000000_segmentation.png"), ("isic/testA_1", "testA_1_anno.png"),
+        ("isic/benign (1)", "benign (1)_Mask.png"), ("isic/same", "same.png")}
+    assert any("two.jpg" in p and "two_gt.png and two_mask.png" in p and "could each be its mask" in p
+               for p in problems), problems
+    assert any("lonely.jpg" in p for p in problems)
+    assert {p for p in problems if "mask without an image" in p} == {
+        f"{root / 'masks' / 'two_mask.png'}: mask without an image", f"{root / 'masks' / 'two_gt.png'}: mask without an image"}

@@ -52,6 +52,20 @@ def _files_by_stem(folder: Path, problems: list[str] | None = None) -> dict[str,
     return files
 
 
+#: How public datasets name an image's mask besides its own name: ``ISIC_0000000_segmentation``
+#: (ISIC), ``malignant (1)_mask`` (BUSI as published), ``testA_1_anno`` (GlaS), ``…_gt``.
+MASK_SUFFIXES = ("_mask", "_segmentation", "_seg", "_anno", "_gt", "_label", "_labels")
+
+
+def mask_stems_for(stem: str, masks: dict[str, Path]) -> list[str]:
+    """The stems among ``masks`` that may name the mask of image ``stem``: the same name, else
+    the name with one of :data:`MASK_SUFFIXES` (any case; more than one: it cannot be told which)."""
+    if stem in masks:
+        return [stem]
+    names = {(stem + suffix).lower() for suffix in MASK_SUFFIXES}
+    return sorted(m for m in masks if m.lower() in names)
+
+
 def dataset_name(folder: str | Path) -> str:
     """A data folder as a dataset name, the first part of its image keys
     (``../shared/data/kvasir-seg`` -> ``kvasir-seg``; ``.`` -> the folder's own name)."""
@@ -59,7 +73,8 @@ def dataset_name(folder: str | Path) -> str:
 
 
 def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], list[str]]:
-    """Pair ``images/<stem>.*`` with ``masks/<stem>.*`` in each folder.
+    """Pair ``images/<stem>.*`` with ``masks/<stem>.*`` in each folder (or with
+    ``masks/<stem>_mask.*``, ``_segmentation``, … as public datasets name them: :func:`mask_stems_for`).
 
     Returns the pairs and a list of problems (missing masks, missing folders) naming the files;
     what can be paired stays usable. Raises ``FileNotFoundError`` if no folder exists at all.
@@ -95,12 +110,19 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
                                         "its image or mask is missing: an interrupted save?); not used")
             continue
         images, masks = _files_by_stem(images_dir, problems), _files_by_stem(masks_dir, problems)
+        used: set[str] = set()
         for stem, image in images.items():
-            if stem in masks:
-                pairs.append(Pair(image, masks[stem], f"{name}/{stem}"))
+            found = mask_stems_for(stem, masks)
+            if len(found) == 1:
+                pairs.append(Pair(image, masks[found[0]], f"{name}/{stem}"))
+                used.add(found[0])
+            elif found:
+                problems.append(f"{image}: not used, {' and '.join(masks[m].name for m in found)} in {masks_dir} "
+                                "could each be its mask (rename the one that is not)")
             else:
-                problems.append(f"{image}: no mask named {stem}.* in {masks_dir}")
-        for stem in sorted(set(masks) - set(images)):
+                problems.append(f"{image}: no mask named {stem}.* (or {stem}_mask.*, {stem}_segmentation.*, …) "
+                                f"in {masks_dir}")
+        for stem in sorted(set(masks) - used):
             problems.append(f"{masks[stem]}: mask without an image")
     if not pairs and all("expected sub-folders" in p for p in problems) and problems:
         raise FileNotFoundError("; ".join(problems))
