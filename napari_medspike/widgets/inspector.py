@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import napari
@@ -158,9 +159,13 @@ class InspectorWidget(DockContainer):
         self.run_button = PushButton(text="Inspect", tooltip=INTERACTION_HELP)
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.summary = compact_label(Label(value=""))
+        self.export_button = PushButton(text="Export figures…", visible=False,
+                                        tooltip="write this inspection's figures: .json all of them (energy per "
+                                        "operation, firing rate per layer and timestep), .csv the firing rates per layer")
         self.plot = RatePlot(plot_theme(self.viewer))
         self.extend([self.image, self.model_note, self.stage, self.spikes, self.reduce, self.channel,
-                     self.interactions, self.view, self.run_button, self.cancel_button, self.summary])
+                     self.interactions, self.view, self.run_button, self.cancel_button, self.summary,
+                     self.export_button])
         full_width(self.model_note, self.summary)
         self.inner.layout().addWidget(self.plot.canvas)
         self.reduce.changed.connect(lambda v: setattr(self.channel, "visible", v == "channel"))
@@ -170,6 +175,8 @@ class InspectorWidget(DockContainer):
         self._shown: tuple[Any, ...] | None = None  # the last result: another interactions view needs no new run
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
+        self.export_button.changed.connect(lambda *_: self.export_figures())
+        self._figures: dict[str, Any] | None = None  # the last inspection's, for Export figures
         follow_layers(self, self.viewer, new_images=True)
         # a stack opened (or closed) after inspecting a 2D image: the maps' time axis is laid out
         # again beside its frames (it shared the stack's frame slider)
@@ -248,12 +255,21 @@ class InspectorWidget(DockContainer):
         # a stack: the maps belong to the frame shown now, wherever the slider is when they come
         frame = shown_slice(layer, self.viewer) if layer.ndim == 3 else None
         self.run_button.enabled, self.cancel_button.enabled = False, True
+        source = SESSION.source  # the model inspected, whatever is chosen when the maps come
 
         def job():  # a stack: the slice shown when Inspect was pressed
             pixels = np.asarray(data[frame] if frame is not None else data)
             return (yield from inspect_steps(model, pixels, stage, spike=spike, how=how, channel=channel))
 
-        show = lambda r: self._show(layer, *r, frame=frame, channels=(how, channel))  # noqa: E731
+        def show(result: tuple[Any, Any]) -> None:
+            maps, report = result
+            if layer in self.viewer.layers:
+                from ..analysis.export import inspection_record
+
+                self._figures = inspection_record(maps, report, image=layer.name, model=source, frame=frame)
+                self.export_button.visible = True
+            self._show(layer, maps, report, frame=frame, channels=(how, channel))
+
         self.worker = start_worker(job, "Spike inspector", on_return=show, on_finish=self._idle)
         return self.worker
 
@@ -268,6 +284,32 @@ class InspectorWidget(DockContainer):
                       f"inspection's\n{self.summary.tooltip}")
         else:
             show_text(self.summary, "inspection cancelled: nothing shown")
+
+    def export_figures(self, path: str | Path | None = None) -> Path | None:
+        """Write the last inspection's figures (asks where, unless ``path`` is given): ``.json``
+        all of them, ``.csv`` the firing rate of every spiking layer per timestep."""
+        if self._figures is None:
+            napari.utils.notifications.show_error("inspect an image first: there are no figures yet")
+            return None
+        from ..analysis.export import write_inspection
+
+        if path is None:
+            from qtpy.QtWidgets import QFileDialog
+
+            stem = f"{self._figures['image']} spikes".replace("/", "_")
+            path, chosen = QFileDialog.getSaveFileName(self.native, "Export the inspection's figures",
+                                                       f"{stem}.json", "JSON, all figures (*.json);;CSV, firing rates (*.csv)")
+            if not path:
+                return None
+            if not Path(path).suffix:
+                path = f"{path}{'.csv' if 'csv' in chosen.lower() else '.json'}"
+        try:
+            written = write_inspection(path, self._figures)
+        except (OSError, ValueError) as err:  # (WriteError included) a folder in the way, another extension
+            napari.utils.notifications.show_error(f"figures not written: {err}")
+            return None
+        napari.utils.notifications.show_info(f"figures of the inspection written to {written}")
+        return written
 
     def _idle(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled = True, False

@@ -130,6 +130,27 @@ def test_inspector_shows_timesteps_and_interactions_over_the_image(plugin, qtbot
     assert "interactions as sum, shares and φ" in " ".join(inspector.summary.value.split())
 
 
+def test_the_inspectors_figures_can_be_exported(plugin, qtbot, tmp_path, notes):
+    """The dock showed the energy and the firing rates only as text and a plot: a researcher
+    comparing models or images had to copy numbers off the screen."""
+    import json
+
+    viewer, widgets, image = plugin
+    inspector = widgets["Spike inspector"]
+    assert inspector.export_button.native.isHidden() and inspector.export_figures(tmp_path / "none.json") is None
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    assert not inspector.export_button.native.isHidden()
+    figures = json.loads(inspector.export_figures(tmp_path / "figures.json").read_text())
+    assert figures["image"] == "photo" and figures["timesteps"] == 2 and figures["model"].endswith("tiny.safetensors")
+    shown = " ".join(inspector.summary.value.split())
+    assert f"energy {figures['energy']['energy_mj']:.2f} mJ" in shown
+    assert inspector.export_figures(tmp_path / "rates.csv").read_text().startswith("layer,part,mean_firing_rate,t0,t1")
+    (tmp_path / "folder.json").mkdir()
+    assert inspector.export_figures(tmp_path / "folder.json") is None
+    assert any("figures not written" in n for n in notes), notes
+
+
 def test_inspector_on_a_stack_keeps_its_maps_at_the_frame_inspected(plugin, qtbot, monkeypatch):
     from napari_medspike.widgets import inspector as inspector_module
     from napari_medspike.widgets._common import shown_slice
