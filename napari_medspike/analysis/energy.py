@@ -218,7 +218,9 @@ def estimate_energy(model: Segmenter, x: torch.Tensor) -> EnergyReport:
     model counts the work of every expert that ran (the starting one runs on every image).
     """
     levels = spike_levels(model)
-    with evaluation_mode(model):
+    # the model's lock before the monitors: another job's passes (Segment's, in another thread)
+    # waiting for it or holding it are not recorded as this one's
+    with model._forward_lock, evaluation_mode(model):
         with monitor.OutputMonitor(model, SPIKING_NEURONS, lambda y: float(y.float().mean())) as mon:
             with record_synaptic_ops(levels, model, (model.encoding_layer,)) as layers, fastpath.disabled():
                 model(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from pathlib import Path
@@ -121,10 +122,10 @@ def model_label(source: str) -> str:
     return stem
 
 
-def model_choices(extra_folders: tuple[Path, ...] = ()) -> list[tuple[str, str]]:
-    """``(label, source)`` pairs for a model box: shipped models, the checkpoints of this
-    session, then fine-tuned checkpoints found in ``extra_folders`` (newest first)."""
-    sources = list(list_models()) + list(SESSION.checkpoints)
+def model_choices(session: ModelSession, extra_folders: tuple[Path, ...] = ()) -> list[tuple[str, str]]:
+    """``(label, source)`` pairs for a model box: shipped models, the checkpoints of ``session``,
+    then fine-tuned checkpoints found in ``extra_folders`` (newest first)."""
+    sources = list(list_models()) + list(session.checkpoints)
     for folder in extra_folders:
         if folder.is_dir():
             found = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
@@ -138,7 +139,18 @@ def elide(text: str, width: int = 48) -> str:
     return text if len(text) <= width else text[: width // 2 - 1] + "…" + text[-(width - width // 2):]
 
 
-SESSION = ModelSession()
+_SESSIONS: weakref.WeakKeyDictionary[Any, ModelSession] = weakref.WeakKeyDictionary()
+
+
+def session_of(viewer: Any) -> ModelSession:
+    """The model session of a napari viewer: its docks share it (a fine-tune updates what its
+    Segment uses); another viewer has its own (one module-wide model made a second window's
+    choice the first one's, without a word)."""
+    real = getattr(viewer, "__wrapped__", viewer)  # napari hands plugin widgets a proxy of the viewer
+    session = _SESSIONS.get(real)
+    if session is None:
+        session = _SESSIONS[real] = ModelSession()
+    return session
 
 
 def dataset_names(paths: list[str]) -> str:
@@ -721,17 +733,17 @@ def follow_layers(widget: Any, viewer: Any, new_images: bool = False) -> None:
 
 
 def selected_image_and_model(
-    layer: Any, source: str | None = None, viewer: Any = None, stacks: bool = False
+    layer: Any, session: ModelSession, source: str | None = None, viewer: Any = None, stacks: bool = False
 ) -> tuple[np.ndarray, Segmenter] | None:
-    """The pixels of the chosen image layer and the model to use, or None after telling the
-    user (as a notification) what is missing. ``stacks=True`` takes a whole stack; otherwise a
-    stack gives the slice ``viewer`` shows."""
+    """The pixels of the chosen image layer and the model of ``session`` to use (``source``, or
+    its current one), or None after telling the user (as a notification) what is missing.
+    ``stacks=True`` takes a whole stack; otherwise a stack gives the slice ``viewer`` shows."""
     if layer is None:
         show_error("open an image first")
         return None
     try:
         data = image_data(layer) if stacks else image_data_2d(layer, viewer)
-        return data, SESSION.get(source)
+        return data, session.get(source)
     except Exception as err:
         show_error(str(err))
         return None

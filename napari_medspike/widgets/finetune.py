@@ -29,7 +29,6 @@ from ..engine.config import DEFAULT_LR, FINETUNE, MAX_SAFE_LR
 from ..engine.finetune import finetune_steps
 from ..inference.predictor import predict
 from ._common import (
-    SESSION,
     add_segmentation_layers,
     call_when_closed,
     call_when_shown,
@@ -39,6 +38,7 @@ from ._common import (
     DockPlot,
     elide,
     follow_layers,
+    frame_numbers,
     full_width,
     image_box,
     image_data_2d,
@@ -53,9 +53,9 @@ from ._common import (
     placed_alike,
     plot_theme,
     same_layer,
+    session_of,
     show_for_editing,
     show_text,
-    frame_numbers,
     shown_slice,
     start_worker,
     style_mask,
@@ -155,6 +155,7 @@ class FinetuneWidget(DockContainer):
         super().__init__(labels=True)
         decoders_warm_up()  # now, while the dock opens, not in the first fine-tune's worker
         self.viewer = napari_viewer
+        self.session = session_of(napari_viewer)  # the model the viewer's docks share
         self.worker: Any = None
         self.resegment_worker: Any = None
         self.save_worker: Any = None
@@ -482,7 +483,7 @@ class FinetuneWidget(DockContainer):
             napari.utils.notifications.show_error(f"learning rate {lr:g} is unsafe: use at most {MAX_SAFE_LR:g}")
             return None
         try:
-            model = SESSION.get()
+            model = self.session.get()
         except Exception as err:
             napari.utils.notifications.show_error(str(err))
             return None
@@ -539,12 +540,12 @@ class FinetuneWidget(DockContainer):
         if result.measured and not result.improved:  # the same weights: nothing to switch to or compare
             state = "cancelled" if result.cancelled else "done"
             show_text(self.result, f"{state}: {result.describe()}\nthe model in Segment and the inspector stays "
-                      f"{elide(model_label(SESSION.source), 40)}; no copy of it was saved")
+                      f"{elide(model_label(self.session.source), 40)}; no copy of it was saved")
             self.result.tooltip = ""
             napari.utils.notifications.show_info(f"fine-tuning {state}: {result.headline()}")
             return
         model = load_model(result.checkpoint)
-        SESSION.set(model, str(result.checkpoint))
+        self.session.set(model, str(result.checkpoint))
         state = "cancelled, best weights kept" if result.cancelled else "done"
         summary = (f"{state}: {result.describe()}\nsaved {result.checkpoint.name} (now the model in "
                    "Segment and the inspector)")

@@ -11,27 +11,27 @@ from magicgui.widgets import ComboBox, Label, PushButton, SpinBox
 
 from ..analysis.maps import DECOMPOSED, INTERACTION_VIEWS, REDUCTIONS, inspect_steps, stage_of
 from ._common import (
-    MAP_TAG,
-    SESSION,
-    DockContainer,
-    DockPlot,
     call_when_closed,
     call_when_shown,
     compact_label,
     connect_until_closed,
-    full_width,
+    DockContainer,
+    DockPlot,
     elide,
     follow_layers,
+    full_width,
     image_box,
     is_users_image,
     make_narrow,
-    tab_with_sibling_docks,
+    MAP_TAG,
     model_label,
     plot_theme,
     selected_image_and_model,
+    session_of,
     show_text,
     shown_slice,
     start_worker,
+    tab_with_sibling_docks,
     viewer_grid,
 )
 
@@ -137,6 +137,7 @@ class InspectorWidget(DockContainer):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
+        self.session = session_of(napari_viewer)  # the model the viewer's docks share
         self.worker: Any = None
         self.image = image_box(self.viewer)
         self.model_note = compact_label(Label(value="", tooltip="the model chosen in the Segment dock"))
@@ -177,6 +178,9 @@ class InspectorWidget(DockContainer):
         self.cancel_button.changed.connect(self.cancel)
         self.export_button.changed.connect(lambda *_: self.export_figures())
         self._figures: dict[str, Any] | None = None  # the last inspection's, for Export figures
+        #: the running inspection's ticket: closing the dock takes it away, and the job shows nothing
+        self._ticket: object | None = None
+        call_when_closed(self, self._dock_closed)
         follow_layers(self, self.viewer, new_images=True)
         # a stack opened (or closed) after inspecting a 2D image: the maps' time axis is laid out
         # again beside its frames (it shared the stack's frame slider)
@@ -184,9 +188,9 @@ class InspectorWidget(DockContainer):
         connect_until_closed(self, self.viewer.layers.events.inserted, self._other_layers_changed)
         connect_until_closed(self, self.viewer.layers.events.removed, self._other_layers_changed)
         self._source: str | None = None  # the model the spike choice was made for
-        SESSION.subscribe(self._session_changed)
-        call_when_closed(self, lambda: SESSION.unsubscribe(self._session_changed))
-        self._session_changed(SESSION.source)
+        self.session.subscribe(self._session_changed)
+        call_when_closed(self, lambda: self.session.unsubscribe(self._session_changed))
+        self._session_changed(self.session.source)
         # layers, not names: a layer renamed in the layer list stays what it was (a renamed image
         # was taken for a user's layer: hidden in the grid, covered by a map in the overlay)
         self._layers: list[Any] = []
@@ -197,15 +201,14 @@ class InspectorWidget(DockContainer):
         call_when_shown(self, lambda: self._apply_view(keep_camera=True))
 
     # --- the model --------------------------------------------------------------------------
-    @staticmethod
-    def _spike_choices(*_: Any) -> list[str]:
-        model = SESSION.model
+    def _spike_choices(self, *_: Any) -> list[str]:
+        model = self.session.model
         return list(model.recorded_spikes) if model is not None and model.spiking else ["q", "k", "v"]
 
     def _session_changed(self, source: str) -> None:
         """Show the current model. Another model resets the spike choice to ``v`` (the
         attention's output); for the same model the user's choice stays."""
-        model = SESSION.model
+        model = self.session.model
         chosen = self.spikes.value
         self.spikes.reset_choices()
         if chosen in self.spikes.choices and source == self._source:
@@ -229,7 +232,7 @@ class InspectorWidget(DockContainer):
 
     def _limit_channel(self, *_: Any) -> None:
         """The channel box offers the channels the chosen stage of the current model records."""
-        model = SESSION.model
+        model = self.session.model
         if model is None or not model.spiking or not 0 <= self.stage.value < len(model.attention_modules()):
             return
         channels = model.recorded_channels(self.stage.value)
@@ -240,14 +243,14 @@ class InspectorWidget(DockContainer):
     def run(self) -> Any:
         layer = self.image.value
         # the pixels stay as the layer holds them (a lazy stack: read by the job, off the GUI thread)
-        chosen = selected_image_and_model(layer, viewer=self.viewer, stacks=True)
+        chosen = selected_image_and_model(layer, self.session, viewer=self.viewer, stacks=True)
         if chosen is None:
             return None
         data, model = chosen
         if not model.spiking:
             napari.utils.notifications.show_error(f"{model.arch} does not spike: choose a spiking model in Segment")
             return None
-        self._session_changed(SESSION.source)
+        self._session_changed(self.session.source)
         stage, spike, how, channel = self.stage.value, self.spikes.value, self.reduce.value, self.channel.value
         if spike not in model.recorded_spikes:
             spike = model.recorded_spikes[0]
@@ -255,13 +258,17 @@ class InspectorWidget(DockContainer):
         # a stack: the maps belong to the frame shown now, wherever the slider is when they come
         frame = shown_slice(layer, self.viewer) if layer.ndim == 3 else None
         self.run_button.enabled, self.cancel_button.enabled = False, True
-        source = SESSION.source  # the model inspected, whatever is chosen when the maps come
+        source = self.session.source  # the model inspected, whatever is chosen when the maps come
 
         def job():  # a stack: the slice shown when Inspect was pressed
             pixels = np.asarray(data[frame] if frame is not None else data)
             return (yield from inspect_steps(model, pixels, stage, spike=spike, how=how, channel=channel))
 
+        ticket = self._ticket = object()
+
         def show(result: tuple[Any, Any]) -> None:
+            if ticket is not self._ticket:  # the dock was closed while it ran: no maps, no grid
+                return
             maps, report = result
             if layer in self.viewer.layers:
                 from ..analysis.export import inspection_record
@@ -272,6 +279,13 @@ class InspectorWidget(DockContainer):
 
         self.worker = start_worker(job, "Spike inspector", on_return=show, on_finish=self._idle)
         return self.worker
+
+    def _dock_closed(self) -> None:
+        """Closing the dock stops its inspection (it added six map layers and turned napari's grid
+        on after the dock had gone, with nothing left to turn it off)."""
+        self._ticket = None
+        if self.worker is not None:
+            self.worker.quit()
 
     def cancel(self) -> None:
         """Stop the inspection at its next step; the maps shown stay, and the summary says whose."""

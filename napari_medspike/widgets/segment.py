@@ -26,7 +26,6 @@ from ..runtime import bf16_inference
 from ._common import (
     MASK_COLOURS,
     MASK_STYLES,
-    SESSION,
     add_segmentation_layers,
     call_when_closed,
     compact_label,
@@ -41,6 +40,7 @@ from ._common import (
     model_choices,
     model_label,
     selected_image_and_model,
+    session_of,
     show_text,
     start_worker,
     style_mask,
@@ -79,6 +79,7 @@ class SegmentWidget(DockContainer):
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__(labels=True)
         self.viewer = napari_viewer
+        self.session = session_of(napari_viewer)  # the model its docks share
         self.worker: Any = None
         self._choosing = False  # True while the dock itself sets the model box
         self._folder_cancel: threading.Event | None = None  # set: the folder job running stops
@@ -162,9 +163,12 @@ class SegmentWidget(DockContainer):
         self.folder_button.changed.connect(self.run_folder)
         self.cancel_button.changed.connect(self.cancel)
         follow_layers(self, self.viewer, new_images=True)
-        SESSION.subscribe(self._session_changed)
-        call_when_closed(self, lambda: SESSION.unsubscribe(self._session_changed))
+        self.session.subscribe(self._session_changed)
+        call_when_closed(self, lambda: self.session.unsubscribe(self._session_changed))
         call_when_closed(self, self._stop_following_paint)
+        #: the running job's ticket: closing the dock takes it away, and the job adds nothing
+        self._ticket: object | None = None
+        call_when_closed(self, self._dock_closed)
         show_text(self.device_note, pick_device("auto")[1])
         self._model_changed()
         #: whether the model box holds the dock's choice (its first model, a sample's
@@ -175,11 +179,10 @@ class SegmentWidget(DockContainer):
         tab_with_sibling_docks(self)
 
     # --- model choice -------------------------------------------------------------------
-    @staticmethod
-    def _model_choices(*_: Any) -> list[tuple[str, str]]:
+    def _model_choices(self, *_: Any) -> list[tuple[str, str]]:
         from ..data.corrections import known_stores
 
-        return [*model_choices(tuple(store / "models" for store in known_stores())), (CHECKPOINT_FILE, CHECKPOINT_FILE)]
+        return [*model_choices(self.session, tuple(store / "models" for store in known_stores())), (CHECKPOINT_FILE, CHECKPOINT_FILE)]
 
     def model_source(self) -> str | None:
         """The shipped name or checkpoint path the user chose (None: nothing chosen yet)."""
@@ -217,7 +220,7 @@ class SegmentWidget(DockContainer):
             show_text(self.card, "choose a checkpoint (.safetensors)")
             return
         try:
-            model = SESSION.get(source)
+            model = self.session.get(source)
             self._show_card(source)
             self.flips.value = recommended_flips(model)
             self._warn_mode()
@@ -227,13 +230,13 @@ class SegmentWidget(DockContainer):
 
     def _warn_mode(self, *_: Any) -> None:
         """Say so when the chosen mode does not suit how the chosen model was trained."""
-        note = mode_note(SESSION.model, self.mode.value) if SESSION.model is not None else None
+        note = mode_note(self.session.model, self.mode.value) if self.session.model is not None else None
         if note is not None:
             napari.utils.notifications.show_warning(note)
 
     def _show_card(self, source: str) -> None:
-        if SESSION.model is not None:
-            show_text(self.card, summary_of(SESSION.model))
+        if self.session.model is not None:
+            show_text(self.card, summary_of(self.session.model))
             self.card.tooltip = f"{source}" if source not in list_models() else f"shipped model '{source}'"
 
     def _session_changed(self, source: str) -> None:
@@ -251,12 +254,12 @@ class SegmentWidget(DockContainer):
     def run(self) -> Any:
         """Start segmentation of the selected image layer; returns the worker."""
         layer = self.image.value
-        chosen = selected_image_and_model(layer, self.model_source(), stacks=True)
+        chosen = selected_image_and_model(layer, self.session, self.model_source(), stacks=True)
         if chosen is None:  # (the notification says why; the last result's line would mislead)
             show_text(self.status, "nothing segmented: see the message at the bottom right")
             return None
         data, model = chosen
-        source = SESSION.source  # the model that makes this mask, whatever is chosen when it comes
+        source = self.session.source  # the model that makes this mask, whatever is chosen when it comes
         device, note = pick_device(self.device.value)
         show_text(self.device_note, note)
         mode, threshold, flips = self.mode.value, float(self.threshold.value), bool(self.flips.value)
@@ -273,8 +276,12 @@ class SegmentWidget(DockContainer):
             return prob, measure_slices(prob >= threshold, prob, spacing, unit, image=layer.name,
                                         slice_numbers=frame_numbers(layer))
 
+        ticket = self._ticket = object()
+
         def done(result: Any) -> None:
             prob, rows = result
+            if ticket is not self._ticket:  # the dock was closed while it ran
+                return
             if layer not in self.viewer.layers:  # closed while it was being segmented
                 show_text(self.status, f"'{elide(layer.name, 40)}' was closed while segmenting: no layers added")
                 return
@@ -324,7 +331,7 @@ class SegmentWidget(DockContainer):
         try:
             inputs = list_inputs(source)
             check_writable(out)
-            model = SESSION.get(self.model_source())
+            model = self.session.get(self.model_source())
         except Exception as err:  # a missing/empty or unwritable folder, a bad checkpoint: say so, do not raise
             show_error(str(err))
             return None
@@ -339,7 +346,13 @@ class SegmentWidget(DockContainer):
         def job():
             return (yield from segment_folder_steps(model, source, out, cancel=cancel, **options))
 
+        ticket = self._ticket = object()
+
         def done(result: Any) -> None:
+            if ticket is not self._ticket:  # the dock was closed: the files written stay, no table
+                return
+            self._stop_following_paint()
+            self._measuring += 1  # (a measurement of an earlier mask still running is older)
             self.measurements, self._measured = result.rows, None  # (written files: nothing to measure again)
             self._show_measurements("px²", len(result.masks), by_file=True)
             skipped = f"; {len(result.skipped)} unreadable files skipped (see the notification)" if result.skipped else ""
@@ -372,6 +385,7 @@ class SegmentWidget(DockContainer):
         measures the mask as it is then: the figures are those of the mask as corrected."""
         spacing, unit = layer_spacing(layer)
         self._stop_following_paint()  # painting an earlier mask no longer measures this one again
+        self._measuring += 1  # a measurement of the earlier mask still running must not show its rows here
         options = {"spacing": spacing, "unit": unit, "image": layer.name, "slice_numbers": frame_numbers(layer)}
         self._measured = (self._mask_layer, options, prob, unit)
         self._mask_layer.events.paint.connect(self._painted)
@@ -492,6 +506,15 @@ class SegmentWidget(DockContainer):
         layer = getattr(self, "_mask_layer", None)
         if layer is not None and layer in self.viewer.layers:
             style_mask(layer, self.mask_colour.value, self.mask_style.value)
+
+    def _dock_closed(self) -> None:
+        """Closing the dock stops its job (a segmentation added its layers 18 s after the dock
+        was closed); a folder job keeps what it wrote."""
+        self._ticket = None
+        if self._folder_cancel is not None:
+            self._folder_cancel.set()
+        elif self.worker is not None:
+            self.worker.quit()
 
     def cancel(self) -> None:
         if self.worker is None:

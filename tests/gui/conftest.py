@@ -18,19 +18,17 @@ def tiny_checkpoint(tmp_path):
 
 @pytest.fixture(autouse=True)
 def fresh_session():
-    """Each test starts without a current model; after it, once its viewer is closed, no closed
-    dock may still listen to the session (a leak the widgets must not have)."""
+    """Each test's viewers start without a current model; after it, once its viewers are closed,
+    no closed dock may still listen to a model session (a leak the widgets must not have)."""
     import gc
 
-    from napari_medspike.widgets._common import SESSION
+    from napari_medspike.widgets._common import _SESSIONS
 
-    SESSION.model, SESSION.source, SESSION.checkpoints = None, "", []
-    SESSION._loaded.clear()  # (models loaded by another test are not shared)
+    _SESSIONS.clear()  # (models loaded by another test are not shared)
     yield
     gc.collect()
-    listening = [ref() for ref in SESSION._listeners if ref() is not None]
-    SESSION.model, SESSION.source, SESSION.checkpoints = None, "", []
-    SESSION._loaded.clear()
+    listening = [ref() for session in list(_SESSIONS.values()) for ref in session._listeners if ref() is not None]
+    _SESSIONS.clear()
     assert not listening, f"closed docks still subscribed to the model session: {listening}"
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QApplication
 
-from napari_medspike.widgets._common import SESSION
+from napari_medspike.widgets._common import session_of
 
 WAIT = 120_000  # ms
 
@@ -110,7 +110,7 @@ def test_the_resegment_goes_to_the_image_fine_tuned_for_with_segments_settings(
     # Segment's settings came along, so correcting this mask and fine-tuning again repeats them
     assert tuned.metadata["segmented_with"] == {"mode": "tiled", "flips": True, "device": "cpu"}
     # and the user's mirror TTA choice in Segment survives the switch to the fine-tuned model
-    assert SESSION.source == segment.model_source() and segment.flips.value is True
+    assert session_of(viewer).source == segment.model_source() and segment.flips.value is True
 
 
 def test_an_image_closed_during_the_fine_tune_gets_no_orphan_layers(plugin, qtbot, tmp_path, store_corrections,

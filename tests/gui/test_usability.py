@@ -10,7 +10,7 @@ from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QPushButton
 
 from napari_medspike import create_model, load_model, save_checkpoint
-from napari_medspike.widgets._common import SESSION, mask_look
+from napari_medspike.widgets._common import mask_look, session_of
 from napari_medspike.widgets.inspector import viewer_grid
 
 WAIT = 120_000  # ms
@@ -34,14 +34,14 @@ def test_a_finetuned_model_is_offered_stays_selected_and_is_used(plugin, qtbot, 
     tuned_path = tmp_path / "models" / "finetuned_20261125-101112.safetensors"
     tuned = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2)
     save_checkpoint(tuned, tuned_path, input_size=64)
-    SESSION.set(load_model(tuned_path), str(tuned_path))  # what the fine-tune dock does at the end
+    session_of(viewer).set(load_model(tuned_path), str(tuned_path))  # what the fine-tune dock does at the end
     assert str(tuned_path) in segment.model_choice.choices
     assert segment.model_choice.value == str(tuned_path)
     combo = segment.model_choice.native
     assert combo.itemText(combo.currentIndex()) == "fine-tuned 10:11:12 (2026-11-25)"
     with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
         pass
-    assert SESSION.source == str(tuned_path)  # Segment did not switch back to the default
+    assert session_of(viewer).source == str(tuned_path)  # Segment did not switch back to the default
     assert segment.model_choice.value == str(tuned_path)
     assert "current:" not in text(segment.card) and str(tuned_path) == segment.card.tooltip
     # the inspector names the same model
@@ -55,19 +55,19 @@ def test_a_closed_dock_is_unsubscribed_and_changing_model_works(plugin, qtbot, t
     from napari_medspike.widgets import SegmentWidget
 
     viewer, widgets, _ = plugin
-    before = len(SESSION._listeners)
+    before = len(session_of(viewer)._listeners)
     extra = SegmentWidget(viewer)
-    assert len(SESSION._listeners) == before + 1
+    assert len(session_of(viewer)._listeners) == before + 1
     extra.native.deleteLater()
     QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
     del extra
     gc.collect()
-    SESSION.set(SESSION.get(), SESSION.source)  # a notification drops listeners that are gone
-    assert len(SESSION._listeners) == before
+    session_of(viewer).set(session_of(viewer).get(), session_of(viewer).source)  # a notification drops listeners that are gone
+    assert len(session_of(viewer)._listeners) == before
     other = save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), tmp_path / "o.safetensors",
                             input_size=32)
     widgets["Segment"].checkpoint.value = str(other)
-    assert SESSION.model.arch == "medqkformer" and not any("rror" in n for n in notes)
+    assert session_of(viewer).model.arch == "medqkformer" and not any("rror" in n for n in notes)
     assert "medqkformer" in text(widgets["Spike inspector"].model_note)
 
 
@@ -119,7 +119,7 @@ def test_one_correction_gives_a_number_and_says_on_what(plugin, qtbot, tmp_path,
     assert "photo mask (fine-tuned)" in viewer.layers
     shown = text(tune.result)
     assert "nan" not in shown.lower() and "corrected image itself" in shown
-    card = SESSION.source.replace(".safetensors", ".md")
+    card = session_of(viewer).source.replace(".safetensors", ".md")
     card_text = open(card).read()
     assert "nan" not in card_text.lower() and "training images (nothing held out)" in card_text
 
@@ -649,7 +649,7 @@ def test_training_in_a_worker_thread_after_other_jobs_has_gradients(plugin, qtbo
     tune.epochs.value = 1
     with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
         pass
-    assert "finetuned_" in SESSION.source
+    assert "finetuned_" in session_of(viewer).source
 
 
 def test_opening_the_correction_dock_readies_the_mask_for_painting(plugin, qtbot):
@@ -780,17 +780,17 @@ def test_closed_docks_stop_following_the_viewer(plugin, qtbot):
     """napari's ✕ takes a dock's contents out of the window without deleting them: before, a
     closed dock went on following layers and the model, and Segment's measured each stroke
     painted on its mask again, unseen (once per dock closed and opened again)."""
-    from napari_medspike.widgets._common import SESSION
+    from napari_medspike.widgets._common import session_of
 
     viewer, widgets, photo = plugin
     segment, tune = widgets["Segment"], widgets["Correct and fine-tune"]
     with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
         pass
     mask = viewer.layers["photo mask"]
-    listeners = len(SESSION._listeners)
+    listeners = len(session_of(viewer)._listeners)
     for widget in widgets.values():
         viewer.window.remove_dock_widget(widget.native)  # what the dock's ✕ does
-    assert len(SESSION._listeners) == listeners - 2  # Segment's and the inspector's
+    assert len(session_of(viewer)._listeners) == listeners - 2  # Segment's and the inspector's
     mask.paint((20, 30), 0)  # a stroke on the mask Segment measured
     assert not segment._remeasure_timer.isActive()
     other_mask = viewer.add_labels(np.zeros(photo.data.shape[:2], np.uint8), name="other")
@@ -941,3 +941,22 @@ def test_the_plots_take_napari_s_theme(plugin, qtbot):
     viewer.theme = "light"
     light = RatePlot(plot_theme(viewer))
     assert to_hex(light.figure.get_facecolor()) == get_theme("light").background.as_hex()
+
+
+def test_two_viewers_keep_their_own_models(make_napari_viewer):
+    """One module-wide model: a second window's sample switched the first window's Segment to the
+    skin model, and a model chosen in the second was used by the first without a word."""
+    from napari_medspike.widgets._common import session_of
+
+    first, second = make_napari_viewer(), make_napari_viewer()
+    _, segment1 = first.window.add_plugin_dock_widget("napari-medspike", "Segment")
+    _, inspector1 = first.window.add_plugin_dock_widget("napari-medspike", "Spike inspector")
+    first.open_sample("napari-medspike", "kvasir")
+    assert segment1.model_choice.value == "default"
+    _, segment2 = second.window.add_plugin_dock_widget("napari-medspike", "Segment")
+    second.open_sample("napari-medspike", "ph2")
+    assert segment2.model_choice.value == "dermoscopy" and segment1.model_choice.value == "default"
+    segment2.model_choice.value = "spiking"
+    assert session_of(second).source == "spiking" and session_of(first).source == "default"
+    assert segment1.model_choice.value == "default" and "spiking" not in inspector1.model_note.value
+    assert session_of(first) is session_of(first) and session_of(first) is not session_of(second)

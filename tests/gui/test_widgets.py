@@ -7,9 +7,10 @@ import re
 import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication
 
 from napari_medspike import create_model, load_model, save_checkpoint
-from napari_medspike.widgets._common import SESSION, viewer_grid
+from napari_medspike.widgets._common import session_of, viewer_grid
 
 WAIT = 120_000  # ms
 
@@ -375,15 +376,15 @@ def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot,
         pass
     assert len(tune.plot.history) == 2
     assert 0 <= tune.plot.start["val_dice"] <= 1  # the starting model's Dice, drawn as the bar to beat
-    assert SESSION.source.endswith(".safetensors") and "finetuned_" in SESSION.source
-    assert load_model(SESSION.source).arch == "medspikeformer"
+    assert session_of(viewer).source.endswith(".safetensors") and "finetuned_" in session_of(viewer).source
+    assert load_model(session_of(viewer).source).arch == "medspikeformer"
     assert "held-out Dice on 1 image" in " ".join(tune.result.value.split())
     # a later session lists this model in Segment too, though its corrections folder is not the default
     from napari_medspike.data.corrections import known_stores
 
-    SESSION.checkpoints.clear()
+    session_of(viewer).checkpoints.clear()
     assert (tmp_path / "store").resolve() in known_stores()
-    assert SESSION.source in [source for _, source in widgets["Segment"]._model_choices()]
+    assert session_of(viewer).source in [source for _, source in widgets["Segment"]._model_choices()]
     # the outcome is also a notification, visible however small the window
     assert any(re.fullmatch(r"fine-tuning done: Dice \d\.\d{3} -> \d\.\d{3} \(held out: 1 image\)", n) for n in notes), notes
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
@@ -410,13 +411,13 @@ def test_a_fine_tune_that_beats_nothing_keeps_the_model_and_says_so(plugin, tmp_
     viewer, widgets, image = plugin
     tune = widgets["Correct and fine-tune"]
     store_corrections(viewer, tune, image, tmp_path / "store", [(slice(30, 60), slice(10, 40))])
-    before = SESSION.source
+    before = session_of(viewer).source
     tune.epochs.value = 1
     with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
         pass
     said = " ".join(tune.result.value.split())
     assert "kept unchanged" in said and "stays" in said and "->" not in said
-    assert SESSION.source == before  # the same weights: Segment keeps its model
+    assert session_of(viewer).source == before  # the same weights: Segment keeps its model
     assert tune.resegment_worker is None and "photo mask (fine-tuned)" not in viewer.layers
     assert any("not improved" in n for n in notes)
     # no copy of the starting weights is left: not as the output, nor as the run's scratch files
@@ -460,7 +461,7 @@ def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_i
         pass
     assert "cancelled" in " ".join(tune.result.value.split())
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
-    assert load_model(SESSION.source).arch == "medspikeformer"
+    assert load_model(session_of(viewer).source).arch == "medspikeformer"
 
 
 def test_painting_marks_the_mask_and_autosaves_a_draft(plugin, qtbot, tmp_path, monkeypatch):
@@ -548,7 +549,7 @@ def test_keep_the_start_model_box_reaches_fine_tuning(plugin, tmp_path, qtbot, s
     with qtbot.waitSignal(tune.run().finished, timeout=WAIT):
         pass
     assert seen == [False]
-    assert load_model(SESSION.source).arch == "medspikeformer"  # one network, as asked
+    assert load_model(session_of(viewer).source).arch == "medspikeformer"  # one network, as asked
     qtbot.waitUntil(lambda: tune.resegment_worker is None, timeout=WAIT)
 
 
@@ -824,26 +825,27 @@ def test_switching_back_to_a_model_reuses_it_unless_its_file_changed(tmp_path):
     """Each switch in Segment's model box loaded the model again on the GUI thread (0.15-1.5 s)."""
     import os
 
-    from napari_medspike.widgets._common import SESSION
+    from napari_medspike.widgets._common import ModelSession
 
-    first = SESSION.get("default")
+    session = ModelSession()
+    first = session.get("default")
     other = save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), tmp_path / "m.safetensors",
                             input_size=32)
-    assert SESSION.get(str(other)) is not first
-    assert SESSION.get("default") is first  # switched back: the model loaded before
-    kept = SESSION.get(str(other))
+    assert session.get(str(other)) is not first
+    assert session.get("default") is first  # switched back: the model loaded before
+    kept = session.get(str(other))
     save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), other, input_size=32)
     os.utime(other, ns=(0, 10**18))  # rewritten (and surely a new modification time)
-    SESSION.get("default")
-    assert SESSION.get(str(other)) is not kept  # a file written again is read again
+    session.get("default")
+    assert session.get(str(other)) is not kept  # a file written again is read again
     # ... and so is the model in use, asked for again by its path (Segment kept the old weights)
-    again = SESSION.get(str(other))
-    assert SESSION.get(str(other)) is again
+    again = session.get(str(other))
+    assert session.get(str(other)) is again
     save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), other, input_size=48)
     os.utime(other, ns=(0, 2 * 10**18))
-    assert SESSION.get(str(other)) is not again and SESSION.model.input_size == 48
+    assert session.get(str(other)) is not again and session.model.input_size == 48
     other.unlink()  # a file gone: the model in use stays
-    assert SESSION.get(str(other)) is SESSION.model
+    assert session.get(str(other)) is session.model
 
 
 def test_a_video_read_every_kth_frame_is_numbered_by_its_own_frames(plugin, tmp_path, qtbot, save):
@@ -878,3 +880,53 @@ def test_a_video_read_every_kth_frame_is_numbered_by_its_own_frames(plugin, tmp_
     assert entry is not None
     provenance = json.loads((tmp_path / "store" / "provenance" / f"{entry.stem}.json").read_text())
     assert provenance["frame"] == 3, provenance
+
+
+def test_closing_segment_or_the_inspector_stops_its_job_and_adds_nothing(plugin, qtbot):
+    """Closed while it ran, Segment added its layers 18 s later, and the inspector six map layers
+    with napari's grid turned on and no dock left to turn it off."""
+    viewer, widgets, image = plugin
+    before = [layer.name for layer in viewer.layers]
+    for name in ("Segment", "Spike inspector"):
+        worker = widgets[name].run()
+        viewer.window.remove_dock_widget(widgets[name].native)  # what the dock's ✕ does
+        qtbot.waitUntil(lambda: not worker.is_running, timeout=WAIT)
+        for _ in range(20):
+            QApplication.processEvents()
+    assert [layer.name for layer in viewer.layers] == before
+    assert not viewer.grid.enabled
+
+
+def test_an_earlier_masks_measurement_never_replaces_a_newer_ones(plugin, qtbot, monkeypatch):
+    """Painting a mask measures it again in a worker; a new segmentation finished meanwhile, and
+    the earlier mask's rows then replaced the new mask's in the table and in its metadata."""
+    import threading
+
+    import napari_medspike.widgets.segment as segment_module
+
+    viewer, widgets, image = plugin
+    segment = widgets["Segment"]
+    segment.threshold.value = 0.05  # the tiny model's masks have regions
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    gate, measure = threading.Event(), segment_module.measure_slices
+
+    def held_for_photo(*args, **kwargs):
+        if kwargs.get("image") == "photo":
+            gate.wait(60)
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(segment_module, "measure_slices", held_for_photo)
+    viewer.layers["photo mask"].data[:10, :10] = 1
+    earlier = segment._remeasure()  # the photo's mask measured again: held until the end
+    other = viewer.add_image(np.random.default_rng(5).random((40, 50)).astype(np.float32), name="other")
+    segment.image.value = other
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    assert {row["image"] for row in segment.measurements} <= {"other"}
+    gate.set()
+    qtbot.waitUntil(lambda: not earlier.is_running, timeout=WAIT)
+    for _ in range(20):
+        QApplication.processEvents()
+    assert segment.measurements and {row["image"] for row in segment.measurements} == {"other"}
+    assert {row["image"] for row in viewer.layers["other mask"].metadata["measurements"]} == {"other"}
