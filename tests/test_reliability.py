@@ -973,3 +973,18 @@ def test_stored_pixels_are_read_as_stored(tmp_path):
     (tmp_path / "b.png").write_bytes(b"not an image at all")
     with pytest.raises(ImageReadError, match="b.png"):
         read_pixels(tmp_path / "b.png")
+
+
+def test_the_models_mask_as_it_came_never_replaces_a_painted_correction(tmp_path):
+    from napari_medspike.data.corrections import CorrectionStore
+
+    store = CorrectionStore(tmp_path / "store")
+    image = (np.random.default_rng(0).random((30, 40, 3)) * 255).astype(np.uint8)
+    painted = store.save(image, np.eye(30, 40), {"painted": True})
+    with pytest.raises(ValueError, match="was painted by hand"):
+        store.save(image, np.ones((30, 40)), {"painted": False})
+    assert [e.stem for e in store.list()] == [painted.stem]
+    again = store.save(image, np.ones((30, 40)), {"painted": True})  # painted again: it replaces
+    assert again.replaced == (painted.stem,)
+    unknown = store.save(image, np.eye(30, 40))  # a caller that does not say: replaced as before
+    assert unknown.replaced == (again.stem,)

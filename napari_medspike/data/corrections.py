@@ -290,7 +290,9 @@ class CorrectionStore:
         """Store an image (any 2D grey/RGB/RGBA array) and its mask; return the stored entry.
 
         An earlier correction of the same image (the same pixels) is replaced: it moves to
-        ``removed/`` once the new entry is complete, and the entry lists it in ``replaced``.
+        ``removed/`` once the new entry is complete, and the entry lists it in ``replaced``;
+        except that a mask the provenance says was not painted (``"painted": False``, the model's
+        mask as it came) never replaces one that was (``ValueError``).
         ``mask`` follows :func:`~napari_medspike.data.io.to_binary_mask` (value > 0 is
         foreground; an all-foreground mask is valid). Raises ``ValueError`` for an empty mask
         (nothing to learn from) or a mask that does not match the image size. ``name`` starts
@@ -311,6 +313,14 @@ class CorrectionStore:
             p.mkdir(parents=True, exist_ok=True)
         fingerprint = pixel_fingerprint(pixels)
         earlier = [s for s, f in entry_groups(self.root).items() if f == fingerprint]
+        if (provenance or {}).get("painted") is False:
+            painted = [s for s in earlier if self._provenance(s).get("painted") is True]
+            if painted:
+                raise ValueError(
+                    f"the stored correction {painted[0]} of this picture was painted by hand, and this mask was "
+                    "not painted since the model made it: saving it would replace the painted one with the "
+                    "model's mask. Paint on this mask first, or remove the stored correction if the model's "
+                    "mask is right")
         meta = {
             "stem": stem,
             "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -330,6 +340,14 @@ class CorrectionStore:
         for old in earlier:
             self.remove(old)
         return Correction(stem, paths["images"] / f"{stem}.png", paths["masks"] / f"{stem}.png", meta, tuple(earlier))
+
+    def _provenance(self, stem: str) -> dict[str, Any]:
+        """An entry's provenance record (empty when it cannot be read)."""
+        try:
+            meta = json.loads((self.root / "provenance" / f"{stem}.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return meta if isinstance(meta, dict) else {}
 
     def remove(self, stem: str) -> Path:
         """Take an entry out of the store: its provenance, image and mask move (in that order,

@@ -238,8 +238,8 @@ class FinetuneResult:
         limit = ""
         if self.time_limited and not self.cancelled:
             ran, planned = self.time_limited
-            limit = (f"; the time limit stopped it after {ran} of {planned} epochs (raise 'minutes', or 0 for "
-                     "no limit)")
+            limit = (f"; the time limit stopped it after {ran} of {planned} epochs (raise the time limit: "
+                     "'time limit' in the dock, --minutes on the command line; 0 for none)")
         if not self.improved:
             return (f"{where}: {self.dice_before:.3f}; no epoch beat the starting model, so its weights are kept "
                     f"unchanged (more corrections or epochs may help){limit}{self._left_out}")

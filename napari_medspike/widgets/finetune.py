@@ -354,6 +354,10 @@ class FinetuneWidget(DockContainer):
                 "labels_layer": labels.name,
                 # the model whose mask was corrected (None: painted from scratch), not the one chosen now
                 "model": labels.metadata.get("segmented_by"),
+                # painted by hand (or from scratch), or the model's mask as it came: the latter never
+                # replaces a painted correction of the same picture (a second Segment made its new mask
+                # the dock's, and Save correction replaced the painted one with it)
+                "painted": bool(labels.metadata.get("edited")) or labels.metadata.get("segmented_by") is None,
             }
             store = self.store
         except Exception as err:
@@ -514,7 +518,7 @@ class FinetuneWidget(DockContainer):
         # show when the fine-tune ends (the user may go on to the next image meanwhile)
         self._target = (self.image.value, self.mask.value)
         self.plot.clear()
-        show_text(self.result, f"fine-tuning on {len(entries)} corrections…")
+        show_text(self.result, f"fine-tuning on {len(entries)} correction{'s' if len(entries) != 1 else ''}…")
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.worker = start_worker(job, "Fine-tune", on_yield=self._progress, on_return=self._finished,
                                    on_finish=self._idle,
@@ -540,7 +544,8 @@ class FinetuneWidget(DockContainer):
         if result.measured and not result.improved:  # the same weights: nothing to switch to or compare
             state = "cancelled" if result.cancelled else "done"
             show_text(self.result, f"{state}: {result.describe()}\nthe model in Segment and the inspector stays "
-                      f"{elide(model_label(self.session.source), 40)}; no copy of it was saved")
+                      f"{elide(model_label(self.session.source), 40)}; no new model file was written (the "
+                      "corrections stay stored)")
             self.result.tooltip = ""
             napari.utils.notifications.show_info(f"fine-tuning {state}: {result.headline()}")
             return

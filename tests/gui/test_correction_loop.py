@@ -185,3 +185,33 @@ def test_a_folder_typed_with_a_tilde_is_the_home_folder_and_an_empty_box_is_refu
     segment = widgets["Segment"]
     segment.folder_in.line_edit.value = "~/corrections/images"
     assert segment.output_folder() == home / "corrections" / "images-masks"
+
+
+def test_the_models_mask_never_replaces_a_painted_correction_of_the_same_image(plugin, qtbot, tmp_path, save, notes):
+    """Segmenting again after saving a painted correction made the new, unpainted mask the dock's
+    mask; Save correction then replaced the painted correction with the model's mask."""
+    import json
+
+    viewer, widgets, image = plugin
+    segment, tune = widgets["Segment"], widgets["Correct and fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    with qtbot.waitSignal(segment.run().finished, timeout=120_000):
+        pass
+    painted = viewer.layers["photo mask"]
+    painted.paint((20, 30), 0 if painted.data[20, 30] else 1)  # a brush stroke that changes the mask
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = image, painted
+    first = save(tune)
+    assert first is not None and first.provenance["painted"] is True
+    with qtbot.waitSignal(segment.run().finished, timeout=120_000):
+        pass
+    fresh = viewer.layers["photo mask [2]"]  # the painted mask is kept; the new one beside it
+    viewer.layers.selection.active = fresh  # what Segment leaves selected: the dock follows it
+    assert tune.mask.value is fresh
+    assert save(tune) is None
+    assert any("was painted by hand" in n and "Paint on this mask first" in n for n in notes), notes
+    assert [entry.stem for entry in tune.store.list()] == [first.stem]
+    fresh.paint((10, 10), 0 if fresh.data[10, 10] else 1)  # painted now: it replaces the earlier correction
+    second = save(tune)
+    assert second is not None and second.replaced == (first.stem,)
+    assert json.loads((tmp_path / "store" / "provenance" / f"{second.stem}.json").read_text())["painted"] is True
