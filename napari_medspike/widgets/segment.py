@@ -82,6 +82,7 @@ class SegmentWidget(DockContainer):
         self.session = session_of(napari_viewer)  # the model its docks share
         self.worker: Any = None
         self._choosing = False  # True while the dock itself sets the model box
+        self._kept_told: set[Any] = set()  # samples whose suggested model was not taken, once said
         self._folder_cancel: threading.Event | None = None  # set: the folder job running stops
         names = list(list_models())
         self.image = image_box(self.viewer)
@@ -200,9 +201,12 @@ class SegmentWidget(DockContainer):
         if suggested not in self.model_choice.choices or suggested == self.model_choice.value:
             return
         if not self._automatic_model:  # the user's choice (or a fine-tuned model) stays
-            napari.utils.notifications.show_info(
-                f"the sample '{layer.name}' is of the kind model '{suggested}' was trained on; the model chosen "
-                f"({elide(model_label(self.model_source() or ''), 40)}) is kept")
+            key = getattr(layer, "unique_id", id(layer))
+            if key not in self._kept_told:  # once per sample: not again whenever the box falls back on it
+                self._kept_told.add(key)
+                napari.utils.notifications.show_info(
+                    f"'{suggested}' is the model trained on images like '{layer.name}'; keeping "
+                    f"{elide(model_label(self.model_source() or ''), 40)}, the model chosen")
             return
         self._choosing = True
         try:
@@ -266,6 +270,7 @@ class SegmentWidget(DockContainer):
         rgb = bool(getattr(layer, "rgb", False))
 
         spacing, unit = layer_spacing(layer)
+        frames = frame_numbers(layer)  # a long video's own frame numbers, for the table
         if (squeezed := shape_note(*np.shape(data)[-3 if rgb else -2:][:2], mode)) is not None:
             napari.utils.notifications.show_warning(squeezed)
 
@@ -274,7 +279,7 @@ class SegmentWidget(DockContainer):
             prob = yield from predict_stack_steps(model, data, rgb=rgb, mode=mode, device=device, flips=flips)
             # measured here, not on the GUI thread (0.7 s for a 12-megapixel mask)
             return prob, measure_slices(prob >= threshold, prob, spacing, unit, image=layer.name,
-                                        slice_numbers=frame_numbers(layer))
+                                        slice_numbers=frames)
 
         ticket = self._ticket = object()
 

@@ -897,7 +897,11 @@ def test_a_bundled_sample_gets_the_model_trained_on_its_kind_of_image(make_napar
     # a model the user chose (or a fine-tune made current) is not replaced by a sample's suggestion
     segment.image.value = viewer.layers["skin lesion (PH2)"]
     assert segment.model_choice.value == "spiking"
-    assert "the model chosen (spiking) is kept" in notes[-1]
+    assert "keeping spiking, the model chosen" in notes[-1]
+    told = len(notes)
+    segment.image.value = viewer.layers["mine"]
+    segment.image.value = viewer.layers["skin lesion (PH2)"]  # back on it: said once is enough
+    assert not any("keeping" in n for n in notes[told:]), notes[told:]
 
 
 def test_a_model_card_says_what_its_dice_was_measured_on(tmp_path):
