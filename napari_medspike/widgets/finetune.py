@@ -218,10 +218,12 @@ class FinetuneWidget(DockContainer):
         self.lr.native.setDecimals(6)
         from qtpy.QtCore import Qt
 
-        # a long name is cut at its end (the image it names stays in view: its tooltip has it all), never
-        # scrolled sideways
-        self.corrections.native.setTextElideMode(Qt.TextElideMode.ElideRight)
+        # a long name is cut in its middle: the image it names and the time it was saved stay in view
+        # (cut at its end, every correction of one image read alike at 1280 px), never scrolled sideways;
+        # its tooltip has it all. At most about six rows tall: the fine-tune controls stay in view.
+        self.corrections.native.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.corrections.native.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.corrections.native.setMaximumHeight(6 * self.corrections.native.fontMetrics().height() + 16)
         self.corrections.native.model().rowsInserted.connect(self._name_in_tooltips)
         self.save_button.changed.connect(self.save_correction)
         self.reload_button.changed.connect(self.load_selected)

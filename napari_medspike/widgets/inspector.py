@@ -518,7 +518,7 @@ class InspectorWidget(DockContainer):
         show_text(self.summary, (
             f"{routed}{time}\nfiring rate per encoder stage{per}: {rates}\n"
             f"synaptic ops {report.sops / 1e9:.2f} G, analog MACs {report.analog_macs / 1e9:.2f} G\n"
-            f"energy {report.energy_pj / 1e9:.2f} mJ vs dense ANN {report.ann_energy_pj / 1e9:.2f} mJ "
+            f"estimated energy {report.energy_pj / 1e9:.2f} mJ vs dense ANN {report.ann_energy_pj / 1e9:.2f} mJ "
             f"({report.energy_pj / max(report.ann_energy_pj, 1e-9):.0%})\n"
             f"{legend}\nmaps of one full-precision pass, without mirror TTA"
         ))
