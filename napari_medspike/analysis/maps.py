@@ -166,7 +166,7 @@ def model_input(image: np.ndarray, size: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = "v", how: str = "mean",
-                  channel: int = 0, size: int | None = None) -> StageMaps:
+                  channel: int = 0, size: int | None = None, x: torch.Tensor | None = None) -> StageMaps:
     """Run the model on an image and reduce one stage's spikes and interactions to maps.
 
     ``spike`` names a recorded spike tensor (:attr:`~napari_medspike.models.Segmenter.recorded_spikes`:
@@ -180,7 +180,8 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     if spike not in model.recorded_spikes:
         raise ValueError(f"{model.arch} records spikes {list(model.recorded_spikes)}, not {spike!r}")
     size = size or model.input_size
-    x = model_input(image, size).to(model.device)  # where Segment left the model (a GPU, maybe)
+    if x is None:  # (given: the model's input made from ``image`` already, at ``size``)
+        x = model_input(image, size).to(model.device)  # where Segment left the model (a GPU, maybe)
     with evaluation_mode(model):
         out = model.forward_intermediates(x)
     record = out["stages"][stage]
@@ -221,9 +222,10 @@ def inspect_steps(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     shown together come from passes that agree spike for spike.
     """
     yield Progress(0, 2, "forward with recording")
+    x = model_input(image, model.input_size).to(model.device)  # made once: a large image is shrunk once
     with fastpath.disabled():
-        maps = inspect_stage(model, image, stage, spike=spike, how=how, channel=channel)
+        maps = inspect_stage(model, image, stage, spike=spike, how=how, channel=channel, x=x)
     yield Progress(1, 2, "energy")
-    report = estimate_energy(model, model_input(image, model.input_size).to(model.device))
+    report = estimate_energy(model, x)
     yield Progress(2, 2, "done")
     return maps, report
