@@ -22,6 +22,7 @@ from magicgui.widgets import (
 
 from ..common import WriteError, check_writable
 from ..data.corrections import STAMP, Correction, CorrectionStore, check_correction, default_store, remember_store
+from ..data.dataset import find_pairs, split_units
 from ..data.io import read_mask, read_pixels
 from ..data.io import warm_up as decoders_warm_up
 from ..engine.checkpoint import load_model, model_card_path
@@ -89,10 +90,13 @@ class CurvePlot(DockPlot):
             self.ax = self.figure.add_subplot(111)
         self.history: list[dict[str, float]] = []
         self.start: dict[str, float] | None = None
+        #: whether the Dice is measured on held-out corrections; with one picture it is measured on
+        #: the picture trained on, and the curves say so
+        self.held_out = True
         self.clear()
 
-    def clear(self) -> None:
-        self.history, self.start = [], None
+    def clear(self, held_out: bool = True) -> None:
+        self.history, self.start, self.held_out = [], None, held_out
         self._draw()
 
     def set_start(self, metrics: dict[str, float]) -> None:
@@ -111,14 +115,15 @@ class CurvePlot(DockPlot):
         from matplotlib.ticker import MaxNLocator
 
         self.ax.clear()
+        dice = "val Dice" if self.held_out else "Dice (trained on)"
         if self.history:
             epochs = [h["epoch"] for h in self.history]
             self.ax.plot(epochs, [h["train_loss"] for h in self.history], "o-", label="train loss")
             self.ax.plot(epochs, [h["val_loss"] for h in self.history], "s-", label="val loss")
-            self.ax.plot(epochs, [h["val_dice"] for h in self.history], "^-", label="val Dice")
+            self.ax.plot(epochs, [h["val_dice"] for h in self.history], "^-", label=dice)
         if self.start is not None and "val_dice" in self.start:
             self.ax.axhline(self.start["val_dice"], linestyle="--", linewidth=1, color="C2",
-                            label="val Dice at start")
+                            label=f"{dice} at start")
             self.ax.plot([0], [self.start["val_dice"]], "^", color="C2")
         self.ax.set_xlabel("epoch", fontsize=8)
         self.ax.set_title("fine-tuning", fontsize=8)
@@ -519,8 +524,11 @@ class FinetuneWidget(DockContainer):
         # the image and mask to segment again afterwards: those chosen now, whatever the boxes
         # show when the fine-tune ends (the user may go on to the next image meanwhile)
         self._target = (self.image.value, self.mask.value)
-        self.plot.clear()
-        show_text(self.result, f"fine-tuning on {len(entries)} correction{'s' if len(entries) != 1 else ''}…")
+        # one picture cannot be held out: its Dice is measured on the picture trained on
+        held_out = split_units(find_pairs([root])[0]) >= 2
+        self.plot.clear(held_out=held_out)
+        show_text(self.result, f"fine-tuning on {len(entries)} correction{'s' if len(entries) != 1 else ''}…"
+                  + ("" if held_out else "\n(one picture: its Dice is measured on it, not on a held-out one)"))
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.worker = start_worker(job, "Fine-tune", on_yield=self._progress, on_return=self._finished,
                                    on_finish=self._idle,

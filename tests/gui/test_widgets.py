@@ -376,6 +376,7 @@ def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot,
         pass
     assert len(tune.plot.history) == 2
     assert 0 <= tune.plot.start["val_dice"] <= 1  # the starting model's Dice, drawn as the bar to beat
+    assert "val Dice" in legend_labels(tune.plot)  # two pictures: one is held out
     assert session_of(viewer).source.endswith(".safetensors") and "finetuned_" in session_of(viewer).source
     assert load_model(session_of(viewer).source).arch == "medspikeformer"
     assert "held-out Dice on 1 image" in " ".join(tune.result.value.split())
@@ -417,6 +418,8 @@ def test_a_fine_tune_that_beats_nothing_keeps_the_model_and_says_so(plugin, tmp_
         pass
     said = " ".join(tune.result.value.split())
     assert "kept unchanged" in said and "stays" in said and "->" not in said
+    # one picture cannot be held out: the curve is not called a validation Dice
+    assert "Dice (trained on)" in legend_labels(tune.plot) and "val Dice" not in legend_labels(tune.plot)
     assert session_of(viewer).source == before  # the same weights: Segment keeps its model
     assert tune.resegment_worker is None and "photo mask (fine-tuned)" not in viewer.layers
     assert any("not improved" in n for n in notes)
@@ -930,3 +933,8 @@ def test_an_earlier_masks_measurement_never_replaces_a_newer_ones(plugin, qtbot,
         QApplication.processEvents()
     assert segment.measurements and {row["image"] for row in segment.measurements} == {"other"}
     assert {row["image"] for row in viewer.layers["other mask"].metadata["measurements"]} == {"other"}
+
+
+def legend_labels(plot) -> list[str]:
+    """The labels of a dock plot's legend (beneath its axes)."""
+    return [text.get_text() for legend in plot.figure.legends for text in legend.get_texts()]
