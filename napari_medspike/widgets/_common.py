@@ -405,9 +405,11 @@ def make_narrow(container: Any) -> None:
     room: drop-downs and file fields no longer size themselves to their longest entry."""
     from qtpy.QtWidgets import QAbstractSpinBox, QComboBox, QLineEdit
 
+    container._full_choice = _FullChoiceTip(container.root_native_widget)  # lives with the dock
     for combo in container.native.findChildren(QComboBox):
         combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         combo.setMinimumContentsLength(3)
+        combo.installEventFilter(container._full_choice)
     for line in container.native.findChildren(QLineEdit):
         line.setMinimumWidth(40)
     for spin in container.native.findChildren(QAbstractSpinBox):
@@ -426,6 +428,26 @@ def make_narrow(container: Any) -> None:
     container.root_native_widget.setMinimumWidth(DOCK_MIN_WIDTH)
     container._width_keeper = _WidthKeeper(container.root_native_widget)  # kept alive with the dock
     container.inner.installEventFilter(container._width_keeper)
+
+
+class _FullChoiceTip(QObject):
+    """A narrow drop-down cuts its choice short ("polyp (Kv"): hovering it shows the whole
+    choice above the box's own tooltip, which stays as it was."""
+
+    def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.ToolTip:
+            from qtpy.QtWidgets import QToolTip
+
+            text = obj.currentText()
+            tip = obj.toolTip()
+            if text and obj.fontMetrics().horizontalAdvance(text) > obj.contentsRect().width() - 40:
+                tip = f"{text}\n\n{tip}" if tip else text  # (40 px: the arrow and the frame)
+            if tip:
+                QToolTip.showText(event.globalPos(), tip, obj)
+            else:
+                QToolTip.hideText()
+            return True
+        return False
 
 
 class _WidthKeeper(QObject):

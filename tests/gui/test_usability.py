@@ -964,3 +964,40 @@ def test_two_viewers_keep_their_own_models(make_napari_viewer):
     assert session_of(second).source == "spiking" and session_of(first).source == "default"
     assert segment1.model_choice.value == "default" and "spiking" not in inspector1.model_note.value
     assert session_of(first) is session_of(first) and session_of(first) is not session_of(second)
+
+
+def test_a_drop_down_too_narrow_for_its_choice_shows_it_whole_on_hover(plugin, qtbot):
+    """At 1280x800 the docks are about 215 px wide and the image box shows "a polyp image with a
+    lo": hovering it shows the whole name, above the box's own tooltip."""
+    from qtpy.QtCore import QPoint
+    from qtpy.QtGui import QHelpEvent
+    from qtpy.QtWidgets import QToolTip
+
+    from napari_medspike.demo import plugin_dock
+
+    viewer, widgets, image = plugin
+    viewer.window.show()
+    viewer.window._qt_window.resize(1280, 800)
+    image.name = "a polyp image with a long name from the endoscopy archive"
+    segment = widgets["Segment"]
+    plugin_dock(viewer, "Segment").raise_()
+    segment.reset_choices()
+    segment.image.value = image
+    settle(0.3)
+
+    def hover(widget) -> str:
+        combo = widget.native
+        QToolTip.hideText()
+        event = QHelpEvent(QEvent.Type.ToolTip, QPoint(5, 5), combo.mapToGlobal(QPoint(5, 5)))
+        QApplication.sendEvent(combo, event)
+        qtbot.waitUntil(QToolTip.isVisible, timeout=2000)
+        return QToolTip.text()
+
+    combo = segment.image.native
+    assert combo.fontMetrics().horizontalAdvance(image.name) > combo.width()  # cut short in the box
+    assert hover(segment.image) == image.name
+    segment.image.tooltip = "the image to segment"  # a box's own tooltip stays, beneath the choice
+    assert hover(segment.image) == f"{image.name}\n\nthe image to segment"
+    # a choice that fits shows only the box's own tooltip
+    segment.mode.value = "resize"
+    assert hover(segment.mode) == segment.mode.tooltip
