@@ -50,6 +50,9 @@ DECOMPOSED_HELP = (
     "often than those shares predict, 0 where they are independent. The four maps follow from these "
     "exactly; nothing is added."
 )
+#: The colour bar beside each map in the grid, (width, height) in screen pixels, at the bottom
+#: right of its cell (the cell's name is at its top left).
+COLORBAR_SIZE = (10, 70)
 #: One colormap for counts (the four interactions are never negative), another for shares, a
 #: diverging one for signed maps; each map has its own contrast limits.
 INTERACTION_COLORMAP, SHARE_COLORMAP, SIGNED_COLORMAP = "magma", "viridis", "bwr"
@@ -556,13 +559,18 @@ class InspectorWidget(DockContainer):
         def put(layer: Any, key: str, value: Any) -> None:
             """Set only what changes: napari re-lays out every layer's overlays on each
             visibility or blending event, even one that changes nothing."""
-            target = layer.name_overlay if key == "name_overlay" else layer
-            attr = "visible" if key == "name_overlay" else key
+            overlays = {"name_overlay": layer.name_overlay, "colorbar": getattr(layer, "colorbar", None)}
+            target = overlays.get(key, layer)
+            if target is None:  # (an image without a colour bar: an RGB one)
+                return
+            attr = "visible" if key in overlays else key
             now = getattr(target, attr)
             now = now.name if attr == "colormap" else tuple(now) if attr == "contrast_limits" else now
             if now != value:
-                if key in ("visible", "name_overlay"):
+                if key in ("visible", *overlays):
                     pause()
+                if key == "colorbar" and value:  # small enough to leave the map uncovered in its cell
+                    target.size, target.font_size, target.position = COLORBAR_SIZE, 8, "bottom_right"
                 setattr(target, attr, value)
 
         pause = pause or GridPause(self.viewer)
@@ -570,6 +578,8 @@ class InspectorWidget(DockContainer):
         for layer in self.viewer.layers:
             if layer.unique_id in ids:
                 put(layer, "name_overlay", grid)  # each grid cell says what it shows
+                # and, beside each map, what its colours stand for (each map has its own range)
+                put(layer, "colorbar", grid and layer.unique_id != ids[0])
                 put(layer, "visible", grid or layer.unique_id in ids[:2])  # overlay: the image and the spikes
                 spikes = GRID_LIMITS in layer.metadata  # (the spike layer may have been deleted)
                 glow = not grid and spikes  # overlaid spikes add light where they fire
@@ -590,6 +600,8 @@ class InspectorWidget(DockContainer):
                     if layer.unique_id in self._hidden_by_grid and layer.unique_id not in ids]
             for layer in self.viewer.layers:
                 put(layer, "name_overlay", False)
+                if layer.metadata.get(MAP_TAG):  # (a colour bar of the user's own stays)
+                    put(layer, "colorbar", False)
             for layer in back:  # shown again, and on top: the grid put the image above them
                 pause()
                 layer.visible = True

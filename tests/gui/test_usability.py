@@ -212,6 +212,8 @@ def test_inspector_grid_names_time_axis_and_recorded_spikes(plugin, qtbot):
     assert not viewer.layers["photo mask"].visible if "photo mask" in viewer.layers else True
     maps = [viewer.layers[n] for n in shown[2:]]
     assert len({layer.colormap.name for layer in maps}) == 1  # one colormap for the four interactions
+    # each map in its own range, so each says in a colour bar what its colours stand for
+    assert all(viewer.layers[n].colorbar.visible for n in shown[1:]) and not viewer.layers["photo"].colorbar.visible
     assert viewer.dims.axis_labels[0] == "t"
     summary = text(inspector.summary)
     assert "T = 2 timesteps" in summary and "t slider" in summary
@@ -227,6 +229,7 @@ def test_inspector_grid_names_time_axis_and_recorded_spikes(plugin, qtbot):
     inspector.view.value = "overlay"
     assert not viewer_grid(viewer).enabled
     assert spikes.visible and not viewer.layers["AA (stage 0)"].visible
+    assert not any(viewer.layers[n].colorbar.visible for n in shown)  # (they would pile up in one corner)
     # over the image the spikes add light where they fire (not a grey veil over the whole picture)
     assert (spikes.blending, spikes.opacity, spikes.colormap.name) == ("additive", 1.0, "inferno")
     lo, hi = spikes.contrast_limits  # from the median (adds nothing) to the most firing
