@@ -14,8 +14,9 @@ MedSpikeFormer's CPU inference time (BENCHMARKS.md). Two remedies, used where ea
   ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, so large blocks are still returned to the system
   but are backed by transparent huge pages (512x fewer faults). Must be set before start-up,
   hence the re-exec; ``tools/run.sh`` sets it for napari too.
-- :func:`release_free_memory` (training, after every CPU step): returns the heap's free memory
-  to the system, so that the holes freed tensors leave do not raise the peak step after step.
+- :func:`release_free_memory` (training, after every CPU step; one-off jobs such as an
+  inspection, once at their end): returns the heap's free memory to the system, so that the
+  holes freed tensors leave do not raise the peak step after step, nor stay resident after a job.
 
 Set ``MEDSPIKE_MALLOC=default`` to leave glibc alone.
 """
@@ -83,20 +84,28 @@ def reset_malloc() -> None:
     _tuned = None
 
 
-def release_free_memory() -> bool:
-    """Give the heap's free memory back to the system (glibc ``malloc_trim(0)``; Linux only, not
-    while :func:`tune_malloc` keeps it on purpose). Returns whether anything was released.
+def _malloc_trim() -> bool:
+    """glibc's ``malloc_trim(0)``: every arena's free pages back to the system."""
+    trim = _libc_function("malloc_trim", (ctypes.c_size_t,), ctypes.c_int)
+    return bool(trim(0)) if trim is not None else False
+
+
+def release_free_memory(even_if_tuned: bool = False) -> bool:
+    """Give the heap's free memory back to the system (glibc ``malloc_trim(0)``; Linux only).
+    Returns whether anything was released. While :func:`tune_malloc` keeps freed memory on
+    purpose for the next inference pass, only ``even_if_tuned`` releases it: for work whose
+    allocations the next pass will not repeat.
 
     A training step frees tensors of many sizes; glibc keeps the holes they leave resident, and
     the next steps' allocations rarely fit them, so the process's peak memory creeps up step after
-    step. The trainer calls this after every CPU step: on a 2-core machine, the spike-driven
+    step. The trainer calls this after every CPU step, also in a process tuned for inference (the
+    plugin, or any run that loads a starting model): on a 2-core machine, the spike-driven
     MedSpikeFormer with SLTT-1 at 128², batch 8, peaked at 3.4-3.6 GB instead of 4.9-5.0 GB for
     about 6 % more time per step (BENCHMARKS.md).
     """
-    if _tuned or _opted_out():
+    if (_tuned and not even_if_tuned) or _opted_out():
         return False
-    trim = _libc_function("malloc_trim", (ctypes.c_size_t,), ctypes.c_int)
-    return bool(trim(0)) if trim is not None else False
+    return _malloc_trim()
 
 
 def huge_pages_requested() -> bool:

@@ -107,6 +107,30 @@ def test_release_free_memory_leaves_tuned_malloc_alone():
         reset_malloc()
 
 
+TUNED_HOLES = (
+    "import torch\n"
+    "from napari_medspike.runtime import release_free_memory, tune_malloc\n"
+    "assert tune_malloc()\n"
+    "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20\n"
+    "pairs = [(torch.ones(1 << 20), torch.ones(16 << 10)) for _ in range(100)]  # 4 MB blocks between 64 KB ones\n"
+    "kept = [small for _, small in pairs]; del pairs\n"
+    "before = rss(); print(release_free_memory(), before - rss())\n"
+    "before = rss(); print(release_free_memory(even_if_tuned=True), before - rss())\n"
+)
+
+
+@linux_glibc
+def test_work_not_repeated_by_inference_gives_memory_back_in_a_tuned_process():
+    """Loading a model tunes the allocator to keep freed memory for the next inference pass. A
+    training step or an inspection leaves holes the next Segment does not refill: those go back
+    to the system when asked, tuned or not."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MEDSPIKE_MALLOC")}
+    out = subprocess.run([sys.executable, "-c", TUNED_HOLES], env=env, capture_output=True, text=True, check=True)
+    (kept, kept_mb), (released, freed_mb) = (line.split() for line in out.stdout.strip().splitlines()[-2:])
+    assert kept == "False" and abs(float(kept_mb)) < 16, out.stdout
+    assert released == "True" and float(freed_mb) > 300, out.stdout
+
+
 def test_bf16_autocast_is_the_cuda_default_except_for_multi_step_spiking_models():
     from napari_medspike import create_model
     from napari_medspike.runtime import bf16_autocast_pays

@@ -16,6 +16,7 @@ from ..common import check_writable, run_job
 from ..data.dataset import find_pairs, split_pairs, split_units
 from ..models.base import Segmenter
 from ..models.routed import STYLE_FEATURES, RoutedSegmenter, style_feature_dim
+from ..runtime import release_free_memory
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import FINETUNE, MAX_SAFE_LR, FinetuneResult, TrainConfig, TrainProgress
 from .reports import write_model_card
@@ -208,6 +209,7 @@ def finetune_steps(
         description=f"Fine-tuned from {start_name} on {len(pairs)} corrections.",
     )
     result = yield from train_steps(cfg, cancel=cancel)
+    release_free_memory(even_if_tuned=True)  # the training's tensors are gone: their memory too (the plugin)
     best_file = run_dir / "best.safetensors"
     if not best_file.exists():  # nothing held out and cancelled before an epoch: keep the start
         save_checkpoint(source_model, best_file, input_size=size, **source_model.info.inherited())

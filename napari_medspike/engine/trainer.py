@@ -732,7 +732,9 @@ def train_steps(
                 running += value * len(x)
                 if device.type == "cpu":
                     del loss
-                    release_free_memory()  # freed activations' holes would raise the peak step by step
+                    # freed activations' holes would raise the peak step by step (also where loading
+                    # a model tuned the allocator to keep freed memory for inference)
+                    release_free_memory(even_if_tuned=True)
                 seen += len(x)
                 if rank == 0:
                     yield TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message="training")
