@@ -1004,3 +1004,32 @@ def test_a_drop_down_too_narrow_for_its_choice_shows_it_whole_on_hover(plugin, q
     # a choice that fits shows only the box's own tooltip
     segment.mode.value = "resize"
     assert hover(segment.mode) == segment.mode.tooltip
+
+
+def test_napari_s_activity_animation_is_slowed_while_a_job_runs(plugin, qtbot):
+    """Without a GPU for the window, each frame of napari's "in progress" animation re-composes
+    the whole window: Segment on 8 frames took 2.0 s in the dock against 0.8 s from Python on 2
+    cores (benchmarks/dock_overhead.py). It turns a tenth as fast while a job runs."""
+    from napari_medspike.widgets._common import SPINNER_SPEED, _activity_spinners, calm_activity_spinners, start_worker
+
+    viewer, widgets, _ = plugin
+    spinners = _activity_spinners()
+    assert spinners and all(movie.speed() == 100 for movie in spinners)
+    seen = []
+
+    def job():
+        yield None
+        return 1
+
+    done = []  # (connected before the job starts: it may end before a waitSignal would connect)
+    start_worker(job, "a job", on_yield=lambda _: seen.append([movie.speed() for movie in spinners]),
+                 on_finish=lambda: done.append(True))
+    qtbot.waitUntil(lambda: bool(done), timeout=WAIT)
+    assert seen == [[SPINNER_SPEED] * len(spinners)]
+    assert all(movie.speed() == 100 for movie in spinners)  # its own speed once the job ended
+    calm_activity_spinners(True)  # two jobs: the first to end leaves it slow
+    calm_activity_spinners(True)
+    calm_activity_spinners(False)
+    assert all(movie.speed() == SPINNER_SPEED for movie in spinners)
+    calm_activity_spinners(False)
+    assert all(movie.speed() == 100 for movie in spinners)
