@@ -114,8 +114,9 @@ def test_folder_command_writes_masks_probabilities_and_measurements(tmp_path):
     with (out / "measurements.csv").open() as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert tuple(reader.fieldnames) == COLUMNS
+    assert tuple(reader.fieldnames) == (*COLUMNS, "mask")  # the mask file each region is in
     assert all(r["image"] in ("f0.png", "f1.png", "f2.png") for r in rows)
+    assert rows and all(r["mask"] == f"masks/{r['image'][:-4]}.png" for r in rows)
     assert main([str(tmp_path / "missing"), "--out", str(out)]) == 2
 
 

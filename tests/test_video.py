@@ -230,3 +230,21 @@ def test_segment_command_takes_a_video_file(tmp_path, tiny_model):
     with pytest.raises(SystemExit) as usage:
         main([str(video), "--out", str(out), "--every", "0"])
     assert usage.value.code == 2
+
+
+def test_inputs_whose_mask_names_would_still_coincide_get_numbers(tmp_path, tiny_model):
+    """photo.jpg and photo.JPG both became photo_jpg, and a.png became a_png beside a_png.png: five
+    inputs left three masks while the tool said five."""
+    from napari_medspike.inference.folder import output_stems
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = ["photo.jpg", "photo.JPG", "a.png", "a.jpg", "a_png.png"]
+    for i, name in enumerate(names):
+        io.imsave(folder / name, np.roll(frames(1)[0], 3 * i, axis=1), check_contrast=False)
+    stems = output_stems([folder / n for n in names])
+    assert len({s.lower() for s in stems.values()}) == 5
+    assert stems[folder / "a_png.png"] == "a_png"  # its own stem, not a number
+    result = run_job(segment_folder_steps(tiny_model, folder, tmp_path / "out"))
+    masks = sorted(p.name for p in (tmp_path / "out" / "masks").iterdir())
+    assert len(masks) == 5 and len(set(result.masks)) == 5, masks

@@ -15,8 +15,12 @@ from ..common import Progress, atomic_write, check_writable, run_job
 from ..data.io import IMAGE_SUFFIXES, ImageReadError, read_pixels
 from ..data.video import VIDEO_SUFFIXES, VideoCutShort, iter_frames, video_info
 from ..models.base import Segmenter
-from .measure import measure_regions, write_csv
+from .measure import COLUMNS, measure_regions, write_csv
 from .predictor import predict_steps
+
+
+#: A folder job's measurements: the image's own table, and the mask file each region is in.
+FOLDER_COLUMNS = (*COLUMNS, "mask")
 
 
 @dataclass
@@ -80,7 +84,9 @@ def list_inputs(source: str | Path) -> list[Path]:
 def output_stems(inputs: list[Path]) -> dict[Path, str]:
     """The name each input's outputs start with: its stem, or, where inputs share a stem (``a.png``
     and ``a.jpg``) or an image is named like a video's frame (``clip_f00001.png`` beside
-    ``clip.mp4``), the stem and the extension (``a_png``, ``clip_mp4``), so no mask replaces another."""
+    ``clip.mp4``), the stem and the extension (``a_png``, ``clip_mp4``); where names still
+    coincide, ignoring case (``photo.jpg`` and ``photo.JPG``; ``a.png`` beside ``a_png.png``), a
+    number (``photo_jpg-2``). No mask replaces another, on any file system."""
     import re
 
     counts: dict[str, int] = {}
@@ -95,6 +101,15 @@ def output_stems(inputs: list[Path]) -> dict[Path, str]:
         frame_name = re.compile(re.escape(stem.lower()) + r"_f\d{5}")
         if path.suffix.lower() in VIDEO_SUFFIXES and any(frame_name.fullmatch(name) for name in images):
             stems[path] = f"{path.stem}_{path.suffix.lstrip('.').lower()}"
+    # names that still coincide (ignoring case, as some file systems do): an input keeps its own
+    # stem where it can, the others take the first free number
+    taken: set[str] = set()
+    own, renamed = [p for p in inputs if stems[p] == p.stem], [p for p in inputs if stems[p] != p.stem]
+    for path in own + renamed:
+        stem, n = stems[path], 2
+        while stems[path].lower() in taken:
+            stems[path], n = f"{stem}-{n}", n + 1
+        taken.add(stems[path].lower())
     return stems
 
 
@@ -171,7 +186,8 @@ def segment_folder_steps(
 
                         atomic_write(out / "probabilities" / f"{stem}.tif",
                                      lambda tmp: tifffile.imwrite(tmp, prob.astype(np.float32)))
-                    result.rows += measure_regions(mask, prob, image=path.name, slice_index=index)
+                    rows = measure_regions(mask, prob, image=path.name, slice_index=index)
+                    result.rows += [{**row, "mask": target.relative_to(out).as_posix()} for row in rows]
                     if frames > 1:
                         yield Progress(i, total, f"{path.name}: frame {index + 1} of about {frames}")
             except VideoCutShort as err:
@@ -183,6 +199,6 @@ def segment_folder_steps(
         result.cancelled = True
         raise
     finally:
-        result.csv = write_csv(result.rows, out / "measurements.csv")
+        result.csv = write_csv(result.rows, out / "measurements.csv", columns=FOLDER_COLUMNS)  # (the header too, if empty)
     result.cancelled = cancel is not None and cancel.is_set()
     return result

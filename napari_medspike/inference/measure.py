@@ -80,13 +80,17 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
     }
 
 
-def write_csv(rows: list[dict[str, object]], path: str | Path) -> Path:
-    """Write a measurement table as CSV (atomically); an empty table writes the header only."""
+def write_csv(rows: list[dict[str, object]], path: str | Path, columns: Sequence[str] | None = None) -> Path:
+    """Write a measurement table as CSV (atomically); an empty table writes the header only.
+    ``columns``: by default :data:`COLUMNS`, followed by the folder job's ``mask`` where the rows
+    have it."""
+    if columns is None:
+        columns = (*COLUMNS, "mask") if any("mask" in row for row in rows) else COLUMNS
     from ..common import atomic_write
 
     def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+            writer = csv.DictWriter(f, fieldnames=list(columns))
             writer.writeheader()
             writer.writerows(rows)
 

@@ -528,6 +528,10 @@ def test_segment_a_folder_from_the_dock(plugin, qtbot, tmp_path, notes):
     assert "area" not in segment.table.column_headers  # no units: the pixel count is the area
     assert "area_px" in segment.table.column_headers
     assert {row["image"] for row in segment.measurements} <= {"clip.mp4", "img0.png", "img1.png"}
+    # exported from the dock as the job wrote it: with the mask file of each region
+    exported = segment.export_measurements(tmp_path / "table.csv")
+    assert exported.read_text() == (tmp_path / "clinic-masks" / "measurements.csv").read_text()
+    assert exported.read_text().splitlines()[0].endswith(",mask")
 
 
 def test_keep_the_start_model_box_reaches_fine_tuning(plugin, tmp_path, qtbot, store_corrections, monkeypatch):
