@@ -95,6 +95,23 @@ def _read_array(path: Path) -> np.ndarray:
         ) from err
 
 
+def is_cmyk_jpeg(path: str | Path) -> bool:
+    """Whether ``path`` is a JPEG of ink (CMYK or YCCK), not of light; reads its header only.
+    Readers that know no better (napari's own) give its four channels as RGBA."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "JPEG" and image.mode == "CMYK"
+    except Exception:  # (not an image, gone, unreadable: not a CMYK JPEG either)
+        return False
+
+
+def cmyk_jpeg_as_rgb(path: str | Path) -> np.ndarray:
+    """A CMYK JPEG's colours, ``[H, W, 3]`` uint8 (see :func:`is_cmyk_jpeg`)."""
+    return _cmyk_as_rgb(Path(path))
+
+
 def _cmyk_as_rgb(path: Path) -> np.ndarray:
     """A CMYK (or YCCK) JPEG, as print and Photoshop workflows save them, as RGB ``[H, W, 3]``:
     read as it is, its cyan, magenta, yellow and black were taken for red, green, blue and

@@ -187,6 +187,7 @@ def image_data_2d(layer: Any, viewer: Any = None) -> np.ndarray:
     given); a clear error for multiscale layers and other shapes."""
     if getattr(layer, "multiscale", False):
         raise ValueError(f"'{layer.name}' is multiscale: open the full-resolution image instead")
+    show_colours_of_cmyk_jpeg(layer)
     refuse_channels_as_slices(layer)
     if layer.ndim == 3 and viewer is not None:
         return np.asarray(layer.data[shown_slice(layer, viewer)])
@@ -245,6 +246,28 @@ def placed_alike(a: Any, b: Any, axes: int = 2) -> bool:
             and np.allclose(a.translate[-axes:], b.translate[-axes:], rtol=1e-6, atol=1e-9))
 
 
+def show_colours_of_cmyk_jpeg(layer: Any) -> bool:
+    """A layer opened from a CMYK JPEG by napari's own reader holds the file's cyan, magenta,
+    yellow and black as red, green, blue and alpha: the picture shows wrong (transparent where
+    there is no black) and the model segmented inverted colours into an empty mask. Put its
+    colours in the layer instead (the file stays as it is) and say so; returns whether it did."""
+    from ..data.io import cmyk_jpeg_as_rgb, is_cmyk_jpeg
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    shape = tuple(getattr(layer.data, "shape", ()))
+    if not path or not getattr(layer, "rgb", False) or len(shape) != 3 or shape[-1] != 4:
+        return False
+    if Path(path).suffix.lower() not in (".jpg", ".jpeg", ".jpe", ".jfif") or not is_cmyk_jpeg(path):
+        return False
+    rgb = cmyk_jpeg_as_rgb(path)
+    if rgb.shape[:2] != shape[:2]:  # (not the pixels this layer was made from)
+        return False
+    layer.data = rgb
+    show_info(f"'{layer.name}' is a CMYK JPEG (ink, as print software saves it): napari showed its ink as "
+              "red, green, blue and transparency; the layer now holds its colours (the file is unchanged)")
+    return True
+
+
 def refuse_channels_as_slices(layer: Any) -> None:
     """Raise a ``ValueError`` that says what to do for a colour (or grey + alpha) image that napari
     shows as a stack of thin slices: ``[H, W, 2|3|4]`` not marked RGB (napari's guess for images
@@ -268,6 +291,7 @@ def image_data(layer: Any) -> Any:
         raise ValueError(f"'{layer.name}' is multiscale: open the full-resolution image instead")
     if layer.ndim not in (2, 3):
         raise ValueError(f"'{layer.name}' has {layer.ndim} dimensions: select a 2D image or a stack of them")
+    show_colours_of_cmyk_jpeg(layer)
     refuse_channels_as_slices(layer)
     return layer.data
 

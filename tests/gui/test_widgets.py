@@ -942,3 +942,37 @@ def test_an_earlier_masks_measurement_never_replaces_a_newer_ones(plugin, qtbot,
 def legend_labels(plot) -> list[str]:
     """The labels of a dock plot's legend (beneath its axes)."""
     return [text.get_text() for legend in plot.figure.legends for text in legend.get_texts()]
+
+
+def test_a_cmyk_jpeg_opened_by_napari_is_segmented_from_its_colours(plugin, qtbot, tmp_path, notes):
+    """napari's own reader gives a CMYK JPEG's ink as RGBA: the picture showed transparent and
+    Segment returned an empty mask (Dice 0.00 against the RGB picture's, where medspike-segment,
+    which converts the file, had 0.99)."""
+    from PIL import Image
+
+    from napari_medspike.inference.predictor import predict
+
+    viewer, widgets, photo = plugin
+    colours = np.asarray(photo.data)
+    path = tmp_path / "print.jpg"
+    Image.fromarray(colours).convert("CMYK").save(path, quality=95)
+    expected = np.asarray(Image.open(path).convert("RGB"))
+    layer = viewer.open(path, plugin="napari")[0]
+    assert layer.data.shape == (70, 90, 4)  # the ink, as napari reads it
+    segment = widgets["Segment"]
+    segment.reset_choices()
+    segment.image.value = layer
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    np.testing.assert_array_equal(layer.data, expected)  # the layer now shows the picture's colours
+    assert any("CMYK JPEG" in n and "file is unchanged" in n for n in notes), notes
+    model = segment.session.get()
+    np.testing.assert_allclose(viewer.layers["print probability"].data,
+                               predict(model, expected, flips=segment.flips.value), atol=1e-4)
+    # an ordinary RGBA picture of the same shape is left as it is
+    rgba = viewer.add_image(np.dstack([colours, np.full((70, 90), 255, np.uint8)]), name="rgba", rgb=True)
+    segment.reset_choices()
+    segment.image.value = rgba
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+        pass
+    assert rgba.data.shape == (70, 90, 4)
