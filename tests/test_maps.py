@@ -99,3 +99,20 @@ def test_an_inspection_gives_its_recording_memory_back_in_a_process_tuned_for_in
     finally:
         runtime.reset_malloc()
     assert len(trims) == (0 if runtime._opted_out() else 1)
+
+
+def test_a_large_images_maps_lie_over_the_part_its_input_stands_for(calibrated):
+    """A large image is box-averaged before the resize, its last partial boxes dropped; the maps
+    were stretched over the whole image, as Segment's mask was (its far edge drifted)."""
+    from napari_medspike.analysis.maps import inspect_stage
+    from napari_medspike.data.io import box_shrink
+
+    model = calibrated("medspikeformer", timesteps=2)
+    image = (np.random.default_rng(0).random((1031, 1540, 3)) * 255).astype(np.uint8)
+    size = model.input_size
+    assert box_shrink(1031, 1540, size) == 2  # boxes of 2: the last row (1031) is dropped, no column
+    maps = inspect_stage(model, image, 0)
+    padded = -(-size // 16) * 16
+    map_h, map_w = maps.firing_rate.shape[-2:]
+    assert maps.scale[0] == pytest.approx(padded / map_h * 1030 / size)
+    assert maps.scale[1] == pytest.approx(padded / map_w * 1540 / size)

@@ -19,6 +19,7 @@ from napari_medspike.inference.predictor import (
     tile_starts,
 )
 from napari_medspike.models.base import Segmenter
+from napari_medspike.data.io import box_shrink
 
 TINY = {"widths": (8, 16, 32, 64)}
 
@@ -207,3 +208,30 @@ def test_an_array_that_is_no_2d_image_is_refused_before_any_work(caplog, shape, 
     assert hint in str(err.value) and str(shape) in str(err.value)
     assert not caplog.records, caplog.text
 
+
+
+class RedLogit(ConstantLogit):
+    """A stand-in network whose logit is positive exactly where the image is red (tests geometry)."""
+
+    default_input_size = 32
+
+    def _forward(self, x):
+        return (x[:, :1] - 0.5) * 40.0
+
+
+@pytest.mark.parametrize("side", [1100, 1088])  # boxes of 17 pixels: 12 left over, and none
+def test_a_large_images_mask_lies_where_its_object_is_in_resize_mode(side):
+    """A large image is box-averaged before the resize; the last partial boxes are dropped, and
+    the map was stretched back over the whole image: edges drifted by up to the box width."""
+    model = RedLogit()
+    edge = side - 300
+    image = np.zeros((side, side, 3), np.uint8)
+    image[:, edge:, 0] = 255
+    image[edge:, :, 0] = 255
+    mask = predict(model, image, mode="resize", flips=False) >= 0.5
+    shrink = box_shrink(side, side, 32)
+    assert shrink == 17
+    col, row = int(np.argmax(mask[side // 4])), int(np.argmax(mask[:, side // 4]))
+    # within one model pixel's reach of the true edge, and not drifted towards the far side
+    assert abs(col - edge) <= shrink and abs(row - edge) <= shrink, (col, row, edge)
+    assert abs(col - edge) <= 4 and abs(row - edge) <= 4, (col, row, edge)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..common import Progress
-from ..data.io import rgb_for_resize
+from ..data.io import image_hw, resize_extent, rgb_for_resize
 from ..data.resize import resize_image
 from ..models.attention import INTERACTIONS
 from ..models import fastpath
@@ -197,7 +197,9 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
         similarity = float(np.nanmin(np.corrcoef(flat))) if all(f.std() > 0 for f in flat) else float("nan")
     rate = spikes[:, 0].float().mean(dim=(0, 1)).cpu().numpy()
     h_pad = -(-size // 16) * 16
-    scale, translate = stage_placement(image.shape[:2], tuple(spikes.shape[-2:]), (h_pad, h_pad), (size, size))
+    # (over the part of a large image that its box-averaged input stands for, as Segment's mask)
+    extent = resize_extent(*image_hw(image), size)
+    scale, translate = stage_placement(extent, tuple(spikes.shape[-2:]), (h_pad, h_pad), (size, size))
     layer_rates = {name: r.numpy().astype(np.float32) for name, r in out["firing_rates"].items()}
     stage_rates = []
     for i in range(len(out["stages"])):

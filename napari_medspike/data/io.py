@@ -439,6 +439,14 @@ def box_shrink(h: int, w: int, size: int) -> int:
     return min(h, w) // (2 * size)
 
 
+def resize_extent(h: int, w: int, size: int) -> tuple[int, int]:
+    """The part of an ``h x w`` image (from its top left) that resize mode's input stands for: all
+    of it, or, once box-averaged (:func:`box_shrink`), the whole boxes; the last partial ones are
+    dropped. A map of the model's goes back over this extent, not the whole image."""
+    shrink = box_shrink(h, w, size)
+    return (h // shrink * shrink, w // shrink * shrink) if shrink >= 2 else (h, w)
+
+
 def rgb_for_resize(image: np.ndarray, size: int) -> np.ndarray:
     """Float RGB ``[h, w, 3]`` of ``image`` as resize mode hands it to the resize to ``size``:
     box-averaged first when large (:func:`box_shrink`), so no full-size float copy exists (a

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.io import box_shrink, image_hw, reduced_rgb_float, rgb_for_resize, to_rgb_float
+from ..data.io import box_shrink, image_hw, reduced_rgb_float, resize_extent, rgb_for_resize, to_rgb_float
 from ..data.resize import resize_image, resize_map
 from ..models.base import Segmenter
 from ..common import Progress, run_job  # noqa: F401 (Progress: re-exported)
@@ -185,12 +185,18 @@ def predict_steps(
 
     if mode == "resize":
         yield Progress(0, 1, "segmenting")
+        # the pixels the box-averaged image stands for: its last partial boxes were dropped, so
+        # the map goes back over those and its edge is carried on (stretched over the whole
+        # image, a mask's far edges drifted by up to the box width: +19 px on a 6000² image)
+        covered = resize_extent(h, w, size)
         with computing():
             x = _to_batch(rgb[None], device)
             del rgb
             x = resize_image(x, size)
             logits = flip_averaged_logits(model, x, flips)
-            logits = resize_map(logits.float(), (h, w))
+            logits = resize_map(logits.float(), covered)
+            if covered != (h, w):
+                logits = torch.nn.functional.pad(logits, (0, w - covered[1], 0, h - covered[0]), mode="replicate")
             prob = torch.sigmoid_(logits)[0, 0].cpu().numpy()
         yield Progress(1, 1, "done")
         return prob
