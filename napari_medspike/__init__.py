@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "ARCHITECTURES": ".models",
+    "ImageReadError": ".data.io",
     "InputError": ".models",
     "alignment_loss": ".models",
     "create_model": ".models",

@@ -25,6 +25,11 @@ TEMP_FILE_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp$")
 STALE_TEMP_AGE_S = 3600.0
 
 
+class InputError(ValueError):
+    """An input the network or the reading of an image cannot take; the message says what to
+    change (:class:`~napari_medspike.data.io.ImageReadError` is one)."""
+
+
 class WriteError(OSError):
     """Writing a file failed (a full disk, a quota, a write error). The message names the final
     file and says what happened; the file that was there before, if any, is unchanged.

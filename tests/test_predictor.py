@@ -235,3 +235,33 @@ def test_a_large_images_mask_lies_where_its_object_is_in_resize_mode(side):
     # within one model pixel's reach of the true edge, and not drifted towards the far side
     assert abs(col - edge) <= shrink and abs(row - edge) <= shrink, (col, row, edge)
     assert abs(col - edge) <= 4 and abs(row - edge) <= 4, (col, row, edge)
+
+
+def test_an_array_taken_as_channels_first_says_so_and_a_stack_of_frames_is_pointed_elsewhere(caplog):
+    """Three grey frames [3, H, W] were segmented as one colour picture without a word."""
+    import logging
+
+    model = ConstantLogit()
+    frames = np.random.default_rng(0).random((3, 40, 50)).astype(np.float32)
+    with caplog.at_level(logging.WARNING):
+        prob = predict(model, frames, flips=False)
+    assert prob.shape == (40, 50)  # one picture, as documented
+    assert "taken as one RGB image with its channels first" in caplog.text and "one by one" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        predict(model, np.moveaxis(frames, 0, -1), flips=False)  # channels last: nothing to say
+    assert "channels first" not in caplog.text
+
+
+def test_every_input_the_api_refuses_is_an_input_error():
+    """segment() refused NaN images and stacks with an ImageReadError that `except InputError`,
+    as the README advises, did not catch."""
+    import napari_medspike
+    from napari_medspike import ImageReadError, InputError
+
+    model = ConstantLogit()
+    for bad in (np.full((40, 40), np.nan, np.float32), np.zeros((5, 40, 40), np.float32)):
+        with pytest.raises(InputError) as caught:
+            segment(bad, model)
+        assert isinstance(caught.value, ImageReadError) and isinstance(caught.value, ValueError)
+    assert "ImageReadError" in napari_medspike.__all__

@@ -7,13 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..common import InputError
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
-class ImageReadError(ValueError):
-    """A file that cannot be used as a 2D image or mask; the message names the file."""
+class ImageReadError(InputError):
+    """A file or array that cannot be used as a 2D image or mask; the message names it. An
+    :class:`~napari_medspike.common.InputError` (and so a ``ValueError``)."""
 
 
 #: The first bytes of the image formats the decoders read (and of a few they may).

@@ -113,6 +113,18 @@ def mode_note(model: Segmenter, mode: str) -> str | None:
 MAX_RESIZE_ASPECT = 3.0
 
 
+def channels_first_note(image: np.ndarray) -> str | None:
+    """A warning for an array read as one colour image with its channels first (``[3, H, W]`` or
+    ``[4, H, W]``; None otherwise): a stack of 3 or 4 grey images has that shape too, and was
+    segmented as one picture (an empty mask for three ultrasound frames with lesions)."""
+    shape = tuple(np.shape(image))
+    if len(shape) != 3 or shape[0] not in (3, 4) or shape[-1] in (3, 4):
+        return None
+    return (f"an array of shape {shape} is taken as one {'RGB' if shape[0] == 3 else 'RGBA'} image with its "
+            f"channels first; if it is a stack of {shape[0]} grey images, segment them one by one "
+            "(or in napari's Segment dock)")
+
+
 def shape_note(height: int, width: int, mode: str) -> str | None:
     """A warning when ``mode`` would squeeze an image of this shape out of shape (None: fine): resize
     mode makes every image square, so a strip of eight polyp photos (4232 x 622) gave an empty
@@ -161,6 +173,8 @@ def predict_steps(
     h, w = image_hw(image)
     if warn and (squeezed := shape_note(h, w, mode)) is not None:
         log.warning(squeezed)
+    if warn and (first := channels_first_note(image)) is not None:
+        log.warning(first)
     device, fallback = requested_device(device)  # "auto", or a GPU that may not be there
     if fallback and warn:
         log.warning(fallback)

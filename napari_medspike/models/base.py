@@ -14,14 +14,11 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional
 from torch import nn
 
+from ..common import InputError  # noqa: F401 (defined with the shared helpers; models raise it)
 from .info import ModelInfo
 
 #: Four 2x downsamplings: spatial sizes must be multiples of this (we pad to it).
 STRIDE = 16
-
-
-class InputError(ValueError):
-    """An input the network cannot take; the message says what to change."""
 
 
 def check_input(x: Any, in_channels: int) -> None:
