@@ -98,6 +98,21 @@ def test_unreadable_and_3d_files_name_the_file(tmp_path):
         read_image(tmp_path / "missing.png")
 
 
+def test_a_tiff_of_two_channels_is_refused_but_grey_and_alpha_is_read(tmp_path):
+    """An ImageJ two-channel image (axes CYX) was read as grey and alpha: its second channel,
+    where the object was, was dropped without a word."""
+    from napari_medspike.data.io import read_pixels
+
+    channels = np.zeros((2, 20, 30), np.uint16)
+    channels[1, 5:15, 5:15] = 4000
+    tifffile.imwrite(tmp_path / "two.tif", channels, imagej=True, metadata={"axes": "CYX"})
+    with pytest.raises(ImageReadError, match=r"two.tif: 2 channels \(axes CYX\).*an image of its own"):
+        read_pixels(tmp_path / "two.tif")
+    grey_alpha = np.dstack([np.full((20, 30), 90, np.uint8), np.full((20, 30), 255, np.uint8)])
+    tifffile.imwrite(tmp_path / "la.tif", grey_alpha, photometric="minisblack", extrasamples=["unassalpha"])
+    assert read_pixels(tmp_path / "la.tif").shape[:2] == (20, 30)
+
+
 def make_folder(root: Path, n: int, size=(32, 40)) -> Path:
     rng = np.random.default_rng(1)
     for i in range(n):

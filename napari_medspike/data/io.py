@@ -145,6 +145,14 @@ def _read_tiff(path: Path) -> np.ndarray:
             f"{path.name}: a {kind} of {n} slices (axes {axes}), not one 2D image: open it with napari's "
             "built-in reader (the Segment dock segments a stack slice by slice)"
         )
+    if "C" in axes and array.shape[axes.index("C")] not in (3, 4):
+        # (samples, "S", of 2 are grey and alpha; channels, "C", of 2 are two pictures: a
+        # fluorescence image's, read as grey and alpha, lost its second without a word)
+        n = array.shape[axes.index("C")]
+        raise ImageReadError(
+            f"{path.name}: {n} channels (axes {axes}), not one grey or colour picture: save the channel to "
+            "segment as an image of its own, or open the file with napari's built-in reader to look at it"
+        )
     for channel in "CS":
         if channel in axes:
             array = np.moveaxis(array, axes.index(channel), -1)
