@@ -247,3 +247,26 @@ def test_masks_named_as_public_datasets_name_them_pair_with_their_images(tmp_pat
     assert any("lonely.jpg" in p for p in problems)
     assert {p for p in problems if "mask without an image" in p} == {
         f"{root / 'masks' / 'two_mask.png'}: mask without an image", f"{root / 'masks' / 'two_gt.png'}: mask without an image"}
+
+
+def test_a_photo_that_asks_to_be_turned_is_read_as_stored_and_says_so_once(tmp_path, caplog):
+    """A phone photo's EXIF orientation was ignored without a word: its mask fits the stored
+    pixels, not the picture photo viewers show."""
+    import logging
+
+    from PIL import Image
+
+    from napari_medspike.data.io import read_pixels
+
+    pixels = np.zeros((30, 40, 3), np.uint8)
+    pixels[:, :10] = 200
+    exif = Image.Exif()
+    exif[274] = 6
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif)
+    Image.fromarray(pixels).save(tmp_path / "plain.jpg")
+    with caplog.at_level(logging.WARNING):
+        assert read_pixels(tmp_path / "phone.jpg").shape == (30, 40, 3)  # as stored
+        read_pixels(tmp_path / "phone.jpg")  # (a training run reads it every epoch)
+        read_pixels(tmp_path / "plain.jpg")
+    said = [r.getMessage() for r in caplog.records if "EXIF" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("phone.jpg:") and "turned 90° clockwise" in said[0]

@@ -84,6 +84,10 @@ def _read_array(path: Path) -> np.ndarray:
         from skimage import io
 
         array = np.asarray(io.imread(path))
+        if image_signature(head) == "JPEG" and str(path) not in _told_orientation:
+            _told_orientation.add(str(path))  # (once: a training run reads its images every epoch)
+            if (note := exif_orientation_note(path)) is not None:
+                log.warning(note)
         if array.ndim == 3 and array.shape[-1] == 4 and image_signature(head) == "JPEG":
             return _cmyk_as_rgb(path)  # (a JPEG has no alpha: its four channels are ink, not RGBA)
         return array
@@ -96,6 +100,29 @@ def _read_array(path: Path) -> np.ndarray:
         raise ImageReadError(
             f"{path}: cannot read image (a damaged or unsupported {kind} file: {type(err).__name__}: {_plain(err)})"
         ) from err
+
+
+#: EXIF orientations (tag 274) other than 1, as a photo viewer turns the stored pixels.
+EXIF_TURNS = {2: "mirrored", 3: "turned 180°", 4: "flipped upside down", 5: "turned 90° and mirrored",
+              6: "turned 90° clockwise", 7: "turned 90° and mirrored", 8: "turned 90° anticlockwise"}
+_told_orientation: set[str] = set()
+
+
+def exif_orientation_note(path: str | Path) -> str | None:
+    """A note for a photo whose EXIF data asks viewers to turn it (None otherwise; header only).
+    napari-medspike, like napari, reads the pixels as stored: the mask fits them, not the picture
+    a photo viewer shows, and the model sees the picture on its side."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            turn = EXIF_TURNS.get(int(image.getexif().get(274, 1) or 1))
+    except Exception:  # (no EXIF, not an image: nothing to say)
+        return None
+    if turn is None:
+        return None
+    return (f"{Path(path).name}: its EXIF data asks photo viewers to show it {turn}; it is read, segmented "
+            "and its mask written as stored, as napari shows it (turn the file itself to segment it upright)")
 
 
 def is_cmyk_jpeg(path: str | Path) -> bool:

@@ -188,6 +188,7 @@ def image_data_2d(layer: Any, viewer: Any = None) -> np.ndarray:
     if getattr(layer, "multiscale", False):
         raise ValueError(f"'{layer.name}' is multiscale: open the full-resolution image instead")
     show_colours_of_cmyk_jpeg(layer)
+    tell_of_exif_turn(layer)
     refuse_channels_as_slices(layer)
     if layer.ndim == 3 and viewer is not None:
         return np.asarray(layer.data[shown_slice(layer, viewer)])
@@ -268,6 +269,22 @@ def show_colours_of_cmyk_jpeg(layer: Any) -> bool:
     return True
 
 
+_TOLD_TURN: weakref.WeakSet = weakref.WeakSet()
+
+
+def tell_of_exif_turn(layer: Any) -> None:
+    """Once per layer: say that the photo it was opened from asks to be shown turned (EXIF), which
+    neither napari nor the model does (see :func:`~napari_medspike.data.io.exif_orientation_note`)."""
+    from ..data.io import exif_orientation_note
+
+    path = getattr(getattr(layer, "source", None), "path", None)
+    if not path or layer in _TOLD_TURN or Path(path).suffix.lower() not in (".jpg", ".jpeg", ".jpe", ".jfif"):
+        return
+    _TOLD_TURN.add(layer)
+    if (note := exif_orientation_note(path)) is not None:
+        show_info(note)
+
+
 def refuse_channels_as_slices(layer: Any) -> None:
     """Raise a ``ValueError`` that says what to do for a colour (or grey + alpha) image that napari
     shows as a stack of thin slices: ``[H, W, 2|3|4]`` not marked RGB (napari's guess for images
@@ -292,6 +309,7 @@ def image_data(layer: Any) -> Any:
     if layer.ndim not in (2, 3):
         raise ValueError(f"'{layer.name}' has {layer.ndim} dimensions: select a 2D image or a stack of them")
     show_colours_of_cmyk_jpeg(layer)
+    tell_of_exif_turn(layer)
     refuse_channels_as_slices(layer)
     return layer.data
 

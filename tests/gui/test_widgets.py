@@ -976,3 +976,22 @@ def test_a_cmyk_jpeg_opened_by_napari_is_segmented_from_its_colours(plugin, qtbo
     with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
         pass
     assert rgba.data.shape == (70, 90, 4)
+
+
+def test_a_photo_that_asks_to_be_turned_is_segmented_as_napari_shows_it_and_says_so(plugin, qtbot, tmp_path, notes):
+    from PIL import Image
+
+    viewer, widgets, photo = plugin
+    exif = Image.Exif()
+    exif[274] = 8
+    Image.fromarray(np.asarray(photo.data)).save(tmp_path / "phone.jpg", exif=exif)
+    layer = viewer.open(tmp_path / "phone.jpg", plugin="napari")[0]
+    segment = widgets["Segment"]
+    segment.reset_choices()
+    segment.image.value = layer
+    for _ in range(2):
+        with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+            pass
+    assert viewer.layers["phone mask"].data.shape == (70, 90)  # as stored, as napari shows it
+    told = [n for n in notes if "EXIF" in n]
+    assert len(told) == 1 and "turned 90° anticlockwise" in told[0]  # once, not at every run
