@@ -105,8 +105,11 @@ def test_folder_command_writes_masks_probabilities_and_measurements(tmp_path):
     ckpt = save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), tmp_path / "m.safetensors",
                            input_size=32)
     out = tmp_path / "out"
-    assert main([str(folder), "--out", str(out), "--model", str(ckpt), "--probabilities", "--device", "cpu",
-                 "--threshold", "0.3"]) == 0
+    from napari_medspike.cli.segment import PARTLY
+
+    # broken.png is skipped: the rest is written, and the exit status tells a script so
+    assert main([str(folder), "--out", str(out), "--probabilities", "--model", str(ckpt), "--device", "cpu",
+                 "--threshold", "0.3"]) == PARTLY
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["f0.png", "f1.png", "f2.png"]
     assert len(list((out / "probabilities").iterdir())) == 3
     mask = io.imread(out / "masks" / "f0.png")
@@ -145,3 +148,20 @@ def test_measurements_csv_round_trip(tmp_path):
     with path.open() as f:
         back = list(csv.DictReader(f))
     assert len(back) == len(rows) == 1 and back[0]["area_px"] == "6"  # diagonal: one 8-connected region
+
+
+def test_the_folder_commands_warnings_are_lines_of_their_own_beside_its_progress_bar(tmp_path, capsys):
+    """A warning was written after the progress bar, on its line: "…[00:00, 1 files]a 40 x 400
+    image is squeezed…"."""
+    from napari_medspike.cli.segment import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    io.imsave(folder / "strip.png", synthetic_lesion((40, 400), seed=0)[0], check_contrast=False)
+    ckpt = save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), tmp_path / "m.safetensors",
+                           input_size=32)
+    assert main([str(folder), "--out", str(tmp_path / "out"), "--model", str(ckpt), "--device", "cpu"]) == 0
+    pieces = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    warned = [p for p in pieces if "squeezed into a square" in p]
+    assert warned and all(not p.strip().startswith(("0%", "100%")) and "|" not in p for p in warned), warned
+

@@ -4,7 +4,10 @@ measurements."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..common import DEBUG_HELP, run_command
@@ -25,7 +28,7 @@ def _segment(args: argparse.Namespace) -> int:
     device, note = pick_device(args.device)
     print(f"{len(inputs)} files, model {args.model}, {note}", file=sys.stderr)
     flips = {"auto": None, "on": True, "off": False}[args.flips]
-    with tqdm(total=len(inputs), unit="file", file=sys.stderr) as bar:
+    with tqdm(total=len(inputs), unit="file", file=sys.stderr) as bar, _warnings_above(bar):
         def on_event(event) -> None:
             bar.n = event.done
             bar.set_postfix_str(event.message, refresh=False)
@@ -42,7 +45,32 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"incomplete: {problem}", file=sys.stderr)
     print(f"{len(result.masks)} masks in {args.out / 'masks'}, {len(result.rows)} regions in {result.csv}",
           file=sys.stderr)
-    return 1 if not result.masks else 0
+    if not result.masks:
+        return 1
+    return PARTLY if result.skipped or result.incomplete else 0
+
+
+#: Exit status when some inputs were skipped or some videos ended early (their masks are written).
+PARTLY = 3
+
+
+@contextlib.contextmanager
+def _warnings_above(bar) -> Iterator[None]:
+    """The package's warnings on lines of their own above the progress bar (they were written
+    after it, on its line)."""
+    class Above(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            bar.write(self.format(record), file=sys.stderr)
+
+    logger = logging.getLogger("napari_medspike")
+    handler, propagate = Above(logging.WARNING), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Segment every image and video in a folder (or one file): writes OUT/masks/<name>.png "
         "(0/255; video frames as <video>_f<frame>.png), optionally OUT/probabilities/<name>.tif, and "
         "OUT/measurements.csv (one row per connected region: area in pixels, mean probability, centroid).",
+        epilog=f"Exit status: 0 every input segmented; {PARTLY} some inputs skipped (unreadable) or videos cut "
+        "short, the rest written; 1 nothing segmented; 2 an error before any work.",
     )
     parser.add_argument("input", type=Path, help="folder of images (png, jpg, bmp, tif) and videos (mp4, avi, "
                         "mov, mkv, webm), or one such file")
