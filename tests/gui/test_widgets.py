@@ -364,9 +364,17 @@ def test_saving_runs_in_the_background_and_stores_the_mask_as_it_was_pressed(plu
 
 
 def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot, store_corrections, notes,
-                                                       fine_tune_improves):
+                                                       fine_tune_improves, monkeypatch):
+    import threading
+
+    from napari_medspike.widgets import finetune as dock_module
+
     viewer, widgets, image = plugin
     tune = widgets["Correct and fine-tune"]
+    loaded_on = []  # the fine-tuned model is loaded in the job, not on the GUI thread
+    real_load = dock_module.load_model
+    monkeypatch.setattr(dock_module, "load_model", lambda *a, **k: loaded_on.append(
+        threading.current_thread() is threading.main_thread()) or real_load(*a, **k))
     mask = store_corrections(viewer, tune, image, tmp_path / "store",
                              [(slice(10, 40), slice(20, 60)), (slice(30, 60), slice(10, 40))])
     tune.epochs.value = 2
@@ -374,7 +382,7 @@ def test_finetune_makes_a_loadable_model_and_resegments(plugin, tmp_path, qtbot,
     worker = tune.run()
     with qtbot.waitSignal(worker.finished, timeout=WAIT):
         pass
-    assert len(tune.plot.history) == 2
+    assert len(tune.plot.history) == 2 and loaded_on == [False]
     assert 0 <= tune.plot.start["val_dice"] <= 1  # the starting model's Dice, drawn as the bar to beat
     assert "val Dice" in legend_labels(tune.plot)  # two pictures: one is held out
     assert session_of(viewer).source.endswith(".safetensors") and "finetuned_" in session_of(viewer).source
