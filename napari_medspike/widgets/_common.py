@@ -843,8 +843,9 @@ def calm_activity_spinners(running: bool) -> None:
     """Slow napari's "in progress" animation while a job of this plugin runs (``running``), and
     give it back its speed when the last one ends. Without a GPU for the window (a remote
     desktop, a virtual machine, Xvfb) every frame of it re-composes the whole window, OpenGL
-    canvas included: segmenting 8 frames in the Segment dock took 1.5 s against 0.9 s without
-    it, on 2 CPU cores (``benchmarks/dock_overhead.py``). It keeps turning, a tenth as fast."""
+    canvas included: segmenting 8 frames in the Segment dock took 2.0 s with it at full speed,
+    1.0 s at a tenth, 0.8 s from Python, on 2 CPU cores (``benchmarks/dock_overhead.py``). It
+    keeps turning, a tenth as fast."""
     global _jobs_running
     _jobs_running = max(0, _jobs_running + (1 if running else -1))
     speed = SPINNER_SPEED if _jobs_running else 100
