@@ -439,6 +439,15 @@ def test_evaluate_cli(lesions, tmp_path, capsys):
     (tmp_path / "junk.json").write_text("{}")
     assert main(["--checkpoint", str(ckpt), "--data", str(lesions), "--compare", str(tmp_path / "junk.json")]) == 2
     assert "not a medspike-evaluate --json file" in capsys.readouterr().err
+    # a split file without --subset was ignored: every image evaluated, training images too
+    (tmp_path / "split.json").write_text(json.dumps({"val": [], "train": []}))
+    with pytest.raises(SystemExit) as usage:
+        main(["--checkpoint", str(ckpt), "--data", str(lesions), "--split", str(tmp_path / "split.json")])
+    assert usage.value.code == 2 and "add --subset val" in capsys.readouterr().err
+    # an empty list (a one-image fine-tune holds nothing out) is said so, not "min() arg is an empty sequence"
+    assert main(["--checkpoint", str(ckpt), "--data", str(lesions), "--subset", "val",
+                 "--split", str(tmp_path / "split.json")]) == 2
+    assert "its 'val' list is empty" in capsys.readouterr().err
 
 
 def test_torchrun_two_cpu_processes(lesions, tmp_path):
@@ -867,3 +876,30 @@ def test_atomic_write_through_a_symbolic_link_replaces_the_file_it_points_to(tmp
     (tmp_path / "link.csv").symlink_to(tmp_path / "real.csv")
     atomic_write(tmp_path / "link.csv", lambda tmp: tmp.write_text("new"))
     assert (tmp_path / "link.csv").is_symlink() and (tmp_path / "real.csv").read_text() == "new"
+
+
+def test_a_fine_tunes_card_names_replayed_data_a_time_limit_and_unchanged_weights(lesions, tmp_path, monkeypatch):
+    """The card said "Training data: ph2s" for a run that replayed Kvasir-SEG images, "1 epoch"
+    for a run its time limit stopped after 1 of 6, and "Fine-tuned from default" for weights
+    that were the start's."""
+    import shutil
+
+    from napari_medspike.engine import trainer
+
+    other = tmp_path / "other-data"
+    shutil.copytree(lesions, other)
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
+    clock = iter(range(0, 10_000, 60))  # every call of the trainer's clock a minute later
+    monkeypatch.setattr(trainer.time, "time", lambda: float(next(clock)))
+    real = trainer.validate
+    monkeypatch.setattr(trainer, "validate", lambda *a, **k: {**real(*a, **k), "val_dice": 0.5})  # nothing beats the start
+    result = finetune(start, lesions, tmp_path / "tuned.safetensors", epochs=6, lr=1e-3, device="cpu",
+                      replay=other, replay_samples=3, minutes=1, keep_unimproved=True, route=False)
+    assert result.time_limited and not result.improved
+    training = read_metadata(result.checkpoint)["training"]
+    assert training["replay"] == {"data": [str(other)], "images": 3}
+    card = result.checkpoint.with_suffix(".md").read_text()
+    assert "replayed against forgetting: 3 images of other-data" in card
+    assert f"stopped by its 1-minute limit after {len(result.history)} of 6 epochs" in card
+    assert "No epoch beat the starting weights on the held-out corrections: these are start's weights." in card
+

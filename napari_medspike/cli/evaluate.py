@@ -60,6 +60,8 @@ def select_subset(pairs, subset: str, model, split_file: str | None):
         except (ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{split_file}: not a split.json with {subset!r} keys "
                              f"({type(err).__name__}: {err})") from None
+        if not keys:  # (a one-image fine-tune holds nothing out)
+            raise ValueError(f"{split_file}: its {subset!r} list is empty: no {subset} images to evaluate")
     else:
         training = model.info.training
         keys = set(training.get(f"{subset}_keys") or [])
@@ -241,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--gallery-size must be at least 1")
     if not 0.0 < args.threshold < 1.0:  # (a probability cut: at 5, every image scored Dice 0)
         parser.error(f"--threshold must lie in (0, 1), got {args.threshold}")
+    if args.split and args.subset == "all":  # (every image was evaluated, training images too, unsaid)
+        parser.error("--split picks a run's images: add --subset val (its held-out images) or --subset train")
     return run_command(parser.prog, lambda: _evaluate(args), debug=args.debug)
 
 

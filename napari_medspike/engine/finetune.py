@@ -19,7 +19,7 @@ from ..models.routed import STYLE_FEATURES, RoutedSegmenter, style_feature_dim
 from ..runtime import release_free_memory
 from .checkpoint import load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import FINETUNE, MAX_SAFE_LR, FinetuneResult, TrainConfig, TrainProgress
-from .reports import write_model_card
+from .reports import refresh_training_record, write_model_card
 from .routing import check_gate, domain_record, image_styles, recorded_styles, routed_model
 from .trainer import train_steps
 
@@ -206,7 +206,7 @@ def finetune_steps(
         resumable=False,  # a fine-tune is short: no last.pt every epoch, the curves once
         overwrite=True,  # the run folder is this output's own scratch space
         plateau_patience=max(1, epochs),
-        description=f"Fine-tuned from {start_name} on {len(pairs)} corrections.",
+        description=f"Fine-tuned from {start_name} on {len(pairs)} correction{'s' * (len(pairs) != 1)}.",
     )
     result = yield from train_steps(cfg, cancel=cancel)
     release_free_memory(even_if_tuned=True)  # the training's tensors are gone: their memory too (the plugin)
@@ -224,7 +224,12 @@ def finetune_steps(
             kept = "the copy fine-tuned before is kept for images like its corrections"
         else:
             routed = _write_result(best_file, out, keeper, start_meta, start_name, images, route)
-        write_model_card(out, read_metadata(out))
+        if improved:
+            write_model_card(out, read_metadata(out))
+        else:  # written on request (the command line): its card must not read as a changed model
+            refresh_training_record(out, description=(
+                f"{cfg.description} No epoch beat the starting weights on the "
+                f"{'held-out corrections' if held_out else 'corrected image'}: these are {start_name}'s weights."))
     # the scratch weights are in ``out`` now (each about as large as the model): the run folder
     # keeps only its logs, curves and split
     users_start = None if isinstance(start, Segmenter) else resolve_checkpoint(start).resolve()

@@ -88,7 +88,9 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
         "",
         f"- Architecture: `{meta['arch']}` {json.dumps(meta['config'])}",
         f"- Input: {meta.get('input_size')}×{meta.get('input_size')}, {meta.get('normalisation')}",
-        f"- Training data: {', '.join(dataset_name(d) for d in train.get('data', []))} (mode {train.get('mode')})",
+        f"- Training data: {', '.join(dataset_name(d) for d in train.get('data', []))} (mode {train.get('mode')})"
+        + (f"; replayed against forgetting: {train['replay']['images']} images of "
+           f"{', '.join(dataset_name(d) for d in train['replay']['data'])}" if train.get("replay") else ""),
         f"- Split: seed {train.get('seed')}, {train.get('n_train')} train / {train.get('n_val')} validation images"
         " (by image; `split.json` in the run folder lists them)",
         validation,
@@ -96,7 +98,8 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
     if measured(metrics.get("firing_rate")):
         lines.append(f"- Firing rate (first validation batch): {metrics['firing_rate']:.4f}")
     lines += [
-        f"- Training: {train.get('epochs_run')} epoch{'s' * (train.get('epochs_run') != 1)}, "
+        f"- Training: {train.get('epochs_run')} epoch{'s' * (train.get('epochs_run') != 1)}"
+        + (f" ({train['stopped']})" if train.get("stopped") else "") + ", "
         f"{train.get('minutes', 0):.1f} min on {train.get('device')}"
         f", Adam lr {train.get('lr')}, batch {train.get('batch_size')}"
         + (f", {train['gradient']}" if train.get("gradient", "BPTT") != "BPTT" else ""),

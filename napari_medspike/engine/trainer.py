@@ -617,8 +617,12 @@ def train_steps(
     began = time.time() - sum(h.get("time_s", 0.0) for h in history)
     if cosine:  # the time budget counts from the run's start, across resumes
         scheduler.count_time_from(began)
+    replay_roots = {Path(r).resolve() for r in cfg.replay}
+    replayed = sum(Path(p.image).resolve().parent.parent in replay_roots for p in train_set.pairs) if replay_roots else 0
     meta_training = {
         "data": [str(d) for d in cfg.data],
+        # images of other folders mixed into training against forgetting: data too, so said
+        **({"replay": {"data": [str(r) for r in cfg.replay], "images": replayed}} if replayed else {}),
         "mode": cfg.mode,
         "seed": cfg.seed,
         "split_seed": cfg.split_seed_or_seed,
@@ -789,6 +793,9 @@ def train_steps(
                 timed_out = epoch < cfg.epochs
                 break
     if rank == 0:
+        if timed_out and best_path.exists():  # the card says the run was cut short, not only how long it ran
+            refresh_training_record(best_path, stopped=(
+                f"stopped by its {cfg.max_minutes:g}-minute limit after {len(history)} of {cfg.epochs} epochs"))
         if best_path.exists() and not cfg.keep_initial_as_best:  # (fine-tuning records its own)
             record_training_domain(best_path, [p.image for p in train_set.pairs],
                                    "training images of " + ", ".join(dataset_name(d) for d in cfg.data))
