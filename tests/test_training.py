@@ -423,6 +423,7 @@ def test_evaluate_cli(lesions, tmp_path, capsys):
                  "--report", str(tmp_path / "rep"), "--device", "cpu"]) == 0
     payload = json.loads(out.read_text())
     assert payload["count"] == 16 and len(payload["images"]) == 16
+    assert payload["data"] == [str(lesions)] and payload["skipped"] == []  # what it measured, on its own
     assert payload["mean_dice"] == pytest.approx(np.mean([r["dice"] for r in payload["images"]]))
     assert (tmp_path / "rep" / "gallery.png").stat().st_size > 1000
     low, high = payload["ci95_dice"]
@@ -448,6 +449,10 @@ def test_evaluate_cli(lesions, tmp_path, capsys):
     assert main(["--checkpoint", str(ckpt), "--data", str(lesions), "--subset", "val",
                  "--split", str(tmp_path / "split.json")]) == 2
     assert "its 'val' list is empty" in capsys.readouterr().err
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    (tmp_path / "empty" / "masks").mkdir()
+    assert main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "empty"), "--device", "cpu"]) == 1
+    assert "no image/mask pairs in" in capsys.readouterr().err
 
 
 def test_torchrun_two_cpu_processes(lesions, tmp_path):

@@ -277,6 +277,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             image, mask = load_pair(pair, as_float=False)  # predict converts, in bounded memory
         except ImageReadError as err:
             tqdm.write(f"skipped: {err}", file=sys.stderr)  # above the progress bar, not through it
+            problems.append(str(err))
             continue
         prob = predict(model, image, mode=args.mode, device=device, flips=flips, precision=precision)
         pred = prob >= args.threshold
@@ -285,7 +286,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         if gallery is not None:  # only the best and worst few are kept, not every image
             gallery.add(row, image, mask, pred)
     if not rows:
-        print("no images could be evaluated", file=sys.stderr)
+        print("no images could be evaluated" + ("" if pairs else f" (no image/mask pairs in "
+              f"{', '.join(map(str, args.data))}{' for this subset' if args.subset != 'all' else ''})"),
+              file=sys.stderr)
         return 1
     summary = summarise(rows)
     print(f"{'images':>8} " + " ".join(f"{m:>12}" for m in METRICS))
@@ -298,7 +301,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         for line in describe_comparison(comparison):
             print(line)
     if args.json:
-        payload = {"checkpoint": model.info.path, "arch": model.arch, "subset": args.subset,
+        # what was measured, on its own: the folders, the split and what was left out
+        payload = {"checkpoint": model.info.path, "arch": model.arch, "data": [str(d) for d in args.data],
+                   "subset": args.subset, **({"split": str(args.split)} if args.split else {}),
+                   "skipped": list(problems),
                    "mode": args.mode, "flips": flips, "precision": precision, "threshold": args.threshold,
                    **summary, **({"comparison": comparison} if comparison else {}), "images": rows}
         atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
