@@ -908,3 +908,16 @@ def test_a_fine_tunes_card_names_replayed_data_a_time_limit_and_unchanged_weight
     assert f"stopped by its 1-minute limit after {len(result.history)} of 6 epochs" in card
     assert "No epoch beat the starting weights on the held-out corrections: these are start's weights." in card
 
+
+
+def test_a_run_resumed_past_its_time_limit_no_longer_says_it_was_stopped(lesions, tmp_path, monkeypatch):
+    from napari_medspike.engine import trainer
+
+    clock = iter(range(0, 100_000, 60))  # every call of the trainer's clock a minute later
+    monkeypatch.setattr(trainer.time, "time", lambda: float(next(clock)))
+    first = train(config(lesions, tmp_path / "run", epochs=3, max_minutes=1))
+    card = lambda: (tmp_path / "run" / "best.md").read_text()  # noqa: E731
+    assert len(first.history) < 3 and "-minute limit after" in card()
+    monkeypatch.undo()
+    resumed = train(config(lesions, tmp_path / "run", epochs=3), resume=True)
+    assert len(resumed.history) == 3 and "limit after" not in card()

@@ -244,6 +244,14 @@ def test_inputs_whose_mask_names_would_still_coincide_get_numbers(tmp_path, tiny
         io.imsave(folder / name, np.roll(frames(1)[0], 3 * i, axis=1), check_contrast=False)
     stems = output_stems([folder / n for n in names])
     assert len({s.lower() for s in stems.values()}) == 5
+    # videos write <name>_f<frame>: no image may be named like one of those frames either
+    for odd in (["clip.mp4", "clip.avi", "clip_mp4_f00001.png"], ["x.mp4", "x.MP4", "x_mp4_f00000.png"],
+                ["clip.mp4", "clip_f100000.png"]):
+        named = output_stems([Path(n) for n in odd])
+        images = {named[Path(n)].lower() for n in odd if n.endswith(".png")}
+        videos = [named[Path(n)].lower() for n in odd if not n.endswith(".png")]
+        assert len(set(videos)) == len(videos), named
+        assert not any(image.startswith(video + "_f") for image in images for video in videos), named
     assert stems[folder / "a_png.png"] == "a_png"  # its own stem, not a number
     result = run_job(segment_folder_steps(tiny_model, folder, tmp_path / "out"))
     masks = sorted(p.name for p in (tmp_path / "out" / "masks").iterdir())

@@ -60,17 +60,19 @@ def _warnings_above(bar) -> Iterator[None]:
     after it, on its line)."""
     class Above(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            bar.write(self.format(record), file=sys.stderr)
+            try:
+                bar.write(self.format(record), file=sys.stderr)
+            except Exception:
+                self.handleError(record)
 
-    logger = logging.getLogger("napari_medspike")
-    handler, propagate = Above(logging.WARNING), logger.propagate
+    # (a handler here also keeps Python's last-resort one from printing each warning again; a
+    # program's own handlers, a log file, still get them)
+    logger, handler = logging.getLogger("napari_medspike"), Above(logging.WARNING)
     logger.addHandler(handler)
-    logger.propagate = False
     try:
         yield
     finally:
         logger.removeHandler(handler)
-        logger.propagate = propagate
 
 
 def main(argv: list[str] | None = None) -> int:

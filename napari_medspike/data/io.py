@@ -137,6 +137,15 @@ def is_cmyk_jpeg(path: str | Path) -> bool:
         return False
 
 
+def cmyk_jpeg_ink(path: str | Path) -> np.ndarray:
+    """A CMYK JPEG's four ink channels as stored, ``[H, W, 4]`` uint8 (what napari's own reader
+    shows as RGBA)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
 def cmyk_jpeg_as_rgb(path: str | Path) -> np.ndarray:
     """A CMYK JPEG's colours, ``[H, W, 3]`` uint8 (see :func:`is_cmyk_jpeg`)."""
     return _cmyk_as_rgb(Path(path))
@@ -177,8 +186,8 @@ def _read_tiff(path: Path) -> np.ndarray:
         # fluorescence image's, read as grey and alpha, lost its second without a word)
         n = array.shape[axes.index("C")]
         raise ImageReadError(
-            f"{path.name}: {n} channels (axes {axes}), not one grey or colour picture: save the channel to "
-            "segment as an image of its own, or open the file with napari's built-in reader to look at it"
+            f"{path.name}: {n} channels (axes {axes}), not one grey or colour picture: save the channel you "
+            "need as a file of its own, or open the file with napari's built-in reader to look at it"
         )
     for channel in "CS":
         if channel in axes:

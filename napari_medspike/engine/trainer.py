@@ -269,9 +269,11 @@ def validate(model: Segmenter, loader: torch.utils.data.DataLoader, device: torc
 # --------------------------------------------------------------------------- the loop
 
 
-def _datasets(cfg: TrainConfig, out: Path, resume: bool = False) -> tuple[CachedPairs, CachedPairs, list[str]]:
-    """The training and validation sets (nothing written: see :func:`_write_split`); a resumed run
-    is checked to hold out the images it held out before (:func:`check_resumed_split`)."""
+def _datasets(cfg: TrainConfig, out: Path, resume: bool = False
+              ) -> tuple[CachedPairs, CachedPairs, list[str], set[str]]:
+    """The training and validation sets (nothing written: see :func:`_write_split`), the problems
+    met and the keys of the replayed pairs; a resumed run is checked to hold out the images it
+    held out before (:func:`check_resumed_split`)."""
     pairs, problems = find_pairs(cfg.data)
     if not pairs:
         raise ValueError(f"no image/mask pairs found in {', '.join(map(str, cfg.data))} (each folder must hold "
@@ -282,17 +284,19 @@ def _datasets(cfg: TrainConfig, out: Path, resume: bool = False) -> tuple[Cached
         val_pairs = list(train_pairs)
     if resume:
         check_resumed_split(out / "split.json", val_pairs)
+    replayed: list = []
     if cfg.replay and cfg.replay_samples > 0:
         replay, replay_problems = find_pairs(cfg.replay)
         problems += replay_problems
         rng = random.Random(cfg.seed)
-        train_pairs = train_pairs + rng.sample(replay, min(cfg.replay_samples, len(replay)))
+        replayed = rng.sample(replay, min(cfg.replay_samples, len(replay)))
+        train_pairs = train_pairs + replayed
     train_set = CachedPairs(train_pairs, cfg.size, cfg.mode, random_crops=True, soft_masks=cfg.soft_masks)
     val_set = CachedPairs(val_pairs, cfg.size, cfg.mode, random_crops=False, soft_masks=cfg.soft_masks)
     problems += train_set.problems + val_set.problems
     if len(train_set) == 0:
         raise ValueError("no readable training pairs" + (f": {problems[0]}" if problems else ""))
-    return train_set, val_set, problems
+    return train_set, val_set, problems, {p.key for p in replayed}
 
 
 def _write_split(cfg: TrainConfig, out: Path, train_set: CachedPairs, val_set: CachedPairs) -> None:
@@ -506,7 +510,7 @@ def train_steps(
         device, note = pick_device(cfg.device)
         log.info(note)
 
-    train_set, val_set, problems = _datasets(cfg, out, resume=resume)
+    train_set, val_set, problems, replay_keys = _datasets(cfg, out, resume=resume)
     for p in problems:
         log.warning(p)
     if not len(val_set):
@@ -617,8 +621,7 @@ def train_steps(
     began = time.time() - sum(h.get("time_s", 0.0) for h in history)
     if cosine:  # the time budget counts from the run's start, across resumes
         scheduler.count_time_from(began)
-    replay_roots = {Path(r).resolve() for r in cfg.replay}
-    replayed = sum(Path(p.image).resolve().parent.parent in replay_roots for p in train_set.pairs) if replay_roots else 0
+    replayed = sum(p.key in replay_keys for p in train_set.pairs)  # (readable ones)
     meta_training = {
         "data": [str(d) for d in cfg.data],
         # images of other folders mixed into training against forgetting: data too, so said
@@ -793,9 +796,11 @@ def train_steps(
                 timed_out = epoch < cfg.epochs
                 break
     if rank == 0:
-        if timed_out and best_path.exists():  # the card says the run was cut short, not only how long it ran
-            refresh_training_record(best_path, stopped=(
-                f"stopped by its {cfg.max_minutes:g}-minute limit after {len(history)} of {cfg.epochs} epochs"))
+        if best_path.exists():  # the card says whether the run was cut short, not only how long it ran
+            stopped = (f"stopped by its {cfg.max_minutes:g}-minute limit after {len(history)} of {cfg.epochs} "
+                       "epochs") if timed_out else None
+            if read_metadata(best_path).get("training", {}).get("stopped") != stopped:  # (a resumed run's may go)
+                refresh_training_record(best_path, stopped=stopped)
         if best_path.exists() and not cfg.keep_initial_as_best:  # (fine-tuning records its own)
             record_training_domain(best_path, [p.image for p in train_set.pairs],
                                    "training images of " + ", ".join(dataset_name(d) for d in cfg.data))

@@ -98,16 +98,25 @@ def output_stems(inputs: list[Path]) -> dict[Path, str]:
     # beside clip.mp4) would replace a frame's mask, so the video's names take its extension
     images = {stem.lower() for path, stem in stems.items() if path.suffix.lower() not in VIDEO_SUFFIXES}
     for path, stem in stems.items():
-        frame_name = re.compile(re.escape(stem.lower()) + r"_f\d{5}")
+        frame_name = re.compile(re.escape(stem.lower()) + r"_f\d{5,}")
         if path.suffix.lower() in VIDEO_SUFFIXES and any(frame_name.fullmatch(name) for name in images):
             stems[path] = f"{path.stem}_{path.suffix.lstrip('.').lower()}"
     # names that still coincide (ignoring case, as some file systems do): an input keeps its own
-    # stem where it can, the others take the first free number
+    # stem where it can, the others take the first free number; a video's name is not free while
+    # an image is named like one of its frames (``<name>_f`` and five or more digits)
+    images = {stems[p].lower() for p in inputs if p.suffix.lower() not in VIDEO_SUFFIXES}
+
+    def free(name: str, video: bool) -> bool:
+        if name.lower() in taken:
+            return False
+        frame = re.compile(re.escape(name.lower()) + r"_f\d{5,}")
+        return not video or not any(frame.fullmatch(image) for image in images)
+
     taken: set[str] = set()
     own, renamed = [p for p in inputs if stems[p] == p.stem], [p for p in inputs if stems[p] != p.stem]
     for path in own + renamed:
-        stem, n = stems[path], 2
-        while stems[path].lower() in taken:
+        stem, n, video = stems[path], 2, path.suffix.lower() in VIDEO_SUFFIXES
+        while not free(stems[path], video):
             stems[path], n = f"{stem}-{n}", n + 1
         taken.add(stems[path].lower())
     return stems

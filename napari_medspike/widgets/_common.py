@@ -252,7 +252,7 @@ def show_colours_of_cmyk_jpeg(layer: Any) -> bool:
     yellow and black as red, green, blue and alpha: the picture shows wrong (transparent where
     there is no black) and the model segmented inverted colours into an empty mask. Put its
     colours in the layer instead (the file stays as it is) and say so; returns whether it did."""
-    from ..data.io import cmyk_jpeg_as_rgb, is_cmyk_jpeg
+    from ..data.io import cmyk_jpeg_as_rgb, cmyk_jpeg_ink, is_cmyk_jpeg
 
     path = getattr(getattr(layer, "source", None), "path", None)
     shape = tuple(getattr(layer.data, "shape", ()))
@@ -260,8 +260,8 @@ def show_colours_of_cmyk_jpeg(layer: Any) -> bool:
         return False
     if Path(path).suffix.lower() not in (".jpg", ".jpeg", ".jpe", ".jfif") or not is_cmyk_jpeg(path):
         return False
-    rgb = cmyk_jpeg_as_rgb(path)
-    if rgb.shape[:2] != shape[:2]:  # (not the pixels this layer was made from)
+    ink, rgb = cmyk_jpeg_ink(path), cmyk_jpeg_as_rgb(path)
+    if ink.shape != shape or not np.array_equal(np.asarray(layer.data), ink):  # (edited, or another file now)
         return False
     layer.data = rgb
     show_info(f"'{layer.name}' is a CMYK JPEG (ink, as print software saves it): napari showed its ink as "
@@ -915,8 +915,10 @@ def start_worker(
             on_error(err)
 
     def finished() -> None:
-        bar.close()
-        calm_activity_spinners(False)
+        try:
+            bar.close()
+        finally:  # (napari closed meanwhile: the bar's widget may be gone; the count goes down anyway)
+            calm_activity_spinners(False)
         if on_finish is not None:
             on_finish()
 
@@ -926,8 +928,8 @@ def start_worker(
     if on_return is not None:
         worker.returned.connect(on_return)
     worker.finished.connect(finished)
-    calm_activity_spinners(True)
     worker.start()
+    calm_activity_spinners(True)  # (once it started: its `finished` brings the count down)
     return worker
 
 

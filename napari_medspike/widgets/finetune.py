@@ -528,7 +528,10 @@ class FinetuneWidget(DockContainer):
         # show when the fine-tune ends (the user may go on to the next image meanwhile)
         self._target = (self.image.value, self.mask.value)
         # one picture cannot be held out: its Dice is measured on the picture trained on
-        held_out = split_units(find_pairs([root])[0]) >= 2
+        try:
+            held_out = split_units(find_pairs([root])[0]) >= 2
+        except (OSError, ValueError):  # (the folder went meanwhile: the fine-tune will say so)
+            held_out = True
         self.plot.clear(held_out=held_out)
         show_text(self.result, f"fine-tuning on {len(entries)} correction{'s' if len(entries) != 1 else ''}…"
                   + ("" if held_out else "\n(one picture: its Dice is measured on it, not on a held-out one)"))
