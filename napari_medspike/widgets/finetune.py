@@ -115,11 +115,11 @@ class CurvePlot(DockPlot):
         from matplotlib.ticker import MaxNLocator
 
         self.ax.clear()
-        dice = "val Dice" if self.held_out else "Dice (trained on)"
+        dice, loss = ("val Dice", "val loss") if self.held_out else ("Dice (trained on)", "loss (trained on)")
         if self.history:
             epochs = [h["epoch"] for h in self.history]
             self.ax.plot(epochs, [h["train_loss"] for h in self.history], "o-", label="train loss")
-            self.ax.plot(epochs, [h["val_loss"] for h in self.history], "s-", label="val loss")
+            self.ax.plot(epochs, [h["val_loss"] for h in self.history], "s-", label=loss)
             self.ax.plot(epochs, [h["val_dice"] for h in self.history], "^-", label=dice)
         if self.start is not None and "val_dice" in self.start:
             self.ax.axhline(self.start["val_dice"], linestyle="--", linewidth=1, color="C2",
