@@ -356,6 +356,15 @@ def _relayout_scroll_area(native: Any) -> None:
     from qtpy.QtWidgets import QApplication, QScrollArea
 
     area = _ancestor(native, QScrollArea)
+    # every layout between the label and the scroll area takes the new height: the row holding
+    # the inspector's summary kept its old one, once napari had drawn the maps' colour bars, and
+    # cut the summary to three lines
+    parent = native.parentWidget()
+    while parent is not None and parent is not area:
+        if parent.layout() is not None:
+            parent.layout().invalidate()
+        parent.updateGeometry()
+        parent = parent.parentWidget()
     if area is not None:  # (queued: after the contents' own layout has taken the new height)
         QApplication.postEvent(area, QEvent(QEvent.Type.LayoutRequest))
 

@@ -1033,3 +1033,27 @@ def test_napari_s_activity_animation_is_slowed_while_a_job_runs(plugin, qtbot):
     assert all(movie.speed() == SPINNER_SPEED for movie in spinners)
     calm_activity_spinners(False)
     assert all(movie.speed() == 100 for movie in spinners)
+
+
+def test_the_inspectors_whole_summary_shows_once_the_maps_have_their_colour_bars(make_napari_viewer, qtbot):
+    """At 1920x1080, on the polyp sample with the default model, the row holding the summary
+    kept its old height after the first inspection (napari drew the maps' colour bars
+    meanwhile): three lines of nine showed."""
+    from napari_medspike.demo import open_plugin, plugin_dock
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1920, 1080)
+    settle(0.3)
+    widgets = open_plugin(viewer, "kvasir")
+    with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
+        pass
+    inspector = widgets["Spike inspector"]
+    plugin_dock(viewer, "Spike inspector").raise_()
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    settle(1.0)
+    viewer.screenshot(canvas_only=False)  # (what a user sees: the window drawn whole)
+    label = inspector.summary.native
+    needed = label.heightForWidth(label.width())
+    assert needed > 4 * label.fontMetrics().height()
+    assert label.visibleRegion().boundingRect().height() >= needed  # not cut by the row around it
