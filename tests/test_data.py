@@ -106,7 +106,7 @@ def test_a_tiff_of_two_channels_is_refused_but_grey_and_alpha_is_read(tmp_path):
     channels = np.zeros((2, 20, 30), np.uint16)
     channels[1, 5:15, 5:15] = 4000
     tifffile.imwrite(tmp_path / "two.tif", channels, imagej=True, metadata={"axes": "CYX"})
-    with pytest.raises(ImageReadError, match=r"two.tif: 2 channels \(axes CYX\).*an image of its own"):
+    with pytest.raises(ImageReadError, match=r"two.tif: 2 channels \(axes CYX\).*a file of its own"):
         read_pixels(tmp_path / "two.tif")
     grey_alpha = np.dstack([np.full((20, 30), 90, np.uint8), np.full((20, 30), 255, np.uint8)])
     tifffile.imwrite(tmp_path / "la.tif", grey_alpha, photometric="minisblack", extrasamples=["unassalpha"])
