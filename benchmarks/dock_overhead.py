@@ -36,6 +36,7 @@ def main() -> None:
 
     from napari_medspike import load_model
     from napari_medspike.common import run_job
+    from napari_medspike.demo import settle
     from napari_medspike.inference.predictor import predict_stack_steps
     from napari_medspike.widgets import _common
 
@@ -50,12 +51,6 @@ def main() -> None:
         while not flag:
             app.processEvents()
             time.sleep(0.005)
-
-    def settle(seconds: float) -> None:
-        end = time.time() + seconds
-        while time.time() < end:
-            app.processEvents()
-            time.sleep(0.01)
 
     def job():
         return (yield from predict_stack_steps(model, stack, rgb=True, mode="resize", device="cpu", flips=False))

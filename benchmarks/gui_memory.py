@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -33,17 +32,10 @@ def main() -> None:
 
     import napari
     import numpy as np
-    from qtpy.QtWidgets import QApplication
 
     from napari_medspike.data.corrections import CorrectionStore
     from napari_medspike.data.io import read_mask, read_pixels
-    from napari_medspike.demo import open_plugin, plugin_dock, wait_for
-
-    def settle(seconds: float) -> None:
-        end = time.time() + seconds
-        while time.time() < end:
-            QApplication.processEvents()
-            time.sleep(0.01)
+    from napari_medspike.demo import open_plugin, plugin_dock, settle, wait_for
 
     viewer = napari.Viewer(show=True)
     widgets = open_plugin(viewer, "kvasir")

@@ -25,14 +25,8 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_medspike.demo import open_plugin, plugin_dock, wait_for
+    from napari_medspike.demo import open_plugin, plugin_dock, settle, wait_for
     from napari_medspike.widgets.inspector import InspectorWidget
-
-    def settle(seconds: float) -> None:
-        end = time.time() + seconds
-        while time.time() < end:
-            QApplication.processEvents()
-            time.sleep(0.01)
 
     def watched(worker) -> float:
         """Run the event loop until ``worker`` is done and 0.5 s more; the longest single pass."""

@@ -32,6 +32,16 @@ def wait_for(worker: Any, timeout: float = 600.0) -> None:
             raise TimeoutError("job did not finish in time")
 
 
+def settle(seconds: float = 0.5) -> None:
+    """Process Qt events for ``seconds`` (layouts, redraws and queued signals catch up)."""
+    from qtpy.QtWidgets import QApplication
+
+    end = time.time() + seconds
+    while time.time() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
 def open_plugin(viewer: Any, sample: str = "kvasir", model: str | None = None) -> dict[str, Any]:
     """Dock the three widgets as tabs of one dock column and open a bundled sample; return the
     widgets by name. ``model``: a checkpoint file for Segment (default: its own choice)."""

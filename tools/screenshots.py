@@ -12,17 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-
-def settle(seconds: float = 0.5) -> None:
-    from qtpy.QtWidgets import QApplication
-
-    end = time.time() + seconds
-    while time.time() < end:
-        QApplication.processEvents()
-        time.sleep(0.02)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import napari
 
-    from napari_medspike.demo import open_plugin, plugin_dock, wait_for
+    from napari_medspike.demo import open_plugin, plugin_dock, settle, wait_for
 
     for size in args.sizes:
         w, h = (int(v) for v in size.split("x"))

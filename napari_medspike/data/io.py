@@ -12,6 +12,8 @@ from ..common import InputError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: File names a JPEG goes by.
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
 
 
 class ImageReadError(InputError):
@@ -84,11 +86,13 @@ def _read_array(path: Path) -> np.ndarray:
         from skimage import io
 
         array = np.asarray(io.imread(path))
-        if image_signature(head) == "JPEG" and str(path) not in _told_orientation:
+        if image_signature(head) != "JPEG":
+            return array
+        if str(path) not in _told_orientation:
             _told_orientation.add(str(path))  # (once: a training run reads its images every epoch)
             if (note := exif_orientation_note(path)) is not None:
                 log.warning(note)
-        if array.ndim == 3 and array.shape[-1] == 4 and image_signature(head) == "JPEG":
+        if array.ndim == 3 and array.shape[-1] == 4:
             return _cmyk_as_rgb(path)  # (a JPEG has no alpha: its four channels are ink, not RGBA)
         return array
     except ImageReadError:
@@ -137,18 +141,13 @@ def is_cmyk_jpeg(path: str | Path) -> bool:
         return False
 
 
-def cmyk_jpeg_ink(path: str | Path) -> np.ndarray:
-    """A CMYK JPEG's four ink channels as stored, ``[H, W, 4]`` uint8 (what napari's own reader
-    shows as RGBA)."""
+def cmyk_jpeg_ink_and_colours(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A CMYK JPEG (see :func:`is_cmyk_jpeg`), decoded once: its four ink channels as stored,
+    ``[H, W, 4]`` uint8 (what napari's own reader shows as RGBA), and its colours, ``[H, W, 3]``."""
     from PIL import Image
 
     with Image.open(path) as image:
-        return np.asarray(image)
-
-
-def cmyk_jpeg_as_rgb(path: str | Path) -> np.ndarray:
-    """A CMYK JPEG's colours, ``[H, W, 3]`` uint8 (see :func:`is_cmyk_jpeg`)."""
-    return _cmyk_as_rgb(Path(path))
+        return np.asarray(image), np.asarray(image.convert("RGB"))
 
 
 def _cmyk_as_rgb(path: Path) -> np.ndarray:

@@ -622,6 +622,7 @@ def train_steps(
     if cosine:  # the time budget counts from the run's start, across resumes
         scheduler.count_time_from(began)
     replayed = sum(p.key in replay_keys for p in train_set.pairs)  # (readable ones)
+    on_training = cfg.validate_on_training and not cfg.val_fraction  # nothing held out: measured on training images
     meta_training = {
         "data": [str(d) for d in cfg.data],
         # images of other folders mixed into training against forgetting: data too, so said
@@ -645,8 +646,7 @@ def train_steps(
         **({"max_firing_rate": cfg.max_firing_rate, "firing_weight": cfg.firing_weight} if spike_budget else {}),
         "gradient": f"SLTT-{cfg.sltt} (spatial only, {cfg.sltt} of {model.timesteps} timesteps)" if cfg.sltt else "BPTT",
         "val_keys": [p.key for p in val_set.pairs],
-        "validated_on": "training images (nothing held out)" if cfg.validate_on_training and not cfg.val_fraction
-        else "held-out images",
+        "validated_on": "training images (nothing held out)" if on_training else "held-out images",
         "description": cfg.description,
         "torch": torch.__version__,
     }
@@ -669,8 +669,10 @@ def train_steps(
             best = {**initial, "epoch": 0}
             if rank == 0:
                 save_best(best)
-            # the starting weights' figures: the bar to beat (a fine-tune keeps them unless beaten)
-            yield TrainProgress(0, cfg.epochs, 0, 0, float("nan"), metrics=dict(best), message="start measured")
+            # the starting weights' figures: the bar to beat (a fine-tune keeps them unless beaten),
+            # and whether they are measured on held-out images (one correction cannot be held out)
+            yield TrainProgress(0, cfg.epochs, 0, 0, float("nan"), metrics={**best, "held_out": float(not on_training)},
+                                message="start measured")
 
     cancelled = False
     timed_out = False  # stopped by the time budget (cfg.max_minutes)

@@ -15,12 +15,8 @@ from ..common import Progress, atomic_write, check_writable, run_job
 from ..data.io import IMAGE_SUFFIXES, ImageReadError, read_pixels
 from ..data.video import VIDEO_SUFFIXES, VideoCutShort, iter_frames, video_info
 from ..models.base import Segmenter
-from .measure import COLUMNS, measure_regions, write_csv
+from .measure import FOLDER_COLUMNS, measure_regions, write_csv
 from .predictor import predict_steps
-
-
-#: A folder job's measurements: the image's own table, and the mask file each region is in.
-FOLDER_COLUMNS = (*COLUMNS, "mask")
 
 
 @dataclass

@@ -80,12 +80,16 @@ def summarise(rows: list[dict[str, object]]) -> dict[str, object]:
     }
 
 
+#: A folder job's measurements: :data:`COLUMNS` and the mask file each region is in.
+FOLDER_COLUMNS = (*COLUMNS, "mask")
+
+
 def write_csv(rows: list[dict[str, object]], path: str | Path, columns: Sequence[str] | None = None) -> Path:
     """Write a measurement table as CSV (atomically); an empty table writes the header only.
-    ``columns``: by default :data:`COLUMNS`, followed by the folder job's ``mask`` where the rows
-    have it."""
+    ``columns``: by default :data:`COLUMNS`, or :data:`FOLDER_COLUMNS` where the rows name their
+    mask file."""
     if columns is None:
-        columns = (*COLUMNS, "mask") if any("mask" in row for row in rows) else COLUMNS
+        columns = FOLDER_COLUMNS if any("mask" in row for row in rows) else COLUMNS
     from ..common import atomic_write
 
     def write(tmp: Path) -> None:

@@ -252,15 +252,15 @@ def show_colours_of_cmyk_jpeg(layer: Any) -> bool:
     yellow and black as red, green, blue and alpha: the picture shows wrong (transparent where
     there is no black) and the model segmented inverted colours into an empty mask. Put its
     colours in the layer instead (the file stays as it is) and say so; returns whether it did."""
-    from ..data.io import cmyk_jpeg_as_rgb, cmyk_jpeg_ink, is_cmyk_jpeg
+    from ..data.io import JPEG_SUFFIXES, cmyk_jpeg_ink_and_colours, is_cmyk_jpeg
 
     path = getattr(getattr(layer, "source", None), "path", None)
     shape = tuple(getattr(layer.data, "shape", ()))
     if not path or not getattr(layer, "rgb", False) or len(shape) != 3 or shape[-1] != 4:
         return False
-    if Path(path).suffix.lower() not in (".jpg", ".jpeg", ".jpe", ".jfif") or not is_cmyk_jpeg(path):
+    if Path(path).suffix.lower() not in JPEG_SUFFIXES or not is_cmyk_jpeg(path):
         return False
-    ink, rgb = cmyk_jpeg_ink(path), cmyk_jpeg_as_rgb(path)
+    ink, rgb = cmyk_jpeg_ink_and_colours(path)
     if ink.shape != shape or not np.array_equal(np.asarray(layer.data), ink):  # (edited, or another file now)
         return False
     layer.data = rgb
@@ -275,10 +275,10 @@ _TOLD_TURN: weakref.WeakSet = weakref.WeakSet()
 def tell_of_exif_turn(layer: Any) -> None:
     """Once per layer: say that the photo it was opened from asks to be shown turned (EXIF), which
     neither napari nor the model does (see :func:`~napari_medspike.data.io.exif_orientation_note`)."""
-    from ..data.io import exif_orientation_note
+    from ..data.io import JPEG_SUFFIXES, exif_orientation_note
 
     path = getattr(getattr(layer, "source", None), "path", None)
-    if not path or layer in _TOLD_TURN or Path(path).suffix.lower() not in (".jpg", ".jpeg", ".jpe", ".jfif"):
+    if not path or layer in _TOLD_TURN or Path(path).suffix.lower() not in JPEG_SUFFIXES:
         return
     _TOLD_TURN.add(layer)
     if (note := exif_orientation_note(path)) is not None:

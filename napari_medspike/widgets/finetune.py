@@ -22,7 +22,6 @@ from magicgui.widgets import (
 
 from ..common import WriteError, check_writable
 from ..data.corrections import STAMP, Correction, CorrectionStore, check_correction, default_store, remember_store
-from ..data.dataset import find_pairs, split_units
 from ..data.io import read_mask, read_pixels
 from ..data.io import warm_up as decoders_warm_up
 from ..engine.checkpoint import load_model, model_card_path
@@ -95,13 +94,13 @@ class CurvePlot(DockPlot):
         self.held_out = True
         self.clear()
 
-    def clear(self, held_out: bool = True) -> None:
-        self.history, self.start, self.held_out = [], None, held_out
+    def clear(self) -> None:
+        self.history, self.start, self.held_out = [], None, True
         self._draw()
 
-    def set_start(self, metrics: dict[str, float]) -> None:
-        """The starting weights' validation figures (epoch 0)."""
-        self.start = metrics
+    def set_start(self, metrics: dict[str, float], held_out: bool = True) -> None:
+        """The starting weights' validation figures (epoch 0), measured on held-out images or not."""
+        self.start, self.held_out = metrics, held_out
         self._draw()
 
     def add(self, row: dict[str, float]) -> None:
@@ -527,14 +526,9 @@ class FinetuneWidget(DockContainer):
         # the image and mask to segment again afterwards: those chosen now, whatever the boxes
         # show when the fine-tune ends (the user may go on to the next image meanwhile)
         self._target = (self.image.value, self.mask.value)
-        # one picture cannot be held out: its Dice is measured on the picture trained on
-        try:
-            held_out = split_units(find_pairs([root])[0]) >= 2
-        except (OSError, ValueError):  # (the folder went meanwhile: the fine-tune will say so)
-            held_out = True
-        self.plot.clear(held_out=held_out)
-        show_text(self.result, f"fine-tuning on {len(entries)} correction{'s' if len(entries) != 1 else ''}…"
-                  + ("" if held_out else "\n(one picture: its Dice is measured on it, not on a held-out one)"))
+        self.plot.clear()
+        self._running = f"fine-tuning on {len(entries)} correction{'s' if len(entries) != 1 else ''}…"
+        show_text(self.result, self._running)
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.worker = start_worker(job, "Fine-tune", on_yield=self._progress, on_return=self._finished,
                                    on_finish=self._idle,
@@ -554,7 +548,12 @@ class FinetuneWidget(DockContainer):
         if event.message == "epoch done":
             self.plot.add(event.metrics)
         elif event.message == "start measured":
-            self.plot.set_start(event.metrics)
+            held_out = bool(event.metrics.get("held_out", True))
+            self.plot.set_start(event.metrics, held_out)
+            if not held_out and not self.cancel_event.is_set():
+                # one picture cannot be held out: its Dice is measured on the picture trained on
+                show_text(self.result, f"{self._running}\n(one picture: its Dice is measured on it, not on a "
+                          "held-out one)")
 
     def _finished(self, outcome: tuple[Any, Any]) -> None:
         result, model = outcome
