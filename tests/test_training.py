@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -453,6 +454,23 @@ def test_evaluate_cli(lesions, tmp_path, capsys):
     (tmp_path / "empty" / "masks").mkdir()
     assert main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "empty"), "--device", "cpu"]) == 1
     assert "no image/mask pairs in" in capsys.readouterr().err
+    # one image has no interval and gives no verdict (it was one image's value at both ends,
+    # so a comparison of one image called any difference "better" or "worse")
+    one = tmp_path / "one"
+    for sub in ("images", "masks"):
+        (one / sub).mkdir(parents=True)
+        first = sorted((lesions / sub).iterdir())[0]
+        shutil.copy(first, one / sub / first.name)
+    assert main(["--checkpoint", str(ckpt), "--data", str(one), "--json", str(tmp_path / "one.json"),
+                 "--device", "cpu"]) == 0
+    assert "n/a" in capsys.readouterr().out
+    assert main(["--checkpoint", str(ckpt), "--data", str(one), "--json", str(tmp_path / "one-tta.json"),
+                 "--device", "cpu", "--flips", "on", "--compare", str(tmp_path / "one.json")]) == 0
+    said = capsys.readouterr().out
+    assert "too few for an interval" in said and "better" not in said and "worse" not in said
+    strict = json.loads((tmp_path / "one-tta.json").read_text(),  # JSON without NaN, which other tools refuse
+                        parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    assert strict["ci95_dice"] == [None, None] and strict["comparison"]["dice"]["interval"] == [None, None]
 
 
 def test_torchrun_two_cpu_processes(lesions, tmp_path):

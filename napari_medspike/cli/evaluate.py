@@ -198,12 +198,32 @@ def read_evaluation(path: Path) -> list[dict]:
     return rows
 
 
+def _interval_text(low_high: list[float]) -> str:
+    """``0.812-0.901``, or ``n/a`` where one image gave no interval."""
+    return "%.3f-%.3f" % tuple(low_high) if np.isfinite(low_high).all() else "n/a"
+
+
+def _nan_as_null(value):
+    """``value`` with every NaN float replaced by None (JSON has no NaN; other tools reject it)."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_as_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_as_null(v) for v in value]
+    return value
+
+
 def describe_comparison(comparison: dict) -> list[str]:
     """Lines for the terminal: each metric's mean per-image difference and its interval."""
     lines = [f"against {comparison['baseline']} ({comparison['dice']['images']} shared images):"]
     for metric in ("dice", "iou"):
         c = comparison[metric]
-        low, high = c["interval"]
+        low, high = (np.nan if v is None else v for v in c["interval"])
+        if not np.isfinite([low, high]).all():  # one shared image: no interval, no verdict
+            lines.append(f"  {metric:>4} {c['mean_difference']:+.4f} (one image: too few for an interval "
+                         f"or a verdict)")
+            continue
         verdict = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
         lines.append(f"  {metric:>4} {c['mean_difference']:+.4f} (95% CI {low:+.4f} to {high:+.4f}; higher on "
                      f"{c['better']}, lower on {c['worse']} images): {verdict}")
@@ -293,7 +313,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     summary = summarise(rows)
     print(f"{'images':>8} " + " ".join(f"{m:>12}" for m in METRICS))
     print(f"{summary['count']:>8} " + " ".join(f"{summary['mean_' + m]:>12.4f}" for m in METRICS))
-    print(f"{'95% CI':>8} " + " ".join(f"{'%.3f-%.3f' % tuple(summary['ci95_' + m]):>12}" for m in METRICS))
+    print(f"{'95% CI':>8} " + " ".join(f"{_interval_text(summary['ci95_' + m]):>12}" for m in METRICS))
     comparison = None
     if baseline is not None:
         comparison = {"baseline": str(args.compare),
@@ -307,7 +327,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                    "skipped": list(problems),
                    "mode": args.mode, "flips": flips, "precision": precision, "threshold": args.threshold,
                    **summary, **({"comparison": comparison} if comparison else {}), "images": rows}
-        atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
+        text = json.dumps(_nan_as_null(payload), indent=1, allow_nan=False)
+        atomic_write(args.json, lambda tmp: tmp.write_text(text))
     if gallery is not None:
         args.report.mkdir(parents=True, exist_ok=True)
         gallery.write(args.report / "gallery.png")

@@ -72,17 +72,17 @@ def mean_interval(values: Iterable[float], level: float = CONFIDENCE, resamples:
     """Bootstrap confidence interval (BCa, seeded) of the mean of per-image ``values``.
 
     How far the mean could move on another draw of images like these: on 88 validation images
-    a mean Dice is uncertain by several hundredths. Fewer than two values, or all equal, give
-    the mean itself at both ends."""
+    a mean Dice is uncertain by several hundredths. One value says nothing of that, so fewer
+    than two give NaN at both ends; values all equal give the mean itself at both ends."""
     from scipy.stats import bootstrap
 
     values = np.asarray(list(values), dtype=np.float64)
     if not 0 < level < 1:
         raise ValueError(f"a confidence level lies in (0, 1), got {level}")
-    if values.size == 0:
+    if values.size < 2:
         return float("nan"), float("nan")
     mean = float(values.mean())
-    if values.size < 2 or np.ptp(values) == 0:
+    if np.ptp(values) == 0:
         return mean, mean
     # BCa corrects the skew of per-image scores; its jackknife costs n means of n values, so
     # large sets (where skew matters little) take percentiles; batches bound the memory

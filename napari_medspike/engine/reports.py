@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,11 @@ def domain_line(meta: dict[str, Any]) -> str:
 
 def _interval(figures: dict[str, Any], metric: str) -> str:
     """`` (95 % CI low-high)`` of an evaluation's metric; empty for evaluations from before
-    intervals were reported."""
+    intervals were reported, or of one image (which has none)."""
     low_high = figures.get(f"ci95_{metric}")
-    return f" (95 % CI {low_high[0]:.3f}-{low_high[1]:.3f})" if low_high else ""
+    if not low_high or any(v is None or not math.isfinite(v) for v in low_high):  # one image: none
+        return ""
+    return f" (95 % CI {low_high[0]:.3f}-{low_high[1]:.3f})"
 
 
 def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
