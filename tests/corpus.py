@@ -48,6 +48,8 @@ def image_cases(folder: Path) -> list[Case]:
         refused=("z-stack", "3 slices"))
     add("volume.tif", lambda p: tifffile.imwrite(p, np.zeros((5, 16, 20), np.uint8)), refused=("5 slices",))
     add("nan.tif", lambda p: tifffile.imwrite(p, np.full((6, 6), np.nan, np.float32)), refused=("nan",))
+    # a link left by a moved dataset or an unmounted drive
+    add("moved.png", lambda p: p.symlink_to(folder / "gone" / "moved.png"), refused=("a link to", "does not exist"))
     return cases
 
 

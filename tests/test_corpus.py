@@ -35,7 +35,7 @@ def test_every_crafted_checkpoint_is_refused_by_name(tmp_path):
         assert all(word.lower() in message for word in case.refused), (case.name, message)
 
 
-def test_the_whole_folder_can_be_segmented_skipping_what_is_not_an_image(tmp_path):
+def test_the_whole_folder_can_be_segmented_skipping_what_is_not_an_image(tmp_path, capsys):
     from napari_medspike import create_model, save_checkpoint
     from napari_medspike.cli.segment import main
 
@@ -49,3 +49,7 @@ def test_the_whole_folder_can_be_segmented_skipping_what_is_not_an_image(tmp_pat
                  "--device", "cpu"]) == PARTLY
     written = {p.stem for p in (tmp_path / "out" / "masks").iterdir()}
     assert written == {c.path.stem for c in cases if c.shape is not None}
+    said = capsys.readouterr().err
+    for case in cases:  # each one skipped is named (a broken link too, not silently left out)
+        if case.shape is None:
+            assert case.path.name in said, case.name

@@ -130,8 +130,12 @@ def test_bad_pairs_are_reported_and_the_rest_stays_usable(tmp_path):
     _save(root / "masks" / "wrongsize.png", np.zeros((16, 16), np.uint8))
     (root / "images" / "garbage.jpg").write_bytes(b"\x00\x01")
     _save(root / "masks" / "garbage.png", np.zeros((32, 40), np.uint8))
+    (root / "images" / "moved.png").symlink_to(tmp_path / "elsewhere" / "moved.png")  # its target gone
+    _save(root / "masks" / "moved.png", np.zeros((32, 40), np.uint8))
     pairs, problems = find_pairs(root)
     assert any("nomask.png" in p and "no mask" in p for p in problems)
+    assert any("moved.png" in p and "does not exist" in p for p in problems), problems
+    assert any("masks/moved.png" in p and "without an image" in p for p in problems), problems
     assert len(pairs) == 7
     data = CachedPairs(pairs, size=32)
     assert len(data) == 5

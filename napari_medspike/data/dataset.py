@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import IMAGE_SUFFIXES, ImageReadError, image_hw, read_image, read_mask, read_pixels
+from .io import IMAGE_SUFFIXES, ImageReadError, image_hw, missing_file_reason, read_image, read_mask, read_pixels
 from .resize import resize_image, resize_mask
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,11 @@ def _files_by_stem(folder: Path, problems: list[str] | None = None) -> dict[str,
     is listed in ``problems``: which of the two a mask belongs to cannot be told."""
     files: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."):
+        if p.suffix.lower() not in IMAGE_SUFFIXES or p.name.startswith("."):
+            continue
+        if p.is_symlink() and not p.exists() and problems is not None:  # a moved dataset, an unmounted drive
+            problems.append(f"{p}: {missing_file_reason(p)}; not used")
+        elif p.is_file():
             if p.stem in files and problems is not None:
                 problems.append(f"{p}: {files[p.stem].name} has the same name; only that one is used")
             files.setdefault(p.stem, p)

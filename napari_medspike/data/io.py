@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -69,9 +70,17 @@ def _plain(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+def missing_file_reason(path: Path) -> str:
+    """Why ``path`` is no file: ``no such file``, or, for a link whose target is gone (a moved
+    dataset, an unmounted drive), where it points."""
+    if path.is_symlink():
+        return f"a link to {os.readlink(path)}, which does not exist"
+    return "not a file" if path.exists() else "no such file"
+
+
 def _read_array(path: Path) -> np.ndarray:
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+        raise ImageReadError(f"{path}: {missing_file_reason(path)}")
     try:
         size = path.stat().st_size
         with path.open("rb") as f:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import ImageReadError
+from .io import ImageReadError, missing_file_reason
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 
@@ -69,7 +69,7 @@ def _av():
 def _open(path: Path):
     av = _av()
     if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
+        raise ImageReadError(f"{path}: {missing_file_reason(path)}")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: not a video (empty file)")
     try:

@@ -71,7 +71,10 @@ def list_inputs(source: str | Path) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such folder or file")
-    found = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+    # a link whose target is gone is listed too: reading it then says where it points (skipped
+    # with a word, not silently left out)
+    found = sorted(p for p in source.iterdir()
+                   if (p.is_file() or p.is_symlink() and not p.exists()) and p.suffix.lower() in suffixes)
     if not found:
         raise ValueError(f"{source}: no images or videos ({', '.join(suffixes)})")
     return found
