@@ -1029,6 +1029,22 @@ def placement_of(image_layer: Any, nd: int) -> dict[str, Any]:
     return placement
 
 
+def axis_aligned(layer: Any) -> bool:
+    """Whether ``layer`` is only scaled and moved (no rotation, shear or affine transform)."""
+    return (np.allclose(layer.rotate, np.eye(layer.ndim)) and np.allclose(layer.shear, 0)
+            and np.allclose(layer.affine.affine_matrix, np.eye(layer.ndim + 1)))
+
+
+def world_matrix_of(layer: Any) -> np.ndarray:
+    """The ``(ndim + 1)²`` matrix that takes ``layer``'s pixel coordinates to the world: its scale,
+    translate, rotation and shear, then its affine transform (napari's order)."""
+    from napari.utils.transforms import Affine
+
+    own = Affine(scale=layer.scale, translate=layer.translate, rotate=layer.rotate, shear=layer.shear,
+                 ndim=layer.ndim)
+    return layer.affine.affine_matrix @ own.affine_matrix
+
+
 def _same_setting(now: Any, wanted: Any) -> bool:
     """Whether a layer's ``now`` value of scale, translate, rotate, shear, affine or units already
     is ``wanted`` (numbers compared as numbers, units by their names)."""

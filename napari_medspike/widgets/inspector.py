@@ -11,6 +11,8 @@ from magicgui.widgets import ComboBox, Label, PushButton, SpinBox
 
 from ..analysis.maps import DECOMPOSED, INTERACTION_VIEWS, REDUCTIONS, inspect_steps, stage_of
 from ._common import (
+    _same_setting,
+    axis_aligned,
     call_when_closed,
     call_when_shown,
     compact_label,
@@ -33,6 +35,7 @@ from ._common import (
     start_worker,
     tab_with_sibling_docks,
     viewer_grid,
+    world_matrix_of,
 )
 
 #: What the four interaction maps mean, for tooltips and the README.
@@ -350,10 +353,8 @@ class InspectorWidget(DockContainer):
         layer.name, layer.data = name, data
         if kwargs.get("colormap", layer.colormap.name) != layer.colormap.name:
             layer.colormap = kwargs["colormap"]  # only when it changes: vispy rebuilds its shader
-        for key in ("scale", "translate", "units", "contrast_limits", "visible"):  # each set costs a refresh
-            now = getattr(layer, key)
-            now = tuple(str(u) for u in now) if key == "units" else now  # (napari holds pint units)
-            if key in kwargs and not np.array_equal(np.asarray(now), np.asarray(kwargs[key])):
+        for key in ("scale", "translate", "affine", "units", "contrast_limits", "visible"):  # each set costs a refresh
+            if key in kwargs and not _same_setting(getattr(layer, key), kwargs[key]):
                 setattr(layer, key, kwargs[key])
         return layer
 
@@ -450,12 +451,31 @@ class InspectorWidget(DockContainer):
             return array, {"scale": scale, "translate": translate,
                            "units": ("pixel",) * in_time + frame_units + spatial_units}
 
+        def on_image(array: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+            """:func:`placed`, turned, sheared and transformed as the image is (its rotate, shear and
+            affine act on its own axes: the maps' last ones, given as one affine matrix)."""
+            array, where = placed(array)
+            if axis_aligned(image_layer):
+                return array, {**where, "affine": np.eye(array.ndim + 1)}
+            # map pixels to the image's pixels (its last axes), then the image's pixels to the world
+            nd, lead = image_layer.ndim, array.ndim - image_layer.ndim
+            into_image = np.eye(nd + 1)
+            into_image[-3:-1, -3:-1] = np.diag(maps.scale)
+            into_image[-3:-1, -1] = maps.translate
+            if frame is not None:
+                into_image[-4, -1] = frame
+            matrix = np.eye(array.ndim + 1)
+            matrix[:lead, :lead] = np.diag(where["scale"][:lead])
+            matrix[:lead, -1] = where["translate"][:lead]
+            matrix[lead:, lead:] = world_matrix_of(image_layer) @ into_image
+            return array, {**where, "scale": (1.0,) * array.ndim, "translate": (0.0,) * array.ndim, "affine": matrix}
+
         tag = f"stage {maps.stage}"
         time_word = "virtual t" if maps.virtual else "t"
         # the channels shown, unless their mean (the default): "max", "channel 5"
         how = {"mean": "", "max": " max", "channel": f" channel {channels[1]}"}.get(channels[0], "")
         names = [f"spikes {maps.spike_name}{how} ({tag}, {time_word})"]
-        data, where = placed(maps.spikes)
+        data, where = on_image(maps.spikes)
         top = max(float(maps.spikes.max()), 1e-6)
         limits = {GRID_LIMITS: (0.0, top), OVERLAY_LIMITS: (min(float(np.median(maps.spikes)), top * 0.99), top)}
         grid = self.view.value == VIEWS[0]
@@ -472,10 +492,10 @@ class InspectorWidget(DockContainer):
             if signed:
                 lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
             names.append(f"{name} ({tag})")
-            data, where = placed(array)
+            data, where = on_image(array)
             colormap = SIGNED_COLORMAP if signed else SHARE_COLORMAP if "share" in name else INTERACTION_COLORMAP
             self._put(names[-1], slot, data, pause, colormap=colormap, contrast_limits=(lo, hi if hi > lo else lo + 1e-6), **where)
-        data, where = placed(maps.firing_rate)
+        data, where = on_image(maps.firing_rate)
         rate_name = f"{maps.spike_name} firing rate ({tag})"
         self._put(rate_name, 1 + len(arrays), data, pause, colormap="inferno", visible=False,
                   contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)), **where)

@@ -10,7 +10,7 @@ from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QPushButton
 
 from napari_medspike import create_model, load_model, save_checkpoint
-from napari_medspike.widgets._common import mask_look, session_of
+from napari_medspike.widgets._common import MAP_TAG, mask_look, session_of
 from napari_medspike.widgets.inspector import viewer_grid
 
 WAIT = 120_000  # ms
@@ -510,6 +510,22 @@ def test_results_lie_on_the_image_with_its_units_and_rotation_and_a_failure_show
         np.testing.assert_allclose(layer.rotate, turned.rotate)
         assert tuple(str(u) for u in layer.units) == ("millimeter", "millimeter")
     assert "area" in segment.table.column_headers  # in mm², beside the pixel count
+    # the inspector's maps lie on it too (they kept only its scale and translate: beside it)
+    inspector = widgets["Spike inspector"]
+    inspector.reset_choices()
+    inspector.image.value = turned
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+        pass
+    qtbot.waitUntil(lambda: any(la.metadata.get(MAP_TAG) for la in viewer.layers), timeout=WAIT)
+
+    def world_corners(layer):
+        h, w = layer.data.shape[-2:]
+        lead = [0.0] * (layer.ndim - 2)
+        return np.array([layer.data_to_world([*lead, y, x])[-2:]
+                         for y, x in ((-0.5, -0.5), (-0.5, w - 0.5), (h - 0.5, -0.5), (h - 0.5, w - 0.5))])
+
+    for layer in [la for la in viewer.layers if la.metadata.get(MAP_TAG)]:
+        np.testing.assert_allclose(world_corners(layer), world_corners(turned), atol=0.05, err_msg=layer.name)
     # a job that fails says so in the dock's status line too, not only in a notification
     broken = grey.astype(np.float32)
     broken[3, 4] = np.nan
