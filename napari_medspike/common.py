@@ -204,7 +204,15 @@ def run_command(prog: str, body: Callable[[], int], debug: bool = False) -> int:
     on stderr and returns 2, like argparse's own errors; with ``debug`` it propagates with its
     full traceback. Ctrl-C prints ``<prog>: interrupted`` and returns 130. Other exceptions
     (bugs) always propagate.
+
+    Characters the terminal's encoding lacks (``²`` in a Japanese Windows code page, any
+    non-ASCII in a C locale) print as escapes instead of failing the command.
     """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):  # not a text stream of its own (captured, replaced)
+            pass
     try:
         return body()
     except KeyboardInterrupt:  # Ctrl-C: what was written stays; no traceback

@@ -1,6 +1,7 @@
 """The benchmark harness runs end to end (speed figures themselves are not asserted)."""
 
 import json
+import os
 
 
 def test_bench_writes_json_and_markdown(tmp_path):
@@ -58,3 +59,19 @@ def test_bench_refuses_bad_options_in_one_line_before_timing(tmp_path, capsys, m
     assert bench.main(["--models", "ann_twin", "--out", str(a_file)]) == 2
     assert "it is a file, not a folder" in capsys.readouterr().err
     assert not timed
+
+
+def test_a_fresh_processs_peak_memory_is_measured_without_proc(tmp_path, monkeypatch):
+    """macOS has no /proc (Windows neither): the benchmark's memory column fell over there."""
+    from napari_medspike.cli.bench import _fresh_process
+
+    (tmp_path / "sitecustomize.py").write_text(
+        "import builtins\n_open = builtins.open\n"
+        "def no_proc(file, *args, **kwargs):\n"
+        "    if str(file).startswith('/proc'):\n"
+        "        raise FileNotFoundError(2, 'No such file or directory', file)\n"
+        "    return _open(file, *args, **kwargs)\n"
+        "builtins.open = no_proc\n", encoding="utf-8")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    peak = _fresh_process("import numpy as np\nheld = np.ones(40 * 2**20 // 8)\nout = {}")["peak_mb"]
+    assert 40 < peak < 2000

@@ -988,3 +988,33 @@ def test_the_models_mask_as_it_came_never_replaces_a_painted_correction(tmp_path
     assert again.replaced == (painted.stem,)
     unknown = store.save(image, np.eye(30, 40))  # a caller that does not say: replaced as before
     assert unknown.replaced == (again.stem,)
+
+
+def test_text_files_and_messages_survive_a_locale_whose_encoding_lacks_their_characters(tmp_path):
+    """Windows writes text in its code page unless told otherwise: the measurements' "px²" failed
+    in a Japanese one, a model card's "×" in a Cyrillic one. A C locale (ASCII) stands in for them."""
+    import os
+    import subprocess
+    import sys
+
+    data = write_lesion_pairs(tmp_path / "set", range(4), shape=(40, 48))
+    save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), tmp_path / "m.safetensors", input_size=32)
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    run = [sys.executable, "-c", "import sys; from napari_medspike.cli.{0} import {1} as main; sys.exit(main(sys.argv[1:]))"]
+    done = subprocess.run([run[0], run[1], run[2].format("segment", "main"), str(data / "images"), "--out", str(tmp_path / "out"),
+                           "--model", str(tmp_path / "m.safetensors"), "--device", "cpu"],
+                          env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    assert "px²" in (tmp_path / "out" / "measurements.csv").read_text(encoding="utf-8")
+    done = subprocess.run([run[0], run[1], run[2].format("train", "train_main"), "--arch", "medqkformer", "--config",
+                           json.dumps({"widths": [8, 16, 32, 64]}), "--data", str(data), "--out", str(tmp_path / "run"),
+                           "--size", "32", "--epochs", "1", "--batch-size", "2", "--device", "cpu"],
+                          env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    assert "×" in (tmp_path / "run" / "best.md").read_text(encoding="utf-8")
+    # what is printed: a character the terminal cannot show is escaped, the command goes on
+    done = subprocess.run([run[0], "-c", "import sys; from napari_medspike.common import run_command; "
+                           "sys.exit(run_command('x', lambda: print('area in px\\u00b2, 2 \\u00d7 2 \\u2026') or 0))"],
+                          env=env, capture_output=True, timeout=60)
+    assert done.returncode == 0 and b"px\\xb2" in done.stdout, done.stderr

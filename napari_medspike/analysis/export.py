@@ -73,12 +73,12 @@ def write_inspection(path: str | Path, record: dict[str, Any]) -> Path:
     if suffix not in FORMATS:
         raise ValueError(f"{path.name}: write the figures as .json (all of them) or .csv (firing rates per layer)")
     if suffix == ".json":
-        return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+        return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1), encoding="utf-8"))
     rates = record["layer_firing_rates"]
     steps = max((len(r) for r in rates.values()), default=0)
 
     def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
             out = csv.writer(f)
             out.writerow(["layer", "part", "mean_firing_rate", *(f"t{t}" for t in range(steps))])
             for name, values in rates.items():

@@ -96,8 +96,14 @@ def _fresh_process(code: str) -> dict[str, Any]:
     import subprocess
 
     code += (
-        # VmHWM is this process's own peak; ru_maxrss would carry the parent's peak over exec
-        "\nout['peak_mb'] = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024"
+        # VmHWM is this process's own peak; ru_maxrss would carry the parent's peak over exec, so
+        # it is only the fallback where there is no /proc (macOS: bytes; Windows: none, NaN)
+        "\ntry:\n    out['peak_mb'] = next(int(l.split()[1]) for l in open('/proc/self/status')"
+        " if l.startswith('VmHWM')) / 1024"
+        "\nexcept OSError:\n    try:\n        import resource, sys"
+        "\n        out['peak_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
+        " / (2 ** 20 if sys.platform == 'darwin' else 1024)"
+        "\n    except ImportError:\n        out['peak_mb'] = float('nan')"
         "\nimport json; print(json.dumps(out))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -351,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     def timed() -> int:
         check_writable(args.out)
         results = run(args)
-        (args.out / "bench.json").write_text(json.dumps(results, indent=1))
+        (args.out / "bench.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
         table = markdown(results)
-        (args.out / "bench.md").write_text(table)
+        (args.out / "bench.md").write_text(table, encoding="utf-8")
         print(table)
         return 0
 

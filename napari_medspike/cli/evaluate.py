@@ -53,7 +53,7 @@ def select_subset(pairs, subset: str, model, split_file: str | None):
         return pairs
     if split_file:
         try:
-            split = json.loads(Path(split_file).read_text())
+            split = json.loads(Path(split_file).read_text(encoding="utf-8"))
             keys = {row["key"] for row in split[subset]}
         except FileNotFoundError:
             raise FileNotFoundError(f"{split_file}: no such split file") from None
@@ -187,7 +187,7 @@ def read_evaluation(path: Path) -> list[dict]:
     """The per-image rows of a ``medspike-evaluate --json`` file; ``ValueError`` naming the
     file if it is not one."""
     try:
-        rows = json.loads(Path(path).read_text())["images"]
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))["images"]
         lacking = next((EVALUATION_KEYS - set(r) for r in rows if not EVALUATION_KEYS <= set(r)), set())
         if not rows or lacking:
             raise KeyError(", ".join(sorted(lacking)) or "images")
@@ -328,7 +328,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                    "mode": args.mode, "flips": flips, "precision": precision, "threshold": args.threshold,
                    **summary, **({"comparison": comparison} if comparison else {}), "images": rows}
         text = json.dumps(_nan_as_null(payload), indent=1, allow_nan=False)
-        atomic_write(args.json, lambda tmp: tmp.write_text(text))
+        atomic_write(args.json, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     if gallery is not None:
         args.report.mkdir(parents=True, exist_ok=True)
         gallery.write(args.report / "gallery.png")

@@ -214,7 +214,7 @@ def _stored_fingerprint(root: Path, stem: str) -> str:
     stem). (A damaged record made its entry a group of its own: saving the picture again kept both,
     and a split could put one picture on both sides.)"""
     try:
-        meta = json.loads((root / "provenance" / f"{stem}.json").read_text())
+        meta = json.loads((root / "provenance" / f"{stem}.json").read_text(encoding="utf-8"))
         if isinstance(meta, dict) and isinstance(meta.get(FINGERPRINT_KEY), str):
             return meta[FINGERPRINT_KEY]
     except (OSError, ValueError):
@@ -336,7 +336,7 @@ class CorrectionStore:
         # Provenance last: an entry is listed only once its image and mask are complete.
         atomic_write(paths["images"] / f"{stem}.png", lambda t: t.write_bytes(image_png))
         atomic_write(paths["masks"] / f"{stem}.png", lambda t: t.write_bytes(mask_png))
-        atomic_write(paths["provenance"] / f"{stem}.json", lambda t: t.write_text(json.dumps(meta, indent=1, default=str)))
+        atomic_write(paths["provenance"] / f"{stem}.json", lambda t: t.write_text(json.dumps(meta, indent=1, default=str), encoding="utf-8"))
         for old in earlier:
             self.remove(old)
         return Correction(stem, paths["images"] / f"{stem}.png", paths["masks"] / f"{stem}.png", meta, tuple(earlier))
@@ -344,7 +344,7 @@ class CorrectionStore:
     def _provenance(self, stem: str) -> dict[str, Any]:
         """An entry's provenance record (empty when it cannot be read)."""
         try:
-            meta = json.loads((self.root / "provenance" / f"{stem}.json").read_text())
+            meta = json.loads((self.root / "provenance" / f"{stem}.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
         return meta if isinstance(meta, dict) else {}
@@ -369,7 +369,7 @@ class CorrectionStore:
         for stem in complete_stems(self.root):
             meta_file = self.root / "provenance" / f"{stem}.json"
             try:
-                meta = json.loads(meta_file.read_text())
+                meta = json.loads(meta_file.read_text(encoding="utf-8"))
                 if not isinstance(meta, dict):
                     raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
             except (OSError, ValueError) as err:

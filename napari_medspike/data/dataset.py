@@ -179,7 +179,7 @@ def write_split(path: Path, train: Sequence[Pair], val: Sequence[Pair], seed: in
         "val": [row(p) for p in val],
         "skipped": [{**row(p), "reason": reason} for p, reason in skipped],
     }
-    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
+    atomic_write(Path(path), lambda tmp: tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8"))
 
 
 def load_pair(pair: Pair, as_float: bool = True) -> tuple[np.ndarray, np.ndarray]:

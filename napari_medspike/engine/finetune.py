@@ -54,7 +54,7 @@ def scratch_run_folder(out: str | Path) -> Path:
 def _holds_only_finetune_logs(folder: Path) -> bool:
     """A finished fine-tune's scratch folder: its config says so, and no weights are left in it."""
     try:
-        config = json.loads((folder / "config.json").read_text())
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         names = [p.name for p in folder.iterdir()]
     except (OSError, ValueError):
         return False

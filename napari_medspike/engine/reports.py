@@ -34,10 +34,10 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
 
 def write_logs(out: Path, history: list[dict[str, float]], plot: bool = True) -> None:
     """``history.json``, ``history.csv`` and (``plot``) ``curves.png`` in the run folder ``out``."""
-    atomic_write(out / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1)))
+    atomic_write(out / "history.json", lambda tmp: tmp.write_text(json.dumps(history, indent=1), encoding="utf-8"))
 
     def write_csv(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(history[0]))
             writer.writeheader()
             writer.writerows(history)
@@ -162,7 +162,7 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
     if train.get("description"):
         lines += ["", train["description"]]
     path = checkpoint.with_suffix(".md")
-    atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n", encoding="utf-8"))
     return path
 
 

@@ -313,7 +313,7 @@ def check_resumed_split(split_file: Path, val_pairs: Sequence[Any]) -> None:
     trained on and the best epoch compared across two sets. Unreadable images, skipped then or
     now, are left out of the comparison; a run without ``split.json`` is not checked."""
     try:
-        recorded = json.loads(split_file.read_text())
+        recorded = json.loads(split_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
     skipped = {row["key"] for row in recorded.get("skipped", [])}
@@ -405,7 +405,7 @@ def check_resumed_options(cfg: TrainConfig, out: Path) -> None:
     if not recorded_path.is_file():
         return
     try:
-        recorded = json.loads(recorded_path.read_text())
+        recorded = json.loads(recorded_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
     now = json.loads(json.dumps(asdict(cfg)))  # as recorded: tuples as lists
@@ -566,7 +566,7 @@ def train_steps(
             for path in clear_earlier_run(out):
                 log.info("removed %s of the run replaced (--overwrite)", path.name)
         # the options: a resumed run is checked against them (check_resumed_options)
-        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
+        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1), encoding="utf-8"))
         _write_split(cfg, out, train_set, val_set)
 
     sampler = None
@@ -808,7 +808,7 @@ def train_steps(
                                    "training images of " + ", ".join(dataset_name(d) for d in cfg.data))
         if history and not cfg.resumable:
             plot_curves(history, out / "curves.png")  # the curves once, at the end (logs are written)
-        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
+        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1), encoding="utf-8"))
     if distributed:
         dist.barrier()
     return TrainResult(best_path if best_path.exists() else None, history, best, cancelled, out, initial, timed_out,

@@ -93,7 +93,7 @@ def write_csv(rows: list[dict[str, object]], path: str | Path, columns: Sequence
     from ..common import atomic_write
 
     def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as f:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(columns))
             writer.writeheader()
             writer.writerows(rows)
