@@ -55,6 +55,24 @@ def test_training_lowers_the_loss_and_writes_the_run_folder(lesions, tmp_path):
     assert meta["domain"]["images"] == 12 and len(meta["domain"]["styles"][0]) == 2 * TINY["widths"][0]
 
 
+def test_training_and_loading_leave_the_callers_random_generators_as_they_were(lesions, tmp_path):
+    """A fine-tune in napari shares the process's generators with the user's code: it reseeded
+    them (to 0), and loading a model drew its throw-away first weights from the caller's."""
+    import random
+
+    def draws() -> tuple:
+        return random.random(), torch.rand(3).tolist()
+
+    random.seed(12345)
+    torch.manual_seed(12345)
+    expected = draws()
+    random.seed(12345)
+    torch.manual_seed(12345)
+    result = train(config(lesions, tmp_path / "run", epochs=1))
+    load_model(result.checkpoint)
+    assert draws() == expected
+
+
 def test_training_on_soft_masks_learns_and_says_so(lesions, tmp_path):
     result = train(config(lesions, tmp_path / "soft", epochs=4, lr=3e-3, soft_masks=True, augment=True))
     losses = [h["train_loss"] for h in result.history]

@@ -232,7 +232,8 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
     for name, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ValueError(f"{path}: tensor {name!r} contains NaN or infinite values")
-    model = create_model(arch, **config)
+    with torch.random.fork_rng(devices=[]):  # its random first weights leave the caller's generator be
+        model = create_model(arch, **config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path}: weights do not fit {arch} {meta['config']}: "

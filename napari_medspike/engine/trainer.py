@@ -474,7 +474,24 @@ def train_steps(
     ``resume=True`` continues from ``out_dir/last.pt`` and raises :class:`RunFolderError` if
     there is none. A new run refuses (:class:`RunFolderError`) a folder that already holds a
     trained model (``best.safetensors`` or ``last.pt``) unless ``cfg.overwrite`` is set.
+
+    Training seeds Python's and torch's random generators with ``cfg.seed``; the caller's states
+    come back when it ends (napari and the user's own code share them with a fine-tune).
     """
+    caller = random.getstate(), torch.get_rng_state()
+    try:
+        return (yield from _train_steps(cfg, cancel, resume))
+    finally:
+        random.setstate(caller[0])
+        torch.set_rng_state(caller[1])
+
+
+def _train_steps(
+    cfg: TrainConfig,
+    cancel: threading.Event | None,
+    resume: bool,
+) -> Generator[TrainProgress, None, TrainResult]:
+    """:func:`train_steps` without giving the caller's random states back."""
     out = Path(cfg.out_dir)
     if not MIN_INPUT_SIZE <= cfg.size <= MAX_INPUT_SIZE:
         raise ValueError(f"--size must lie in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}], got {cfg.size}")
