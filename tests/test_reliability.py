@@ -1018,3 +1018,24 @@ def test_text_files_and_messages_survive_a_locale_whose_encoding_lacks_their_cha
                            "sys.exit(run_command('x', lambda: print('area in px\\u00b2, 2 \\u00d7 2 \\u2026') or 0))"],
                           env=env, capture_output=True, timeout=60)
     assert done.returncode == 0 and b"px\\xb2" in done.stdout, done.stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the process's mappings from /proc")
+def test_a_checkpoints_metadata_is_rewritten_while_the_file_is_not_mapped(tmp_path, monkeypatch):
+    """Windows refuses to replace a file that is mapped into memory: rewriting a card's metadata
+    (every epoch's best checkpoint, every fine-tune) kept the old file mapped while replacing it."""
+    from napari_medspike.engine import reports
+
+    ckpt = save_checkpoint(create_model("medqkformer", widths=(8, 16, 32, 64)), tmp_path / "m.safetensors", input_size=32)
+    mapped_while_replaced = []
+    write = reports.atomic_write
+
+    def watching(path, writer):
+        result = write(path, writer)
+        mapped_while_replaced.append(str(ckpt) in Path("/proc/self/maps").read_text(encoding="utf-8"))
+        return result
+
+    monkeypatch.setattr(reports, "atomic_write", watching)
+    reports.refresh_metadata(ckpt, note="checked")
+    assert mapped_while_replaced and not any(mapped_while_replaced)
+    assert read_metadata(ckpt)["note"] == "checked" and load_model(ckpt) is not None

@@ -176,12 +176,13 @@ def refresh_training_record(checkpoint: Path, **training: Any) -> None:
 def refresh_metadata(checkpoint: Path, **entries: Any) -> None:
     """Replace top-level entries of a checkpoint's metadata and rewrite its model card; the
     weights are copied unchanged (atomically)."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load, save_file
 
     from .checkpoint import METADATA_KEY
 
     meta = {**read_metadata(checkpoint), **entries}
-    tensors = load_file(str(checkpoint))
+    # read into memory, not mapped: Windows cannot replace a file that is mapped
+    tensors = load(Path(checkpoint).read_bytes())
     header = {METADATA_KEY: json.dumps(meta, default=str)}
     atomic_write(checkpoint, lambda tmp: save_file(tensors, str(tmp), metadata=header))
     write_model_card(checkpoint, meta)
