@@ -13,10 +13,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-# spikingjelly probes for Triton on import; on CPU-only machines that warning is noise.
-logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
-
-from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
+# spikingjelly probes for Triton on import; on CPU-only machines that warning is noise. The
+# logger's level is the caller's again afterwards (it belongs to torch, not to this package).
+_triton_log = logging.getLogger("torch._library.triton")
+_level = _triton_log.level
+_triton_log.setLevel(logging.ERROR)
+try:
+    from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
+finally:
+    _triton_log.setLevel(_level)
 
 from . import fastpath  # noqa: E402
 
