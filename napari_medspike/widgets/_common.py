@@ -974,7 +974,7 @@ class DraftSaver:
         data = np.asarray(self.layer.data)
         if data.ndim != 2:  # a stack's mask: Save correction stores the slice shown
             return None
-        return write_draft(self.folder or drafts_folder(), self.layer.name, data > 0)
+        return write_draft(self.folder or drafts_folder(), self.layer.name, data != 0)  # (napari labels may be negative)
 
 
 def mark_edits(layer: Any) -> None:

@@ -351,7 +351,7 @@ class FinetuneWidget(DockContainer):
                 if frames is not None:
                     index = frames[index]
             name = image_name if index is None else f"{image_name} [{index}]"
-            binary = mask > 0  # a copy: painting may go on while it is written
+            binary = mask != 0  # any label, negative too; a copy: painting may go on while it is written
             check_correction(data, binary)
             provenance = {
                 "source": str(image.source.path or image.metadata.get("path", "")),

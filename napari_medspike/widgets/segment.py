@@ -412,7 +412,7 @@ class SegmentWidget(DockContainer):
         """The last mask made here as it is now (a copy: painting may go on) and its layer."""
         if self._measured is None or self._measured[0] not in self.viewer.layers:
             return None
-        return self._measured[0], np.asarray(self._measured[0].data) > 0
+        return self._measured[0], np.asarray(self._measured[0].data) != 0
 
     def _remeasure(self) -> Any:
         """Measure the last mask made here again, in a worker; returns it (None: no such mask)."""

@@ -215,3 +215,20 @@ def test_the_models_mask_never_replaces_a_painted_correction_of_the_same_image(p
     second = save(tune)
     assert second is not None and second.replaced == (first.stem,)
     assert json.loads((tmp_path / "store" / "provenance" / f"{second.stem}.json").read_text())["painted"] is True
+
+
+def test_a_negative_label_is_foreground_as_napari_paints_it(plugin, qtbot, tmp_path, save):
+    """napari paints negative label numbers in colour like any other; they were stored as background."""
+    from napari_medspike.data.io import read_mask
+
+    viewer, widgets, photo = plugin
+    tune = widgets["Correct and fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    labels = np.zeros(photo.data.shape[:2], np.int32)
+    labels[5:15, 5:15] = 1
+    labels[20:30, 5:15] = -3
+    tune.reset_choices()
+    tune.image.value = photo
+    tune.mask.value = viewer.add_labels(labels, name="photo mask", scale=photo.scale)
+    saved = save(tune)
+    assert saved is not None and int(read_mask(saved.mask).sum()) == 200
