@@ -191,6 +191,8 @@ class InspectorWidget(DockContainer):
         # a stack opened (or closed) after inspecting a 2D image: the maps' time axis is laid out
         # again beside its frames (it shared the stack's frame slider)
         self._across: list[tuple[int, float, float]] = []  # the other layers' frame axes the maps span
+        # the axis label given to the maps' time axis: (label, axis counted from the last, the label it had)
+        self._time_label: tuple[str, int, str] | None = None
         connect_until_closed(self, self.viewer.layers.events.inserted, self._other_layers_changed)
         connect_until_closed(self, self.viewer.layers.events.removed, self._other_layers_changed)
         self._source: str | None = None  # the model the spike choice was made for
@@ -401,6 +403,23 @@ class InspectorWidget(DockContainer):
         self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
         self.viewer.reset_view()
 
+    def _name_time_axis(self, axis: int) -> str:
+        """Label napari's ``axis`` (the maps' time) "t", or "timestep" where the user's layers
+        already have a "t" (a video's time); the axis named so before (it moves when a stack comes
+        in) gets its own label back. Returns the label."""
+        labels = list(self.viewer.dims.axis_labels)
+        if self._time_label is not None:
+            given, from_last, had = self._time_label
+            if 0 <= len(labels) + from_last < len(labels) and labels[from_last] == given:
+                labels[from_last] = had
+            elif given in labels:  # moved: axes came in front of it
+                labels[labels.index(given)] = had
+        name = "timestep" if "t" in labels[:axis] + labels[axis + 1:] else "t"
+        self._time_label = (name, axis - len(labels), labels[axis])
+        labels[axis] = name
+        self.viewer.dims.axis_labels = labels
+        return name
+
     def _show_again(self, *_: Any) -> None:
         """The last inspection's maps in the interactions view chosen now (no new run)."""
         if self._shown is not None and self._shown[0] in self.viewer.layers:
@@ -507,14 +526,10 @@ class InspectorWidget(DockContainer):
                 pause()
                 self.viewer.layers.remove(layer)
         self.viewer.layers.selection.active = self.viewer.layers[names[0]]  # not the hidden firing-rate layer
+        slider = "t"
         if maps.spikes.ndim == 3:
             time_axis = self.viewer.dims.ndim - self.viewer.layers[names[0]].ndim  # the maps' first axis
-            labels = list(self.viewer.dims.axis_labels)
-            # one "t": an axis named so before (the maps' axis moves when a stack comes in) gets
-            # napari's own name back
-            labels = [str(i - len(labels)) if label == "t" else label for i, label in enumerate(labels)]
-            labels[time_axis] = "t"
-            self.viewer.dims.axis_labels = labels
+            slider = self._name_time_axis(time_axis)
             self.viewer.dims.set_current_step(time_axis, 0)
         self._apply_view(pause=pause)
         self.plot.show(maps.layer_rates, maps.virtual, maps.spike_levels if not maps.virtual else 1)
@@ -532,9 +547,9 @@ class InspectorWidget(DockContainer):
             legend = "AA, AI, IA, II: active or inactive Q with active or inactive K (hover Inspect)"
         if maps.virtual:
             time = (f"{maps.timesteps} virtual timesteps: an integer spike k/{maps.timesteps} is shown as k binary "
-                    f"spikes (move the t slider)")
+                    f"spikes (move the {slider} slider)")
         elif maps.timesteps > 1:
-            time = f"T = {maps.timesteps} timesteps: move the t slider below the canvas"
+            time = f"T = {maps.timesteps} timesteps: move the {slider} slider below the canvas"
         else:
             time = "T = 1: a single timestep"
         routed = f"answered by {maps.expert} (the gate's choice for this image)\n" if maps.expert else ""

@@ -187,6 +187,23 @@ def test_inspector_on_a_stack_keeps_its_maps_at_the_frame_inspected(plugin, qtbo
     np.testing.assert_array_equal(seen[0], frames[2])  # frame 2 was inspected
 
 
+def test_the_users_own_t_axis_keeps_its_name_beside_the_maps_time(plugin, qtbot):
+    """A video whose frame axis the user named "t" lost that name to the maps' timesteps."""
+    viewer, widgets, _ = plugin
+    frames = (np.random.default_rng(5).random((3, 64, 80, 3)) * 255).astype(np.uint8)
+    clip = viewer.add_image(frames, name="clip", rgb=True)
+    viewer.dims.axis_labels = ("t", "y", "x")
+    inspector = widgets["Spike inspector"]
+    inspector.reset_choices()
+    inspector.image.value = clip
+    for _ in range(2):  # and again: the axes named stay as they were
+        with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+            pass
+        assert list(viewer.dims.axis_labels[-3:]) == ["t", "y", "x"]
+        assert list(viewer.dims.axis_labels).count("timestep") == 1
+        assert "timestep slider" in " ".join(inspector.summary.value.split())
+
+
 def test_inspector_on_an_image_while_a_stack_is_open_gives_time_an_axis_of_its_own(plugin, qtbot):
     from napari_medspike.widgets._common import shown_slice
 
