@@ -255,6 +255,7 @@ class InspectorWidget(DockContainer):
         if chosen is None:
             return None
         data, model = chosen
+        pixels_of = layer.data  # replaced while inspecting: the maps would lie over other pixels
         if not model.spiking:
             napari.utils.notifications.show_error(f"{model.arch} does not spike: choose a spiking model in Segment")
             return None
@@ -278,6 +279,10 @@ class InspectorWidget(DockContainer):
             if ticket is not self._ticket:  # the dock was closed while it ran: no maps, no grid
                 return
             maps, report = result
+            if layer in self.viewer.layers and layer.data is not pixels_of:
+                show_text(self.summary, f"'{elide(layer.name, 40)}' got other pixels while inspecting: nothing "
+                          "shown (inspect it again)")
+                return
             if layer in self.viewer.layers:
                 from ..analysis.export import inspection_record
 

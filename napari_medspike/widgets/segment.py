@@ -263,6 +263,7 @@ class SegmentWidget(DockContainer):
             show_text(self.status, "nothing segmented: see the message at the bottom right")
             return None
         data, model = chosen
+        pixels_of = layer.data  # replaced while segmenting: the mask would lie over other pixels
         source = self.session.source  # the model that makes this mask, whatever is chosen when it comes
         device, note = pick_device(self.device.value)
         show_text(self.device_note, note)
@@ -289,6 +290,10 @@ class SegmentWidget(DockContainer):
                 return
             if layer not in self.viewer.layers:  # closed while it was being segmented
                 show_text(self.status, f"'{elide(layer.name, 40)}' was closed while segmenting: no layers added")
+                return
+            if layer.data is not pixels_of:
+                show_text(self.status, f"'{elide(layer.name, 40)}' got other pixels while segmenting: no layers "
+                          "added (segment it again)")
                 return
             _, self._mask_layer = add_segmentation_layers(self.viewer, layer, prob, threshold,
                                                           settings={"mode": mode, "flips": flips, "device": device.type},

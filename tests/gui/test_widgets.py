@@ -82,6 +82,24 @@ def test_an_image_closed_while_segmenting_gets_no_orphan_layers(plugin, qtbot):
     assert "closed while segmenting" in " ".join(segment.status.value.split())
 
 
+def test_an_image_given_other_pixels_while_segmenting_gets_no_stale_mask(plugin, qtbot):
+    """The old picture's mask was laid over the new one, and the status said "segmented"."""
+    viewer, widgets, _ = plugin
+    grey = viewer.add_image(np.random.default_rng(2).random((60, 80)).astype(np.float32), name="grey")
+    segment = widgets["Segment"]
+    segment.reset_choices()
+    segment.image.value = grey
+    worker = segment.run()
+    grey.data = np.zeros((120, 40), np.float32)  # another picture loaded into the layer
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    assert "grey mask" not in viewer.layers
+    assert "got other pixels while segmenting" in " ".join(segment.status.value.split())
+    with qtbot.waitSignal(segment.run().finished, timeout=WAIT):  # again: its own mask
+        pass
+    assert viewer.layers["grey mask"].data.shape == (120, 40)
+
+
 def test_bad_layers_become_notifications(plugin, notes):
     viewer, widgets, _ = plugin
     volume = viewer.add_image(np.zeros((2, 3, 40, 40), np.float32), name="volume")
@@ -755,6 +773,17 @@ def test_an_image_closed_while_inspecting_gets_no_maps(plugin, qtbot):
         pass
     assert len(viewer.layers) == 0
     assert "was closed while inspecting" in " ".join(inspector.summary.value.split())
+
+
+def test_an_image_given_other_pixels_while_inspecting_gets_no_maps(plugin, qtbot):
+    viewer, widgets, image = plugin
+    inspector = widgets["Spike inspector"]
+    worker = inspector.run()
+    image.data = image.data[::2, ::2].copy()
+    with qtbot.waitSignal(worker.finished, timeout=WAIT):
+        pass
+    assert [layer.name for layer in viewer.layers] == [image.name]
+    assert "got other pixels while inspecting" in " ".join(inspector.summary.value.split())
 
 
 def test_a_cancelled_inspection_says_the_maps_shown_are_the_earlier_ones(plugin, qtbot):
