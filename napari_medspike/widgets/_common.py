@@ -198,10 +198,24 @@ def image_data_2d(layer: Any, viewer: Any = None) -> np.ndarray:
 
 
 def shown_slice(layer: Any, viewer: Any) -> int:
-    """Index along the first axis of a 3D layer (a stack or video) of the slice the viewer shows."""
-    step = viewer.dims.current_step[viewer.dims.ndim - 3]
-    return int(np.clip(round((step * viewer.dims.range[-3].step + viewer.dims.range[-3].start
-                              - layer.translate[0]) / layer.scale[0]), 0, layer.data.shape[0] - 1))
+    """Index along the first axis of a 3D layer (a stack or video) of the slice the viewer shows.
+
+    Raises ``ValueError`` saying what to do where no one slice of it is shown: a 3D view, axes
+    turned so that the canvas shows its frames' axis, or the slider at none of its frames."""
+    dims, axis = viewer.dims, viewer.dims.ndim - 3
+    if dims.ndisplay != 2:
+        raise ValueError(f"the viewer shows '{layer.name}' in 3D: switch to the 2D view (the square button at "
+                         "the bottom left) and move the slider to one frame")
+    if axis in dims.displayed:
+        raise ValueError(f"the canvas shows the frames' axis of '{layer.name}': give the viewer its axes back "
+                         "(napari's 'Roll dimensions' or 'Transpose' buttons, bottom left) so that a slider moves "
+                         "through its frames")
+    place = dims.current_step[axis] * dims.range[axis].step + dims.range[axis].start
+    index = round((place - layer.translate[0]) / layer.scale[0])
+    if not 0 <= index < layer.data.shape[0]:
+        raise ValueError(f"the slider is at none of the {layer.data.shape[0]} frames of '{layer.name}' (other "
+                         "layers reach further along that axis): move it onto one of them")
+    return int(index)
 
 
 def frame_numbers(layer: Any) -> list[int] | None:

@@ -265,7 +265,11 @@ class InspectorWidget(DockContainer):
             spike = model.recorded_spikes[0]
 
         # a stack: the maps belong to the frame shown now, wherever the slider is when they come
-        frame = shown_slice(layer, self.viewer) if layer.ndim == 3 else None
+        try:
+            frame = shown_slice(layer, self.viewer) if layer.ndim == 3 else None
+        except ValueError as err:
+            napari.utils.notifications.show_error(str(err))
+            return None
         self.run_button.enabled, self.cancel_button.enabled = False, True
         source = self.session.source  # the model inspected, whatever is chosen when the maps come
 

@@ -205,6 +205,38 @@ def test_inspector_on_a_stack_keeps_its_maps_at_the_frame_inspected(plugin, qtbo
     np.testing.assert_array_equal(seen[0], frames[2])  # frame 2 was inspected
 
 
+def test_a_stack_not_shown_one_frame_at_a_time_is_neither_saved_nor_inspected(plugin, tmp_path, notes, save):
+    """Which frame to store or inspect was read off the slider whatever the canvas showed: a 3D
+    view, the frames' axis turned onto the canvas, the slider past the stack's frames."""
+    viewer, widgets, _ = plugin
+    tune, inspector = widgets["Correct and fine-tune"], widgets["Spike inspector"]
+    tune.store_dir.value = str(tmp_path / "store")
+    frames = (np.random.default_rng(8).random((5, 64, 80)) * 255).astype(np.uint8)
+    clip = viewer.add_image(frames, name="clip")
+    viewer.add_image(frames, name="later", translate=(10, 0, 0))  # the frames' axis reaches to 15
+    labels = viewer.add_labels(np.ones((5, 64, 80), np.uint8), name="clip mask")
+    for dock in (tune, inspector):
+        dock.reset_choices()
+        dock.image.value = clip
+    tune.mask.value = labels
+
+    def refused(expected: str) -> None:
+        assert save(tune) is None and expected in notes[-1], notes[-1]
+        assert inspector.run() is None and expected in notes[-1], notes[-1]
+
+    viewer.dims.ndisplay = 3
+    refused("switch to the 2D view")
+    viewer.dims.ndisplay = 2
+    viewer.dims.order = (1, 0, 2)  # the canvas shows (frame, x) planes
+    refused("the canvas shows the frames' axis")
+    viewer.dims.order = (0, 1, 2)
+    viewer.dims.set_current_step(0, 12)  # a frame of 'later' only: 'clip' is not drawn
+    refused("at none of the 5 frames of 'clip'")
+    viewer.dims.set_current_step(0, 3)
+    saved = save(tune)
+    assert saved is not None and saved.provenance["frame"] == 3
+
+
 def test_the_users_own_t_axis_keeps_its_name_beside_the_maps_time(plugin, qtbot):
     """A video whose frame axis the user named "t" lost that name to the maps' timesteps."""
     viewer, widgets, _ = plugin
