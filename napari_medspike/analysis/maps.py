@@ -158,10 +158,10 @@ def stage_of(layer_name: str) -> str:
     return {"decoders": "decoder", "head": "head"}.get(parts[0], parts[0])
 
 
-def model_input(image: np.ndarray, size: int) -> torch.Tensor:
+def model_input(image: np.ndarray, size: int, value_range: tuple[float, float] | None = None) -> torch.Tensor:
     """The tensor the model sees for an image in resize mode: ``[1, 3, size, size]``, made as
     Segment makes it (:func:`~napari_medspike.data.io.rgb_for_resize`, then the resize)."""
-    rgb = torch.from_numpy(np.ascontiguousarray(rgb_for_resize(image, size))).permute(2, 0, 1)[None]
+    rgb = torch.from_numpy(np.ascontiguousarray(rgb_for_resize(image, size, value_range))).permute(2, 0, 1)[None]
     return resize_image(rgb, size)
 
 
@@ -215,17 +215,19 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
 
 
 def inspect_steps(model: Segmenter, image: np.ndarray, stage: int, spike: str = "v", how: str = "mean",
-                  channel: int = 0) -> Generator[Progress, None, tuple[StageMaps, Any]]:
+                  channel: int = 0, value_range: tuple[float, float] | None = None
+                  ) -> Generator[Progress, None, tuple[StageMaps, Any]]:
     """The spike inspector's job: :func:`inspect_stage`'s maps of one stage, then the energy
     estimate of the whole forward pass (:func:`~.energy.estimate_energy`); yields progress and
     returns ``(maps, energy report)``.
 
     Both run the network as specified (MODEL.md), not the merged inference fast paths, which
     round a few spikes differently (a few per cent of the deepest stage's): the maps, firing rates and energy
-    shown together come from passes that agree spike for spike.
+    shown together come from passes that agree spike for spike. ``value_range``: as for
+    :func:`~napari_medspike.inference.predictor.predict_steps`.
     """
     yield Progress(0, 2, "forward with recording")
-    x = model_input(image, model.input_size).to(model.device)  # made once: a large image is shrunk once
+    x = model_input(image, model.input_size, value_range).to(model.device)  # made once: a large image is shrunk once
     with fastpath.disabled():
         maps = inspect_stage(model, image, stage, spike=spike, how=how, channel=channel, x=x)
     yield Progress(1, 2, "energy")

@@ -278,9 +278,10 @@ def to_rgb_float(array: np.ndarray, name: str = "image", value_range: tuple[floa
     stay as they are, and floats that hold whole numbers up to 255 (an 8-bit image converted
     to float) are divided by 255, so that they give the same mask as the 8-bit image.
 
-    ``value_range`` overrides the ``(lo, hi)`` taken from the pixels themselves (16-bit and
-    out-of-range float images), so that parts of one image are scaled alike
-    (:func:`intensity_range` of the whole image)."""
+    ``value_range`` overrides the ``(lo, hi)`` taken from the pixels themselves (any image but
+    8-bit and bool ones; values outside it are clipped): parts of one image, or the frames of a
+    stack, are scaled alike (:func:`intensity_range` of the whole), and napari's docks pass the
+    layer's contrast limits (the image as napari shows it)."""
     a = np.asarray(array)
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
         a = np.moveaxis(a, 0, -1)  # channel-first TIFF
@@ -302,6 +303,7 @@ def to_rgb_float(array: np.ndarray, name: str = "image", value_range: tuple[floa
         # cameras fill only part of the 16-bit range); signed images with negative values map
         # their minimum to 0
         lo, top = (0.0, 255.0) if a.dtype == np.uint8 else (value_range or intensity_range(a) or (0.0, 1.0))
+        top = max(top, lo + 1e-6)
         out = a.astype(np.float32)  # the one full-size copy: scaled in place
         if lo:
             out -= np.float32(lo)
@@ -312,7 +314,7 @@ def to_rgb_float(array: np.ndarray, name: str = "image", value_range: tuple[floa
         if not np.isfinite(out).all():
             raise ImageReadError(f"{name}: contains NaN or infinite values")
         lo, hi = value_range or intensity_range(out) or (0.0, 1.0)
-        if (lo, hi) != (0.0, 1.0):
+        if (lo, hi) != (0.0, 1.0) or value_range is not None:
             if hi > lo:
                 out -= np.float32(lo)
                 out *= np.float32(1.0 / (hi - lo))
@@ -326,17 +328,17 @@ def to_rgb_float(array: np.ndarray, name: str = "image", value_range: tuple[floa
     return np.ascontiguousarray(out)
 
 
-def to_rgb_uint8(array: np.ndarray, name: str = "image") -> np.ndarray:
+def to_rgb_uint8(array: np.ndarray, name: str = "image", value_range: tuple[float, float] | None = None) -> np.ndarray:
     """:func:`to_rgb_float` as 8-bit ``[H, W, 3]``: the same pixels, and 8-bit grey, RGB or
     RGBA arrays (channels last) are taken as they are, without a float copy (a 12-megapixel
-    photo: about 0.3 s less)."""
+    photo: about 0.3 s less). ``value_range``: as for :func:`to_rgb_float`."""
     a = np.asarray(array)
     if a.dtype == np.uint8 and a.size:
         if a.ndim == 3 and a.shape[-1] in (3, 4):
             return np.ascontiguousarray(a[..., :3])
         if a.ndim == 2:
             return np.repeat(a[..., None], 3, axis=-1)
-    return (to_rgb_float(a, name=name) * 255).round().astype(np.uint8)
+    return (to_rgb_float(a, name=name, value_range=value_range) * 255).round().astype(np.uint8)
 
 
 def warm_up() -> None:
@@ -464,7 +466,8 @@ def image_to_tensor(image: np.ndarray) -> "torch.Tensor":  # noqa: F821 (torch i
 BAND_MB = 64
 
 
-def reduced_rgb_float(array: np.ndarray, factor: int, name: str = "image", band_mb: int | None = None) -> np.ndarray:
+def reduced_rgb_float(array: np.ndarray, factor: int, name: str = "image", band_mb: int | None = None,
+                      value_range: tuple[float, float] | None = None) -> np.ndarray:
     """:func:`to_rgb_float` of a large image shrunk ``factor`` times by box averaging, without
     ever holding the full-size float copy: rows are converted in bands of about ``band_mb``
     MB (:data:`BAND_MB`). Edge rows and columns that do not fill a box are dropped (less than ``factor`` pixels)."""
@@ -472,12 +475,12 @@ def reduced_rgb_float(array: np.ndarray, factor: int, name: str = "image", band_
     if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
         a = np.moveaxis(a, 0, -1)  # channel-first TIFF
     if factor < 2:
-        return to_rgb_float(a, name)
+        return to_rgb_float(a, name, value_range)
     h, w = a.shape[:2]
     oh, ow = h // factor, w // factor
     if not oh or not ow:
         raise ImageReadError(f"{name}: {h}x{w} is too small to shrink {factor} times")
-    value_range = intensity_range(a)
+    value_range = value_range or intensity_range(a)
     band_mb = BAND_MB if band_mb is None else band_mb
     rows = max(1, (band_mb << 20) // max(1, factor * ow * factor * 3 * 4))
     out = np.empty((oh, ow, 3), np.float32)
@@ -502,11 +505,13 @@ def resize_extent(h: int, w: int, size: int) -> tuple[int, int]:
     return (h // shrink * shrink, w // shrink * shrink) if shrink >= 2 else (h, w)
 
 
-def rgb_for_resize(image: np.ndarray, size: int) -> np.ndarray:
+def rgb_for_resize(image: np.ndarray, size: int, value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Float RGB ``[h, w, 3]`` of ``image`` as resize mode hands it to the resize to ``size``:
     box-averaged first when large (:func:`box_shrink`), so no full-size float copy exists (a
     12k x 12k RGB image would need 1.7 GB). Prediction and the spike inspector both start here,
     so the inspected pass sees the input that Segment segments."""
     h, w = image_hw(image)
     shrink = box_shrink(h, w, size)
-    return reduced_rgb_float(image, shrink) if shrink >= 2 else to_rgb_float(image)
+    if shrink >= 2:
+        return reduced_rgb_float(image, shrink, value_range=value_range)
+    return to_rgb_float(image, value_range=value_range)

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.io import box_shrink, image_hw, reduced_rgb_float, resize_extent, rgb_for_resize, to_rgb_float
+from ..data.io import (box_shrink, image_hw, intensity_range, reduced_rgb_float, resize_extent, rgb_for_resize,
+                       to_rgb_float)
 from ..data.resize import resize_image, resize_map
 from ..models.base import Segmenter
 from ..common import Progress, run_job  # noqa: F401 (Progress: re-exported)
@@ -151,6 +152,7 @@ def predict_steps(
     precision: str = "auto",
     *,
     warn: bool = True,
+    value_range: tuple[float, float] | None = None,
 ) -> Generator[Progress, None, np.ndarray]:
     """Yield progress while predicting; return the probability map ``[H, W]`` float32.
 
@@ -164,7 +166,8 @@ def predict_steps(
     ``precision`` is ``"auto"``, ``"fp32"`` or ``"bf16"`` (autocast; see
     :func:`~napari_medspike.runtime.bf16_inference`); probabilities are always fp32.
     ``warn=False`` leaves out the log's warnings about the mode and the device (a stack logs
-    them once, not once per image).
+    them once, not once per image). ``value_range`` is the ``(lo, hi)`` mapped to black and
+    white for images that are not 8-bit (default: the image's own, see :func:`to_rgb_float`).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
@@ -184,7 +187,7 @@ def predict_steps(
     tune_malloc()
     size = tile_size or model.input_size
     # resize mode on a large image: box-averaged in bands first (the same input the inspector shows)
-    rgb = rgb_for_resize(image, size) if mode == "resize" else to_rgb_float(image)
+    rgb = rgb_for_resize(image, size, value_range) if mode == "resize" else to_rgb_float(image, value_range=value_range)
     model = model.to(device, memory_format=memory_format_for(device)).eval()
     bf16 = bf16_inference(model, device, precision)
     # Inference mode and autocast are per thread: they are entered around each piece of work,
@@ -219,7 +222,7 @@ def predict_steps(
     if route is not None:  # a routed model: one expert for the whole image, chosen on all of it
         with computing():
             shrink = box_shrink(h, w, model.input_size)  # as resize mode sees the image
-            whole = reduced_rgb_float(image, shrink) if shrink >= 2 else rgb
+            whole = reduced_rgb_float(image, shrink, value_range=value_range) if shrink >= 2 else rgb
             model = route(resize_image(_to_batch(whole[None], device), model.input_size))
             del whole
     pad_h, pad_w = max(0, size - h), max(0, size - w)
@@ -290,6 +293,10 @@ def predict_stack_steps(
     n = stack_slices(stack, rgb)
     if (stack.ndim - (1 if rgb else 0)) == 2:
         return (yield from predict_steps(model, np.asarray(stack), **options))  # a lazy array: read here
+    if options.get("value_range") is None and isinstance(stack, np.ndarray):
+        # one range for every frame (a hot pixel in one frame darkened that frame alone); a lazy
+        # stack is not read twice for it: its frames keep their own ranges
+        options["value_range"] = intensity_range(stack)
     out = np.zeros(stack.shape[:3], np.float32)
     yield Progress(0, n, f"{n} images")
     for i in range(n):

@@ -218,6 +218,23 @@ def shown_slice(layer: Any, viewer: Any) -> int:
     return int(index)
 
 
+def shown_range(layer: Any) -> tuple[float, float] | None:
+    """The intensities napari shows as black and white in ``layer`` (its contrast limits), for
+    images that are not 8-bit: the model is given the image as napari shows it (a 16-bit scan
+    whose values lie between 1000 and 2020 looked right and came out empty, scaled from 0). None
+    for 8-bit and bool images, which keep their fixed rule."""
+    dtype = getattr(layer.data, "dtype", None)
+    if dtype is None or np.dtype(dtype) in (np.dtype(np.uint8), np.dtype(np.bool_)):
+        return None
+    lo, hi = (float(v) for v in layer.contrast_limits)
+    return (lo, hi) if hi > lo else None
+
+
+def range_note(value_range: tuple[float, float] | None) -> str:
+    """``, contrast 1000-2020`` for a status line when :func:`shown_range` applied, else empty."""
+    return "" if value_range is None else f", contrast {value_range[0]:.4g}–{value_range[1]:.4g}"
+
+
 def frame_numbers(layer: Any) -> list[int] | None:
     """The video frame number of each slice of a stack layer (its metadata's ``frames``, which
     the reader records: a long video is read with every k-th frame), else None."""

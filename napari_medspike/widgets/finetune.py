@@ -22,7 +22,7 @@ from magicgui.widgets import (
 
 from ..common import WriteError, check_writable
 from ..data.corrections import STAMP, Correction, CorrectionStore, check_correction, default_store, remember_store
-from ..data.io import read_mask, read_pixels
+from ..data.io import read_mask, read_pixels, to_rgb_uint8
 from ..data.io import warm_up as decoders_warm_up
 from ..engine.checkpoint import load_model, model_card_path
 from ..engine.config import DEFAULT_LR, FINETUNE, MAX_SAFE_LR
@@ -30,6 +30,7 @@ from ..engine.finetune import finetune_steps
 from ..inference.predictor import predict
 from ._common import (
     add_segmentation_layers,
+    shown_range,
     call_when_closed,
     call_when_shown,
     compact_label,
@@ -378,9 +379,12 @@ class FinetuneWidget(DockContainer):
                 " (and .translate)")
         self.last_saved = None
 
+        value_range = shown_range(image)  # not 8-bit: stored as napari shows it (and Segment sees it)
+
         def job():
             yield None
-            return store.save(data, binary, provenance, name=name)
+            pixels = data if value_range is None else to_rgb_uint8(data, value_range=value_range)
+            return store.save(pixels, binary, provenance, name=name)
 
         self.save_button.enabled = False
         self.save_worker = start_worker(job, "Save correction", on_return=self._saved, on_finish=self._save_done)
@@ -581,6 +585,7 @@ class FinetuneWidget(DockContainer):
             show_text(self.result, f"{summary}\nsegment '{image.name}' again to see the fine-tuned model on it")
         else:
             data = image_data_2d(image)
+            shown = shown_range(image)  # as Segment saw it
             threshold = float(mask.metadata.get("threshold", 0.5)) if mask is not None else 0.5
             # as Segment made the corrected mask (mode, mirror TTA, device), so only the model differs
             settings = dict(mask.metadata.get("segmented_with", {})) if mask is not None else {}
@@ -591,7 +596,7 @@ class FinetuneWidget(DockContainer):
 
             def resegment():
                 yield None
-                return predict(model, data, **settings)
+                return predict(model, data, value_range=shown, **settings)
 
             def show(prob: np.ndarray) -> None:
                 if image not in self.viewer.layers:  # closed while it was being segmented

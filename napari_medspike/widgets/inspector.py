@@ -31,6 +31,7 @@ from ._common import (
     selected_image_and_model,
     session_of,
     show_text,
+    shown_range,
     shown_slice,
     start_worker,
     tab_with_sibling_docks,
@@ -273,9 +274,12 @@ class InspectorWidget(DockContainer):
         self.run_button.enabled, self.cancel_button.enabled = False, True
         source = self.session.source  # the model inspected, whatever is chosen when the maps come
 
+        value_range = shown_range(layer)  # not 8-bit: as napari shows it
+
         def job():  # a stack: the slice shown when Inspect was pressed
             pixels = np.asarray(data[frame] if frame is not None else data)
-            return (yield from inspect_steps(model, pixels, stage, spike=spike, how=how, channel=channel))
+            return (yield from inspect_steps(model, pixels, stage, spike=spike, how=how, channel=channel,
+                                             value_range=value_range))
 
         ticket = self._ticket = object()
 

@@ -536,6 +536,32 @@ def test_results_lie_on_the_image_with_its_units_and_rotation_and_a_failure_show
     assert "segmenting 'broken'…" not in text(segment.status) and segment.run_button.enabled
 
 
+def test_a_16_bit_image_is_segmented_as_napari_shows_it(plugin, qtbot):
+    """A 16-bit scan whose values lie between 1000 and 2020 looked right in napari (its contrast
+    limits) but was scaled from 0 for the model: washed out, and its mask came out empty."""
+    viewer, widgets, _ = plugin
+    segment, inspector = widgets["Segment"], widgets["Spike inspector"]
+    grey = (np.random.default_rng(5).random((60, 80)) * 255).astype(np.uint8)
+    grey[20:40, 30:60] = 250
+    results = {}
+    for name, pixels, limits in (("eight", grey, None), ("deep", grey.astype(np.uint16) * 4 + 1000, (1000, 2020))):
+        layer = viewer.add_image(pixels, name=name, contrast_limits=limits)
+        for dock in (segment, inspector):
+            dock.reset_choices()
+            dock.image.value = layer
+        with qtbot.waitSignal(segment.run().finished, timeout=WAIT):
+            pass
+        with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):
+            pass
+        qtbot.waitUntil(lambda: (inspector._figures or {}).get("image") == name,
+                        timeout=WAIT)
+        spikes = next(la for la in viewer.layers if la.metadata.get(MAP_TAG) == 1)
+        results[name] = viewer.layers[f"{name} probability"].data.copy(), spikes.data.copy()
+    np.testing.assert_allclose(results["deep"][0], results["eight"][0], atol=1e-5)  # the same picture to the model
+    np.testing.assert_array_equal(results["deep"][1], results["eight"][1])
+    assert "contrast 1000–2020" in " ".join(segment.status.value.split())
+
+
 def test_a_colour_image_napari_shows_as_slices_is_refused_with_what_to_do(plugin, qtbot, notes):
     viewer, widgets, _ = plugin
     colour = (np.random.default_rng(3).random((64, 80, 3)) * 255).astype(np.uint8)
