@@ -21,13 +21,16 @@ def segment(
     mode: str = "resize",
     device: str = "auto",
     flips: bool | None = None,
+    value_range: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Segment a 2D image; returns ``(probability [H, W] float32, mask [H, W] uint8 in {0, 1})``.
 
     ``model`` is a model, a shipped model's name or a checkpoint path; ``mode`` is ``"resize"``
     or ``"tiled"``; ``device`` is ``auto``, ``cuda``, ``mps`` or ``cpu``; ``flips`` turns flip
-    test-time augmentation on or off (``None``: as the checkpoint recommends). A model given by
-    name or path is loaded once and kept for the next calls (the last two), until its file changes.
+    test-time augmentation on or off (``None``: as the checkpoint recommends). ``value_range``
+    ``(lo, hi)`` is shown to the model as black and white for images that are not 8-bit (default:
+    from 0 to the image's maximum). A model given by name or path is loaded once and kept for the
+    next calls (the last two), until its file changes.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must lie in (0, 1), got {threshold}")
@@ -39,7 +42,7 @@ def segment(
     else:
         path = resolve_checkpoint(model)
         net = _loaded(str(path), path.stat().st_mtime_ns)
-    prob = predict(net, image, mode=mode, device=dev, flips=flips)
+    prob = predict(net, image, mode=mode, device=dev, flips=flips, value_range=value_range)
     return prob, (prob >= threshold).astype(np.uint8)
 
 
