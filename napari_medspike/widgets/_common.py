@@ -1008,14 +1008,38 @@ class DraftSaver:
         return write_draft(self.folder or drafts_folder(), self.layer.name, data != 0)  # (napari labels may be negative)
 
 
+#: Layers being given new data by this plugin, not by the user (see :func:`set_own_data`), by
+#: napari's unique id (a layer reached through napari's plugin proxy is another Python object).
+_OWN_WRITES: set[Any] = set()
+
+
+def set_own_data(layer: Any, data: np.ndarray) -> None:
+    """Give ``layer`` new ``data`` as this plugin's result (a new segmentation, a threshold):
+    not counted as the user's edit by :func:`mark_edits`."""
+    key = getattr(layer, "unique_id", id(layer))
+    _OWN_WRITES.add(key)
+    try:
+        layer.data = data
+    finally:
+        _OWN_WRITES.discard(key)
+
+
 def mark_edits(layer: Any) -> None:
-    """Remember that the user painted on a mask layer (no later result overwrites it) and
-    autosave it after each stroke."""
+    """Remember that the user changed a mask layer (no later result overwrites it) and autosave
+    it after each change: a stroke of napari's paint tools, or new data given from the console
+    or another plugin (``layer.data = ...``)."""
     paint = getattr(layer.events, "paint", None)
-    if paint is not None:
-        saver = DraftSaver(layer)  # kept alive by the connection below, as long as the layer
-        paint.connect(lambda *_: layer.metadata.__setitem__("edited", True))
-        paint.connect(lambda *_: saver.schedule())
+    if paint is None:
+        return
+    saver = DraftSaver(layer)  # kept alive by the connections below, as long as the layer
+
+    def edited(*_: Any) -> None:
+        if getattr(layer, "unique_id", id(layer)) not in _OWN_WRITES:
+            layer.metadata["edited"] = True
+            saver.schedule()
+
+    paint.connect(edited)
+    layer.events.data.connect(edited)
 
 
 #: Mask colours that stand out on red mucosa, skin and grey ultrasound alike.
@@ -1135,7 +1159,7 @@ def add_segmentation_layers(
             for key, value in placement.items():
                 if not _same_setting(getattr(layer, key), value):
                     setattr(layer, key, value)
-            layer.data = data
+            set_own_data(layer, data)
     if mask_name in viewer.layers and mask_look(viewer.layers[mask_name]) != (colour, style):
         style_mask(viewer.layers[mask_name], colour, style)  # as the dock's boxes say
     if prob_name not in viewer.layers:  # rgb=False: napari would guess [H, W, 3] probabilities are colours

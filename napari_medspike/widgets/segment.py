@@ -27,6 +27,7 @@ from ._common import (
     MASK_COLOURS,
     MASK_STYLES,
     add_segmentation_layers,
+    set_own_data,
     shown_range,
     range_note,
     call_when_closed,
@@ -509,7 +510,7 @@ class SegmentWidget(DockContainer):
             show_text(self.status, f"'{elide(layer.name, 40)}' has corrections and stays as painted: threshold "
                       f"{threshold:.2f} applies to the next segmentation")
             return False
-        layer.data = (probs >= threshold).astype(np.uint8)
+        set_own_data(layer, (probs >= threshold).astype(np.uint8))
         layer.metadata["threshold"] = threshold
         show_text(self.status, f"'{elide(layer.name, 40)}' redrawn at threshold {threshold:.2f}")
         self._remeasure()

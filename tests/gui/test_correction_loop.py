@@ -232,3 +232,24 @@ def test_a_negative_label_is_foreground_as_napari_paints_it(plugin, qtbot, tmp_p
     tune.mask.value = viewer.add_labels(labels, name="photo mask", scale=photo.scale)
     saved = save(tune)
     assert saved is not None and int(read_mask(saved.mask).sum()) == 200
+
+
+def test_a_mask_given_new_data_from_the_console_is_kept_as_a_painted_one(plugin, qtbot):
+    """Only napari's paint tools marked a mask as corrected: a mask set from the console (or by
+    another plugin) was redrawn by the next threshold and replaced by the next segmentation."""
+    viewer, widgets, photo = plugin
+    segment = widgets["Segment"]
+    _segment(qtbot, segment, photo)
+    mask = viewer.layers["photo mask"]
+    segment.threshold.value = 0.3  # Segment's own redraws do not count as edits
+    qtbot.waitUntil(lambda: mask.metadata.get("threshold") == 0.3, timeout=5000)
+    assert not mask.metadata.get("edited")
+    edited = np.zeros_like(mask.data)
+    edited[10:30, 10:40] = 1
+    mask.data = edited
+    segment.threshold.value = 0.7
+    QApplication.processEvents()
+    np.testing.assert_array_equal(mask.data, edited)
+    _segment(qtbot, segment, photo)
+    np.testing.assert_array_equal(viewer.layers["photo mask"].data, edited)
+    assert "photo mask [2]" in viewer.layers
