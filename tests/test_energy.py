@@ -138,3 +138,46 @@ def test_the_energy_estimate_leaves_a_model_in_training_mode_and_its_statistics_
     estimate_energy(model, torch.rand(1, 3, 64, 64))
     assert model.training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_firing_rates_are_spikes_over_neurons_and_the_same_in_the_inspector(calibrated):
+    """A stage's rate was the plain mean of its layers' rates: a small layer firing often
+    counted as much as a large one (the default's stages read 0.18 for 0.11 of their neurons)."""
+    from napari_medspike.analysis.energy import in_stage
+    from napari_medspike.analysis.maps import inspect_stage, model_input
+    from napari_medspike.models import fastpath
+
+    model = calibrated("medqkformer")
+    x = torch.rand(1, 3, 64, 64)
+    report = estimate_energy(model, x)
+    spikes = {}  # an independent count: every neuron output's spikes, from forward hooks
+    hooks = [m.register_forward_hook(lambda m, i, out, n=name: spikes.__setitem__(n, out.detach().float()))
+             for name, m in model.spiking_layers().items()]
+    with torch.no_grad(), fastpath.disabled():  # (the network as specified, as the estimate runs it)
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    total = sum(float(s.sum()) for s in spikes.values())
+    assert report.mean_firing_rate == pytest.approx(total / sum(s.numel() for s in spikes.values()), rel=1e-4)
+    stage0 = [n for n in spikes if in_stage(n, 0)]
+    expected = sum(float(spikes[n].sum()) for n in stage0) / sum(spikes[n].numel() for n in stage0)
+    assert report.stage_firing_rates[0] == pytest.approx(expected, rel=1e-4)
+    assert abs(report.layer_mean_firing_rate - report.mean_firing_rate) > 1e-3  # the layers differ in size
+    assert report.spikes_per_neuron_step == pytest.approx(report.mean_firing_rate * 4)
+    # the inspector's figures follow the same rule (on the input it makes: the image resized)
+    image = x[0].permute(1, 2, 0).numpy()
+    with fastpath.disabled():  # (as the inspector runs it)
+        maps = inspect_stage(model, image, 0, spike="q")
+    seen = estimate_energy(model, model_input(image, model.input_size))
+    assert maps.stage_firing_rates == pytest.approx(seen.stage_firing_rates, rel=1e-3)
+
+
+def test_the_energy_estimate_counts_spikes_as_spikes_under_bf16_autocast(calibrated):
+    """Under a caller's bf16 autocast a spike k/5 was no longer k/5 exactly: every product that
+    reads it was counted as an analog MAC."""
+    model = calibrated("medspikeformer", timesteps=2, spike_levels=5, threshold=0.4)  # as `spiking`
+    x = torch.rand(1, 3, 64, 64)
+    fp32 = estimate_energy(model, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = estimate_energy(model, x)
+    assert bf16.analog_macs == fp32.analog_macs and bf16.energy_pj == pytest.approx(fp32.energy_pj, rel=1e-3)

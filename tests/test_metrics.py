@@ -118,3 +118,23 @@ def test_model_card_names_the_arithmetic_its_figures_were_measured_in(tmp_path):
         card = write_model_card(tmp_path / f"{precision}.safetensors", meta).read_text()
         line = next(l for l in card.splitlines() if "original image resolution" in l)
         assert f"`--precision {precision}`" in line, line
+
+
+def test_model_card_says_what_its_energy_counts_and_what_its_firing_rate_is(tmp_path):
+    """The card gave "mean firing rate 0.171" (a plain mean of the layers' rates; the network's
+    spikes over its neurons: 0.099) and did not say that only synaptic operations were counted."""
+    from napari_medspike.engine.reports import write_model_card
+
+    energy = {"images": 8, "energy_mj": 1.76, "dense_ann_energy_mj": 5.9, "analog_gmacs": 0.01, "sops_g": 1.89,
+              "mean_firing_rate": 0.078, "spikes_per_neuron_step": 0.39}
+    meta = {"arch": "medspikeformer", "config": {}, "metrics": {"energy": energy}}
+    card = write_model_card(tmp_path / "now.safetensors", meta).read_text()
+    assert "synaptic operations only" in card and "neuron updates" in card
+    assert "Firing rate 0.078: spikes over all neurons and timesteps" in card
+    assert "5 virtual steps of its integer spikes: 0.390 spikes per neuron and timestep" in card
+    binary = write_model_card(tmp_path / "binary.safetensors", {**meta, "metrics": {"energy": {
+        **energy, "spikes_per_neuron_step": 0.078}}}).read_text()
+    assert "Firing rate 0.078: spikes over all neurons and timesteps\n" in binary  # one spike a step: no more words
+    old = {k: v for k, v in energy.items() if k != "spikes_per_neuron_step"}  # cards measured before
+    earlier = write_model_card(tmp_path / "old.safetensors", {**meta, "metrics": {"energy": old}}).read_text()
+    assert "Mean firing rate over neuron layers: 0.078" in earlier

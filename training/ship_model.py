@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from napari_medspike.analysis.energy import estimate_energy
+from napari_medspike.analysis.energy import estimate_energy, weighted_rate
 from napari_medspike.data.io import image_to_tensor, read_image
 from napari_medspike.engine.checkpoint import WEIGHTS_DIR, load_model, read_metadata, save_checkpoint
 from napari_medspike.engine.reports import dataset_name, write_model_card
@@ -29,13 +29,17 @@ from napari_medspike.models.info import ModelInfo
 
 
 def part_firing_rates(reports: list) -> dict[str, float]:
-    """Mean firing rate of each part of the network (encoder stage, decoder stage, head) over
-    the reports' images: the mean over that part's neuron layers."""
+    """Firing rate of each part of the network (encoder stage, decoder stage, head) over the
+    reports' images: that part's spikes over its neurons and timesteps (its layers' rates
+    weighted by their sizes; ``weighted_rate``), averaged over the images."""
     parts: dict[str, list[float]] = {}
     for report in reports:
-        for name, rate in report.firing_rates.items():
+        names: dict[str, list[str]] = {}
+        for name in report.firing_rates:
             match = re.match(r"(stages\.\d+|decoders\.\d+|head)", name)
-            parts.setdefault(match.group(1) if match else "other", []).append(float(rate))
+            names.setdefault(match.group(1) if match else "other", []).append(name)
+        for part, members in names.items():
+            parts.setdefault(part, []).append(weighted_rate(report.firing_rates, report.neurons, members))
     return {part: sum(rates) / len(rates) for part, rates in parts.items()}
 
 
@@ -55,6 +59,7 @@ def energy_metrics(reports: list) -> dict[str, float]:
     return {
         "images": n,
         "mean_firing_rate": sum(e.mean_firing_rate for e in reports) / n,
+        "spikes_per_neuron_step": sum(e.spikes_per_neuron_step for e in reports) / n,
         "energy_mj": sum(e.energy_pj for e in reports) / n / 1e9,
         "dense_ann_energy_mj": sum(e.ann_energy_pj for e in reports) / n / 1e9,
         "sops_g": sum(e.sops for e in reports) / n / 1e9,

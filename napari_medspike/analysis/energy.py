@@ -41,6 +41,25 @@ _SYNAPTIC_OPS = {
 }
 
 
+def weighted_rate(rates: dict[str, float], neurons: dict[str, int], names: Any = None) -> float:
+    """The firing rate of a part of the network: its spikes over its neurons and timesteps,
+    i.e. its layers' rates weighted by their sizes (``neurons``, outputs per pass), over the
+    layers in ``names`` (default: all). NaN where there are none. A plain mean of layer rates
+    let a small layer count as much as a large one (MedQKFormer's inactive-weight layer, firing
+    at 0.93 on an eighth of its neighbours' outputs, lifted its stage from 0.11 to 0.18)."""
+    chosen = [name for name in (rates if names is None else names) if name in rates]
+    total = sum(neurons.get(name, 0) for name in chosen)
+    if not total:
+        return math.nan
+    return sum(float(rates[name]) * neurons.get(name, 0) for name in chosen) / total
+
+
+def in_stage(name: str, index: int) -> bool:
+    """Whether the module path ``name`` lies in encoder stage ``index`` (a routed model's
+    experts too: ``experts.N.stages.i.``)."""
+    return name.startswith(f"stages.{index}.") or f".stages.{index}." in name
+
+
 def spike_levels(model: Segmenter) -> int:
     """Spike counts per output of the model's neurons: 1 (LIF), 4 (NISF), 0 (ANN, no spikes)."""
     return model.spike_levels if model.spiking else 0
@@ -84,6 +103,10 @@ class EnergyReport:
     e_mac_pj: float = E_MAC_PJ
     e_ac_pj: float = E_AC_PJ
     stage_firing_rates: list[float] = field(default_factory=list)
+    #: Outputs of each spiking layer in this pass (the weights of :func:`weighted_rate`).
+    neurons: dict[str, int] = field(default_factory=dict)
+    #: Spikes a neuron output can carry per timestep (1 binary; D for integer spikes).
+    levels: int = 1
 
     @property
     def analog_macs(self) -> int:
@@ -103,6 +126,19 @@ class EnergyReport:
 
     @property
     def mean_firing_rate(self) -> float:
+        """Spikes over neurons and (virtual) timesteps of the whole network (:func:`weighted_rate`)."""
+        return weighted_rate(self.firing_rates, self.neurons) if self.firing_rates else float("nan")
+
+    @property
+    def spikes_per_neuron_step(self) -> float:
+        """Mean spike count of a neuron output per timestep: the rate times the levels (for
+        integer spikes, whose rate counts each of a timestep's D virtual steps)."""
+        return self.mean_firing_rate * max(self.levels, 1)
+
+    @property
+    def layer_mean_firing_rate(self) -> float:
+        """The plain mean of the layers' rates (each layer alike, whatever its size), as the
+        training's spike budget counts."""
         rates = list(self.firing_rates.values())
         return sum(rates) / len(rates) if rates else float("nan")
 
@@ -115,6 +151,8 @@ class EnergyReport:
             energy_pj=self.energy_pj,
             ann_energy_pj=self.ann_energy_pj,
             mean_firing_rate=self.mean_firing_rate,
+            spikes_per_neuron_step=self.spikes_per_neuron_step,
+            layer_mean_firing_rate=self.layer_mean_firing_rate,
         )
         return out
 
@@ -125,7 +163,10 @@ class EnergyReport:
             f"  analog MACs {self.analog_macs / 1e9:.3f} G, synaptic ops {self.sops / 1e9:.3f} G",
             f"  energy {self.energy_pj / 1e9:.3f} mJ vs dense ANN {self.ann_energy_pj / 1e9:.3f} mJ"
             f" ({self.energy_pj / max(self.ann_energy_pj, 1e-12):.1%})",
-            f"  mean firing rate {self.mean_firing_rate:.3f}",
+            f"  firing rate {self.mean_firing_rate:.3f} (spikes over neurons and timesteps"
+            + (f" x {self.levels} virtual steps: {self.spikes_per_neuron_step:.3f} spikes per neuron and timestep)"
+               if self.levels > 1 else ")"),
+            "  counted: synaptic operations only (neuron updates, unfolded norms and additions are not)",
         ]
         if self.stage_firing_rates:
             rates = ", ".join(f"{r:.3f}" for r in self.stage_firing_rates)
@@ -216,22 +257,27 @@ def estimate_energy(model: Segmenter, x: torch.Tensor) -> EnergyReport:
     accounting follows the architecture as specified (MODEL.md), so the model runs its plain
     path here, not the algebraically merged inference fast paths (which do fewer MACs). A routed
     model counts the work of every expert that ran (the starting one runs on every image).
+    Only synaptic operations are counted, as is the field's convention: neuron updates, norms
+    not folded into a convolution, additions and memory traffic are not, for either network.
+    It runs in fp32 whatever autocast the caller is under.
     """
     levels = spike_levels(model)
     # the model's lock before the monitors: another job's passes (Segment's, in another thread)
     # waiting for it or holding it are not recorded as this one's
-    with model._forward_lock, evaluation_mode(model):
-        with monitor.OutputMonitor(model, SPIKING_NEURONS, lambda y: float(y.float().mean())) as mon:
+    # fp32 even under a caller's autocast: a bf16 spike k/5 is not k/5 exactly, and its products
+    # were counted as analog MACs (the energy of `spiking` rose from 33 % to 38 % of its twin's)
+    with model._forward_lock, evaluation_mode(model), torch.autocast(x.device.type, enabled=False):
+        with monitor.OutputMonitor(model, SPIKING_NEURONS, lambda y: (float(y.float().mean()), y.numel())) as mon:
             with record_synaptic_ops(levels, model, (model.encoding_layer,)) as layers, fastpath.disabled():
                 model(x)
-        firing: dict[str, list[float]] = defaultdict(list)
+        firing: dict[str, list[tuple[float, int]]] = defaultdict(list)
         for name in mon.monitored_layers:
             firing[name].extend(mon[name])
-    rates = {name: sum(v) / len(v) for name, v in firing.items() if v}
-    stage_rates = []
-    for i in range(len(getattr(model, "stages", []))):  # (a routed model: "experts.N.stages.i.")
-        values = [r for n, r in rates.items() if n.startswith(f"stages.{i}.") or f".stages.{i}." in n]
-        stage_rates.append(sum(values) / len(values) if values else math.nan)
+    # each layer's rate over all its calls (weighted by their sizes), and its outputs in all
+    rates = {name: sum(r * n for r, n in v) / max(sum(n for _, n in v), 1) for name, v in firing.items() if v}
+    neurons = {name: sum(n for _, n in v) for name, v in firing.items() if v}
+    stage_rates = [weighted_rate(rates, neurons, [n for n in rates if in_stage(n, i)])
+                   for i in range(len(getattr(model, "stages", [])))]
     padded, _ = pad_to_stride(x)
     reference = model.dense_reference().to(x.device)
     ann_macs = count_macs(reference, padded)
@@ -243,4 +289,6 @@ def estimate_energy(model: Segmenter, x: torch.Tensor) -> EnergyReport:
         firing_rates=rates,
         ann_macs=ann_macs,
         stage_firing_rates=stage_rates,
+        neurons=neurons,
+        levels=max(levels, 1),
     )

@@ -20,7 +20,7 @@ from ..models.attention import INTERACTIONS
 from ..models import fastpath
 from ..models.base import Segmenter, evaluation_mode
 from ..runtime import release_free_memory
-from .energy import estimate_energy
+from .energy import estimate_energy, weighted_rate
 
 REDUCTIONS = ("mean", "max", "channel")
 #: The four interaction maps as recorded, or the same information as their sum, the two
@@ -201,10 +201,9 @@ def inspect_stage(model: Segmenter, image: np.ndarray, stage: int, spike: str = 
     extent = resize_extent(*image_hw(image), size)
     scale, translate = stage_placement(extent, tuple(spikes.shape[-2:]), (h_pad, h_pad), (size, size))
     layer_rates = {name: r.numpy().astype(np.float32) for name, r in out["firing_rates"].items()}
-    stage_rates = []
-    for i in range(len(out["stages"])):
-        values = [float(r.mean()) for name, r in layer_rates.items() if stage_of(name) == f"stage {i}"]
-        stage_rates.append(sum(values) / len(values) if values else float("nan"))
+    means = {name: float(r.mean()) for name, r in layer_rates.items()}
+    stage_rates = [weighted_rate(means, out["neurons"], [n for n in means if stage_of(n) == f"stage {i}"])
+                   for i in range(len(out["stages"]))]
     expert = None
     if "routes" in out:
         expert = "the fine-tuned copy" if bool(out["routes"][0]) else "the starting model"

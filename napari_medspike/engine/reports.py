@@ -99,7 +99,8 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
         validation,
     ]
     if measured(metrics.get("firing_rate")):
-        lines.append(f"- Firing rate (first validation batch): {metrics['firing_rate']:.4f}")
+        lines.append(f"- Firing rate during training (first validation batch; the mean over neuron layers, as "
+                     f"the spike budget counts): {metrics['firing_rate']:.4f}")
     lines += [
         f"- Training: {train.get('epochs_run')} epoch{'s' * (train.get('epochs_run') != 1)}"
         + (f" ({train['stopped']})" if train.get("stopped") else "") + ", "
@@ -134,16 +135,26 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
         lines.append(
             f"- Energy estimate (mean of {energy['images']} validation images, 45 nm: 4.6 pJ/MAC, 0.9 pJ/AC):"
             f" {energy['energy_mj']:.2f} mJ vs {energy['dense_ann_energy_mj']:.2f} mJ for the dense ANN;"
-            f" {energy['analog_gmacs']:.2f} G analog MACs + {energy['sops_g']:.2f} G synaptic ops;"
-            f" mean firing rate {energy['mean_firing_rate']:.3f}"
+            f" {energy['analog_gmacs']:.2f} G analog MACs + {energy['sops_g']:.2f} G synaptic ops"
+            " (synaptic operations only, for both: neuron updates, norms not folded into a convolution and"
+            " additions are not counted)"
         )
+        if "spikes_per_neuron_step" in energy:  # measured as spikes over neurons and timesteps
+            per_step = energy["spikes_per_neuron_step"]
+            virtual = per_step / energy["mean_firing_rate"] if energy["mean_firing_rate"] else 1
+            lines.append(
+                f"- Firing rate {energy['mean_firing_rate']:.3f}: spikes over all neurons and timesteps"
+                + (f" (each timestep as {virtual:.0f} virtual steps of its integer spikes: {per_step:.3f} spikes per"
+                   " neuron and timestep)" if round(virtual) > 1 else ""))
+        else:  # cards from before: the plain mean of the layers' rates
+            lines.append(f"- Mean firing rate over neuron layers: {energy['mean_firing_rate']:.3f}")
         if measured(metrics.get("twin_energy_mj")):
             twin = metrics["twin_energy_mj"]
             lines.append(f"- Energy of its ANN twin on the same images: {twin:.2f} mJ; this model needs "
                          f"{energy['energy_mj'] / twin:.0%} of it")
     parts = metrics.get("firing_rate_per_part")
     if parts:
-        lines.append("- Firing rate per part (mean over its neuron layers and timesteps): "
+        lines.append("- Firing rate per part (its spikes over its neurons and timesteps): "
                      + ", ".join(f"{name} {rate:.3f}" for name, rate in parts.items()))
     if isinstance(meta.get("domain"), dict):
         lines.append(domain_line(meta))

@@ -309,11 +309,13 @@ class Segmenter(nn.Module, abc.ABC):
         return {name: m for name, m in self.named_modules() if isinstance(m, SPIKING_NEURONS)}
 
     @contextlib.contextmanager
-    def _rate_recording(self) -> Iterator[dict[str, torch.Tensor]]:
+    def _rate_recording(self) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, int]]]:
         """Record each spiking layer's firing rate per timestep: ``[T]`` for LIF layers (on
         ``[T, B, ...]`` outputs), ``[D]`` per virtual timestep for integer-spike layers (an output
-        ``k/D`` is k spikes over D virtual steps: step j fires where ``k > j``)."""
+        ``k/D`` is k spikes over D virtual steps: step j fires where ``k > j``); and its size
+        (output elements), by which a part's rate weighs its layers."""
         rates: dict[str, torch.Tensor] = {}
+        sizes: dict[str, int] = {}
 
         def hook(name: str):
             def record(module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
@@ -325,12 +327,13 @@ class Segmenter(nn.Module, abc.ABC):
                 else:
                     y = y.flatten(1).mean(1) if y.ndim >= 2 and getattr(module, "step_mode", "s") == "m" else y.mean().reshape(1)
                 rates[name] = y.cpu()
+                sizes[name] = out.numel()
 
             return record
 
         handles = [m.register_forward_hook(hook(name)) for name, m in self.spiking_layers().items()]
         try:
-            yield rates
+            yield rates, sizes
         finally:
             for handle in handles:
                 handle.remove()
@@ -343,14 +346,15 @@ class Segmenter(nn.Module, abc.ABC):
         "II"}}`` of tensors ``[T, B, C, h, w]`` at that stage's (padded) resolution ``h, w``,
         and ``firing_rates`` maps every spiking layer's module path to its mean firing rate per
         timestep (a ``[T]`` tensor; ``[D]`` virtual timesteps for integer spikes; empty for an
-        ANN). Only this method records; a plain
-        ``model(x)`` stores nothing.
+        ANN), ``neurons`` to its number of outputs (the weight of its rate in a part's rate:
+        :func:`~napari_medspike.analysis.energy.weighted_rate`). Only this method records; a
+        plain ``model(x)`` stores nothing.
         """
-        with self._forward_lock, self._recording() as records, self._rate_recording() as rates:
+        with self._forward_lock, self._recording() as records, self._rate_recording() as (rates, sizes):
             logits = self(x)
         stages = []
         for record in records:
             record = {k: v if v.ndim == 5 else v.unsqueeze(0) for k, v in record.items()}
             interactions = {k: record.pop(k) for k in ("AA", "AI", "IA", "II")}
             stages.append({"spikes": record, "interactions": interactions})
-        return {"logits": logits, "stages": stages, "firing_rates": dict(rates)}
+        return {"logits": logits, "stages": stages, "firing_rates": dict(rates), "neurons": dict(sizes)}

@@ -202,4 +202,5 @@ class RoutedSegmenter(Segmenter):
         rates = {k: first["firing_rates"][k] * weights[0] + second["firing_rates"][k] * weights[1]
                  for k in first["firing_rates"]}
         logits = torch.cat([first["logits"], second["logits"]])[order]
-        return {"logits": logits, "stages": stages, "firing_rates": rates, "routes": chosen}
+        neurons = {k: first["neurons"][k] + second["neurons"][k] for k in first["neurons"]}
+        return {"logits": logits, "stages": stages, "firing_rates": rates, "neurons": neurons, "routes": chosen}
