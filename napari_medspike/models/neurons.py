@@ -13,15 +13,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-# spikingjelly probes for Triton on import; on CPU-only machines that warning is noise. The
-# logger's level is the caller's again afterwards (it belongs to torch, not to this package).
+# spikingjelly, and later torch's FLOP counter and optimisers, probe for Triton; on CPU-only
+# machines the warning each probe logs is noise. Quietened unless the user set that logger's
+# level themselves.
 _triton_log = logging.getLogger("torch._library.triton")
-_level = _triton_log.level
-_triton_log.setLevel(logging.ERROR)
-try:
-    from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
-finally:
-    _triton_log.setLevel(_level)
+if _triton_log.level == logging.NOTSET:
+    _triton_log.setLevel(logging.ERROR)
+
+from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
 
 from . import fastpath  # noqa: E402
 
