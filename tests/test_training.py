@@ -261,18 +261,21 @@ def test_deep_supervision_adds_side_heads_to_a_trained_medqkformer(lesions, tmp_
 
 
 def test_a_spike_budget_lowers_the_firing_rate_and_is_recorded(lesions, tmp_path):
-    tiny = {**TINY, "timesteps": 2, "threshold": 0.5, "spike_levels": 4}
+    # a low threshold: without a budget it fires at about 0.03, above the budget of 0.02 (at 0.5 it
+    # fired at 0.001, far under the budget, so the test measured noise that moved with thread counts)
+    tiny = {**TINY, "timesteps": 2, "threshold": 0.2, "spike_levels": 4}
     start = save_checkpoint(create_model("medspikeformer", **tiny), tmp_path / "start.safetensors", input_size=32)
     rates = {}
-    for budget in (0.0, 0.01):
+    for budget in (0.0, 0.02):
         run = train(config(lesions, tmp_path / f"budget{budget}", arch="medspikeformer", model_config=tiny,
                            init_from=str(start), max_firing_rate=budget, firing_weight=50.0, epochs=2, lr=1e-2,
                            norm_calibration=0))
         rates[budget] = run.history[-1]["firing_rate"]
-    assert rates[0.01] < 0.5 * rates[0.0], rates  # the same run, held to a budget, fires less
-    meta = read_metadata(tmp_path / "budget0.01" / "best.safetensors")
-    assert (meta["training"]["max_firing_rate"], meta["training"]["firing_weight"]) == (0.01, 50.0)
-    assert "spike budget: mean firing rate 0.01" in (tmp_path / "budget0.01" / "best.md").read_text()
+    assert rates[0.0] > 1.25 * 0.02, rates  # unheld, it fires above the budget
+    assert rates[0.02] < 0.75 * rates[0.0] and rates[0.02] < 1.2 * 0.02, rates  # held, it comes down to it
+    meta = read_metadata(tmp_path / "budget0.02" / "best.safetensors")
+    assert (meta["training"]["max_firing_rate"], meta["training"]["firing_weight"]) == (0.02, 50.0)
+    assert "spike budget: mean firing rate 0.02" in (tmp_path / "budget0.02" / "best.md").read_text()
     assert "max_firing_rate" not in read_metadata(tmp_path / "budget0.0" / "best.safetensors")["training"]
     with pytest.raises(ValueError, match="spiking models"):
         train(config(lesions, tmp_path / "twin", arch="ann_twin", max_firing_rate=0.1, epochs=1))
