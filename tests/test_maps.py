@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_medspike.analysis.maps import DECOMPOSED, decompose_interactions
 
@@ -116,3 +117,16 @@ def test_a_large_images_maps_lie_over_the_part_its_input_stands_for(calibrated):
     map_h, map_w = maps.firing_rate.shape[-2:]
     assert maps.scale[0] == pytest.approx(padded / map_h * 1030 / size)
     assert maps.scale[1] == pytest.approx(padded / map_w * 1540 / size)
+
+
+def test_channel_reductions_show_what_they_say():
+    """Only the layer's name was checked: channel 3 shown as channel 0, or as the maximum,
+    passed as well."""
+    from napari_medspike.analysis.maps import reduce_channels
+
+    spikes = (torch.rand(2, 1, 6, 5, 4) > 0.5).float()  # [T, B, C, h, w]
+    np.testing.assert_array_equal(reduce_channels(spikes, "channel", 3), spikes[:, 0, 3].numpy())
+    np.testing.assert_array_equal(reduce_channels(spikes, "max"), spikes[:, 0].amax(1).numpy())
+    np.testing.assert_allclose(reduce_channels(spikes, "mean"), spikes[:, 0].mean(1).numpy())
+    with pytest.raises(ValueError, match="out of range"):
+        reduce_channels(spikes, "channel", 6)

@@ -58,6 +58,15 @@ def test_tiles_blend_to_a_seamless_map():
     assert prob.shape == (150, 230)
     np.testing.assert_allclose(prob, 1 / (1 + np.exp(-0.7)), rtol=1e-5)
 
+    class Ramp(ConstantLogit):  # an answer that depends on where in its tile a pixel lies
+        def _forward(self, x):
+            return torch.linspace(-2, 2, x.shape[-1]).expand_as(x[:, :1]).clone()
+
+    # a constant answer cannot show a seam; this one jumps at tile borders unless the tiles taper
+    # into each other (untapered: steps of 0.30 between neighbouring pixels; tapered: 0.05)
+    ramp = predict(Ramp(), np.zeros((64, 230, 3), np.float32), mode="tiled", tile_size=64, overlap=0.25, flips=False)
+    assert np.abs(np.diff(ramp, axis=1)).max() < 0.1
+
 
 def test_tile_starts_cover_the_image():
     for length in (64, 65, 100, 257):

@@ -28,8 +28,9 @@ def test_tune_malloc_is_idempotent_and_reversible():
 
 KEEPS = (
     "import sys, torch\n"
-    "from napari_medspike.runtime import tune_malloc\n"
-    "if sys.argv[1] == 'tuned': assert tune_malloc()\n"
+    "from napari_medspike.runtime import reset_malloc, tune_malloc\n"
+    "if sys.argv[1] in ('tuned', 'reset'): assert tune_malloc()\n"
+    "if sys.argv[1] == 'reset': reset_malloc()\n"
     "def rss(): return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20\n"
     "before = rss(); x = torch.ones(64, 1024, 1024); del x; print(rss() - before)\n"
 )
@@ -42,8 +43,9 @@ def test_tuned_malloc_keeps_large_freed_blocks_for_reuse():
     env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "MEDSPIKE_MALLOC")}
     kept = {mode: float(subprocess.run([sys.executable, "-c", KEEPS, mode], env=env, capture_output=True,
                                        text=True, check=True).stdout.strip().splitlines()[-1])
-            for mode in ("default", "tuned")}
+            for mode in ("default", "tuned", "reset")}
     assert kept["default"] < 64 and kept["tuned"] > 192, kept
+    assert kept["reset"] < 64, kept  # reset_malloc gives glibc's own behaviour back
 
 
 CHILD = (

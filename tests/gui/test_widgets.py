@@ -44,6 +44,14 @@ def test_mirror_tta_checkbox_follows_the_model_and_is_used(plugin, qtbot, tmp_pa
     with qtbot.waitSignal(worker.finished, timeout=WAIT):
         pass
     assert "mirror TTA" in " ".join(segment.status.value.split()) and "photo mask" in viewer.layers
+    # and the mirrors were used: the probabilities are the mirror-averaged ones, not the plain pass
+    from napari_medspike import load_model
+    from napari_medspike.inference.predictor import predict
+
+    photo, model = viewer.layers["photo"], load_model(tta)
+    shown = viewer.layers["photo probability"].data
+    np.testing.assert_allclose(shown, predict(model, photo.data, flips=True), atol=1e-5)
+    assert np.abs(shown - predict(model, photo.data, flips=False)).max() > 1e-4
 
 
 def test_event_loop_keeps_running_during_a_job_and_cancel_stops_it(plugin, qtbot):
