@@ -206,6 +206,22 @@ def test_drafts_round_trip_with_their_full_layer_names(tmp_path):
         write_draft(folder, "stack", np.zeros((4, 20, 30), np.uint8))
 
 
+def test_drafts_of_two_pictures_whose_masks_share_a_name_are_both_kept(tmp_path):
+    """Two scans opened in two sessions, each "scan" with its "scan mask": the second draft
+    replaced the first (one file per layer name)."""
+    folder = tmp_path / "drafts"
+    first, second = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+    first[:4], second[4:] = 1, 1
+    write_draft(folder, "scan mask", first, image="/data/a/scan.png")
+    write_draft(folder, "scan mask", second, image="/data/b/scan.tif")
+    found = read_draft_names(folder)
+    assert set(found) == {"scan mask (scan.png)", "scan mask (scan.tif)"}
+    np.testing.assert_array_equal(read_mask(found["scan mask (scan.png)"]), first > 0)
+    np.testing.assert_array_equal(read_mask(found["scan mask (scan.tif)"]), second > 0)
+    write_draft(folder, "scan mask", second, image="/data/a/scan.png")  # the same picture's: replaced
+    assert len(read_draft_names(folder)) == 2 and read_mask(read_draft_names(folder)["scan mask (scan.png)"])[5].all()
+
+
 def test_read_draft_names_skips_broken_sidecars_and_keeps_old_drafts(tmp_path):
     folder = tmp_path / "drafts"
     good = write_draft(folder, "lesion mask", np.ones((8, 8), bool))

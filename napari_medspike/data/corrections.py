@@ -64,26 +64,30 @@ def _name_hash(name: str) -> str:
     return hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:HASH_CHARS]
 
 
-def draft_file_name(layer_name: str) -> str:
+def draft_file_name(layer_name: str, image: str = "") -> str:
     """The draft file name of a layer: ``<ASCII prefix>-<hash>.png``, unique and bounded.
 
     The prefix is the name with everything but ASCII letters, digits, ``_`` and ``-`` replaced
     by ``_`` (at most :data:`DRAFT_PREFIX_CHARS` characters, ``"mask"`` if nothing is left); the
     hash is the first 10 hex digits of the SHA-256 of the full name (UTF-8), so names that
     sanitise alike ("a/b mask", "a_b mask"; "病変 mask", "腫瘍 mask") get different files and
-    the name is at most 75 characters long whatever the layer name.
+    the name is at most 75 characters long whatever the layer name. ``image``, the file the mask
+    was painted on, goes into the hash too: masks of two pictures that share a name ("scan mask"
+    of two scans) get files of their own.
     """
     prefix = _safe_ascii(layer_name)[:DRAFT_PREFIX_CHARS].rstrip("_") or "mask"
-    return f"{prefix}-{_name_hash(layer_name)}.png"
+    key = layer_name if not image else f"{layer_name}\n{image}"
+    return f"{prefix}-{_name_hash(key)}.png"
 
 
-def write_draft(folder: str | Path, layer_name: str, mask: np.ndarray) -> Path:
+def write_draft(folder: str | Path, layer_name: str, mask: np.ndarray, image: str = "") -> Path:
     """Autosave a painted 2D mask of layer ``layer_name`` in ``folder``; return the PNG path.
 
     The mask is binarised by :func:`~napari_medspike.data.io.to_binary_mask` (value > 0 is
-    foreground) and written as 0/255 to ``folder/draft_file_name(layer_name)`` atomically, then
-    a sidecar ``<same stem>.json`` (``{"layer": layer_name}``) records the full layer name for
-    :func:`read_draft_names`. Saving the same layer again replaces its draft.
+    foreground) and written as 0/255 to ``folder/draft_file_name(layer_name, image)``
+    atomically, then a sidecar ``<same stem>.json`` (``{"layer": layer_name, "image": image}``)
+    records the full layer name and the picture's file for :func:`read_draft_names`. Saving the
+    same layer of the same picture again replaces its draft.
     """
     folder = Path(folder)
     array = np.asarray(mask)
@@ -91,15 +95,17 @@ def write_draft(folder: str | Path, layer_name: str, mask: np.ndarray) -> Path:
         raise ValueError(f"draft of layer {layer_name!r}: expected a 2D mask, got shape {array.shape}")
     binary = to_binary_mask(array, name=f"layer {layer_name!r}")
     encoded = png_bytes(binary.astype(np.uint8) * 255)
-    path = folder / draft_file_name(layer_name)
-    sidecar = json.dumps({"layer": layer_name}, ensure_ascii=False)
+    path = folder / draft_file_name(layer_name, image)
+    sidecar = json.dumps({"layer": layer_name, **({"image": image} if image else {})}, ensure_ascii=False)
     atomic_write(path, lambda tmp: tmp.write_bytes(encoded))
     atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(sidecar, encoding="utf-8"))
     return path
 
 
 def read_draft_names(folder: str | Path) -> dict[str, Path]:
-    """Drafts in ``folder`` by full layer name -> PNG path (see :func:`write_draft`).
+    """Drafts in ``folder`` by full layer name -> PNG path (see :func:`write_draft`); where
+    masks of several pictures share a layer name, each is listed as ``"<layer> (<picture file
+    name>)"``.
 
     Drafts whose sidecar is unreadable or whose PNG is missing are skipped. PNGs without a
     sidecar (written before sidecars existed) are listed under their file stem, unless a layer
@@ -108,7 +114,7 @@ def read_draft_names(folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return {}
-    found: dict[str, Path] = {}
+    drafts: list[tuple[str, str, Path]] = []  # layer name, picture, PNG
     described: set[Path] = set()
     for sidecar in sorted(folder.glob("*.json")):
         png = sidecar.with_suffix(".png")
@@ -123,7 +129,12 @@ def read_draft_names(folder: str | Path) -> dict[str, Path]:
             continue
         described.add(png)
         if png.is_file():
-            found[name] = png
+            image = payload.get("image") if isinstance(payload.get("image"), str) else ""
+            drafts.append((name, image, png))
+    shared = {name for name, _, _ in drafts if sum(other == name for other, _, _ in drafts) > 1}
+    found: dict[str, Path] = {}
+    for name, image, png in drafts:
+        found[f"{name} ({Path(image).name or 'no file'})" if name in shared else name] = png
     for png in sorted(folder.glob("*.png")):
         if png not in described and png.stem not in found:
             found[png.stem] = png

@@ -783,8 +783,11 @@ def same_layer(a: Any, b: Any) -> bool:
 
 def link_to_image(image_layer: Any) -> dict[str, str]:
     """Metadata that ties a result layer (probability, mask) to the image it was made for: the
-    image's name, and napari's ``unique_id`` of its layer, which a rename keeps."""
-    return {"source_image": image_layer.name, "source_image_id": str(image_layer.unique_id)}
+    image's name, napari's ``unique_id`` of its layer, which a rename keeps, and its file when
+    it was opened from one (which keeps the drafts of two pictures of one name apart)."""
+    path = getattr(getattr(image_layer, "source", None), "path", None) or image_layer.metadata.get("path", "")
+    return {"source_image": image_layer.name, "source_image_id": str(image_layer.unique_id),
+            **({"source_path": str(path)} if path else {})}
 
 
 def image_made_for(layer: Any, viewer: Any) -> Any:
@@ -982,7 +985,8 @@ def drafts_folder() -> Path:
 
 class DraftSaver:
     """Autosave a mask layer shortly after each paint stroke, so a crash or a closed viewer
-    loses nothing that was painted (``drafts/``, written atomically, one file per layer name)."""
+    loses nothing that was painted (``drafts/``, written atomically, one file per layer name and
+    picture file)."""
 
     def __init__(self, layer: Any, folder: Path | None = None, delay_ms: int = 1500) -> None:
         from qtpy.QtCore import QTimer
@@ -1005,7 +1009,8 @@ class DraftSaver:
         data = np.asarray(self.layer.data)
         if data.ndim != 2:  # a stack's mask: Save correction stores the slice shown
             return None
-        return write_draft(self.folder or drafts_folder(), self.layer.name, data != 0)  # (napari labels may be negative)
+        return write_draft(self.folder or drafts_folder(), self.layer.name, data != 0,  # (labels may be negative)
+                           image=str(self.layer.metadata.get("source_path", "")))
 
 
 #: Layers being given new data by this plugin, not by the user (see :func:`set_own_data`), by
