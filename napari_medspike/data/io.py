@@ -369,14 +369,15 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def image_hw(image: np.ndarray, name: str = "image") -> tuple[int, int]:
     """Height and width of a 2D grey/RGB(A) array (channels first or last); raises
-    :class:`ImageReadError` for any other shape (a stack of images, a 1D array)."""
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[0] in (3, 4) and a.shape[-1] not in (3, 4):
-        return int(a.shape[1]), int(a.shape[2])
-    if a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (1, 2, 3, 4)):
-        return int(a.shape[0]), int(a.shape[1])
-    stack = " (a stack of images? segment them one by one, or open the stack in napari's Segment dock)" if a.ndim >= 3 else ""
-    raise ImageReadError(f"{name}: expected a 2D grey, RGB or RGBA image, got an array of shape {a.shape}{stack}")
+    :class:`ImageReadError` for any other shape (a stack of images, a 1D array). A lazy array
+    (dask, zarr) is not read: only its shape is."""
+    shape = tuple(np.shape(image))
+    if len(shape) == 3 and shape[0] in (3, 4) and shape[-1] not in (3, 4):
+        return int(shape[1]), int(shape[2])
+    if len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 2, 3, 4)):
+        return int(shape[0]), int(shape[1])
+    stack = " (a stack of images? segment them one by one, or open the stack in napari's Segment dock)" if len(shape) >= 3 else ""
+    raise ImageReadError(f"{name}: expected a 2D grey, RGB or RGBA image, got an array of shape {shape}{stack}")
 
 
 def to_binary_mask(array: np.ndarray, name: str = "mask") -> np.ndarray:

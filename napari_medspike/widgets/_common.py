@@ -182,19 +182,21 @@ def summary_of(model: Segmenter) -> str:
     return text
 
 
-def image_data_2d(layer: Any, viewer: Any = None) -> np.ndarray:
+def image_data_2d(layer: Any, viewer: Any = None, lazy: bool = False) -> np.ndarray:
     """A 2D image layer's pixels; for a stack, the slice the viewer shows (when ``viewer`` is
-    given); a clear error for multiscale layers and other shapes."""
+    given); a clear error for multiscale layers and other shapes. ``lazy=True`` leaves a lazy
+    array (dask, zarr) unread, for a job to read off the GUI thread."""
+    read = (lambda array: array) if lazy else np.asarray
     if getattr(layer, "multiscale", False):
         raise ValueError(f"'{layer.name}' is multiscale: open the full-resolution image instead")
     show_colours_of_cmyk_jpeg(layer)
     tell_of_exif_turn(layer)
     refuse_channels_as_slices(layer)
     if layer.ndim == 3 and viewer is not None:
-        return np.asarray(layer.data[shown_slice(layer, viewer)])
+        return read(layer.data[shown_slice(layer, viewer)])
     if layer.ndim != 2:
         raise ValueError(f"'{layer.name}' has {layer.ndim} dimensions: select a 2D image or save one slice")
-    return np.asarray(layer.data)
+    return read(layer.data)
 
 
 def shown_slice(layer: Any, viewer: Any) -> int:

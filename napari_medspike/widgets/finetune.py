@@ -340,7 +340,7 @@ class FinetuneWidget(DockContainer):
                 f"'{made_for.name}' or a mask of '{image.name}'; nothing saved")
             return None
         try:
-            data = image_data_2d(image, self.viewer)  # a stack: the slice shown
+            data = image_data_2d(image, self.viewer, lazy=True)  # a stack: the slice shown; read by the job
             mask = np.asarray(labels.data)
             image_name = image.metadata.get(CORRECTION_OF, image.name)  # a stored correction opened again
             index = image.metadata.get("frame")
@@ -383,7 +383,8 @@ class FinetuneWidget(DockContainer):
 
         def job():
             yield None
-            pixels = data if value_range is None else to_rgb_uint8(data, value_range=value_range)
+            pixels = np.asarray(data)  # (a lazy image's pixels are read here, off the GUI thread)
+            pixels = pixels if value_range is None else to_rgb_uint8(pixels, value_range=value_range)
             return store.save(pixels, binary, provenance, name=name)
 
         self.save_button.enabled = False

@@ -631,6 +631,37 @@ def test_the_inspector_reads_a_lazy_stack_in_its_job(plugin, qtbot):
     assert reads and not any(reads)
 
 
+def test_save_correction_reads_a_lazy_stack_in_its_job(plugin, tmp_path, save):
+    """Save correction read the slice shown of a lazy stack on the GUI thread (0.5 s for one
+    block read, the GUI frozen meanwhile)."""
+    import threading
+
+    import dask
+    import dask.array as da
+
+    viewer, widgets, _ = plugin
+    reads = []  # on the GUI thread? for each block read
+
+    def noted(block):
+        reads.append(threading.current_thread() is threading.main_thread())
+        return block
+
+    frames = (np.random.default_rng(5).random((3, 40, 48)) * 255).astype(np.uint8)
+    lazy = viewer.add_image(da.from_array(frames, chunks=(1, 40, 48)).map_blocks(noted, dtype=np.uint8), name="lazy")
+    labels = viewer.add_labels(np.zeros((3, 40, 48), np.uint8), name="lazy mask")
+    labels.data[1, 10:20, 10:30] = 1
+    viewer.dims.set_current_step(0, 1)
+    tune = widgets["Correct and fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    tune.reset_choices()
+    tune.image.value, tune.mask.value = lazy, labels
+    reads.clear()  # (napari drew the slice shown)
+    with dask.config.set(scheduler="synchronous"):  # blocks are read by the thread that asks
+        saved = save(tune)
+    assert saved is not None and saved.provenance["frame"] == 1
+    assert reads and not any(reads)
+
+
 def test_closing_napari_while_a_job_runs_raises_nothing_when_it_ends(plugin, qtbot):
     viewer, widgets, _ = plugin
     segment = widgets["Segment"]
