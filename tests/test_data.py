@@ -274,3 +274,15 @@ def test_a_photo_that_asks_to_be_turned_is_read_as_stored_and_says_so_once(tmp_p
         read_pixels(tmp_path / "plain.jpg")
     said = [r.getMessage() for r in caplog.records if "EXIF" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith("phone.jpg:") and "turned 90° clockwise" in said[0]
+
+
+def test_a_path_that_is_no_file_is_named_for_what_it_is(tmp_path):
+    from napari_medspike.data.io import ImageReadError, read_image
+
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "to-folder.png").symlink_to(tmp_path / "folder.png")
+    (tmp_path / "moved.png").symlink_to(tmp_path / "gone.png")
+    for name, said in (("folder.png", "not a file"), ("to-folder.png", "not a file"),  # (not "does not exist")
+                       ("moved.png", "which does not exist"), ("never.png", "no such file")):
+        with pytest.raises(ImageReadError, match=said):
+            read_image(tmp_path / name)

@@ -138,3 +138,6 @@ def test_model_card_says_what_its_energy_counts_and_what_its_firing_rate_is(tmp_
     old = {k: v for k, v in energy.items() if k != "spikes_per_neuron_step"}  # cards measured before
     earlier = write_model_card(tmp_path / "old.safetensors", {**meta, "metrics": {"energy": old}}).read_text()
     assert "Mean firing rate over neuron layers: 0.078" in earlier
+    ann = {**energy, "mean_firing_rate": float("nan"), "spikes_per_neuron_step": float("nan")}  # no spikes
+    card = write_model_card(tmp_path / "ann.safetensors", {**meta, "metrics": {"energy": ann}}).read_text()
+    assert "Energy estimate" in card and "firing rate" not in card.lower() and "nan" not in card

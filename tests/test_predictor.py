@@ -296,3 +296,17 @@ def test_the_frames_of_a_16_bit_stack_are_scaled_alike():
     # a range given (the docks pass napari's contrast limits) is used as it is
     shown = run_job(predict_stack_steps(Brightness().eval(), frames, flips=False, value_range=(0, 4095)), None)
     assert shown[0].mean() > prob[0].mean()
+
+
+def test_a_16_bit_rgba_stack_is_scaled_by_its_colours_not_its_alpha():
+    from napari_medspike.common import run_job
+    from napari_medspike.inference.predictor import predict_stack_steps
+
+    class Brightness(ConstantLogit):
+        def _forward(self, x):
+            return (x.mean(dim=1, keepdim=True) - 0.5) * 20
+
+    frames = np.zeros((2, 32, 40, 4), np.uint16)
+    frames[..., :3], frames[..., 3] = 4000, 65535  # bright pixels, opaque
+    prob = run_job(predict_stack_steps(Brightness().eval(), frames, rgb=True, flips=False), None)
+    assert prob.min() > 0.99  # (scaled by the alpha's 65535, the colours came in at 0.06: dark)

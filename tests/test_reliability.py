@@ -1022,7 +1022,8 @@ def test_text_files_and_messages_survive_a_locale_whose_encoding_lacks_their_cha
                            "--model", str(tmp_path / "m.safetensors"), "--device", "cpu"],
                           env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
-    assert "px²" in (tmp_path / "out" / "measurements.csv").read_text(encoding="utf-8")
+    written = (tmp_path / "out" / "measurements.csv").read_bytes()
+    assert written.startswith(b"\xef\xbb\xbf") and "px²" in written.decode("utf-8-sig")  # (the mark is for Excel)
     done = subprocess.run([run[0], run[1], run[2].format("train", "train_main"), "--arch", "medqkformer", "--config",
                            json.dumps({"widths": [8, 16, 32, 64]}), "--data", str(data), "--out", str(tmp_path / "run"),
                            "--size", "32", "--epochs", "1", "--batch-size", "2", "--device", "cpu"],

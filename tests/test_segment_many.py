@@ -114,7 +114,7 @@ def test_folder_command_writes_masks_probabilities_and_measurements(tmp_path):
     assert len(list((out / "probabilities").iterdir())) == 3
     mask = io.imread(out / "masks" / "f0.png")
     assert mask.shape == (40, 48) and set(np.unique(mask)) <= {0, 255}
-    with (out / "measurements.csv").open() as f:
+    with (out / "measurements.csv").open(encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
     assert tuple(reader.fieldnames) == (*COLUMNS, "mask")  # the mask file each region is in

@@ -145,7 +145,7 @@ def test_a_folder_job_segments_images_and_every_video_frame(tmp_path, tiny_model
     assert len(result.skipped) == 1 and "broken.mp4" in result.skipped[0]
     mask = io.imread(tmp_path / "out" / "masks" / "clip_f00002.png")
     assert mask.shape == (48, 64) and set(np.unique(mask)) <= {0, 255}
-    with result.csv.open() as f:
+    with result.csv.open(encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(result.rows)
     assert {(r["image"], r["slice"]) for r in rows} <= {("clip.avi", "0"), ("clip.avi", "2"), ("still.png", "0")}

@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> None:
                     **{**model.info.record(), "domain": record})
     card = model_card_path(path)
     if card.exists():
-        kept = [line for line in card.read_text().splitlines() if not line.startswith(DOMAIN_LINE_START)]
+        kept = [line for line in card.read_text(encoding="utf-8").splitlines() if not line.startswith(DOMAIN_LINE_START)]
         head = next((i for i, line in enumerate(kept) if not line.startswith(("#", "-", " ")) and i > 2), len(kept))
-        card.write_text("\n".join(kept[:head] + [domain_line(read_metadata(path))] + kept[head:]) + "\n")
+        card.write_text("\n".join(kept[:head] + [domain_line(read_metadata(path))] + kept[head:]) + "\n", encoding="utf-8")
     print(f"{path}: domain record of {record['images']} of {len(train)} training images ({names})")
 
 

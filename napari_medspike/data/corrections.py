@@ -297,8 +297,12 @@ class CorrectionStore:
         return removed
 
     def save(self, image: np.ndarray, mask: np.ndarray, provenance: dict[str, Any] | None = None,
-             name: str = "correction") -> Correction:
+             name: str = "correction", picture: np.ndarray | None = None) -> Correction:
         """Store an image (any 2D grey/RGB/RGBA array) and its mask; return the stored entry.
+
+        ``picture``: the pixels ``image`` was rendered from, where it is a rendering (a 16-bit
+        scan through its contrast limits): the picture is known again by them, whatever the
+        contrast it was saved with.
 
         An earlier correction of the same image (the same pixels) is replaced: it moves to
         ``removed/`` once the new entry is complete, and the entry lists it in ``replaced``;
@@ -322,7 +326,7 @@ class CorrectionStore:
         paths = {k: self.root / k for k in ("images", "masks", "provenance")}
         for p in paths.values():
             p.mkdir(parents=True, exist_ok=True)
-        fingerprint = pixel_fingerprint(pixels)
+        fingerprint = pixel_fingerprint(pixels if picture is None else to_rgb_uint8(picture, name="picture"))
         earlier = [s for s, f in entry_groups(self.root).items() if f == fingerprint]
         if (provenance or {}).get("painted") is False:
             painted = [s for s in earlier if self._provenance(s).get("painted") is True]

@@ -73,9 +73,11 @@ def _plain(err: BaseException) -> str:
 def missing_file_reason(path: Path) -> str:
     """Why ``path`` is no file: ``no such file``, or, for a link whose target is gone (a moved
     dataset, an unmounted drive), where it points."""
+    if path.exists():
+        return "not a file"
     if path.is_symlink():
         return f"a link to {os.readlink(path)}, which does not exist"
-    return "not a file" if path.exists() else "no such file"
+    return "no such file"
 
 
 def _read_array(path: Path) -> np.ndarray:

@@ -74,6 +74,41 @@ def _interval(figures: dict[str, Any], metric: str) -> str:
     return f" (95 % CI {low_high[0]:.3f}-{low_high[1]:.3f})"
 
 
+def energy_lines(metrics: dict[str, Any]) -> list[str]:
+    """The model card's lines on energy and firing rates, from a checkpoint's ``metrics``."""
+    lines: list[str] = []
+    energy = metrics.get("energy")
+    if energy:
+        lines.append(
+            f"- Energy estimate (mean of {energy['images']} validation images, 45 nm: 4.6 pJ/MAC, 0.9 pJ/AC):"
+            f" {energy['energy_mj']:.2f} mJ vs {energy['dense_ann_energy_mj']:.2f} mJ for the dense ANN;"
+            f" {energy['analog_gmacs']:.2f} G analog MACs + {energy['sops_g']:.2f} G synaptic ops"
+            " (synaptic operations only, for both: neuron updates, norms not folded into a convolution and"
+            " additions are not counted)"
+        )
+        rate = energy.get("mean_firing_rate")
+        if not measured(rate) or not rate:  # an ANN: no spikes
+            pass
+        elif "spikes_per_neuron_step" in energy:  # measured as spikes over neurons and timesteps
+            per_step = energy["spikes_per_neuron_step"]
+            virtual = round(per_step / rate)
+            lines.append(
+                f"- Firing rate {rate:.3f}: spikes over all neurons and timesteps"
+                + (f" (each timestep as {virtual} virtual steps of its integer spikes: {per_step:.3f} spikes per"
+                   " neuron and timestep)" if virtual > 1 else ""))
+        else:  # cards from before: the plain mean of the layers' rates
+            lines.append(f"- Mean firing rate over neuron layers: {rate:.3f}")
+        if measured(metrics.get("twin_energy_mj")):
+            twin = metrics["twin_energy_mj"]
+            lines.append(f"- Energy of its ANN twin on the same images: {twin:.2f} mJ; this model needs "
+                         f"{energy['energy_mj'] / twin:.0%} of it")
+    parts = metrics.get("firing_rate_per_part")
+    if parts:
+        lines.append("- Firing rate per part (its spikes over its neurons and timesteps): "
+                     + ", ".join(f"{name} {rate:.3f}" for name, rate in parts.items()))
+    return lines
+
+
 def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
     """A markdown card beside the checkpoint: architecture, data, split, metrics, training.
 
@@ -130,32 +165,7 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
                 f" {orig['mean_iou']:.4f}{_interval(orig, 'iou')}, sensitivity {orig['mean_sensitivity']:.4f},"
                 f" specificity {orig['mean_specificity']:.4f}"
             )
-    energy = metrics.get("energy")
-    if energy:
-        lines.append(
-            f"- Energy estimate (mean of {energy['images']} validation images, 45 nm: 4.6 pJ/MAC, 0.9 pJ/AC):"
-            f" {energy['energy_mj']:.2f} mJ vs {energy['dense_ann_energy_mj']:.2f} mJ for the dense ANN;"
-            f" {energy['analog_gmacs']:.2f} G analog MACs + {energy['sops_g']:.2f} G synaptic ops"
-            " (synaptic operations only, for both: neuron updates, norms not folded into a convolution and"
-            " additions are not counted)"
-        )
-        if "spikes_per_neuron_step" in energy:  # measured as spikes over neurons and timesteps
-            per_step = energy["spikes_per_neuron_step"]
-            virtual = per_step / energy["mean_firing_rate"] if energy["mean_firing_rate"] else 1
-            lines.append(
-                f"- Firing rate {energy['mean_firing_rate']:.3f}: spikes over all neurons and timesteps"
-                + (f" (each timestep as {virtual:.0f} virtual steps of its integer spikes: {per_step:.3f} spikes per"
-                   " neuron and timestep)" if round(virtual) > 1 else ""))
-        else:  # cards from before: the plain mean of the layers' rates
-            lines.append(f"- Mean firing rate over neuron layers: {energy['mean_firing_rate']:.3f}")
-        if measured(metrics.get("twin_energy_mj")):
-            twin = metrics["twin_energy_mj"]
-            lines.append(f"- Energy of its ANN twin on the same images: {twin:.2f} mJ; this model needs "
-                         f"{energy['energy_mj'] / twin:.0%} of it")
-    parts = metrics.get("firing_rate_per_part")
-    if parts:
-        lines.append("- Firing rate per part (its spikes over its neurons and timesteps): "
-                     + ", ".join(f"{name} {rate:.3f}" for name, rate in parts.items()))
+    lines += energy_lines(metrics)
     if isinstance(meta.get("domain"), dict):
         lines.append(domain_line(meta))
     routing = meta.get("routing")

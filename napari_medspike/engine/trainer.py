@@ -478,12 +478,13 @@ def train_steps(
     Training seeds Python's and torch's random generators with ``cfg.seed``; the caller's states
     come back when it ends (napari and the user's own code share them with a fine-tune).
     """
-    caller = random.getstate(), torch.get_rng_state()
+    caller = random.getstate()
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     try:
-        return (yield from _train_steps(cfg, cancel, resume))
+        with torch.random.fork_rng(devices=gpus):  # the CPU's and these GPUs' generators come back
+            return (yield from _train_steps(cfg, cancel, resume))
     finally:
-        random.setstate(caller[0])
-        torch.set_rng_state(caller[1])
+        random.setstate(caller)
 
 
 def _train_steps(

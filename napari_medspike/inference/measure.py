@@ -93,7 +93,8 @@ def write_csv(rows: list[dict[str, object]], path: str | Path, columns: Sequence
     from ..common import atomic_write
 
     def write(tmp: Path) -> None:
-        with tmp.open("w", newline="", encoding="utf-8") as f:
+        # with a byte-order mark: Excel then reads "px²" and non-ASCII file names as written
+        with tmp.open("w", newline="", encoding="utf-8-sig") as f:
             writer = csv.DictWriter(f, fieldnames=list(columns))
             writer.writeheader()
             writer.writerows(rows)

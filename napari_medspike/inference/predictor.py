@@ -296,7 +296,7 @@ def predict_stack_steps(
     if options.get("value_range") is None and isinstance(stack, np.ndarray):
         # one range for every frame (a hot pixel in one frame darkened that frame alone); a lazy
         # stack is not read twice for it: its frames keep their own ranges
-        options["value_range"] = intensity_range(stack)
+        options["value_range"] = intensity_range(stack[..., :3] if rgb else stack)  # (not alpha)
     out = np.zeros(stack.shape[:3], np.float32)
     yield Progress(0, n, f"{n} images")
     for i in range(n):

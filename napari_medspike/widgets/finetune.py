@@ -383,9 +383,12 @@ class FinetuneWidget(DockContainer):
 
         def job():
             yield None
-            pixels = np.asarray(data)  # (a lazy image's pixels are read here, off the GUI thread)
-            pixels = pixels if value_range is None else to_rgb_uint8(pixels, value_range=value_range)
-            return store.save(pixels, binary, provenance, name=name)
+            picture = np.asarray(data)  # (a lazy image's pixels are read here, off the GUI thread)
+            if value_range is None:
+                return store.save(picture, binary, provenance, name=name)
+            # stored as shown; known again by its own pixels, whatever the contrast
+            return store.save(to_rgb_uint8(picture, value_range=value_range), binary, provenance, name=name,
+                              picture=picture)
 
         self.save_button.enabled = False
         self.save_worker = start_worker(job, "Save correction", on_return=self._saved, on_finish=self._save_done)

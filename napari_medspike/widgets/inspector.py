@@ -192,8 +192,10 @@ class InspectorWidget(DockContainer):
         # a stack opened (or closed) after inspecting a 2D image: the maps' time axis is laid out
         # again beside its frames (it shared the stack's frame slider)
         self._across: list[tuple[int, float, float]] = []  # the other layers' frame axes the maps span
-        # the axis label given to the maps' time axis: (label, axis counted from the last, the label it had)
+        # the axis label given to the maps' time axis: (label, axis counted from the last, the label it had);
+        # forgotten once no maps are left (their axis went with them: a "t" left then is the user's)
         self._time_label: tuple[str, int, str] | None = None
+        connect_until_closed(self, self.viewer.layers.events.removed, self._forget_time_label)
         connect_until_closed(self, self.viewer.layers.events.inserted, self._other_layers_changed)
         connect_until_closed(self, self.viewer.layers.events.removed, self._other_layers_changed)
         self._source: str | None = None  # the model the spike choice was made for
@@ -415,6 +417,10 @@ class InspectorWidget(DockContainer):
         layer.visible = True
         self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
         self.viewer.reset_view()
+
+    def _forget_time_label(self, *_: Any) -> None:
+        if not any(layer.metadata.get(MAP_TAG) for layer in self.viewer.layers):
+            self._time_label = None
 
     def _name_time_axis(self, axis: int) -> str:
         """Label napari's ``axis`` (the maps' time) "t", or "timestep" where the user's layers

@@ -253,3 +253,21 @@ def test_a_mask_given_new_data_from_the_console_is_kept_as_a_painted_one(plugin,
     _segment(qtbot, segment, photo)
     np.testing.assert_array_equal(viewer.layers["photo mask"].data, edited)
     assert "photo mask [2]" in viewer.layers
+
+
+def test_a_16_bit_picture_saved_at_two_contrasts_is_one_correction(plugin, tmp_path, save):
+    """Stored as napari shows it, the picture was known by the shown pixels: saved again after
+    moving the contrast slider, it was kept twice (a split could put it on both sides)."""
+    viewer, widgets, _ = plugin
+    tune = widgets["Correct and fine-tune"]
+    tune.store_dir.value = str(tmp_path / "store")
+    scan = viewer.add_image((np.random.default_rng(4).random((48, 64)) * 1020 + 1000).astype(np.uint16), name="scan")
+    labels = np.zeros((48, 64), np.uint8)
+    labels[10:30, 10:40] = 1
+    tune.reset_choices()
+    tune.image.value = scan
+    tune.mask.value = viewer.add_labels(labels, name="scan mask")
+    first = save(tune)
+    scan.contrast_limits = (1200, 1800)
+    second = save(tune)
+    assert second.replaced == (first.stem,) and [c.stem for c in tune.store.list()] == [second.stem]

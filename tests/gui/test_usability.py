@@ -447,7 +447,7 @@ def test_measurements_follow_the_mask_as_painted(plugin, qtbot, tmp_path):
     assert f"{painted} px" in text(segment.table_note)
     mask.data[:] = 0  # a change without a paint event: the export measures the mask as it is
     mask.data[5:15, 5:25] = 1
-    with segment.export_measurements(tmp_path / "m.csv").open() as f:
+    with segment.export_measurements(tmp_path / "m.csv").open(encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["area_px"]) for r in rows] == [200]
     # once another image is segmented, painting this mask no longer measures the new one again

@@ -10,7 +10,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
 from napari_medspike import create_model, load_model, save_checkpoint
-from napari_medspike.widgets._common import session_of, viewer_grid
+from napari_medspike.widgets._common import MAP_TAG, session_of, viewer_grid
 
 WAIT = 120_000  # ms
 
@@ -246,12 +246,17 @@ def test_a_stack_not_shown_one_frame_at_a_time_is_neither_saved_nor_inspected(pl
 
 
 def test_the_users_own_t_axis_keeps_its_name_beside_the_maps_time(plugin, qtbot):
-    """A video whose frame axis the user named "t" lost that name to the maps' timesteps."""
+    """A video whose frame axis the user named "t" lost that name to the maps' timesteps (also
+    after an earlier inspection whose maps were closed since)."""
     viewer, widgets, _ = plugin
+    inspector = widgets["Spike inspector"]
+    with qtbot.waitSignal(inspector.run().finished, timeout=WAIT):  # the photo's maps, then closed
+        pass
+    for layer in [layer for layer in viewer.layers if layer.metadata.get(MAP_TAG)]:
+        viewer.layers.remove(layer)
     frames = (np.random.default_rng(5).random((3, 64, 80, 3)) * 255).astype(np.uint8)
     clip = viewer.add_image(frames, name="clip", rgb=True)
     viewer.dims.axis_labels = ("t", "y", "x")
-    inspector = widgets["Spike inspector"]
     inspector.reset_choices()
     inspector.image.value = clip
     for _ in range(2):  # and again: the axes named stay as they were
