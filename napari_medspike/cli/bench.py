@@ -96,8 +96,9 @@ def _fresh_process(code: str) -> dict[str, Any]:
     import subprocess
 
     code += (
-        # VmHWM is this process's own peak; ru_maxrss would carry the parent's peak over exec, so
-        # it is only the fallback where there is no /proc (macOS: bytes; Windows: none, NaN)
+        # VmHWM is this process's own peak; ru_maxrss can carry the parent's peak over exec (it
+        # does on Linux), so it is only the fallback where there is no /proc (macOS: bytes;
+        # Windows: none, NaN)
         "\ntry:\n    out['peak_mb'] = next(int(l.split()[1]) for l in open('/proc/self/status')"
         " if l.startswith('VmHWM')) / 1024"
         "\nexcept OSError:\n    try:\n        import resource, sys"
