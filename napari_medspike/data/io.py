@@ -71,8 +71,8 @@ def _plain(err: BaseException) -> str:
 
 
 def missing_file_reason(path: Path) -> str:
-    """Why ``path`` is no file: ``no such file``, or, for a link whose target is gone (a moved
-    dataset, an unmounted drive), where it points."""
+    """Why ``path`` is no file: ``not a file`` (a folder, or a link to one), ``no such file``,
+    or, for a link whose target is gone (a moved dataset, an unmounted drive), where it points."""
     if path.exists():
         return "not a file"
     if path.is_symlink():
