@@ -1,7 +1,7 @@
 """Measure a checkpoint's energy estimate and firing rates again, as ``ship_model.py`` does, and
 rewrite its metadata and the energy lines of its model card (after a change to the accounting).
 
-    python training/record_energy.py --model spiking --data ../shared/data/kvasir-seg
+    python training/record_energy.py --model spiking --data data/kvasir-seg
 
 Uses the first ``--images`` validation images the checkpoint records (the ones ``ship_model.py``
 used), resized to its input size; rewrites the checkpoint with the same tensors (float16

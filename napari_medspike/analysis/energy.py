@@ -133,7 +133,7 @@ class EnergyReport:
     def spikes_per_neuron_step(self) -> float:
         """Mean spike count of a neuron output per timestep: the rate times the levels (for
         integer spikes, whose rate counts each of a timestep's D virtual steps)."""
-        return self.mean_firing_rate * max(self.levels, 1)
+        return self.mean_firing_rate * self.levels
 
     @property
     def layer_mean_firing_rate(self) -> float:

@@ -103,8 +103,6 @@ def output_stems(inputs: list[Path]) -> dict[Path, str]:
     # names that still coincide (ignoring case, as some file systems do): an input keeps its own
     # stem where it can, the others take the first free number; a video's name is not free while
     # an image is named like one of its frames (``<name>_f`` and five or more digits)
-    images = {stems[p].lower() for p in inputs if p.suffix.lower() not in VIDEO_SUFFIXES}
-
     def free(name: str, video: bool) -> bool:
         if name.lower() in taken:
             return False

@@ -783,13 +783,19 @@ def same_layer(a: Any, b: Any) -> bool:
                       and getattr(a, "unique_id", None) is not None and a.unique_id == getattr(b, "unique_id", None))
 
 
+def file_of(layer: Any) -> str:
+    """The file a layer was opened from (napari's source, else the path its metadata records),
+    or ``""``."""
+    return str(getattr(getattr(layer, "source", None), "path", None) or layer.metadata.get("path", ""))
+
+
 def link_to_image(image_layer: Any) -> dict[str, str]:
     """Metadata that ties a result layer (probability, mask) to the image it was made for: the
     image's name, napari's ``unique_id`` of its layer, which a rename keeps, and its file when
     it was opened from one (which keeps the drafts of two pictures of one name apart)."""
-    path = getattr(getattr(image_layer, "source", None), "path", None) or image_layer.metadata.get("path", "")
+    path = file_of(image_layer)
     return {"source_image": image_layer.name, "source_image_id": str(image_layer.unique_id),
-            **({"source_path": str(path)} if path else {})}
+            **({"source_path": path} if path else {})}
 
 
 def image_made_for(layer: Any, viewer: Any) -> Any:

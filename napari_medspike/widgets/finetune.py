@@ -30,6 +30,7 @@ from ..engine.finetune import finetune_steps
 from ..inference.predictor import predict
 from ._common import (
     add_segmentation_layers,
+    file_of,
     shown_range,
     call_when_closed,
     call_when_shown,
@@ -355,7 +356,7 @@ class FinetuneWidget(DockContainer):
             binary = mask != 0  # any label, negative too; a copy: painting may go on while it is written
             check_correction(data, binary)
             provenance = {
-                "source": str(image.source.path or image.metadata.get("path", "")),
+                "source": file_of(image),
                 "image_layer": image_name,
                 **({"frame": index} if index is not None else {}),
                 "labels_layer": labels.name,
@@ -588,7 +589,7 @@ class FinetuneWidget(DockContainer):
         elif image.ndim != 2 or getattr(image, "multiscale", False):  # (napari's ndim leaves out RGB)
             show_text(self.result, f"{summary}\nsegment '{image.name}' again to see the fine-tuned model on it")
         else:
-            data = image_data_2d(image)
+            data = image_data_2d(image, lazy=True)  # (a lazy image is read by the job)
             shown = shown_range(image)  # as Segment saw it
             threshold = float(mask.metadata.get("threshold", 0.5)) if mask is not None else 0.5
             # as Segment made the corrected mask (mode, mirror TTA, device), so only the model differs
