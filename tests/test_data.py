@@ -163,6 +163,25 @@ def test_soft_masks_hold_the_fraction_of_foreground_each_pixel_covers(tmp_path):
     assert abs(float(soft.mean()) - area) < 0.005
 
 
+def test_a_shrunk_mask_stays_on_its_image(tmp_path):
+    """The training mask covers the object where the shrunk image shows it: PyTorch's plain
+    nearest neighbour took each box's top-left pixel, half a pixel down and right of it."""
+    root = tmp_path / "aligned"
+    truth = np.zeros((120, 120), np.uint8)
+    truth[30:90, 33:87] = 255
+    _save(root / "images" / "a.png", np.repeat(truth[..., None], 3, axis=2))  # the object is the image
+    _save(root / "masks" / "a.png", truth)
+    image, mask = CachedPairs(find_pairs(root)[0], size=32)[0]
+
+    def centroid(a) -> np.ndarray:
+        a = np.asarray(a, np.float64)
+        ys, xs = np.indices(a.shape)
+        return np.array([(a * ys).sum(), (a * xs).sum()]) / a.sum()
+
+    offset = centroid(mask[0]) - centroid(image[0])
+    assert np.abs(offset).max() < 0.15, offset  # 0.5 px with the top-left pixel of each box
+
+
 def test_two_images_of_one_name_are_reported_not_dropped_silently(tmp_path):
     root = make_folder(tmp_path / "set", 2)
     _save(root / "images" / "s0.jpg", np.zeros((32, 40, 3), np.uint8))

@@ -3,9 +3,11 @@ its own size (bilinearly, as predictions are), against itself, by three ways of 
 
     python training/mask_resize_ceiling.py --data ../shared/data/kvasir-seg --size 128 --model default
 
-A model trained on such masks cannot beat this ceiling at the original resolution. ``nearest`` is
-how the trainer resizes masks by default, ``nearest-exact`` is nearest neighbour sampled at pixel
-centres, ``area`` is ``--soft-masks`` (each pixel holds the fraction of foreground it covers).
+A model trained on such masks cannot beat this ceiling at the original resolution. ``nearest-exact``
+(nearest neighbour sampled at pixel centres) is how the trainer resizes masks by default,
+``nearest-top-left`` is PyTorch's ``"nearest"``, which the trainer used before (each box's top-left
+pixel: masks half a pixel off their images), ``area`` is ``--soft-masks`` (each pixel holds the
+fraction of foreground it covers).
 With ``--model`` the images are the validation images that model records; otherwise all.
 """
 
@@ -25,8 +27,8 @@ from napari_medspike.engine.checkpoint import load_model
 from napari_medspike.engine.metrics import binary_metrics
 
 SHRINK = {
-    "nearest": resize_mask,
-    "nearest-exact": lambda m, size: F.interpolate(m, size=(size, size), mode="nearest-exact"),
+    "nearest-top-left": lambda m, size: F.interpolate(m, size=(size, size), mode="nearest"),
+    "nearest-exact": resize_mask,
     "area": resize_image,
 }
 

@@ -1,5 +1,5 @@
 """Resizing images, masks and probability maps: the one place that decides how (bilinear with
-antialiasing for images going down to the model's size, nearest for masks, bilinear for maps
+antialiasing for images going down to the model's size, nearest at pixel centres for masks, bilinear for maps
 going back up)."""
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ def resize_image(x: torch.Tensor, size: Size) -> torch.Tensor:
 
 
 def resize_mask(m: torch.Tensor, size: Size) -> torch.Tensor:
-    """Masks ``[B, 1, H, W]`` to ``size`` by nearest neighbour (labels stay labels)."""
-    return F.interpolate(m, size=_hw(size), mode="nearest")
+    """Masks ``[B, 1, H, W]`` to ``size`` by nearest neighbour sampled at pixel centres (labels stay
+    labels, and the mask stays where :func:`resize_image` puts its image). PyTorch's ``"nearest"``
+    takes each box's top-left pixel instead: masks sat half an output pixel down and right of
+    their images (Kvasir-SEG at 128²: +0.49 px; shrunk and grown back, Dice 0.976 with themselves
+    against 0.990 centred)."""
+    return F.interpolate(m, size=_hw(size), mode="nearest-exact")
 
 
 def resize_map(x: torch.Tensor, size: Size) -> torch.Tensor:
