@@ -374,6 +374,27 @@ def test_finetune_auto_epochs_count_replayed_images_and_a_time_limit_is_said(les
     assert full.time_limited is None and "time limit" not in full.describe()
 
 
+def test_replay_never_brings_in_an_image_that_is_held_out_or_already_trained_on(lesions, tmp_path):
+    """Replay drew from every pair of its folders: the run's own held-out images (its "Dice after"
+    measured on trained images), images it already trained on (twice), and the starting model's
+    validation images (a later evaluation of the fine-tuned model on them scored trained images)."""
+    from napari_medspike.data.dataset import find_pairs
+    from napari_medspike.engine.trainer import _datasets
+
+    other = write_lesion_pairs(tmp_path / "other", range(20, 28))
+    other_keys = sorted(p.key for p in find_pairs(other)[0])
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32,
+                            training={"val_keys": other_keys[:3]})
+    cfg = config(lesions, tmp_path / "run", init_from=str(start), replay=[str(lesions), str(other)], replay_samples=50)
+    train_set, val_set, _, replayed = _datasets(cfg, tmp_path / "run")
+    own = {p.key for p in find_pairs(lesions)[0]}
+    val_keys = {p.key for p in val_set.pairs}
+    trained = [p.key for p in train_set.pairs]
+    assert replayed == set(other_keys[3:])  # the other folder's images, less the start's validation ones
+    assert len(trained) == len(set(trained)) == len(own) - len(val_keys) + 5
+    assert not val_keys & set(trained)
+
+
 def test_a_model_trained_on_crops_is_fine_tuned_on_crops(lesions, tmp_path):
     """A histology model (random crops at full resolution) was fine-tuned on whole corrections
     shrunk to its input size, another scale, and its result recorded as a 'resize' model."""

@@ -146,7 +146,9 @@ def finetune_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=FINETUNE.val_fraction)
     parser.add_argument("--replay", nargs="*", help="original training folder(s) to mix in (needs --replay-samples)")
     parser.add_argument("--replay-samples", type=int, default=0,
-                        help="how many pairs of the --replay folders to mix in (0, the default: none)")
+                        help="how many pairs of the --replay folders to mix in (0, the default: none); never "
+                        "an image the run holds out or trains on already, nor one the starting model records "
+                        "as its validation image")
     parser.add_argument("--anchor-weight", type=float, default=FINETUNE.anchor_weight,
                         help="pull the weights toward the starting ones (L2-SP; 0: off): less forgetting, less adaptation")
     parser.add_argument("--freeze-norm-stats", action=argparse.BooleanOptionalAction, default=FINETUNE.freeze_norm_stats,

@@ -269,6 +269,14 @@ def validate(model: Segmenter, loader: torch.utils.data.DataLoader, device: torc
 # --------------------------------------------------------------------------- the loop
 
 
+def _held_out_by(checkpoint: str | None) -> set[str]:
+    """The keys of the images ``checkpoint`` records as its validation images (none: empty)."""
+    if not checkpoint:
+        return set()
+    record = read_metadata(resolve_checkpoint(checkpoint)).get("training") or {}
+    return set(record.get("val_keys") or [])
+
+
 def _datasets(cfg: TrainConfig, out: Path, resume: bool = False
               ) -> tuple[CachedPairs, CachedPairs, list[str], set[str]]:
     """The training and validation sets (nothing written: see :func:`_write_split`), the problems
@@ -288,6 +296,10 @@ def _datasets(cfg: TrainConfig, out: Path, resume: bool = False
     if cfg.replay and cfg.replay_samples > 0:
         replay, replay_problems = find_pairs(cfg.replay)
         problems += replay_problems
+        # never an image this run holds out or already trains on, nor one the starting model was
+        # validated on (its figures, and a later evaluation of this run on them, would be trained on)
+        taken = {p.key for p in train_pairs} | {p.key for p in val_pairs} | _held_out_by(cfg.init_from)
+        replay = [p for p in replay if p.key not in taken]
         rng = random.Random(cfg.seed)
         replayed = rng.sample(replay, min(cfg.replay_samples, len(replay)))
         train_pairs = train_pairs + replayed
