@@ -57,6 +57,26 @@ def test_a_stack_job_can_be_stopped_within_an_image():
     steps.close()  # what a cancel does between two events
 
 
+def test_a_model_trained_on_crops_is_tiled_unless_told_otherwise(caplog):
+    """Mode None (the API's, the CLIs' and the dock's default): tiles at full resolution for a model
+    trained on random crops; the whole image shrunk to its input size, with a warning, if asked."""
+    from napari_medspike.models.info import ModelInfo
+
+    model = create_model("medqkformer", widths=(8, 16, 32, 64)).eval()
+    model.info = ModelInfo(arch=model.arch, config=model.config, input_size=32, training={"mode": "crop"})
+    image = synthetic_lesion((72, 88), seed=3)[0]
+    tiled = predict(model, image, mode="tiled")
+    np.testing.assert_array_equal(predict(model, image), tiled)
+    with caplog.at_level("WARNING", logger="napari_medspike"):
+        resized = predict(model, image, mode="resize")
+    assert np.abs(resized - tiled).max() > 1e-3
+    assert any("trained on crops" in r.getMessage() for r in caplog.records)
+    model.info = ModelInfo(arch=model.arch, config=model.config, input_size=32, training={"mode": "resize"})
+    np.testing.assert_array_equal(predict(model, image), resized)
+    with pytest.raises(ValueError, match="unknown mode 'tile'"):
+        predict(model, image, mode="tile")
+
+
 def test_a_stack_or_folder_logs_the_mode_warning_once(tmp_path, caplog):
     """Tiled prediction with a model trained on resized images logged its warning once per image
     of a stack or a folder (a 200-frame stack: 200 identical lines)."""

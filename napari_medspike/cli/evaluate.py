@@ -18,7 +18,7 @@ from ..common import DEBUG_HELP, WriteError, atomic_write, check_writable, run_c
 from ..engine.checkpoint import load_model
 from ..engine.metrics import METRICS, binary_metrics, paired_difference, summarise
 from ..engine.reports import dataset_name
-from ..inference.predictor import pick_device, predict, recommended_flips
+from ..inference.predictor import pick_device, predict, recommended_flips, resolve_mode
 from ..runtime import PRECISION_HELP, PRECISIONS, bf16_inference, reexec_with_huge_pages
 
 #: Images in each row of the gallery (the worst and the best cases).
@@ -245,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subset", choices=["all", "val", "train"], default="all",
                         help="evaluate only the validation/training images of the checkpoint's split")
     parser.add_argument("--split", help="split.json of a run (instead of the checkpoint's own record)")
-    parser.add_argument("--mode", choices=["resize", "tiled"], default="resize")
+    parser.add_argument("--mode", choices=["auto", "resize", "tiled"], default="auto",
+                        help="resize: the whole image at the model's input size; tiled: overlapping tiles at full "
+                        "resolution; auto (default): as the model was trained (tiled after random crops)")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--flips", choices=["auto", "on", "off"], default="auto",
                         help="test-time augmentation, logits averaged over the four mirror images "
@@ -281,8 +283,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.checkpoint)
     device, note = pick_device(args.device)
     flips = recommended_flips(model) if args.flips == "auto" else args.flips == "on"
+    mode = resolve_mode(model, args.mode)
     precision = "bf16" if bf16_inference(model, device, args.precision) else "fp32"
-    print(f"{model.info.path} ({model.arch}, flips {'on' if flips else 'off'}, {precision}); {note}", file=sys.stderr)
+    print(f"{model.info.path} ({model.arch}, mode {mode}, flips {'on' if flips else 'off'}, {precision}); {note}",
+          file=sys.stderr)
     pairs, problems = find_pairs(args.data)
     for p in problems:
         print("skipped:", p, file=sys.stderr)
@@ -299,7 +303,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             tqdm.write(f"skipped: {err}", file=sys.stderr)  # above the progress bar, not through it
             problems.append(str(err))
             continue
-        prob = predict(model, image, mode=args.mode, device=device, flips=flips, precision=precision)
+        prob = predict(model, image, mode=mode, device=device, flips=flips, precision=precision)
         pred = prob >= args.threshold
         row = {"key": pair.key, "image": str(pair.image), **binary_metrics(pred, mask)}
         rows.append(row)
@@ -325,7 +329,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         payload = {"checkpoint": model.info.path, "arch": model.arch, "data": [str(d) for d in args.data],
                    "subset": args.subset, **({"split": str(args.split)} if args.split else {}),
                    "skipped": list(problems),
-                   "mode": args.mode, "flips": flips, "precision": precision, "threshold": args.threshold,
+                   "mode": mode, "flips": flips, "precision": precision, "threshold": args.threshold,
                    **summary, **({"comparison": comparison} if comparison else {}), "images": rows}
         text = json.dumps(_nan_as_null(payload), indent=1, allow_nan=False)
         atomic_write(args.json, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -20,13 +20,14 @@ def _segment(args: argparse.Namespace) -> int:
     from ..common import check_writable, run_job
     from ..engine.checkpoint import load_model
     from ..inference.folder import list_inputs, segment_folder_steps
-    from ..inference.predictor import pick_device
+    from ..inference.predictor import pick_device, resolve_mode
 
     inputs = list_inputs(args.input)  # says what is wrong before a model is loaded
     check_writable(args.out)  # (as is an output folder that cannot be written)
     model = load_model(args.model)
     device, note = pick_device(args.device)
-    print(f"{len(inputs)} files, model {args.model}, {note}", file=sys.stderr)
+    mode = resolve_mode(model, args.mode)
+    print(f"{len(inputs)} files, model {args.model}, mode {mode}, {note}", file=sys.stderr)
     flips = {"auto": None, "on": True, "off": False}[args.flips]
     with tqdm(total=len(inputs), unit="file", file=sys.stderr) as bar, _warnings_above(bar):
         def on_event(event) -> None:
@@ -35,7 +36,7 @@ def _segment(args: argparse.Namespace) -> int:
             bar.refresh()
 
         result = run_job(segment_folder_steps(
-            model, args.input, args.out, threshold=args.threshold, mode=args.mode, device=device, flips=flips,
+            model, args.input, args.out, threshold=args.threshold, mode=mode, device=device, flips=flips,
             precision=args.precision, probabilities=args.probabilities, every=args.every), on_event)
     if result.earlier is not None:
         print(f"the earlier run's masks and table in {args.out} were moved to {result.earlier}", file=sys.stderr)
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder (created; an earlier "
                         "run's masks and table in it are moved to OUT/earlier/<time>/)")
     parser.add_argument("--model", default="default", help="shipped model name or checkpoint path")
-    parser.add_argument("--mode", choices=["resize", "tiled"], default="resize")
+    parser.add_argument("--mode", choices=["auto", "resize", "tiled"], default="auto",
+                        help="resize: the whole image at the model's input size; tiled: overlapping tiles at full "
+                        "resolution; auto (default): as the model was trained (tiled after random crops)")
     parser.add_argument("--threshold", type=float, default=0.5)
     parser.add_argument("--flips", choices=["auto", "on", "off"], default="auto",
                         help="mirror test-time augmentation (auto: as the model recommends)")

@@ -133,7 +133,7 @@ def segment_folder_steps(
     source: str | Path,
     out: str | Path,
     threshold: float = 0.5,
-    mode: str = "resize",
+    mode: str | None = None,
     device: torch.device | str = "cpu",
     flips: bool | None = None,
     probabilities: bool = False,

@@ -88,6 +88,22 @@ def recommended_flips(model: Segmenter) -> bool:
     return model.info.recommended_flips
 
 
+def recommended_mode(model: Segmenter) -> str:
+    """The mode that suits how ``model`` was trained: ``"tiled"`` after random crops (histology),
+    ``"resize"`` after whole resized images."""
+    return model.info.recommended_mode
+
+
+def resolve_mode(model: Segmenter, mode: str | None) -> str:
+    """``mode``, or the model's own (:func:`recommended_mode`) for None or ``"auto"``; an unknown
+    mode raises ValueError."""
+    if mode is None or mode == "auto":
+        return recommended_mode(model)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {MODES} (or 'auto': as the model was trained)")
+    return mode
+
+
 def _keeps_training_mode(steps: Callable[..., Generator[Progress, None, np.ndarray]]):
     """Put the model back in the mode (train or eval) it came in: prediction runs it in eval
     mode, and a training loop that predicts to watch its progress must not lose train mode."""
@@ -104,9 +120,13 @@ def _keeps_training_mode(steps: Callable[..., Generator[Progress, None, np.ndarr
 
 def mode_note(model: Segmenter, mode: str) -> str | None:
     """A warning when ``mode`` does not suit how ``model`` was trained (None: it does)."""
-    if mode == "tiled" and model.info.training.get("mode") == "resize":
+    trained = model.info.training.get("mode")
+    if mode == "tiled" and trained == "resize":
         return ("tiled prediction with a model trained on whole resized images: each tile shows it a small "
                 "part of a picture it learnt to see whole; mode 'resize' suits it")
+    if mode == "resize" and trained == "crop":
+        return ("resize prediction with a model trained on crops at full resolution: the whole image shrunk to "
+                f"{model.input_size} px shows it objects far smaller than it learnt; mode 'tiled' suits it")
     return None
 
 
@@ -143,7 +163,7 @@ def shape_note(height: int, width: int, mode: str) -> str | None:
 def predict_steps(
     model: Segmenter,
     image: np.ndarray,
-    mode: str = "resize",
+    mode: str | None = None,
     device: torch.device | str = "cpu",
     tile_size: int | None = None,
     overlap: float = 0.25,
@@ -158,7 +178,8 @@ def predict_steps(
 
     ``image`` is any 2D grey/RGB/RGBA array (see :func:`to_rgb_float`). ``mode="resize"`` resizes
     to the model's input size and the probabilities back; ``"tiled"`` runs overlapping tiles of
-    the model's size at full resolution, blended smoothly (memory bounded by the tile batch).
+    the model's size at full resolution, blended smoothly (memory bounded by the tile batch);
+    None or ``"auto"``: the mode the model was trained for (:func:`recommended_mode`).
     ``batch_size`` tiles go through the model at once (default: 4 on a GPU, 1 on a CPU, where
     larger batches were no faster, or slower: a 600 x 800 image with the spiking model and mirror
     TTA took 48-52 s one tile at a time against 68-71 s four at a time, and a job can stop after
@@ -169,8 +190,7 @@ def predict_steps(
     them once, not once per image). ``value_range`` is the ``(lo, hi)`` mapped to black and
     white for images that are not 8-bit (default: the image's own, see :func:`to_rgb_float`).
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+    mode = resolve_mode(model, mode)
     if warn and (note := mode_note(model, mode)) is not None:
         log.warning(note)
     h, w = image_hw(image)
@@ -255,7 +275,7 @@ def predict_steps(
 def predict(
     model: Segmenter,
     image: np.ndarray,
-    mode: str = "resize",
+    mode: str | None = None,
     device: torch.device | str = "cpu",
     progress: Callable[[Progress], None] | None = None,
     cancel: threading.Event | None = None,

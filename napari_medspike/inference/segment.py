@@ -18,7 +18,7 @@ def segment(
     image: np.ndarray,
     model: Segmenter | str | Path = "default",
     threshold: float = 0.5,
-    mode: str = "resize",
+    mode: str | None = None,
     device: str = "auto",
     flips: bool | None = None,
     value_range: tuple[float, float] | None = None,
@@ -26,7 +26,7 @@ def segment(
     """Segment a 2D image; returns ``(probability [H, W] float32, mask [H, W] uint8 in {0, 1})``.
 
     ``model`` is a model, a shipped model's name or a checkpoint path; ``mode`` is ``"resize"``
-    or ``"tiled"``; ``device`` is ``auto``, ``cuda``, ``mps`` or ``cpu``; ``flips`` turns flip
+    or ``"tiled"`` (None: the mode the model was trained for); ``device`` is ``auto``, ``cuda``, ``mps`` or ``cpu``; ``flips`` turns flip
     test-time augmentation on or off (``None``: as the checkpoint recommends). ``value_range``
     ``(lo, hi)`` is shown to the model as black and white for images that are not 8-bit (default:
     from 0 to the image's maximum). A model given by name or path is loaded once and kept for the

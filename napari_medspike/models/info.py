@@ -45,6 +45,12 @@ class ModelInfo:
         """Whether the model recommends mirror test-time augmentation."""
         return bool(self.inference.get("flips", False))
 
+    @property
+    def recommended_mode(self) -> str:
+        """How the model sees an image: ``"tiled"`` (tiles at full resolution) for a model trained
+        on random crops, ``"resize"`` (the whole image at its input size) otherwise."""
+        return "tiled" if self.training.get("mode") == "crop" else "resize"
+
     def to_metadata(self) -> dict[str, Any]:
         """The JSON object a checkpoint stores (``path`` excluded)."""
         meta = {"format": FORMAT, "arch": self.arch, "config": dict(self.config), "input_size": self.input_size,

@@ -20,6 +20,7 @@ from ..inference.predictor import (
     pick_device,
     predict_stack_steps,
     recommended_flips,
+    recommended_mode,
     shape_note,
 )
 from ..runtime import bf16_inference
@@ -103,7 +104,8 @@ class SegmentWidget(DockContainer):
         self.mode = ComboBox(label="mode", choices=list(MODES), value="resize",
                              tooltip="resize: whole image at the model's size; tiled: overlapping tiles at full resolution, "
                              "for models trained on random crops (e.g. for histology); a model trained on whole "
-                             "resized images, as the shipped ones are, sees too little of the image in a tile")
+                             "resized images sees too little of the image in a tile (set to the mode the model "
+                             "was trained for when a model is chosen)")
         self.flips = CheckBox(text="mirror TTA",
                               tooltip="mirror test-time augmentation: average the four mirror images' predictions: "
                               "4x the compute, usually a little more accurate (set to what the model's card "
@@ -230,6 +232,7 @@ class SegmentWidget(DockContainer):
             model = self.session.get(source)
             self._show_card(source)
             self.flips.value = recommended_flips(model)
+            self.mode.value = recommended_mode(model)
             self._warn_mode()
         except Exception as err:  # a bad file must not break the dock
             show_text(self.card, elide(f"cannot load: {err}", 120))

@@ -54,6 +54,22 @@ def test_mirror_tta_checkbox_follows_the_model_and_is_used(plugin, qtbot, tmp_pa
     assert np.abs(shown - predict(model, photo.data, flips=False)).max() > 1e-4
 
 
+def test_the_mode_follows_how_the_model_was_trained(plugin, tmp_path):
+    """A model trained on random crops (histology) sees tiles at full resolution; shrunk whole
+    into its input size, its objects came out far smaller than it learnt them."""
+    from napari_medspike import create_model, save_checkpoint
+
+    _, widgets, _ = plugin
+    segment = widgets["Segment"]
+    net = create_model("medqkformer", widths=(8, 16, 32, 64))
+    crops = save_checkpoint(net, tmp_path / "crops.safetensors", input_size=32, training={"mode": "crop"})
+    whole = save_checkpoint(net, tmp_path / "whole.safetensors", input_size=32, training={"mode": "resize"})
+    segment.checkpoint.value = str(crops)
+    assert segment.mode.value == "tiled"
+    segment.checkpoint.value = str(whole)
+    assert segment.mode.value == "resize"
+
+
 def test_event_loop_keeps_running_during_a_job_and_cancel_stops_it(plugin, qtbot):
     viewer, widgets, _ = plugin
     big = viewer.add_image(np.random.default_rng(1).random((600, 600)).astype(np.float32), name="big")
