@@ -182,6 +182,23 @@ def test_a_shrunk_mask_stays_on_its_image(tmp_path):
     assert np.abs(offset).max() < 0.15, offset  # 0.5 px with the top-left pixel of each box
 
 
+def test_a_large_16_bit_image_with_alpha_is_scaled_by_its_colours_as_in_training():
+    """Resize mode box-averages large images first: it took their intensity range from all four
+    channels, so an opaque alpha (65535) over 12-bit colours made the model's input 16 times darker
+    than training's."""
+    from napari_medspike.data.io import box_shrink, rgb_for_resize, to_rgb_float
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((600, 700, 4), np.uint16)
+    image[..., :3] = rng.integers(0, 4096, (600, 700, 3))
+    image[..., 3] = 65535
+    assert box_shrink(600, 700, 128) >= 2  # the box-averaged path
+    trained = float(to_rgb_float(image).mean())
+    assert float(rgb_for_resize(image, 128).mean()) == pytest.approx(trained, rel=1e-3)
+    grey = image[..., [0, 3]]  # grey + alpha likewise
+    assert float(rgb_for_resize(grey, 128).mean()) == pytest.approx(float(to_rgb_float(grey).mean()), rel=1e-3)
+
+
 def test_two_images_of_one_name_are_reported_not_dropped_silently(tmp_path):
     root = make_folder(tmp_path / "set", 2)
     _save(root / "images" / "s0.jpg", np.zeros((32, 40, 3), np.uint8))

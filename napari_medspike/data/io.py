@@ -272,6 +272,12 @@ def _holds_whole_numbers(a: np.ndarray, samples: int = 250_000) -> bool:
     return bool(np.all(grid == np.floor(grid)))
 
 
+def colour_channels(a: np.ndarray) -> np.ndarray:
+    """The channels of an ``[H, W, C]`` image that hold its picture, without alpha: grey of grey +
+    alpha, the colours of RGB(A); a view. An image's intensity range is theirs, not its alpha's."""
+    return a[..., :1] if a.shape[-1] == 2 else a[..., :3]
+
+
 def to_rgb_float(array: np.ndarray, name: str = "image", value_range: tuple[float, float] | None = None) -> np.ndarray:
     """Grey, RGB or RGBA (8-bit, 16-bit or float) -> float32 ``[H, W, 3]`` in ``[0, 1]``.
 
@@ -295,9 +301,7 @@ def to_rgb_float(array: np.ndarray, name: str = "image", value_range: tuple[floa
         )
     if 0 in a.shape[:2]:
         raise ImageReadError(f"{name}: an empty image ({a.shape[0]} x {a.shape[1]} pixels)")
-    if a.shape[-1] == 2:  # grey + alpha
-        a = a[..., :1]
-    a = a[..., :3]
+    a = colour_channels(a)
     if a.dtype == np.bool_:
         out = a.astype(np.float32)
     elif np.issubdtype(a.dtype, np.integer):
@@ -483,7 +487,7 @@ def reduced_rgb_float(array: np.ndarray, factor: int, name: str = "image", band_
     oh, ow = h // factor, w // factor
     if not oh or not ow:
         raise ImageReadError(f"{name}: {h}x{w} is too small to shrink {factor} times")
-    value_range = value_range or intensity_range(a)
+    value_range = value_range or intensity_range(colour_channels(a) if a.ndim == 3 else a)
     band_mb = BAND_MB if band_mb is None else band_mb
     rows = max(1, (band_mb << 20) // max(1, factor * ow * factor * 3 * 4))
     out = np.empty((oh, ow, 3), np.float32)

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.io import (box_shrink, image_hw, intensity_range, reduced_rgb_float, resize_extent, rgb_for_resize,
-                       to_rgb_float)
+from ..data.io import (box_shrink, colour_channels, image_hw, intensity_range, reduced_rgb_float, resize_extent,
+                       rgb_for_resize, to_rgb_float)
 from ..data.resize import resize_image, resize_map
 from ..models.base import Segmenter
 from ..common import Progress, run_job  # noqa: F401 (Progress: re-exported)
@@ -316,7 +316,7 @@ def predict_stack_steps(
     if options.get("value_range") is None and isinstance(stack, np.ndarray):
         # one range for every frame (a hot pixel in one frame darkened that frame alone); a lazy
         # stack is not read twice for it: its frames keep their own ranges
-        options["value_range"] = intensity_range(stack[..., :3] if rgb else stack)  # (not alpha)
+        options["value_range"] = intensity_range(colour_channels(stack) if rgb else stack)
     out = np.zeros(stack.shape[:3], np.float32)
     yield Progress(0, n, f"{n} images")
     for i in range(n):
