@@ -225,6 +225,40 @@ def test_split_is_seeded_and_disjoint(tmp_path):
     assert split_pairs(pairs, 0.2, seed=4)[1] != val
 
 
+def test_one_picture_saved_twice_stays_on_one_side_of_the_split(tmp_path):
+    """Copies of a picture under other names, in one folder or two, or in two correction stores,
+    were split apart: held-out pictures were trained on. Folders without copies split as before."""
+    import shutil
+
+    from napari_medspike.data.corrections import CorrectionStore
+
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 255, (24, 24, 3), dtype=np.uint8) for _ in range(10)]
+    mask = np.zeros((24, 24), np.uint8)
+    mask[6:18, 6:18] = 255
+    for i, picture in enumerate(pictures):
+        _save(tmp_path / "a" / "images" / f"p{i}.png", picture)
+        _save(tmp_path / "a" / "masks" / f"p{i}.png", mask)
+    plain, _ = find_pairs(tmp_path / "a")
+    assert not any(p.group for p in plain)  # no copies: each pair is its own unit, as before
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    for i in range(5):  # and copies under other names in the first folder itself
+        shutil.copy(tmp_path / "a" / "images" / f"p{i}.png", tmp_path / "a" / "images" / f"copy{i}.png")
+        shutil.copy(tmp_path / "a" / "masks" / f"p{i}.png", tmp_path / "a" / "masks" / f"copy{i}.png")
+    for name in ("s1", "s2"):
+        store = CorrectionStore(tmp_path / name)
+        for i, picture in enumerate(pictures):
+            store.save(picture, mask > 0, name=f"p{i}")
+
+    def picture_of(pair) -> bytes:
+        return np.asarray(read_image(pair.image)).tobytes()
+
+    for folders in ([tmp_path / "a", tmp_path / "b"], [tmp_path / "s1", tmp_path / "s2"]):
+        for seed in range(5):
+            train, val = split_pairs(find_pairs(folders)[0], 0.3, seed)
+            assert val and not {picture_of(p) for p in train} & {picture_of(p) for p in val}, (folders, seed)
+
+
 def test_crop_mode_serves_crops_of_large_images(tmp_path):
     pairs, _ = find_pairs(make_folder(tmp_path / "h", 2, size=(64, 80)))
     data = CachedPairs(pairs, size=32, mode="crop")

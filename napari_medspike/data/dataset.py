@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -103,8 +104,9 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
         if is_correction_store(folder):
             groups = entry_groups(folder)  # stem -> pixel fingerprint, for the complete entries
             for stem, group in groups.items():
-                pairs.append(Pair(images_dir / f"{stem}.png", masks_dir / f"{stem}.png", f"{name}/{stem}",
-                                  group=f"{folder}:{group}"))
+                # one picture, one side, also across stores (an unreadable entry stays its store's own)
+                own = f"{folder}:{group}" if group.startswith("stem:") else f"picture:{group}"
+                pairs.append(Pair(images_dir / f"{stem}.png", masks_dir / f"{stem}.png", f"{name}/{stem}", group=own))
             used = {p.image for p in pairs} | {p.mask for p in pairs}
             for sub in (images_dir, masks_dir):
                 for path in sorted(sub.iterdir()):
@@ -130,7 +132,39 @@ def find_pairs(folders: str | Path | Sequence[str | Path]) -> tuple[list[Pair], 
             problems.append(f"{masks[stem]}: mask without an image")
     if not pairs and all("expected sub-folders" in p for p in problems) and problems:
         raise FileNotFoundError("; ".join(problems))
-    return pairs, problems
+    return _group_copies(pairs), problems
+
+
+def _group_copies(pairs: list[Pair]) -> list[Pair]:
+    """Pairs whose image files hold the same bytes (one picture saved under two names, in one folder
+    or two) put in one group, so that a split keeps them on one side; the others as they were.
+    Only files of equal size are read."""
+    import hashlib
+    from collections import defaultdict
+
+    by_size: dict[int, list[Pair]] = defaultdict(list)
+    for p in pairs:
+        if not p.group:
+            try:
+                by_size[p.image.stat().st_size].append(p)
+            except OSError:
+                continue
+    lead: dict[str, str] = {}
+    for same_size in (group for group in by_size.values() if len(group) > 1):
+        by_bytes: dict[str, list[Pair]] = defaultdict(list)
+        for p in same_size:
+            try:
+                by_bytes[hashlib.sha256(p.image.read_bytes()).hexdigest()].append(p)
+            except OSError:
+                continue
+        for copies in (group for group in by_bytes.values() if len(group) > 1):
+            first = min(p.key for p in copies)
+            log.info("%s hold the same picture: one group, on one side of a split",
+                     " and ".join(str(p.image) for p in copies))
+            lead.update((p.key, first) for p in copies)
+    if not lead:
+        return pairs
+    return [dataclasses.replace(p, group=f"copies:{lead[p.key]}") if p.key in lead else p for p in pairs]
 
 
 def split_units(pairs: Sequence[Pair]) -> int:
