@@ -77,6 +77,27 @@ def test_merged_sdsa_tail_matches_the_plain_modules(kind, spike_driven):
     torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4)
 
 
+def test_sdsa_with_one_norm_frozen_and_the_others_training_takes_the_plain_path():
+    """The spike-driven tail chose its folded path by its output norm alone: frozen on its own (a
+    fine-tune's frozen parts), the other two norms were folded with their running statistics in
+    training mode, and stopped learning them (logits 0.69 off in a whole model)."""
+    torch.manual_seed(2)
+    sdsa = _randomise_bn(SDSA(16, "lif", timesteps=3, heads=4, spike_driven=True)).double().train()
+    sdsa.norm.eval()
+    before = sdsa.interaction_norm.running_mean.clone()
+    x = torch.randn(3, 2, 16, 10, 12, dtype=torch.float64)
+    with torch.no_grad():
+        functional.reset_net(sdsa)
+        fast = sdsa(x)
+        assert not torch.equal(sdsa.interaction_norm.running_mean, before)  # a training norm learns
+        sdsa.interaction_norm.running_mean.copy_(before)
+        sdsa.interaction_norm.num_batches_tracked.zero_()
+        functional.reset_net(sdsa)
+        with fastpath.disabled():
+            plain = sdsa(x)
+    torch.testing.assert_close(fast, plain)
+
+
 def test_time_averaged_decoder_matches_averaging_at_the_end():
     block = _randomise_bn(ResidualSpikingConv(8, "lif", timesteps=4))
     x = torch.randn(4, 2, 8, 10, 10)

@@ -259,6 +259,13 @@ class SDSA(nn.Module):
         q, k, v = self.qkv_neuron(torch.cat(parts, 1).unflatten(0, x.shape[:2])).chunk(3, dim=2)
         return q, k, v
 
+    def _tail_norms_frozen(self) -> bool:
+        """Whether every norm that :meth:`_spike_driven_fast_tail` folds in is in eval mode (one of
+        them training, e.g. frozen parts of a fine-tune that are not the whole block: the plain
+        path, else the others would be folded with their running statistics and never update)."""
+        norms = (self.norm, self.interaction_norm, self.interaction_blocks.depthwise[1])
+        return not any(norm.training for norm in norms)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.channels
         if fastpath.enabled() and not self.qkv[1].training:
@@ -266,7 +273,7 @@ class SDSA(nn.Module):
         else:
             qkv = self.qkv_neuron(seq_apply(self.qkv, fire(self.input_neuron, x)))  # [T, B, 3C, H, W], interleaved
             q, k, v = qkv.unflatten(2, (c, 3)).unbind(3)
-        if self.spike_driven and fastpath.enabled() and not self.norm.training:
+        if self.spike_driven and fastpath.enabled() and self._tail_norms_frozen():
             out, raw = self._spike_driven_fast_tail(q, k, v)
             out = self.mlp(out) + out
             if self.record is not None:
