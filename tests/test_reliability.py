@@ -767,8 +767,12 @@ def test_command_line_tools_refuse_what_would_waste_or_mix_up_a_run(lesions, tmp
     capsys.readouterr()
     # refused before any work: a size the checkpoint could not record, no epochs, a misspelt option
     assert train_main([*args, "--size", "8", "--out", str(tmp_path / "small")]) == 2
-    _one_line(capsys, "medspike-train", "--size must lie in [16, 4096]")
+    _one_line(capsys, "medspike-train", "--size must lie in [32, 4096] for training")
     assert not (tmp_path / "small").exists()
+    # 16: a model takes it, but its deepest stage sees one pixel, and a batch of one image failed
+    # inside a batch norm ("Expected more than 1 value per channel")
+    assert train_main([*args, "--size", "16", "--out", str(tmp_path / "small")]) == 2
+    _one_line(capsys, "medspike-train", "the deepest stage would see one pixel")
     assert train_main([*args, "--epochs", "0", "--out", str(tmp_path / "none")]) == 2
     _one_line(capsys, "medspike-train", "--epochs must be at least 1")
     assert train_main([*args[:-7], "--config", '{"nosuch": 1}', "--size", "32", "--epochs", "1",

@@ -42,7 +42,7 @@ from ..models.neurons import SPIKING_NEURONS
 from ..models.sltt import sltt_forward
 from ..common import atomic_write, remove_stale_temp_files, run_job
 from ..runtime import PRECISIONS, bf16_autocast_pays, pick_device, release_free_memory
-from .checkpoint import MAX_INPUT_SIZE, MIN_INPUT_SIZE, load_model, read_metadata, resolve_checkpoint, save_checkpoint
+from .checkpoint import MAX_INPUT_SIZE, load_model, read_metadata, resolve_checkpoint, save_checkpoint
 from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainingDiverged, TrainProgress, TrainResult
 from .metrics import per_image_metrics
 from .schedule import SCHEDULES, CosineSchedule
@@ -170,6 +170,11 @@ def check_teacher_size(cfg: TrainConfig) -> None:
         _check_trained_size(read_metadata(resolve_checkpoint(cfg.teacher)), cfg.size, f"the teacher {cfg.teacher}",
                             f"an ANN twin is a teacher only at its own size. Train the twin at {cfg.size}x{cfg.size} "
                             f"first (--arch ann_twin --size {cfg.size}), or ")
+
+
+#: The smallest input size a model trains at: the deepest stage sees a sixteenth of it, and at 16
+#: (one pixel) a batch norm fails on a batch of one image.
+MIN_TRAINING_SIZE = 32
 
 
 def _check_trained_size(meta: dict[str, Any], size: int, what: str, advice: str = "") -> None:
@@ -506,8 +511,10 @@ def _train_steps(
 ) -> Generator[TrainProgress, None, TrainResult]:
     """:func:`train_steps` without giving the caller's random states back."""
     out = Path(cfg.out_dir)
-    if not MIN_INPUT_SIZE <= cfg.size <= MAX_INPUT_SIZE:
-        raise ValueError(f"--size must lie in [{MIN_INPUT_SIZE}, {MAX_INPUT_SIZE}], got {cfg.size}")
+    if not MIN_TRAINING_SIZE <= cfg.size <= MAX_INPUT_SIZE:
+        raise ValueError(f"--size must lie in [{MIN_TRAINING_SIZE}, {MAX_INPUT_SIZE}] for training, got {cfg.size}"
+                         + (" (the deepest stage would see one pixel, which a batch norm cannot train on "
+                            "in a batch of one image)" if cfg.size < MIN_TRAINING_SIZE else ""))
     if cfg.epochs < 1:
         raise ValueError(f"--epochs must be at least 1, got {cfg.epochs}")
     check_run_folder(out, resume=resume, overwrite=cfg.overwrite)
