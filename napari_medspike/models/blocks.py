@@ -218,6 +218,10 @@ class SegmentationHead(nn.Module):
     per timestep, then the mean over time. The 1x1 conv is linear, so the fast path applies it
     once to the mean spike map instead of T times (equal up to rounding; the energy accounting
     runs the plain path, where it reads binary spikes).
+
+    MODEL.md's head is the 1x1 conv alone (as MedQKFormer's is); MedSpikeFormer's has the 3x3
+    conv + BN before it, one more layer of spatial context for the spikes it reads, and its
+    shipped weights carry it.
     """
 
     def __init__(self, channels: int, kind: str = "lif", timesteps: int = 1, spike_driven: bool = False) -> None:
