@@ -96,10 +96,14 @@ def test_split_seed_keeps_the_held_out_images_while_the_weights_change(lesions, 
     assert not torch.equal(first.state_dict()[weights], same.state_dict()[weights])
 
 
-def test_resume_continues_exactly(lesions, tmp_path):
-    full = train(config(lesions, tmp_path / "full", epochs=3, augment=True))
-    train(config(lesions, tmp_path / "part", epochs=2, augment=True))
-    resumed = train(config(lesions, tmp_path / "part", epochs=3, augment=True), resume=True)
+@pytest.mark.parametrize("workers, mode", [(0, "resize"), (1, "crop")])
+def test_resume_continues_exactly(lesions, tmp_path, workers, mode):
+    """Also with loader workers, whose random crops were seeded once per process: a resumed run
+    cropped otherwise than an uninterrupted one."""
+    options = dict(augment=True, workers=workers, mode=mode)
+    full = train(config(lesions, tmp_path / "full", epochs=3, **options))
+    train(config(lesions, tmp_path / "part", epochs=2, **options))
+    resumed = train(config(lesions, tmp_path / "part", epochs=3, **options), resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[-1]["train_loss"] == pytest.approx(full.history[-1]["train_loss"], rel=1e-4)
 

@@ -619,7 +619,10 @@ def _train_steps(
         num_workers=cfg.workers,
         drop_last=len(train_set) > cfg.batch_size,
         pin_memory=device.type == "cuda",
-        persistent_workers=cfg.workers > 0,
+        # workers start anew each epoch, seeded from ``generator`` as the shuffle is: a resumed
+        # run (its generator restored) then crops and augments as an uninterrupted one would;
+        # persistent workers drew their seed once per process (final weights 0.38 apart)
+        persistent_workers=False,
     )
     val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=0)
     net: torch.nn.Module = model
