@@ -71,6 +71,22 @@ def test_masks_with_any_two_values(tmp_path, values):
     assert mask.dtype == bool and mask.sum() == 18
 
 
+def test_a_cut_out_mask_is_read_from_its_alpha(tmp_path, caplog):
+    """White everywhere with the shape in alpha (a cut-out with a transparent background) was read
+    as all foreground without a word; a mask with its shape in the colours keeps ignoring alpha."""
+    shape = np.zeros((20, 30), np.uint8)
+    shape[5:12, 8:20] = 255
+    cut_out = np.dstack([np.full_like(shape, 255)] * 3 + [shape])
+    grey_cut_out = np.dstack([np.full_like(shape, 255), shape])
+    with caplog.at_level("WARNING"):
+        for i, array in enumerate((cut_out, grey_cut_out)):
+            path = _save(tmp_path / f"cut{i}.png", array)
+            np.testing.assert_array_equal(read_mask(path), shape > 0)
+    assert sum("alpha" in r.getMessage() for r in caplog.records) == 2
+    coloured = np.dstack([shape] * 3 + [np.full_like(shape, 255)])  # opaque: the colours hold it
+    np.testing.assert_array_equal(read_mask(_save(tmp_path / "opaque.png", coloured)), shape > 0)
+
+
 def test_a_cmyk_jpeg_is_read_as_rgb(tmp_path):
     """Read as it is, a CMYK JPEG's ink channels were taken for RGBA: a colour-inverted picture."""
     from PIL import Image

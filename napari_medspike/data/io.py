@@ -396,9 +396,16 @@ def to_binary_mask(array: np.ndarray, name: str = "mask") -> np.ndarray:
     mask with more values (JPEG compression noise, anti-aliased or soft masks) is foreground
     where it reaches half its largest value, so that noise near 0 stays background; a warning
     naming ``name`` says so. Colour masks (``[H, W, 3]`` or ``[H, W, 4]``) use their largest
-    colour channel (alpha is ignored); ``[H, W, 1]`` is grey, ``[H, W, 2]`` grey and alpha.
+    colour channel (alpha is ignored); ``[H, W, 1]`` is grey, ``[H, W, 2]`` grey and alpha. A mask
+    whose colour is one value everywhere and whose alpha is not (a cut-out saved with a
+    transparent background) is read from its alpha, with a warning.
     """
     a = np.asarray(array)
+    if a.ndim == 3 and a.shape[-1] in (2, 4):
+        colour, alpha = colour_channels(a), a[..., -1]
+        if colour.min() == colour.max() and alpha.min() != alpha.max():
+            log.warning("%s: one colour everywhere, the shape in its alpha channel: read from the alpha", name)
+            a = alpha
     if a.ndim == 3 and a.shape[-1] in (1, 2, 3, 4):
         a = a[..., :3].max(axis=-1) if a.shape[-1] > 2 else a[..., 0]
     if a.ndim != 2:
