@@ -1,4 +1,4 @@
-"""Sample data for napari's File > Open Sample menu: three real images and a synthetic one."""
+"""Sample data for napari's File > Open Sample menu: four real images and a synthetic one."""
 
 from __future__ import annotations
 
@@ -45,6 +45,11 @@ def ph2_sample() -> list[LayerData]:
 def busi_sample() -> list[LayerData]:
     """A breast ultrasound image from BUSI and its expert mask."""
     return _real("busi", "breast ultrasound (BUSI)", "breast-ultrasound")
+
+
+def glas_sample() -> list[LayerData]:
+    """A colon gland histology image (H&E) from GlaS and its expert mask."""
+    return _real("glas", "glands (GlaS)", "histology-glands")
 
 
 def synthetic_sample() -> list[LayerData]:

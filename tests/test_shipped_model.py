@@ -35,12 +35,13 @@ def test_default_segments_the_bundled_polyp():
     assert dice > 0.5, f"Dice {dice:.3f} on the bundled polyp"
 
 
-MODALITY_SAMPLES = {"dermoscopy": "ph2", "breast-ultrasound": "busi"}
+MODALITY_SAMPLES = {"dermoscopy": "ph2", "breast-ultrasound": "busi", "histology-glands": "glas"}
 
 
 def test_shipped_models_stay_light_and_describe_themselves():
     models = list_models()
-    assert sum(p.stat().st_size for p in models.values()) < 60e6
+    # the wheel carries them: well under PyPI's 100 MB a file (four MedQKFormers at 15 MB, the spiking 5 MB)
+    assert sum(p.stat().st_size for p in models.values()) < 75e6
     for name, path in models.items():
         card = model_card_path(path).read_text()
         assert "Validation at the original image resolution" in card and "licence" in card.lower(), name

@@ -150,12 +150,12 @@ def test_the_writer_says_what_it_merges_and_writes_stacks_as_tif_pages(make_napa
 
 def test_samples_open(make_napari_viewer):
     viewer = make_napari_viewer()
-    for key in ("kvasir", "ph2", "busi", "synthetic"):
+    for key in ("kvasir", "ph2", "busi", "glas", "synthetic"):
         viewer.open_sample("napari-medspike", key)
     images = [layer for layer in viewer.layers if layer._type_string == "image"]
-    assert len(images) == 4 and all(layer.rgb for layer in images)
+    assert len(images) == 5 and all(layer.rgb for layer in images)
     truths = [layer for layer in viewer.layers if layer.name.endswith("ground truth")]
-    assert len(truths) == 4 and all(layer.data.any() for layer in truths)
+    assert len(truths) == 5 and all(layer.data.any() for layer in truths)
     # a sample opened again: its ground truth goes with its own copy of the image (it was taken for
     # the first copy's, and Save correction refused it as "the mask of 'polyp (Kvasir-SEG)'")
     from napari_medspike.widgets._common import image_made_for, made_for_another_image

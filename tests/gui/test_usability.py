@@ -962,6 +962,10 @@ def test_a_bundled_sample_gets_the_model_trained_on_its_kind_of_image(make_napar
     segment.image.value = viewer.layers["breast ultrasound (BUSI)"]
     assert segment.model_choice.value == "breast-ultrasound"
     assert any("model 'breast-ultrasound' chosen for the sample" in n for n in notes)
+    viewer.open_sample("napari-medspike", "glas")
+    segment.reset_choices()
+    segment.image.value = viewer.layers["glands (GlaS)"]
+    assert segment.model_choice.value == "histology-glands"
     # the synthetic sample gets the general model (it kept the ultrasound model: Dice 0.00)
     viewer.open_sample("napari-medspike", "synthetic")
     segment.reset_choices()

@@ -901,7 +901,9 @@ def test_tiling_a_model_trained_on_whole_images_is_warned_in_napari(plugin, note
     segment.model_choice.value = "default"
     segment.mode.value = "tiled"
     assert sum("mode 'resize' suits it" in n for n in notes) == 1
-    segment.model_choice.value = "dermoscopy"  # still tiled: said again for the new model
+    segment.model_choice.value = "dermoscopy"  # a new model brings its own mode: nothing to say
+    assert segment.mode.value == "resize" and sum("mode 'resize' suits it" in n for n in notes) == 1
+    segment.mode.value = "tiled"  # said again for the new model
     assert sum("mode 'resize' suits it" in n for n in notes) == 2
 
 
