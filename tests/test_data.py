@@ -11,6 +11,7 @@ from skimage import io
 
 from napari_medspike.data.dataset import CachedPairs, find_pairs, split_pairs
 from napari_medspike.data.io import ImageReadError, read_image, read_mask
+from napari_medspike.data.resize import resize_mask
 
 
 def _save(path: Path, array: np.ndarray) -> Path:
@@ -213,6 +214,31 @@ def test_a_large_16_bit_image_with_alpha_is_scaled_by_its_colours_as_in_training
     assert float(rgb_for_resize(image, 128).mean()) == pytest.approx(trained, rel=1e-3)
     grey = image[..., [0, 3]]  # grey + alpha likewise
     assert float(rgb_for_resize(grey, 128).mean()) == pytest.approx(float(to_rgb_float(grey).mean()), rel=1e-3)
+
+
+def test_training_sees_a_large_image_as_prediction_does(tmp_path):
+    """Prediction box-averages a large image before the resize (over whole boxes only); training
+    resized it straight from full size: inputs up to 40/255 apart along edges."""
+    import torch
+
+    from napari_medspike.data.io import box_shrink, read_pixels, resize_extent, rgb_for_resize
+    from napari_medspike.data.resize import resize_image
+
+    rng = np.random.default_rng(4)
+    picture = (rng.random((99, 131, 3)) * 255).astype(np.uint8)
+    picture[30:60, 40:90] = 255  # sharp edges, where the two ways differ most
+    mask = np.zeros((99, 131), np.uint8)
+    mask[:, 125:] = 255  # only in the columns the box-averaged input leaves out
+    _save(tmp_path / "big" / "images" / "a.png", picture)
+    _save(tmp_path / "big" / "masks" / "a.png", mask)
+    size = 16
+    assert box_shrink(99, 131, size) == 3 and resize_extent(99, 131, size) == (99, 129)
+    trained, target = CachedPairs(find_pairs(tmp_path / "big")[0], size=size)[0]
+    pixels = read_pixels(tmp_path / "big" / "images" / "a.png")
+    predicted = resize_image(torch.from_numpy(rgb_for_resize(pixels, size).transpose(2, 0, 1).copy())[None], size)[0]
+    assert float((trained - predicted).abs().max()) <= 0.6 / 255  # the uint8 cache's rounding only
+    expected = resize_mask(torch.from_numpy(mask[:, :129] > 0)[None, None].float(), size)[0]
+    torch.testing.assert_close(target, expected)
 
 
 def test_two_images_of_one_name_are_reported_not_dropped_silently(tmp_path):

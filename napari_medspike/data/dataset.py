@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import IMAGE_SUFFIXES, ImageReadError, image_hw, missing_file_reason, read_image, read_mask, read_pixels
+from .io import (IMAGE_SUFFIXES, ImageReadError, image_hw, missing_file_reason, read_image, read_mask, read_pixels,
+                 resize_extent, rgb_for_resize, to_rgb_float)
 from .resize import resize_image, resize_mask
 
 log = logging.getLogger(__name__)
@@ -229,7 +230,9 @@ def load_pair(pair: Pair, as_float: bool = True) -> tuple[np.ndarray, np.ndarray
 class CachedPairs(torch.utils.data.Dataset):
     """Images and masks decoded once and kept in memory as uint8 tensors.
 
-    ``mode="resize"`` stores every pair resized to ``size x size`` (whole-object modalities);
+    ``mode="resize"`` stores every pair resized to ``size x size`` (whole-object modalities), the
+    image as prediction builds its input (:func:`~.io.rgb_for_resize`: a large one box-averaged
+    first, over whole boxes) and the mask over the same extent;
     ``mode="crop"`` stores them at full resolution (at least ``size`` on the short side) and
     serves random ``size x size`` crops (``random_crops=False``: the centre crop).
     ``soft_masks=True`` resizes masks like images (area-weighted) instead of by nearest neighbour,
@@ -261,14 +264,20 @@ class CachedPairs(torch.utils.data.Dataset):
         self.skipped: list[tuple[Pair, str]] = []
         for i, pair in enumerate(pairs):
             try:
-                image, mask = load_pair(pair)
+                pixels, mask = load_pair(pair, as_float=False)
+                # resize mode: the input prediction builds (a large image box-averaged first, over
+                # the whole boxes) and the mask over the same extent
+                image = rgb_for_resize(pixels, size) if mode == "resize" else to_rgb_float(pixels, str(pair.image))
             except ImageReadError as err:
                 self.problems.append(str(err))
                 self.skipped.append((pair, str(err)))
                 log.warning("skipping %s", err)
                 continue
-            img = torch.from_numpy(image.transpose(2, 0, 1))[None]
-            msk = torch.from_numpy(mask)[None, None].float()
+            if mode == "resize":
+                height, width = resize_extent(*mask.shape, size)
+                mask = mask[:height, :width]
+            img = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
+            msk = torch.from_numpy(np.ascontiguousarray(mask))[None, None].float()
             if mode == "resize":
                 img, msk = resize_image(img, size), shrink_mask(msk, size)
             elif min(img.shape[-2:]) < size:
