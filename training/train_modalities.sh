@@ -68,3 +68,12 @@ python training/ship_model.py --run "$RUNS/glas" --name histology-glands --flips
     --note "Fine-tuned from the shipped default polyp model (init_from above) on 2 CPU cores: cosine schedule from lr 1e-3 over 60 epochs (25-minute budget), batch 8, whole images resized to 128x128. The shipped weights are the best validation epoch (22 of 60), picked on the same 17 images as the figures above; the run's last epoch scored Dice 0.851 with mirror TTA and 0.843 without on them, so expect about 0.85." \
     --note "On images from a new source: GlaS comes from one centre's H&E slides of colorectal tissue (benign and malignant); staining and scanners differ between labs, so expect less on another lab's slides; no second gland dataset was available here to measure by how much. It segments glands, not nuclei or other tissue." \
     --note "Training data licence: GlaS, research purposes only, no commercial use (Sirinukunwattana et al., MedIA 2017)."
+
+# Measured and not shipped: nuclei (MoNuSeg, 30 H&E images of 1000x1000: 24 train / 6 validation),
+# random 128² crops at full resolution, cosine from lr 1e-3 over a 20-minute budget (113 epochs),
+# from the default. At the original resolution, tiled (the mode a crop-trained model gets by
+# default), the best epoch (52) scored Dice 0.722 with mirror TTA and 0.716 without on the 6
+# validation images (95 % interval 0.56-0.78): too few images to tell a model's worth, and another
+# 15 MB in the package, so it is not shipped.
+# medspike-train --arch medqkformer --data "$DATA/monuseg" --out "$RUNS/monuseg" --size 128 --mode crop \
+#     --epochs 400 --minutes 20 --schedule cosine --lr 1e-3 --val-fraction 0.2 --seed 0 --init-from default
