@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="checkpoint file or shipped name (default: the default model)")
     parser.add_argument("--sizes", nargs="+", default=["1280x800", "1920x1080"])
     parser.add_argument("--finetune", action="store_true", help="also fine-tune (slow on a CPU)")
-    parser.add_argument("--sample", default="kvasir", help="bundled sample to open: kvasir, ph2 or busi")
+    parser.add_argument("--sample", default="kvasir", help="bundled sample to open: kvasir, ph2, busi or glas")
     parser.add_argument("--more-corrections", type=Path, default=None,
                         help="a folder with images/ and masks/: its first --count pairs join the stored "
                         "corrections before fine-tuning (a user who has corrected more images)")
