@@ -6,8 +6,11 @@ set -euo pipefail
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs}
 
-ship() {  # ship NAME RUN LICENCE DATA FLIPS [NOTE...]: ship, measure the shipped (float16) file, ship with its figures
-    local name=$1 run=$2 licence=$3 data=$4 flips=$5
+# The recipe line of the cards of the two models below; a model trained otherwise sets RECIPE
+RECIPE_PLATEAU="Fine-tuned from the shipped default polyp model (init_from above) on 2 CPU cores: lr 3e-4, halved after 3 epochs without a lower validation loss, at most 25 epochs or 13 minutes (BUSI: 50 epochs, 26 minutes); the shipped weights are the best validation epoch (a selection on the same images as the figures above)."
+
+ship() {  # [RECIPE=...] ship NAME RUN LICENCE DATA FLIPS [NOTE...]: ship, measure the shipped (float16) file, ship with its figures
+    local name=$1 run=$2 licence=$3 data=$4 flips=$5 recipe=${RECIPE:-$RECIPE_PLATEAU}
     local notes=()
     for note in "${@:6}"; do notes+=(--note "$note"); done
     python training/ship_model.py --run "$run" --name "$name" $flips
@@ -17,8 +20,7 @@ ship() {  # ship NAME RUN LICENCE DATA FLIPS [NOTE...]: ship, measure the shippe
     done
     python training/ship_model.py --run "$run" --name "$name" $flips \
         --eval "$run/shipped_val_flips_on.json" --eval "$run/shipped_val_flips_off.json" \
-        --note "Fine-tuned from the shipped default polyp model (init_from above) on 2 CPU cores: lr 3e-4, halved after 3 epochs without a lower validation loss, at most 25 epochs or 13 minutes (BUSI: 50 epochs, 26 minutes); the shipped weights are the best validation epoch (a selection on the same images as the figures above)." \
-        "${notes[@]}" --note "Training data licence: $licence"
+        --note "$recipe" "${notes[@]}" --note "Training data licence: $licence"
 }
 
 medspike-train --arch medqkformer --data "$DATA/ph2" --out "$RUNS/ph2" --size 128 --epochs 25 --minutes 13 \
@@ -58,16 +60,10 @@ ship breast-ultrasound "$RUNS/busi" "BUSI, open-access article (Al-Dhabyani et a
 medspike-train --arch medqkformer --data "$DATA/glas" --out "$RUNS/glas" --size 128 --epochs 60 --minutes 25 \
     --schedule cosine --lr 1e-3 --val-fraction 0.2 --seed 0 --init-from default \
     --description "Gland histology model: the default polyp MedQKFormer (128²) fine-tuned on GlaS, whole images resized, 2 CPU cores."
-python training/ship_model.py --run "$RUNS/glas" --name histology-glands --flips
-for tta in on off; do
-    medspike-evaluate --checkpoint histology-glands --data "$DATA/glas" --subset val --flips $tta \
-        --json "$RUNS/glas/shipped_val_flips_$tta.json"
-done
-python training/ship_model.py --run "$RUNS/glas" --name histology-glands --flips \
-    --eval "$RUNS/glas/shipped_val_flips_on.json" --eval "$RUNS/glas/shipped_val_flips_off.json" \
-    --note "Fine-tuned from the shipped default polyp model (init_from above) on 2 CPU cores: cosine schedule from lr 1e-3 over 60 epochs (25-minute budget), batch 8, whole images resized to 128x128. The shipped weights are the best validation epoch (22 of 60), picked on the same 17 images as the figures above; the run's last epoch scored Dice 0.851 with mirror TTA and 0.843 without on them, so expect about 0.85." \
-    --note "On images from a new source: GlaS comes from one centre's H&E slides of colorectal tissue (benign and malignant); staining and scanners differ between labs, so expect less on another lab's slides; no second gland dataset was available here to measure by how much. It segments glands, not nuclei or other tissue, and does not carry over to other kinds of image (\`python benchmarks/cross_dataset.py\`, all images, original resolution, mirror TTA): PH2 dermoscopy Dice 0.010 (150 images), BUSI breast ultrasound 0.337 (119 images; almost all of it from the 40 normal images without a lesion, where an empty mask scores 1)." \
-    --note "Training data licence: GlaS, research purposes only, no commercial use (Sirinukunwattana et al., MedIA 2017)."
+RECIPE="Fine-tuned from the shipped default polyp model (init_from above) on 2 CPU cores: cosine schedule from lr 1e-3 over 60 epochs (25-minute budget), batch 8, whole images resized to 128x128. The shipped weights are the best validation epoch (22 of 60), picked on the same 17 images as the figures above; the run's last epoch scored Dice 0.851 with mirror TTA and 0.843 without on them, so expect about 0.85." \
+ship histology-glands "$RUNS/glas" "GlaS, research purposes only, no commercial use (Sirinukunwattana et al., MedIA 2017)." \
+    "$DATA/glas" --flips \
+    "On images from a new source: GlaS comes from one centre's H&E slides of colorectal tissue (benign and malignant); staining and scanners differ between labs, so expect less on another lab's slides; no second gland dataset was available here to measure by how much. It segments glands, not nuclei or other tissue, and does not carry over to other kinds of image (\`python benchmarks/cross_dataset.py\`, all images, original resolution, mirror TTA): PH2 dermoscopy Dice 0.010 (150 images), BUSI breast ultrasound 0.337 (119 images; almost all of it from the 40 normal images without a lesion, where an empty mask scores 1)."
 
 # Measured and not shipped: nuclei (MoNuSeg, 30 H&E images of 1000x1000: 24 train / 6 validation),
 # random 128² crops at full resolution, cosine from lr 1e-3 over a 20-minute budget (113 epochs),
