@@ -38,7 +38,7 @@ def main() -> None:
     from napari_medspike.common import run_job
     from napari_medspike.demo import settle
     from napari_medspike.inference.predictor import predict_stack_steps
-    from napari_medspike.widgets import _common
+    from napari_medspike.widgets import jobs
 
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1920, 1080)
@@ -64,16 +64,16 @@ def main() -> None:
 
     def dock() -> None:
         done: list = []
-        _common.start_worker(job, "Segment", on_return=lambda _: done.append(True))
+        jobs.start_worker(job, "Segment", on_return=lambda _: done.append(True))
         until(done)
 
     def dock_full_speed() -> None:
-        speed = _common.SPINNER_SPEED
-        _common.SPINNER_SPEED = 100
+        speed = jobs.SPINNER_SPEED
+        jobs.SPINNER_SPEED = 100
         try:
             dock()
         finally:
-            _common.SPINNER_SPEED = speed
+            jobs.SPINNER_SPEED = speed
 
     ways = {"core": core, "dock": dock, "dock, spinner at full speed": dock_full_speed}
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}

@@ -14,7 +14,7 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
 
-from napari_medspike.widgets._common import add_segmentation_layers
+from napari_medspike.widgets.masks import add_segmentation_layers
 
 
 def main() -> None:

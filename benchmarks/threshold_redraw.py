@@ -24,7 +24,7 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from napari_medspike.widgets._common import add_segmentation_layers
+    from napari_medspike.widgets.masks import add_segmentation_layers
 
     h, w = args.size
     yy, xx = np.mgrid[:h, :w]

@@ -45,7 +45,7 @@ def settle(seconds: float = 0.5) -> None:
 def open_plugin(viewer: Any, sample: str = "kvasir", model: str | None = None) -> dict[str, Any]:
     """Dock the three widgets as tabs of one dock column and open a bundled sample; return the
     widgets by name. ``model``: a checkpoint file for Segment (default: its own choice)."""
-    from .widgets._common import DOCK_MIN_WIDTH
+    from .widgets.layout import DOCK_MIN_WIDTH
 
     widgets, docks = {}, {}
     for i, name in enumerate(("Segment", "Spike inspector", "Correct and fine-tune")):

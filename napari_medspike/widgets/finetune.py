@@ -28,42 +28,41 @@ from ..engine.checkpoint import load_model, model_card_path
 from ..engine.config import DEFAULT_LR, FINETUNE, MAX_SAFE_LR
 from ..engine.finetune import finetune_steps
 from ..inference.predictor import predict
-from ._common import (
-    add_segmentation_layers,
-    file_of,
-    shown_range,
+from .docking import (
     call_when_closed,
     call_when_shown,
-    compact_label,
     connect_until_closed,
-    DockContainer,
-    DockPlot,
-    elide,
     follow_layers,
-    frame_numbers,
-    full_width,
     image_box,
+    tab_with_sibling_docks,
+)
+from .jobs import start_worker
+from .layers import (
+    file_of,
+    frame_numbers,
     image_data_2d,
     image_made_for,
     link_to_image,
-    make_narrow,
-    mark_edits,
     mask_frame_for,
-    mask_look,
-    model_label,
-    other_colour,
     placed_alike,
-    plot_theme,
     same_layer,
-    session_of,
     show_for_editing,
-    show_text,
+    shown_range,
     shown_slice,
-    start_worker,
-    style_mask,
-    tab_with_sibling_docks,
+)
+from .layout import (
+    compact_label,
+    DockContainer,
+    DockPlot,
+    elide,
+    full_width,
+    make_narrow,
+    plot_theme,
+    show_text,
     typed_folder,
 )
+from .masks import add_segmentation_layers, mark_edits, mask_look, other_colour, style_mask
+from .session import model_label, session_of
 
 #: The default learning rates of the shipped models' architectures (the twins that train a
 #: spiking model are not offered here).

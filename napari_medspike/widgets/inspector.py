@@ -10,34 +10,36 @@ import numpy as np
 from magicgui.widgets import ComboBox, Label, PushButton, SpinBox
 
 from ..analysis.maps import DECOMPOSED, INTERACTION_VIEWS, REDUCTIONS, inspect_steps, stage_of
-from ._common import (
-    _same_setting,
-    axis_aligned,
+from .docking import (
     call_when_closed,
     call_when_shown,
-    compact_label,
     connect_until_closed,
-    DockContainer,
-    DockPlot,
-    elide,
     follow_layers,
-    full_width,
     image_box,
+    tab_with_sibling_docks,
+)
+from .jobs import start_worker
+from .layers import (
+    axis_aligned,
     is_users_image,
-    make_narrow,
     MAP_TAG,
-    model_label,
-    plot_theme,
-    selected_image_and_model,
-    session_of,
-    show_text,
+    same_setting,
     shown_range,
     shown_slice,
-    start_worker,
-    tab_with_sibling_docks,
     viewer_grid,
     world_matrix_of,
 )
+from .layout import (
+    compact_label,
+    DockContainer,
+    DockPlot,
+    elide,
+    full_width,
+    make_narrow,
+    plot_theme,
+    show_text,
+)
+from .session import model_label, selected_image_and_model, session_of
 
 #: What the four interaction maps mean, for tooltips and the README.
 INTERACTION_HELP = (
@@ -371,7 +373,7 @@ class InspectorWidget(DockContainer):
         if kwargs.get("colormap", layer.colormap.name) != layer.colormap.name:
             layer.colormap = kwargs["colormap"]  # only when it changes: vispy rebuilds its shader
         for key in ("scale", "translate", "affine", "units", "contrast_limits", "visible"):  # each set costs a refresh
-            if key in kwargs and not _same_setting(getattr(layer, key), kwargs[key]):
+            if key in kwargs and not same_setting(getattr(layer, key), kwargs[key]):
                 setattr(layer, key, kwargs[key])
         return layer
 

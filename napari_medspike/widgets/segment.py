@@ -24,34 +24,12 @@ from ..inference.predictor import (
     shape_note,
 )
 from ..runtime import bf16_inference
-from ._common import (
-    MASK_COLOURS,
-    MASK_STYLES,
-    add_segmentation_layers,
-    set_own_data,
-    shown_range,
-    range_note,
-    call_when_closed,
-    compact_label,
-    DockContainer,
-    elide,
-    follow_layers,
-    frame_numbers,
-    full_width,
-    image_box,
-    make_narrow,
-    mask_look,
-    model_choices,
-    model_label,
-    selected_image_and_model,
-    session_of,
-    show_text,
-    start_worker,
-    style_mask,
-    summary_of,
-    tab_with_sibling_docks,
-    typed_folder,
-)
+from .docking import call_when_closed, follow_layers, image_box, tab_with_sibling_docks
+from .jobs import start_worker
+from .layers import frame_numbers, range_note, shown_range
+from .layout import compact_label, DockContainer, elide, full_width, make_narrow, show_text, typed_folder
+from .masks import add_segmentation_layers, MASK_COLOURS, mask_look, MASK_STYLES, set_own_data, style_mask
+from .session import model_choices, model_label, selected_image_and_model, session_of, summary_of
 
 CHECKPOINT_FILE = "checkpoint file…"
 #: The status line while a cancelled job winds down.

@@ -22,7 +22,7 @@ def fresh_session():
     no closed dock may still listen to a model session (a leak the widgets must not have)."""
     import gc
 
-    from napari_medspike.widgets._common import _SESSIONS
+    from napari_medspike.widgets.session import _SESSIONS
 
     _SESSIONS.clear()  # (models loaded by another test are not shared)
     yield

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QApplication
 
-from napari_medspike.widgets._common import session_of
+from napari_medspike.widgets.session import session_of
 
 WAIT = 120_000  # ms
 

@@ -158,7 +158,7 @@ def test_samples_open(make_napari_viewer):
     assert len(truths) == 5 and all(layer.data.any() for layer in truths)
     # a sample opened again: its ground truth goes with its own copy of the image (it was taken for
     # the first copy's, and Save correction refused it as "the mask of 'polyp (Kvasir-SEG)'")
-    from napari_medspike.widgets._common import image_made_for, made_for_another_image
+    from napari_medspike.widgets.layers import image_made_for, made_for_another_image
 
     viewer.open_sample("napari-medspike", "kvasir")
     again, truth = viewer.layers["polyp (Kvasir-SEG) [1]"], viewer.layers["polyp (Kvasir-SEG) ground truth [1]"]

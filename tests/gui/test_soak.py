@@ -36,9 +36,9 @@ def test_painting_while_a_finetune_runs_keeps_drafts_and_store_consistent(plugin
     from napari_medspike.data.corrections import CorrectionStore, read_draft_names
     from napari_medspike.data.dataset import find_pairs
     from napari_medspike.data.io import read_mask
-    from napari_medspike.widgets import _common
+    from napari_medspike.widgets import masks
 
-    monkeypatch.setattr(_common, "drafts_folder", lambda: tmp_path / "drafts")
+    monkeypatch.setattr(masks, "drafts_folder", lambda: tmp_path / "drafts")
     viewer, widgets, image = plugin
     with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
         pass

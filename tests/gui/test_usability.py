@@ -10,7 +10,9 @@ from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QPushButton
 
 from napari_medspike import create_model, load_model, save_checkpoint
-from napari_medspike.widgets._common import MAP_TAG, mask_look, session_of
+from napari_medspike.widgets.layers import MAP_TAG
+from napari_medspike.widgets.masks import mask_look
+from napari_medspike.widgets.session import session_of
 from napari_medspike.widgets.inspector import viewer_grid
 
 WAIT = 120_000  # ms
@@ -589,7 +591,7 @@ def test_a_colour_image_napari_shows_as_slices_is_refused_with_what_to_do(plugin
 def test_a_lazy_stack_is_read_by_the_job_not_on_the_gui_thread(plugin, qtbot):
     import dask.array as da
 
-    from napari_medspike.widgets._common import image_data
+    from napari_medspike.widgets.layers import image_data
 
     viewer, widgets, _ = plugin
     frames = (np.random.default_rng(4).random((3, 40, 48)) * 255).astype(np.uint8)
@@ -697,18 +699,18 @@ def test_the_correction_dock_never_picks_or_reveals_a_samples_ground_truth(make_
 
 def test_a_job_that_fails_with_a_runtime_error_is_reported_and_ends(plugin, qtbot, monkeypatch):
     """torch raises RuntimeError; superqt would drop it silently and never finish the worker."""
-    from napari_medspike.widgets import _common
+    from napari_medspike.widgets import jobs
 
     viewer, widgets, _ = plugin
     errors = []
-    monkeypatch.setattr(_common, "show_error", errors.append)
+    monkeypatch.setattr(jobs, "show_error", errors.append)
 
     def failing():
         yield None
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
     finished = []  # connected before the worker starts: this job ends within microseconds
-    _common.start_worker(failing, "Test job", on_finish=lambda: finished.append(True))
+    jobs.start_worker(failing, "Test job", on_finish=lambda: finished.append(True))
     qtbot.waitUntil(lambda: bool(finished), timeout=10_000)
     assert errors and "mat1 and mat2" in errors[0]
 
@@ -856,7 +858,7 @@ def test_closed_docks_stop_following_the_viewer(plugin, qtbot):
     """napari's ✕ takes a dock's contents out of the window without deleting them: before, a
     closed dock went on following layers and the model, and Segment's measured each stroke
     painted on its mask again, unseen (once per dock closed and opened again)."""
-    from napari_medspike.widgets._common import session_of
+    from napari_medspike.widgets.session import session_of
 
     viewer, widgets, photo = plugin
     segment, tune = widgets["Segment"], widgets["Correct and fine-tune"]
@@ -889,7 +891,7 @@ def test_a_wrapped_text_keeps_the_height_it_needs_when_its_font_changes(qapp):
     from magicgui.widgets import Label
     from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-    from napari_medspike.widgets._common import compact_label, show_text
+    from napari_medspike.widgets.layout import compact_label, show_text
 
     host = QWidget()
     QVBoxLayout(host).addWidget((label := compact_label(Label(value=""))).native)
@@ -987,7 +989,7 @@ def test_a_bundled_sample_gets_the_model_trained_on_its_kind_of_image(make_napar
 def test_a_model_card_says_what_its_dice_was_measured_on(tmp_path):
     """A fine-tune on one correction validates on that correction: its card said "validation
     Dice 0.755 (corrections)" as if that were a held-out figure."""
-    from napari_medspike.widgets._common import summary_of
+    from napari_medspike.widgets.session import summary_of
 
     model = create_model("medspikeformer", widths=(8, 16, 32, 64), timesteps=2)
     tuned = save_checkpoint(model, tmp_path / "tuned.safetensors", input_size=64, metrics={"val_dice": 0.755},
@@ -1020,7 +1022,7 @@ def test_the_plots_take_napari_s_theme(plugin, qtbot):
     assert to_hex(curve.ax.get_facecolor()) == dark.background.as_hex()
     assert to_hex(curve.ax.xaxis.label.get_color()) == dark.text.as_hex()
     from napari_medspike.widgets.inspector import RatePlot
-    from napari_medspike.widgets._common import plot_theme
+    from napari_medspike.widgets.layout import plot_theme
 
     viewer.theme = "light"
     light = RatePlot(plot_theme(viewer))
@@ -1030,7 +1032,7 @@ def test_the_plots_take_napari_s_theme(plugin, qtbot):
 def test_two_viewers_keep_their_own_models(make_napari_viewer):
     """One module-wide model: a second window's sample switched the first window's Segment to the
     skin model, and a model chosen in the second was used by the first without a word."""
-    from napari_medspike.widgets._common import session_of
+    from napari_medspike.widgets.session import session_of
 
     first, second = make_napari_viewer(), make_napari_viewer()
     _, segment1 = first.window.add_plugin_dock_widget("napari-medspike", "Segment")
@@ -1087,7 +1089,7 @@ def test_napari_s_activity_animation_is_slowed_while_a_job_runs(plugin, qtbot):
     """Without a GPU for the window, each frame of napari's "in progress" animation re-composes
     the whole window: Segment on 8 frames took 2.0 s in the dock against 0.8 s from Python on 2
     cores (benchmarks/dock_overhead.py). It turns a tenth as fast while a job runs."""
-    from napari_medspike.widgets._common import SPINNER_SPEED, _activity_spinners, calm_activity_spinners, start_worker
+    from napari_medspike.widgets.jobs import SPINNER_SPEED, _activity_spinners, calm_activity_spinners, start_worker
 
     viewer, widgets, _ = plugin
     spinners = _activity_spinners()

@@ -10,7 +10,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication
 
 from napari_medspike import create_model, load_model, save_checkpoint
-from napari_medspike.widgets._common import MAP_TAG, session_of, viewer_grid
+from napari_medspike.widgets.layers import MAP_TAG, viewer_grid
+from napari_medspike.widgets.session import session_of
 
 WAIT = 120_000  # ms
 
@@ -196,7 +197,7 @@ def test_the_inspectors_figures_can_be_exported(plugin, qtbot, tmp_path, notes):
 
 def test_inspector_on_a_stack_keeps_its_maps_at_the_frame_inspected(plugin, qtbot, monkeypatch):
     from napari_medspike.widgets import inspector as inspector_module
-    from napari_medspike.widgets._common import shown_slice
+    from napari_medspike.widgets.layers import shown_slice
 
     seen = []
     inspect = inspector_module.inspect_steps
@@ -284,7 +285,7 @@ def test_the_users_own_t_axis_keeps_its_name_beside_the_maps_time(plugin, qtbot)
 
 
 def test_inspector_on_an_image_while_a_stack_is_open_gives_time_an_axis_of_its_own(plugin, qtbot):
-    from napari_medspike.widgets._common import shown_slice
+    from napari_medspike.widgets.layers import shown_slice
 
     viewer, widgets, image = plugin
     frames = (np.random.default_rng(6).random((4, 70, 90, 3)) * 255).astype(np.uint8)
@@ -575,9 +576,9 @@ def test_finetune_cancel_keeps_best_weights(plugin, tmp_path, qtbot, fine_tune_i
 
 
 def test_painting_marks_the_mask_and_autosaves_a_draft(plugin, qtbot, tmp_path, monkeypatch):
-    from napari_medspike.widgets import _common
+    from napari_medspike.widgets import masks
 
-    monkeypatch.setattr(_common, "drafts_folder", lambda: tmp_path / "drafts")
+    monkeypatch.setattr(masks, "drafts_folder", lambda: tmp_path / "drafts")
     viewer, widgets, _ = plugin
     with qtbot.waitSignal(widgets["Segment"].run().finished, timeout=WAIT):
         pass
@@ -668,7 +669,7 @@ def test_keep_the_start_model_box_reaches_fine_tuning(plugin, tmp_path, qtbot, s
 
 
 def test_a_correction_of_a_stack_stores_the_frame_shown(plugin, tmp_path, notes, save, load):
-    from napari_medspike.widgets._common import DraftSaver
+    from napari_medspike.widgets.masks import DraftSaver
 
     viewer, widgets, _ = plugin
     frames = np.random.default_rng(3).random((3, 48, 64)).astype(np.float32)
@@ -952,7 +953,7 @@ def test_switching_back_to_a_model_reuses_it_unless_its_file_changed(tmp_path):
     """Each switch in Segment's model box loaded the model again on the GUI thread (0.15-1.5 s)."""
     import os
 
-    from napari_medspike.widgets._common import ModelSession
+    from napari_medspike.widgets.session import ModelSession
 
     session = ModelSession()
     first = session.get("default")
