@@ -456,6 +456,102 @@ def check_resumed_options(cfg: TrainConfig, out: Path) -> None:
                              "(--init-from its best.safetensors to start from its weights)")
 
 
+def check_options(cfg: TrainConfig) -> float:
+    """Refuse, with a message that says why, a size, number of epochs, schedule or learning
+    rate no run can use; return the learning rate (``cfg.lr``, else the architecture's own)."""
+    if not MIN_TRAINING_SIZE <= cfg.size <= MAX_INPUT_SIZE:
+        raise ValueError(f"--size must lie in [{MIN_TRAINING_SIZE}, {MAX_INPUT_SIZE}] for training, got {cfg.size}"
+                         + (" (the deepest stage would see one pixel, which a batch norm cannot train on "
+                            "in a batch of one image)" if cfg.size < MIN_TRAINING_SIZE else ""))
+    if cfg.epochs < 1:
+        raise ValueError(f"--epochs must be at least 1, got {cfg.epochs}")
+    lr = cfg.lr if cfg.lr is not None else model_class(cfg.arch).default_lr
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {cfg.schedule!r}; use one of {SCHEDULES}")
+    if not 0 < lr <= MAX_SAFE_LR:
+        raise ValueError(f"learning rate {lr} is unsafe: use a value in (0, {MAX_SAFE_LR}]")
+    return lr
+
+
+def loss_helpers(cfg: TrainConfig, model: Segmenter, device: torch.device, val_keys: list[str],
+                 ) -> tuple[Segmenter | None, Segmenter | None, FiringRatePenalty | None]:
+    """What the run's loss needs besides ``model``: the alignment teacher (``--teacher``), the
+    distillation model (``--distill``) and the spike budget (``--max-firing-rate``), each None
+    when not asked for. Raises ``ValueError`` where ``model`` cannot take one (no side heads,
+    not spiking) or the distillation model saw a validation image (``val_keys``)."""
+    teacher = distiller = spike_budget = None
+    if cfg.teacher:
+        if not model.supports_alignment:
+            raise ValueError(f"distribution alignment (teacher) applies to spiking models with side heads "
+                             f"(medspikeformer), not {cfg.arch}")
+        teacher = load_model(cfg.teacher, device=device)
+        teacher.requires_grad_(False)
+    if cfg.deep_supervision and not model.has_side_heads:
+        raise ValueError(f"deep supervision needs side heads (medspikeformer, ann_twin, or medqkformer "
+                         f"with the config option side_heads), not {cfg.arch} with {model.config}")
+    if cfg.max_firing_rate:
+        if not model.spiking:
+            raise ValueError(f"--max-firing-rate applies to spiking models, not {cfg.arch}")
+        if cfg.checkpointing:
+            raise ValueError("--max-firing-rate does not combine with --checkpointing (its recomputed forward "
+                             "passes would count the spikes twice)")
+        spike_budget = FiringRatePenalty(model, cfg.max_firing_rate, cfg.firing_weight)
+    if cfg.distill:
+        check_distiller(cfg, val_keys)
+        distiller = load_model(cfg.distill, device=device).eval()
+        distiller.requires_grad_(False)
+    return teacher, distiller, spike_budget
+
+
+class StepLoss:
+    """The loss of one training batch: the segmentation loss (against the masks, or against the
+    masks mixed with a distillation model's probabilities), plus whichever the run asks for of
+    alignment to a teacher's side heads, deep supervision through the model's own, a spike
+    budget and a pull towards the starting weights (``anchor``).
+
+    ``net`` is what runs the model (the model itself, or its DistributedDataParallel wrapper);
+    with ``cfg.sltt`` the model runs with spatial-only gradients instead. Call it with gradients
+    enabled; a spike budget must be entered (its hooks) around the training loop.
+    """
+
+    def __init__(self, cfg: TrainConfig, model: Segmenter, net: torch.nn.Module, teacher: Segmenter | None = None,
+                 distiller: Segmenter | None = None, spike_budget: FiringRatePenalty | None = None,
+                 anchor: dict[str, torch.Tensor] | None = None, autocast: bool = False) -> None:
+        self.cfg, self.model, self.net = cfg, model, net
+        self.teacher, self.distiller, self.spike_budget = teacher, distiller, spike_budget
+        self.anchor, self.autocast = anchor or {}, autocast
+        self.with_sides = teacher is not None or cfg.deep_supervision > 0
+
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        if self.cfg.sltt:
+            return sltt_forward(self.model, x, k=self.cfg.sltt, **kwargs)
+        return self.net(x, **kwargs)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss of images ``x`` and masks ``y`` (on the training device)."""
+        cfg = self.cfg
+        if self.distiller is not None:  # soft targets: the masks mixed with the checkpoint's probabilities
+            with torch.no_grad():
+                y = distilled_targets(y, self.distiller(x), cfg.distill_mix)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            if self.with_sides:
+                logits, sides = self.forward(x, side_outputs=True)
+                loss = segmentation_loss(logits.float(), y)
+                if self.teacher is not None:
+                    with torch.no_grad():
+                        _, teacher_sides = self.teacher(x, side_outputs=True)
+                    loss = loss + alignment_loss(sides, teacher_sides, cfg.align_stages, cfg.align_weight)
+                if cfg.deep_supervision:
+                    loss = loss + cfg.deep_supervision * deep_supervision_loss(sides, y)
+            else:
+                loss = segmentation_loss(self.forward(x).float(), y)
+        if self.spike_budget is not None:
+            loss = loss + self.spike_budget()[0]
+        if self.anchor:
+            loss = loss + cfg.anchor_weight * anchor_penalty(self.model, self.anchor)
+        return loss
+
+
 def train(
     cfg: TrainConfig,
     progress: Callable[[TrainProgress], None] | None = None,
@@ -511,12 +607,7 @@ def _train_steps(
 ) -> Generator[TrainProgress, None, TrainResult]:
     """:func:`train_steps` without giving the caller's random states back."""
     out = Path(cfg.out_dir)
-    if not MIN_TRAINING_SIZE <= cfg.size <= MAX_INPUT_SIZE:
-        raise ValueError(f"--size must lie in [{MIN_TRAINING_SIZE}, {MAX_INPUT_SIZE}] for training, got {cfg.size}"
-                         + (" (the deepest stage would see one pixel, which a batch norm cannot train on "
-                            "in a batch of one image)" if cfg.size < MIN_TRAINING_SIZE else ""))
-    if cfg.epochs < 1:
-        raise ValueError(f"--epochs must be at least 1, got {cfg.epochs}")
+    lr = check_options(cfg)
     check_run_folder(out, resume=resume, overwrite=cfg.overwrite)
     if resume:
         check_resumed_options(cfg, out)
@@ -531,11 +622,6 @@ def _train_steps(
         out.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temp_files(out):  # left by a run killed mid-write (e.g. a huge last.pt)
             log.info("removed %s, left by an interrupted write", stale)
-    lr = cfg.lr if cfg.lr is not None else model_class(cfg.arch).default_lr
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {cfg.schedule!r}; use one of {SCHEDULES}")
-    if not 0 < lr <= MAX_SAFE_LR:
-        raise ValueError(f"learning rate {lr} is unsafe: use a value in (0, {MAX_SAFE_LR}]")
     seed_everything(cfg.seed)
 
     if distributed:
@@ -570,30 +656,8 @@ def _train_steps(
             raise ValueError(f"--sltt K needs 1 <= K <= T = {model.timesteps}, got {cfg.sltt}")
         if distributed:
             raise ValueError("--sltt is not supported with torchrun (several processes) yet")
-    teacher = None
-    if cfg.teacher:
-        if not model.supports_alignment:
-            raise ValueError(f"distribution alignment (teacher) applies to spiking models with side heads "
-                             f"(medspikeformer), not {cfg.arch}")
-        teacher = load_model(cfg.teacher, device=device)
-        teacher.requires_grad_(False)
-    if cfg.deep_supervision and not model.has_side_heads:
-        raise ValueError(f"deep supervision needs side heads (medspikeformer, ann_twin, or medqkformer "
-                         f"with the config option side_heads), not {cfg.arch} with {model.config}")
+    teacher, distiller, spike_budget = loss_helpers(cfg, model, device, [p.key for p in val_set.pairs])
     with_sides = teacher is not None or cfg.deep_supervision > 0
-    spike_budget = None
-    if cfg.max_firing_rate:
-        if not model.spiking:
-            raise ValueError(f"--max-firing-rate applies to spiking models, not {cfg.arch}")
-        if cfg.checkpointing:
-            raise ValueError("--max-firing-rate does not combine with --checkpointing (its recomputed forward "
-                             "passes would count the spikes twice)")
-        spike_budget = FiringRatePenalty(model, cfg.max_firing_rate, cfg.firing_weight)
-    distiller = None
-    if cfg.distill:
-        check_distiller(cfg, [p.key for p in val_set.pairs])
-        distiller = load_model(cfg.distill, device=device).eval()
-        distiller.requires_grad_(False)
 
     # Every check has passed: only now is a run replaced (--overwrite) and this run's record
     # written. (Its config.json used to be written first: an overwrite over a finished run left the
@@ -644,6 +708,7 @@ def _train_steps(
                                     minutes=None if distributed else cfg.max_minutes) if cosine else \
         torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=cfg.plateau_patience)
     augment = build_augment(cfg.photometric, cfg.scale_augment, cfg.soft_masks).to(device) if cfg.augment else None
+    step_loss = StepLoss(cfg, model, net, teacher, distiller, spike_budget, anchor, autocast=use_amp)
 
     history: list[dict[str, float]] = []
     best: dict[str, float] = {"val_dice": -1.0}
@@ -741,29 +806,10 @@ def _train_steps(
                     x, y = augment(x, y)
                 if use_amp:
                     x = x.contiguous(memory_format=torch.channels_last)
-                if distiller is not None:  # soft targets: the masks mixed with the checkpoint's probabilities
-                    with torch.no_grad():
-                        y = distilled_targets(y, distiller(x), cfg.distill_mix)
-                forward = (lambda inputs, **kw: sltt_forward(model, inputs, k=cfg.sltt, **kw)) if cfg.sltt else net
                 # grad mode is per thread: a job that ran before in this (pooled) worker thread
                 # must not leave this step without gradients
                 with torch.inference_mode(False), torch.enable_grad():
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        if with_sides:
-                            logits, sides = forward(x, side_outputs=True)
-                            loss = segmentation_loss(logits.float(), y)
-                            if teacher is not None:
-                                with torch.no_grad():
-                                    _, teacher_sides = teacher(x, side_outputs=True)
-                                loss = loss + alignment_loss(sides, teacher_sides, cfg.align_stages, cfg.align_weight)
-                            if cfg.deep_supervision:
-                                loss = loss + cfg.deep_supervision * deep_supervision_loss(sides, y)
-                        else:
-                            loss = segmentation_loss(forward(x).float(), y)
-                    if spike_budget is not None:
-                        loss = loss + spike_budget()[0]
-                    if anchor:
-                        loss = loss + cfg.anchor_weight * anchor_penalty(model, anchor)
+                    loss = step_loss(x, y)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.clip_grad:
@@ -816,19 +862,8 @@ def _train_steps(
                 elif best_path.exists():  # the card and metadata count every epoch run, not just up to the best
                     refresh_training_record(best_path, epochs_run=len(history), minutes=(time.time() - began) / 60)
                 if cfg.resumable:
-                    torch_state = {
-                        "model": model.state_dict(),
-                        **({"averaged": averaged.state_dict()} if averaged is not None else {}),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "epoch": epoch,
-                        "history": history,
-                        "best": best,
-                        "torch_rng": torch.get_rng_state(),
-                        "loader_rng": generator.get_state(),
-                        "python_rng": _from_python_state(random.getstate()),
-                    }
-                    atomic_write(state_path, lambda tmp: torch.save(torch_state, tmp))
+                    _save_training_state(state_path, model, optimizer, scheduler, generator, averaged,
+                                         epoch, history, best)
                 write_logs(out, history, plot=cfg.resumable)
                 yield TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row}, message="epoch done")
             elif improved:
@@ -853,6 +888,26 @@ def _train_steps(
         dist.barrier()
     return TrainResult(best_path if best_path.exists() else None, history, best, cancelled, out, initial, timed_out,
                        problems)
+
+
+def _save_training_state(path: Path, model: Segmenter, optimizer: torch.optim.Optimizer, scheduler: Any,
+                         generator: torch.Generator, averaged: torch.nn.Module | None, epoch: int,
+                         history: list[dict[str, float]], best: dict[str, float]) -> None:
+    """Write ``last.pt`` (atomically): what :func:`_load_training_state` restores to continue the
+    run exactly, random states included."""
+    state = {
+        "model": model.state_dict(),
+        **({"averaged": averaged.state_dict()} if averaged is not None else {}),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "epoch": epoch,
+        "history": history,
+        "best": best,
+        "torch_rng": torch.get_rng_state(),
+        "loader_rng": generator.get_state(),
+        "python_rng": _from_python_state(random.getstate()),
+    }
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def _load_training_state(path: Path, model: Segmenter, optimizer: torch.optim.Optimizer, scheduler: Any,
