@@ -42,9 +42,9 @@ def read_layer(path: str | Path) -> list[LayerData]:
 def read_stack(paths: list[str | Path]) -> list[LayerData]:
     """Read 2D images of one size as one stack layer ``[N, H, W]`` or ``[N, H, W, C]`` (napari's
     File > Open Files as Stack), named after the first; its metadata lists the files in order."""
-    from .data.video import VIDEO_SUFFIXES
+    from .data.video import is_video
 
-    if any(Path(p).suffix.lower() in VIDEO_SUFFIXES for p in paths):
+    if any(is_video(p) for p in paths):
         raise ImageReadError("a video cannot be part of a stack of images: open it on its own")
     layers = [read_layer(p)[0] for p in paths]
     shapes = {np.shape(data) for data, _, _ in layers}
@@ -90,7 +90,7 @@ def read_video_layer(path: str | Path, max_bytes: int | None = None) -> list[Lay
 
 def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
     """Return a reader for a supported file, or a list of them to stack; None otherwise."""
-    from .data.video import VIDEO_SUFFIXES
+    from .data.video import VIDEO_SUFFIXES, is_video
 
     paths = [path] if isinstance(path, str) else list(path)
     if not paths or not all(Path(p).suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES for p in paths):
@@ -102,6 +102,6 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list
         readers (its own for a z-stack)."""
         if not isinstance(p, str):
             return read_stack(list(p))
-        return read_video_layer(p) if Path(p).suffix.lower() in VIDEO_SUFFIXES else read_layer(p)
+        return read_video_layer(p) if is_video(p) else read_layer(p)
 
     return reader

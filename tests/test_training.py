@@ -438,6 +438,26 @@ def test_a_fine_tune_says_which_corrections_it_left_out(lesions, tmp_path):
     assert "1 correction could not be used and was left out: " in result.describe()
 
 
+def test_a_fine_tune_on_one_correction_says_its_figures_are_not_held_out(lesions, tmp_path):
+    """One correction cannot be held out: the events, the result and the checkpoint say so as a
+    flag (the dock's summary read it from the card's wording before)."""
+    from napari_medspike.common import run_job
+    from napari_medspike.engine.config import TrainEvent
+    from napari_medspike.engine.finetune import finetune_steps
+
+    start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
+    one = five_corrections(lesions, tmp_path / "one")
+    for sub in ("images", "masks"):
+        for f in sorted((one / sub).iterdir())[1:]:
+            f.unlink()
+    events = []
+    result = run_job(finetune_steps(start, one, tmp_path / "t.safetensors", epochs=1, device="cpu"), events.append)
+    assert not result.held_out
+    assert {e.kind for e in events} >= {TrainEvent.START, TrainEvent.EPOCH} and not any(e.held_out for e in events)
+    info = load_model(result.checkpoint).info
+    assert info.training["held_out"] is False and not info.validated_on_held_out
+
+
 def test_finetune_guardrails(lesions, tmp_path):
     start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "s.safetensors")
     with pytest.raises(ValueError, match="unsafe"):
@@ -671,7 +691,7 @@ def test_train_command_line_options_are_the_config_fields():
 def test_training_is_a_generator_of_events_that_returns_its_result(lesions, tmp_path):
     """One job protocol: the loop yields its progress and returns the result; train() drives it."""
     from napari_medspike.common import run_job
-    from napari_medspike.engine.config import TrainProgress, TrainResult
+    from napari_medspike.engine.config import TrainEvent, TrainProgress, TrainResult
     from napari_medspike.engine.finetune import finetune_steps
     from napari_medspike.engine.trainer import train_steps
 
@@ -679,15 +699,17 @@ def test_training_is_a_generator_of_events_that_returns_its_result(lesions, tmp_
     events = []
     result = run_job(steps, events.append)
     assert isinstance(result, TrainResult) and all(isinstance(e, TrainProgress) for e in events)
-    assert [e.epoch for e in events if e.message == "epoch done"] == [1, 2]
-    assert sum(e.message == "training" for e in events) == 2 * events[-1].steps
+    assert [e.epoch for e in events if e.kind == TrainEvent.EPOCH] == [1, 2]
+    assert sum(e.kind == TrainEvent.STEP for e in events) == 2 * events[-1].steps
+    assert all(e.held_out for e in events) and events[-1].message == "epoch done"  # (words for people)
     # a fine-tune first reports the starting weights' figures (the bar to beat); closing it after
     # its first events stops it there: no output is written
     job = finetune_steps(result.checkpoint, lesions, tmp_path / "tuned.safetensors", epochs=3, device="cpu")
     first, second = next(job), next(job)
     job.close()
-    assert first.message == "start measured" and first.epoch == 0 and 0 <= first.metrics["val_dice"] <= 1
-    assert second.epoch == 1 and second.message == "training" and not (tmp_path / "tuned.safetensors").exists()
+    assert first.kind == TrainEvent.START and first.epoch == 0 and 0 <= first.metrics["val_dice"] <= 1
+    assert first.held_out and "held_out" not in first.metrics  # a flag, not a figure to plot
+    assert second.epoch == 1 and second.kind == TrainEvent.STEP and not (tmp_path / "tuned.safetensors").exists()
 
 
 def test_weight_average_is_what_is_validated_saved_and_resumed(lesions, tmp_path):

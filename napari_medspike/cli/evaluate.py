@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..data.dataset import find_pairs, load_pair
+from ..data.dataset import Pair, find_pairs, load_pair
 from ..data.io import ImageReadError, to_rgb_uint8
 from ..common import DEBUG_HELP, WriteError, atomic_write, check_writable, run_command
 from ..engine.checkpoint import load_model
 from ..engine.metrics import METRICS, binary_metrics, paired_difference, summarise
 from ..engine.reports import dataset_name
-from ..inference.predictor import pick_device, predict, recommended_flips, resolve_mode
-from ..runtime import PRECISION_HELP, PRECISIONS, bf16_inference, reexec_with_huge_pages
+from ..inference.predictor import predict, recommended_flips, resolve_mode
+from ..models.base import Segmenter
+from ..runtime import PRECISION_HELP, PRECISIONS, bf16_inference, pick_device, reexec_with_huge_pages
 
 #: Images in each row of the gallery (the worst and the best cases).
 GALLERY_SIZE = 4
@@ -44,7 +45,7 @@ def for_display(image: np.ndarray, mask: np.ndarray, pred: np.ndarray,
     return np.ascontiguousarray(image), np.ascontiguousarray(mask), np.ascontiguousarray(pred)
 
 
-def select_subset(pairs, subset: str, model, split_file: str | None):
+def select_subset(pairs: list[Pair], subset: str, model: Segmenter, split_file: str | None) -> list[Pair]:
     """Restrict pairs to the validation (or training) keys of a split file or of the checkpoint.
 
     Raises ``ValueError`` (naming the split file where one is given) if the keys are unknown or

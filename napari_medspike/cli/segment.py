@@ -20,7 +20,8 @@ def _segment(args: argparse.Namespace) -> int:
     from ..common import check_writable, run_job
     from ..engine.checkpoint import load_model
     from ..inference.folder import list_inputs, segment_folder_steps
-    from ..inference.predictor import pick_device, resolve_mode
+    from ..inference.predictor import resolve_mode
+    from ..runtime import pick_device
 
     inputs = list_inputs(args.input)  # says what is wrong before a model is loaded
     check_writable(args.out)  # (as is an output folder that cannot be written)

@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..common import DEBUG_HELP, run_command
-from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, TrainConfig, TrainProgress
+from ..engine.config import DEFAULT_LR_TEXT, FINETUNE, TrainConfig, TrainEvent, TrainProgress
 from ..engine.finetune import finetune, scratch_run_folder
 from ..engine.schedule import SCHEDULES
 from ..engine.trainer import PRECISIONS, train
@@ -50,11 +50,11 @@ def _tqdm_progress() -> tuple[callable, callable]:
     bar: dict[str, tqdm] = {}
 
     def report(p: TrainProgress) -> None:
-        if p.message == "start measured":  # a fine-tune's starting weights, the figures to beat
+        if p.kind == TrainEvent.START:  # a fine-tune's starting weights, the figures to beat
             m = p.metrics
             tqdm.write(f"start: val {m['val_loss']:.4f}  Dice {m['val_dice']:.4f}  IoU {m['val_iou']:.4f}")
             return
-        if p.message == "epoch done":
+        if p.kind == TrainEvent.EPOCH:
             if "bar" in bar:
                 bar.pop("bar").close()
             m = p.metrics

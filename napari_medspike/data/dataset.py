@@ -20,7 +20,7 @@ from .resize import resize_image, resize_mask
 
 log = logging.getLogger(__name__)
 
-MODES = ("resize", "crop")
+TRAINING_MODES = ("resize", "crop")
 
 
 @dataclass(frozen=True)
@@ -252,8 +252,8 @@ class CachedPairs(torch.utils.data.Dataset):
         progress: Callable[[int, int], None] | None = None,
         soft_masks: bool = False,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
+        if mode not in TRAINING_MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {TRAINING_MODES}")
         self.size, self.mode, self.random_crops = size, mode, random_crops
         self.mask_scale = 255.0 if soft_masks else 1.0  # stored as uint8: fractions in 1/255 steps
         shrink_mask = resize_image if soft_masks else resize_mask

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -154,9 +155,19 @@ class RunFolderError(ValueError):
     where a trained model already exists (without ``overwrite``). The message names the path."""
 
 
+class TrainEvent(str, Enum):
+    """What a :class:`TrainProgress` reports (its value is the event's words for people)."""
+
+    STEP = "training"  #: a training step done
+    START = "start measured"  #: the starting weights validated, before any step (a fine-tune's bar to beat)
+    EPOCH = "epoch done"  #: an epoch trained and validated
+
+
 @dataclass
 class TrainProgress:
-    """A training step or epoch end. ``metrics`` is filled at epoch end."""
+    """A training step, the starting weights measured, or an epoch's end (``kind``).
+    ``metrics`` is filled for the last two; ``held_out`` says whether they were measured on
+    held-out images (False: on the training images, where none could be held out)."""
 
     epoch: int
     epochs: int
@@ -165,6 +176,8 @@ class TrainProgress:
     loss: float
     metrics: dict[str, float] = field(default_factory=dict)
     message: str = ""
+    kind: TrainEvent = TrainEvent.STEP
+    held_out: bool = True
 
 
 @dataclass

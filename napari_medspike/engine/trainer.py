@@ -43,7 +43,7 @@ from ..models.sltt import sltt_forward
 from ..common import atomic_write, remove_stale_temp_files, run_job
 from ..runtime import PRECISIONS, bf16_autocast_pays, pick_device, release_free_memory
 from .checkpoint import MAX_INPUT_SIZE, load_model, read_metadata, resolve_checkpoint, save_checkpoint
-from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainingDiverged, TrainProgress, TrainResult
+from .config import MAX_SAFE_LR, RunFolderError, TrainConfig, TrainEvent, TrainingDiverged, TrainProgress, TrainResult
 from .metrics import per_image_metrics
 from .schedule import SCHEDULES, CosineSchedule
 from .reports import dataset_name, plot_curves, refresh_metadata, refresh_training_record, write_logs, write_model_card
@@ -666,8 +666,7 @@ def _train_steps(
         if not resume:
             for path in clear_earlier_run(out):
                 log.info("removed %s of the run replaced (--overwrite)", path.name)
-        # the options: a resumed run is checked against them (check_resumed_options)
-        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1), encoding="utf-8"))
+        _write_config(out, cfg)
         _write_split(cfg, out, train_set, val_set)
 
     sampler = None
@@ -752,6 +751,7 @@ def _train_steps(
         "gradient": f"SLTT-{cfg.sltt} (spatial only, {cfg.sltt} of {model.timesteps} timesteps)" if cfg.sltt else "BPTT",
         "val_keys": [p.key for p in val_set.pairs],
         "validated_on": "training images (nothing held out)" if on_training else "held-out images",
+        "held_out": not on_training,
         "description": cfg.description,
         "torch": torch.__version__,
     }
@@ -776,8 +776,8 @@ def _train_steps(
                 save_best(best)
             # the starting weights' figures: the bar to beat (a fine-tune keeps them unless beaten),
             # and whether they are measured on held-out images (one correction cannot be held out)
-            yield TrainProgress(0, cfg.epochs, 0, 0, float("nan"), metrics={**best, "held_out": float(not on_training)},
-                                message="start measured")
+            yield TrainProgress(0, cfg.epochs, 0, 0, float("nan"), metrics=dict(best), message=TrainEvent.START.value,
+                                kind=TrainEvent.START, held_out=not on_training)
 
     cancelled = False
     timed_out = False  # stopped by the time budget (cfg.max_minutes)
@@ -832,7 +832,8 @@ def _train_steps(
                     release_free_memory(even_if_tuned=True)
                 seen += len(x)
                 if rank == 0:
-                    yield TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message="training")
+                    yield TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message=TrainEvent.STEP.value,
+                                        held_out=not on_training)
             if cancelled:  # a partial epoch is neither validated nor recorded: stop now
                 break
             if calibration:
@@ -865,7 +866,8 @@ def _train_steps(
                     _save_training_state(state_path, model, optimizer, scheduler, generator, averaged,
                                          epoch, history, best)
                 write_logs(out, history, plot=cfg.resumable)
-                yield TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row}, message="epoch done")
+                yield TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row},
+                                    message=TrainEvent.EPOCH.value, kind=TrainEvent.EPOCH, held_out=not on_training)
             elif improved:
                 best = {**metrics, "epoch": epoch}
             if cfg.max_minutes is not None and (time.time() - began) / 60 >= cfg.max_minutes:
@@ -883,11 +885,17 @@ def _train_steps(
                                    "training images of " + ", ".join(dataset_name(d) for d in cfg.data))
         if history and not cfg.resumable:
             plot_curves(history, out / "curves.png")  # the curves once, at the end (logs are written)
-        atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1), encoding="utf-8"))
+        _write_config(out, cfg)
     if distributed:
         dist.barrier()
     return TrainResult(best_path if best_path.exists() else None, history, best, cancelled, out, initial, timed_out,
                        problems)
+
+
+def _write_config(out: Path, cfg: TrainConfig) -> None:
+    """Record the run's options as ``config.json`` (atomically): a resumed run is checked
+    against them (:func:`check_resumed_options`)."""
+    atomic_write(out / "config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1), encoding="utf-8"))
 
 
 def _save_training_state(path: Path, model: Segmenter, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -13,7 +13,7 @@ import torch
 
 from ..common import Progress, atomic_write, check_writable, run_job
 from ..data.io import IMAGE_SUFFIXES, ImageReadError, read_pixels
-from ..data.video import VIDEO_SUFFIXES, VideoCutShort, iter_frames, video_info
+from ..data.video import VIDEO_SUFFIXES, VideoCutShort, is_video, iter_frames, video_info
 from ..models.base import Segmenter
 from .measure import FOLDER_COLUMNS, measure_regions, write_csv
 from .predictor import predict_steps
@@ -95,10 +95,10 @@ def output_stems(inputs: list[Path]) -> dict[Path, str]:
              for path in inputs}
     # a video's frames are named <stem>_f00001, ...: an image of such a name (clip_f00001.png
     # beside clip.mp4) would replace a frame's mask, so the video's names take its extension
-    images = {stem.lower() for path, stem in stems.items() if path.suffix.lower() not in VIDEO_SUFFIXES}
+    images = {stem.lower() for path, stem in stems.items() if not is_video(path)}
     for path, stem in stems.items():
         frame_name = re.compile(re.escape(stem.lower()) + r"_f\d{5,}")
-        if path.suffix.lower() in VIDEO_SUFFIXES and any(frame_name.fullmatch(name) for name in images):
+        if is_video(path) and any(frame_name.fullmatch(name) for name in images):
             stems[path] = f"{path.stem}_{path.suffix.lstrip('.').lower()}"
     # names that still coincide (ignoring case, as some file systems do): an input keeps its own
     # stem where it can, the others take the first free number; a video's name is not free while
@@ -112,7 +112,7 @@ def output_stems(inputs: list[Path]) -> dict[Path, str]:
     taken: set[str] = set()
     own, renamed = [p for p in inputs if stems[p] == p.stem], [p for p in inputs if stems[p] != p.stem]
     for path in own + renamed:
-        stem, n, video = stems[path], 2, path.suffix.lower() in VIDEO_SUFFIXES
+        stem, n, video = stems[path], 2, is_video(path)
         while not free(stems[path], video):
             stems[path], n = f"{stem}-{n}", n + 1
         taken.add(stems[path].lower())
@@ -121,7 +121,7 @@ def output_stems(inputs: list[Path]) -> dict[Path, str]:
 
 def _frames(path: Path, stem: str, every: int) -> Iterator[tuple[str, int, np.ndarray]]:
     """``(output stem, slice index, pixels)`` for an image (one) or a video (every k-th frame)."""
-    if path.suffix.lower() in VIDEO_SUFFIXES:
+    if is_video(path):
         for index, frame in iter_frames(path, every):
             yield f"{stem}_f{index:05d}", index, frame
     else:
@@ -175,7 +175,7 @@ def segment_folder_steps(
             if cancel is not None and cancel.is_set():
                 break
             try:
-                frames = video_info(path).frames if path.suffix.lower() in VIDEO_SUFFIXES else 1
+                frames = video_info(path).frames if is_video(path) else 1
                 for stem, index, pixels in _frames(path, stems[path], every):
                     if cancel is not None and cancel.is_set():
                         break

@@ -27,7 +27,7 @@ from ..runtime import bf16_inference, pick_device, requested_device, tune_malloc
 
 log = logging.getLogger(__name__)
 
-MODES = ("resize", "tiled")
+PREDICTION_MODES = ("resize", "tiled")
 
 
 class Cancelled(RuntimeError):
@@ -99,8 +99,8 @@ def resolve_mode(model: Segmenter, mode: str | None) -> str:
     mode raises ValueError."""
     if mode is None or mode == "auto":
         return recommended_mode(model)
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; use one of {MODES} (or 'auto': as the model was trained)")
+    if mode not in PREDICTION_MODES:
+        raise ValueError(f"unknown mode {mode!r}; use one of {PREDICTION_MODES} (or 'auto': as the model was trained)")
     return mode
 
 

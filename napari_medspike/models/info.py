@@ -51,6 +51,16 @@ class ModelInfo:
         on random crops, ``"resize"`` (the whole image at its input size) otherwise."""
         return "tiled" if self.training.get("mode") == "crop" else "resize"
 
+    @property
+    def validated_on_held_out(self) -> bool:
+        """Whether its validation figures come from held-out images; False for a fine-tune on
+        too few corrections to hold one out, measured on the images it was trained on."""
+        held_out = self.training.get("held_out")
+        if isinstance(held_out, bool):
+            return held_out
+        # checkpoints written before the flag say it in words only
+        return not str(self.training.get("validated_on", "")).startswith("training")
+
     def to_metadata(self) -> dict[str, Any]:
         """The JSON object a checkpoint stores (``path`` excluded)."""
         meta = {"format": FORMAT, "arch": self.arch, "config": dict(self.config), "input_size": self.input_size,

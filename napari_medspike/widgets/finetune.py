@@ -25,7 +25,7 @@ from ..data.corrections import STAMP, Correction, CorrectionStore, check_correct
 from ..data.io import read_mask, read_pixels, to_rgb_uint8
 from ..data.io import warm_up as decoders_warm_up
 from ..engine.checkpoint import load_model, model_card_path
-from ..engine.config import DEFAULT_LR, FINETUNE, MAX_SAFE_LR
+from ..engine.config import DEFAULT_LR, FINETUNE, MAX_SAFE_LR, TrainEvent
 from ..engine.finetune import finetune_steps
 from ..inference.predictor import predict
 from .docking import (
@@ -169,6 +169,7 @@ class FinetuneWidget(DockContainer):
         self._target: tuple[Any, Any] = (None, None)  # image and mask of the fine-tune running
         self._following = True  # the mask box follows the Labels layer selected (see _follow_active_mask)
         self.cancel_event = threading.Event()
+        self._running = ""  # what the result line says while a fine-tune runs
         # a closed dock stops its fine-tune (nothing else could: a dock opened again is a new one)
         call_when_closed(self, lambda: self.cancel_event.set())  # (each run has an event of its own)
         self.image = image_box(self.viewer)
@@ -553,12 +554,11 @@ class FinetuneWidget(DockContainer):
         self.worker = None
 
     def _progress(self, event: Any) -> None:
-        if event.message == "epoch done":
+        if event.kind == TrainEvent.EPOCH:
             self.plot.add(event.metrics)
-        elif event.message == "start measured":
-            held_out = bool(event.metrics.get("held_out", True))
-            self.plot.set_start(event.metrics, held_out)
-            if not held_out and not self.cancel_event.is_set():
+        elif event.kind == TrainEvent.START:
+            self.plot.set_start(event.metrics, event.held_out)
+            if not event.held_out and not self.cancel_event.is_set():
                 # one picture cannot be held out: its Dice is measured on the picture trained on
                 show_text(self.result, f"{self._running}\n(one picture: its Dice is measured on it, not on a "
                           "held-out one)")

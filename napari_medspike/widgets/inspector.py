@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Label, PushButton, SpinBox
 
-from ..analysis.maps import DECOMPOSED, INTERACTION_VIEWS, REDUCTIONS, inspect_steps, stage_of
+from ..analysis.maps import DECOMPOSED, INTERACTION_VIEWS, REDUCTIONS, StageMaps, inspect_steps, stage_of
 from .docking import (
     call_when_closed,
     call_when_shown,
@@ -40,6 +41,9 @@ from .layout import (
     show_text,
 )
 from .session import model_label, selected_image_and_model, session_of
+
+if TYPE_CHECKING:  # (the energy module is imported where an estimate runs, off the GUI thread)
+    from ..analysis.energy import EnergyReport
 
 #: What the four interaction maps mean, for tooltips and the README.
 INTERACTION_HELP = (
@@ -140,6 +144,17 @@ class RatePlot(DockPlot):
         bar.set_label("firing rate", fontsize=7)
 
 
+@dataclass
+class ShownInspection:
+    """The inspection shown last: another interactions view or layout shows it again, no new run."""
+
+    image_layer: Any
+    maps: StageMaps
+    report: EnergyReport
+    frame: int | None  #: the stack's frame inspected; None for a 2D image
+    channels: tuple[str, int]  #: how its channels were reduced to one map, and the channel picked (``"channel"``)
+
+
 class InspectorWidget(DockContainer):
     """Show what the spiking network does on an image, one encoder stage at a time."""
 
@@ -182,7 +197,7 @@ class InspectorWidget(DockContainer):
         self.stage.changed.connect(self._limit_channel)
         self.view.changed.connect(self._apply_view)
         self.interactions.changed.connect(self._show_again)
-        self._shown: tuple[Any, ...] | None = None  # the last result: another interactions view needs no new run
+        self._shown: ShownInspection | None = None  # the last result: another interactions view needs no new run
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.export_button.changed.connect(lambda *_: self.export_figures())
@@ -389,7 +404,7 @@ class InspectorWidget(DockContainer):
 
         def relayout() -> None:
             try:
-                changed = self._shown[3] is None and self._axes_of_other_layers() != self._across
+                changed = self._shown.frame is None and self._axes_of_other_layers() != self._across
             except RuntimeError:  # the dock was closed meanwhile
                 return
             if changed and any(la.metadata.get(MAP_TAG) for la in self.viewer.layers):
@@ -443,12 +458,13 @@ class InspectorWidget(DockContainer):
 
     def _show_again(self, *_: Any) -> None:
         """The last inspection's maps in the interactions view chosen now (no new run)."""
-        if self._shown is not None and self._shown[0] in self.viewer.layers:
+        shown = self._shown
+        if shown is not None and shown.image_layer in self.viewer.layers:
             step = self.viewer.dims.current_step  # the timestep shown stays
-            self._show(*self._shown[:3], frame=self._shown[3], channels=self._shown[4])
+            self._show(shown.image_layer, shown.maps, shown.report, frame=shown.frame, channels=shown.channels)
             self.viewer.dims.current_step = step
 
-    def _show(self, image_layer: Any, maps: Any, report: Any, frame: int | None = None,
+    def _show(self, image_layer: Any, maps: StageMaps, report: EnergyReport, frame: int | None = None,
               channels: tuple[str, int] = ("mean", 0)) -> None:
         """Add (or update) the maps as layers over ``image_layer``. For a stack, ``frame`` is the
         frame inspected: the maps get an axis of their own for time, in front of the frame axis,
@@ -456,7 +472,7 @@ class InspectorWidget(DockContainer):
         if image_layer not in self.viewer.layers:  # closed while it was being inspected
             show_text(self.summary, f"'{elide(image_layer.name, 40)}' was closed while inspecting: nothing shown")
             return
-        self._shown = (image_layer, maps, report, frame, channels)
+        self._shown = ShownInspection(image_layer, maps, report, frame, channels)
         pause = GridPause(self.viewer)
         sy, sx = (maps.scale[i] * image_layer.scale[-2 + i] for i in range(2))
         ty, tx = (maps.translate[i] * image_layer.scale[-2 + i] + image_layer.translate[-2 + i] for i in range(2))

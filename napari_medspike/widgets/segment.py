@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,20 +11,18 @@ import napari
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSlider, Label, PushButton, Table
 
-from ..common import check_writable
+from ..common import Progress, check_writable
 from ..engine.checkpoint import list_models
 from ..inference.measure import measure_slices, summarise, write_csv
 from ..inference.predictor import (
-    MODES,
-    Progress,
+    PREDICTION_MODES,
     mode_note,
-    pick_device,
     predict_stack_steps,
     recommended_flips,
     recommended_mode,
     shape_note,
 )
-from ..runtime import bf16_inference
+from ..runtime import bf16_inference, pick_device
 from .docking import call_when_closed, follow_layers, image_box, tab_with_sibling_docks
 from .jobs import start_worker
 from .layers import frame_numbers, range_note, shown_range
@@ -55,6 +54,16 @@ def layer_spacing(layer: Any) -> tuple[tuple[float, float], str]:
     return spacing, unit  # type: ignore[return-value]
 
 
+@dataclass
+class MeasuredMask:
+    """The last mask Segment made and measured, with what measuring it again needs."""
+
+    layer: Any  #: its Labels layer
+    options: dict[str, Any]  #: ``measure_slices``' spacing, unit, image name and slice numbers
+    probabilities: np.ndarray
+    unit: str  #: the unit of its areas (``px²`` without physical units)
+
+
 class SegmentWidget(DockContainer):
     """Segment the chosen image layer with a shipped model or a checkpoint, off the GUI thread."""
 
@@ -79,7 +88,7 @@ class SegmentWidget(DockContainer):
         self.threshold = FloatSlider(label="threshold", min=0.05, max=0.95, step=0.05, value=0.5,
                                      tooltip="probability above which a pixel belongs to the mask; moving it "
                                      "redraws the last mask from its probabilities, unless it was painted on")
-        self.mode = ComboBox(label="mode", choices=list(MODES), value="resize",
+        self.mode = ComboBox(label="mode", choices=list(PREDICTION_MODES), value="resize",
                              tooltip="resize: whole image at the model's size; tiled: overlapping tiles at full resolution, "
                              "for models trained on random crops (e.g. for histology); a model trained on whole "
                              "resized images sees too little of the image in a tile (set to the mode the model "
@@ -108,7 +117,8 @@ class SegmentWidget(DockContainer):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="")
         self.measurements: list[dict[str, Any]] = []
-        self._measured: tuple[Any, ...] | None = None  # what _remeasure needs: the mask layer, measure options, probabilities, unit
+        self._mask_layer: Any = None  # the last mask layer made here
+        self._measured: MeasuredMask | None = None  # what measuring it again needs
         self._measuring = 0  # counts measurements started: only the latest one's rows are shown
         from qtpy.QtCore import QTimer
 
@@ -383,7 +393,7 @@ class SegmentWidget(DockContainer):
         self._stop_following_paint()  # painting an earlier mask no longer measures this one again
         self._measuring += 1  # a measurement of the earlier mask still running must not show its rows here
         options = {"spacing": spacing, "unit": unit, "image": layer.name, "slice_numbers": frame_numbers(layer)}
-        self._measured = (self._mask_layer, options, prob, unit)
+        self._measured = MeasuredMask(self._mask_layer, options, prob, unit)
         self._mask_layer.events.paint.connect(self._painted)
         self._show_rows(rows)
 
@@ -391,7 +401,7 @@ class SegmentWidget(DockContainer):
         """Painting the last mask measured here no longer measures it again (a new mask is
         measured, or the dock was closed)."""
         if self._measured is not None:
-            self._measured[0].events.paint.disconnect(self._painted)
+            self._measured.layer.events.paint.disconnect(self._painted)
 
     def _painted(self, *_: Any) -> None:
         try:
@@ -401,16 +411,16 @@ class SegmentWidget(DockContainer):
 
     def _mask_now(self) -> tuple[Any, np.ndarray] | None:
         """The last mask made here as it is now (a copy: painting may go on) and its layer."""
-        if self._measured is None or self._measured[0] not in self.viewer.layers:
+        if self._measured is None or self._measured.layer not in self.viewer.layers:
             return None
-        return self._measured[0], np.asarray(self._measured[0].data) != 0
+        return self._measured.layer, np.asarray(self._measured.layer.data) != 0
 
     def _remeasure(self) -> Any:
         """Measure the last mask made here again, in a worker; returns it (None: no such mask)."""
         now = self._mask_now()
         if now is None:
             return None
-        _, options, probs, _ = self._measured
+        options, probs = self._measured.options, self._measured.probabilities
         self._measuring += 1
         ticket = self._measuring
 
@@ -427,9 +437,9 @@ class SegmentWidget(DockContainer):
     def _show_rows(self, rows: list[dict[str, Any]]) -> None:
         self.measurements = rows
         if self._measured is not None:
-            self._measured[0].metadata["measurements"] = rows
-            probs = self._measured[2]
-            self._show_measurements(self._measured[3], probs.shape[0] if probs.ndim == 3 else 1)
+            self._measured.layer.metadata["measurements"] = rows
+            probs = self._measured.probabilities
+            self._show_measurements(self._measured.unit, probs.shape[0] if probs.ndim == 3 else 1)
 
     def _show_measurements(self, unit: str, images: int, by_file: bool = False) -> None:
         """Fill the table and its summary line from :attr:`measurements` (``by_file``: with a
@@ -457,9 +467,8 @@ class SegmentWidget(DockContainer):
         """Write the last measurements as CSV (asks where, unless ``path`` is given)."""
         now = self._mask_now()  # the mask as it is now, painted or not
         if now is not None:
-            _, options, probs, _ = self._measured
             self._measuring += 1  # (a measurement still running would be older)
-            self._show_rows(measure_slices(now[1], probs, **options))
+            self._show_rows(measure_slices(now[1], self._measured.probabilities, **self._measured.options))
         if not self.measurements:
             napari.utils.notifications.show_error("segment an image first: there are no measurements yet")
             return None
@@ -482,9 +491,9 @@ class SegmentWidget(DockContainer):
         """Redraw the last mask made here from its probabilities at the slider's threshold and
         measure it again; a mask the user painted on is kept as painted (the threshold then
         applies to the next segmentation). Returns whether the mask changed."""
-        if self._measured is None or self._measured[0] not in self.viewer.layers:
+        if self._measured is None or self._measured.layer not in self.viewer.layers:
             return False
-        layer, probs, threshold = self._measured[0], self._measured[2], float(self.threshold.value)
+        layer, probs, threshold = self._measured.layer, self._measured.probabilities, float(self.threshold.value)
         if layer.metadata.get("threshold") == threshold:
             return False
         if layer.metadata.get("edited"):
@@ -499,7 +508,7 @@ class SegmentWidget(DockContainer):
 
     def _restyle(self, *_: Any) -> None:
         """Apply the chosen mask colour and style to the last mask layer made here."""
-        layer = getattr(self, "_mask_layer", None)
+        layer = self._mask_layer
         if layer is not None and layer in self.viewer.layers:
             style_mask(layer, self.mask_colour.value, self.mask_style.value)
 

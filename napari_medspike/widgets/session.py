@@ -164,7 +164,7 @@ def summary_of(model: Segmenter) -> str:
     text = f"{model.arch}, input {model.input_size}², T={model.timesteps}"
     if isinstance(dice, (int, float)) and math.isfinite(dice):
         training = info.training
-        if str(training.get("validated_on", "")).startswith("training"):  # a fine-tune with nothing held out
+        if not info.validated_on_held_out:  # a fine-tune with nothing held out
             return text + f"\nDice {dice:.3f} on its own training images (none held out)"
         parts = [elide(dataset_names(training.get("data", [])), 40)]
         count = len(training.get("val_keys", []))

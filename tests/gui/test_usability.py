@@ -996,6 +996,9 @@ def test_a_model_card_says_what_its_dice_was_measured_on(tmp_path):
                             training={"data": [str(tmp_path / "corrections")], "val_keys": ["corrections/a"],
                                       "validated_on": "training images (nothing held out)"})
     assert summary_of(load_model(tuned)).endswith("Dice 0.755 on its own training images (none held out)")
+    flagged = save_checkpoint(model, tmp_path / "flagged.safetensors", input_size=64, metrics={"val_dice": 0.755},
+                              training={"data": [str(tmp_path / "corrections")], "held_out": False})  # as now written
+    assert summary_of(load_model(flagged)).endswith("Dice 0.755 on its own training images (none held out)")
     held_out = save_checkpoint(model, tmp_path / "held.safetensors", input_size=64, metrics={"val_dice": 0.81},
                                training={"data": [str(tmp_path / "kvasir-seg")], "val_keys": ["kvasir-seg/a", "kvasir-seg/b"]})
     assert summary_of(load_model(held_out)).endswith("validation Dice 0.810 (kvasir-seg, 2 images)")
