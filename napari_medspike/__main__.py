@@ -24,15 +24,18 @@ def display_problem(environ: dict[str, str] | None = None, platform: str = sys.p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Open napari with the plugin's docks on a bundled sample (``--sample``); the exit status."""
     import argparse
+
+    from ._sample_data import SAMPLE_KEYS
 
     parser = argparse.ArgumentParser(
         prog="python -m napari_medspike",
         description="Open napari with the plugin's three docks (Segment, Spike inspector, Correct and fine-tune) "
         "on a bundled sample image.")
-    parser.add_argument("--sample", default="kvasir", choices=["kvasir", "ph2", "busi", "synthetic"],
+    parser.add_argument("--sample", default=SAMPLE_KEYS[0], choices=SAMPLE_KEYS,
                         help="the sample to open: a Kvasir-SEG polyp (default), a PH2 skin lesion, a BUSI "
-                        "breast ultrasound, or a synthetic image")
+                        "breast ultrasound, GlaS colon glands (histology), or a synthetic image")
     args = parser.parse_args(argv)
     problem = display_problem()
     if problem:

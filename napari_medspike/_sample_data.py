@@ -9,6 +9,8 @@ from .data.io import read_mask
 from .data.synthetic import synthetic_lesion
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
+#: The samples' keys in napari.yaml (``viewer.open_sample("napari-medspike", key)``), first the default.
+SAMPLE_KEYS = ("kvasir", "ph2", "busi", "glas", "synthetic")
 LayerData = tuple[Any, dict[str, Any], str]
 
 

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._sample_data import SAMPLE_KEYS
+
 
 def wait_for(worker: Any, timeout: float = 600.0) -> None:
     """Process Qt events until a napari worker has finished (the GUI stays live meanwhile)."""
@@ -84,9 +86,10 @@ def plugin_dock(viewer: Any, name: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the scripted main job (see the module's docstring); 0 if every step worked, else 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screenshot", type=Path, help="save a PNG of the whole window here")
-    parser.add_argument("--sample", default="kvasir", choices=["kvasir", "ph2", "busi", "synthetic"])
+    parser.add_argument("--sample", default=SAMPLE_KEYS[0], choices=SAMPLE_KEYS)
     parser.add_argument("--model", help="checkpoint file instead of the shipped default model")
     parser.add_argument("--store", type=Path, help="correction folder (default: a temporary one)")
     args = parser.parse_args(argv)

@@ -59,6 +59,23 @@ def test_the_main_command_answers_help_without_opening_a_window(capsys):
     assert stop.value.code == 2
 
 
+def test_every_sample_of_the_manifest_can_be_asked_for_by_name():
+    """The GlaS sample was in napari's Open Sample menu but not among the choices of
+    ``python -m napari_medspike --sample`` and the demo."""
+    import yaml
+
+    from napari_medspike._sample_data import SAMPLE_KEYS
+
+    manifest = yaml.safe_load((Path(__file__).parents[1] / "napari_medspike" / "napari.yaml").read_text())
+    assert [entry["key"] for entry in manifest["contributions"]["sample_data"]] == list(SAMPLE_KEYS)
+    from napari_medspike.__main__ import main
+
+    for key in SAMPLE_KEYS:  # (a choice argparse refuses exits 2 before --help is reached)
+        with pytest.raises(SystemExit) as stop:
+            main(["--sample", key, "--help"])
+        assert stop.value.code == 0, key
+
+
 def test_run_script_stops_early_without_a_display(tmp_path):
     import os
     import subprocess

@@ -110,18 +110,22 @@ class EnergyReport:
 
     @property
     def analog_macs(self) -> int:
+        """Multiply-accumulates fed analog values (the encoding layer), per pass."""
         return sum(layer.macs for layer in self.layers if layer.input_rate is None)
 
     @property
     def sops(self) -> float:
+        """Synaptic operations, per pass: accumulates fed spikes, each spike counted once per MAC it drives."""
         return sum(layer.sops for layer in self.layers)
 
     @property
     def energy_pj(self) -> float:
+        """The estimated energy of one pass, in picojoules (MACs at ``e_mac_pj``, SOPs at ``e_ac_pj``)."""
         return sum(layer.energy_pj for layer in self.layers)
 
     @property
     def ann_energy_pj(self) -> float:
+        """The dense-network reference's energy for the same pass, in picojoules (all its MACs at ``e_mac_pj``)."""
         return self.ann_macs * self.e_mac_pj
 
     @property

@@ -68,6 +68,7 @@ def build_models(names: list[str], timesteps: int) -> dict[str, torch.nn.Module]
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Floating-point operations of one forward pass of ``model`` on ``x`` (torch's FLOP counter)."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops()
@@ -170,10 +171,13 @@ def train_forward(model: torch.nn.Module, x: torch.Tensor, sltt: int = 0) -> tor
 
 
 def summary(values: list[float]) -> dict[str, float]:
+    """The median, minimum and maximum of repeated timings."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark the parsed command line asks for; the results as one JSON-ready record
+    (machine, then per model: parameters, FLOPs, forward and training-step times, peak memory)."""
     torch.manual_seed(0)
     device = torch.device(args.device)
     # forward passes as the plugin runs them (heap-tuned malloc); training as the trainer does
@@ -315,6 +319,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``medspike-bench``: parse ``argv`` (default: the command line), run, print and save; the exit status."""
     if argv is None:  # a real command line (not a call from Python): huge-page malloc
         reexec_with_huge_pages()
     parser = argparse.ArgumentParser(prog="medspike-bench", description=__doc__.splitlines()[0])

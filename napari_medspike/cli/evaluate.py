@@ -232,6 +232,7 @@ def describe_comparison(comparison: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``medspike-evaluate``: a checkpoint's figures on a folder at the original resolution; the exit status."""
     if argv is None:  # a real command line (not a call from Python): huge-page malloc
         reexec_with_huge_pages()
     parser = argparse.ArgumentParser(

@@ -78,6 +78,7 @@ def _warnings_above(bar) -> Iterator[None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``medspike-segment``: segment images, videos or folders into mask files; the exit status."""
     if argv is None:  # a real command line (not a call from Python): huge-page malloc
         reexec_with_huge_pages()
     parser = argparse.ArgumentParser(

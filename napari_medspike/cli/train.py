@@ -79,6 +79,7 @@ def _tqdm_progress() -> tuple[callable, callable]:
 
 
 def train_main(argv: list[str] | None = None) -> int:
+    """``medspike-train``: train a model on folders of images and masks; the exit status."""
     if argv is None:  # a real command line (not a call from Python): huge-page malloc
         reexec_with_huge_pages()
     parser = argparse.ArgumentParser(
@@ -124,6 +125,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def finetune_main(argv: list[str] | None = None) -> int:
+    """``medspike-finetune``: fine-tune a checkpoint on corrections; the exit status."""
     if argv is None:  # a real command line (not a call from Python): huge-page malloc
         reexec_with_huge_pages()
     parser = argparse.ArgumentParser(

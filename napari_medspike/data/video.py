@@ -41,6 +41,7 @@ class VideoInfo:
 
     @property
     def frame_bytes(self) -> int:
+        """Bytes of one decoded RGB frame (8 bits per channel)."""
         return self.height * self.width * 3
 
 

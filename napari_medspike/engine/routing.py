@@ -132,9 +132,11 @@ class GateFit:
 
     @property
     def separates(self) -> bool:
+        """Whether the gate tells the two kinds of image apart well enough to route by it."""
         return self.start_misrouted <= MAX_START_MISROUTED and self.new_routed >= MIN_NEW_ROUTED
 
     def record(self) -> dict[str, Any]:
+        """The fit's figures as the checkpoint's metadata records them."""
         return {"start_images": self.start_images, "corrections": self.new_images,
                 "start_misrouted_leave_one_out": round(self.start_misrouted, 4),
                 "corrections_routed_leave_one_out": round(self.new_routed, 4)}

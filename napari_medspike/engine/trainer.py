@@ -523,6 +523,7 @@ class StepLoss:
         self.with_sides = teacher is not None or cfg.deep_supervision > 0
 
     def forward(self, x: torch.Tensor, **kwargs: Any) -> Any:
+        """Run the model on ``x`` as the run trains it (SLTT or the plain forward pass)."""
         if self.cfg.sltt:
             return sltt_forward(self.model, x, k=self.cfg.sltt, **kwargs)
         return self.net(x, **kwargs)

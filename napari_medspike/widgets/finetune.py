@@ -96,6 +96,7 @@ class CurvePlot(DockPlot):
         self.clear()
 
     def clear(self) -> None:
+        """Forget the curves (a new fine-tune starts)."""
         self.history, self.start, self.held_out = [], None, True
         self._draw()
 
@@ -105,6 +106,7 @@ class CurvePlot(DockPlot):
         self._draw()
 
     def add(self, row: dict[str, float]) -> None:
+        """Add an epoch's figures (its history row) to the curves."""
         self.history.append(row)
         self._draw()
 

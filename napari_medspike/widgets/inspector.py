@@ -269,6 +269,8 @@ class InspectorWidget(DockContainer):
 
     # --- running ----------------------------------------------------------------------------
     def run(self) -> Any:
+        """Inspect the image chosen with the current model, in a worker; the worker, or None after
+        saying what is missing (no image, a model that does not spike)."""
         layer = self.image.value
         # the pixels stay as the layer holds them (a lazy stack: read by the job, off the GUI thread)
         chosen = selected_image_and_model(layer, self.session, viewer=self.viewer, stacks=True)

@@ -33,6 +33,7 @@ class DraftSaver:
         self.timer.timeout.connect(self.save)
 
     def schedule(self, *_: Any) -> None:
+        """Save the draft once painting pauses (the timer restarts at each stroke)."""
         self.timer.start()
 
     def save(self) -> Path:

@@ -522,6 +522,7 @@ class SegmentWidget(DockContainer):
             self.worker.quit()
 
     def cancel(self) -> None:
+        """Stop the running job at its next step; a folder keeps the masks written so far."""
         if self.worker is None:
             return
         if self._folder_cancel is not None:  # a folder job stops itself, keeping what it wrote

@@ -81,6 +81,7 @@ class ModelSession:
         return model
 
     def set(self, model: Segmenter, source: str) -> None:
+        """Make ``model`` (loaded from ``source``) current, remember a checkpoint file, and tell the docks."""
         self.model, self.source = model, source
         if source not in list_models():
             self.checkpoints = [source] + [c for c in self.checkpoints if c != source]
