@@ -10,7 +10,9 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import re
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +250,31 @@ def load_model(name_or_path: str | Path = "default", device: str | torch.device 
 def model_card_path(checkpoint: str | Path) -> Path:
     """Where the markdown model card of a checkpoint lives (beside it, ``NAME.md``)."""
     return Path(checkpoint).with_suffix(".md")
+
+
+#: How the plugin names a fine-tuned model: ``finetuned_<YYYYmmdd-HHMMSS>[-n].safetensors``.
+_FINETUNED_NAME = re.compile(r"finetuned_(\d{8}-\d{6})(?:-\d+)?")
+
+
+def finetuned_model_path(folder: Path, when: datetime | None = None) -> Path:
+    """A new file for a model fine-tuned at ``when`` (default: now, local time) in ``folder``:
+    ``finetuned_<YYYYmmdd-HHMMSS>.safetensors``, or ``..._<stamp>-2`` and so on when a model (or
+    its card) of that name exists: two fine-tunes ended within one second must not share a file."""
+    stamp = (when or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    out, n = folder / f"finetuned_{stamp}.safetensors", 1
+    while out.exists() or model_card_path(out).exists():
+        n += 1
+        out = folder / f"finetuned_{stamp}-{n}.safetensors"
+    return out
+
+
+def finetuned_time(path: str | Path) -> datetime | None:
+    """When the model at ``path`` was fine-tuned, read from the name :func:`finetuned_model_path`
+    gives; None for a file named otherwise."""
+    found = _FINETUNED_NAME.fullmatch(Path(path).stem)
+    if found is None:
+        return None
+    try:
+        return datetime.strptime(found.group(1), "%Y%m%d-%H%M%S")
+    except ValueError:  # (digits that are no date)
+        return None

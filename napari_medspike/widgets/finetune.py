@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from ..common import WriteError, check_writable
 from ..data.corrections import STAMP, Correction, CorrectionStore, check_correction, default_store, remember_store
 from ..data.io import read_mask, read_pixels, to_rgb_uint8
 from ..data.io import warm_up as decoders_warm_up
-from ..engine.checkpoint import load_model, model_card_path
+from ..engine.checkpoint import finetuned_model_path, load_model
 from ..engine.config import DEFAULT_LR, FINETUNE, MAX_SAFE_LR, TrainEvent
 from ..engine.finetune import finetune_steps
 from ..inference.predictor import predict
@@ -67,16 +66,6 @@ from .session import model_label, session_of
 #: The default learning rates of the shipped models' architectures (the twins that train a
 #: spiking model are not offered here).
 USER_LR_TEXT = ", ".join(f"{name} {rate:g}" for name, rate in sorted(DEFAULT_LR.items()) if "twin" not in name)
-
-
-def unused_model_path(folder: Path, stamp: str) -> Path:
-    """``folder/finetuned_<stamp>.safetensors``, or ``..._<stamp>-2`` and so on when a model (or
-    its card) of that name exists: two fine-tunes ended within one second must not share a file."""
-    out, n = folder / f"finetuned_{stamp}.safetensors", 1
-    while out.exists() or model_card_path(out).exists():
-        n += 1
-        out = folder / f"finetuned_{stamp}-{n}.safetensors"
-    return out
 
 
 class CurvePlot(DockPlot):
@@ -520,7 +509,7 @@ class FinetuneWidget(DockContainer):
             napari.utils.notifications.show_warning(
                 "replay needs both a folder of training images and a number of pairs: fine-tuning without replay"
                 if replay is None else "replay folder chosen with 0 pairs: fine-tuning without replay (set 'pairs')")
-        out = unused_model_path(self.store.root / "models", time.strftime("%Y%m%d-%H%M%S"))
+        out = finetuned_model_path(self.store.root / "models")
         epochs, replay_samples, root = int(self.epochs.value), int(self.replay_samples.value), self.store.root
         minutes, route = float(self.minutes.value), bool(self.keep_start.value)
         self.cancel_event = threading.Event()

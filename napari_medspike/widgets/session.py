@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from napari.utils.notifications import show_error
 
-from ..engine.checkpoint import list_models, load_model, resolve_checkpoint
+from ..engine.checkpoint import finetuned_time, list_models, load_model, resolve_checkpoint
 from ..models.base import Segmenter
 from .layers import image_data, image_data_2d
 from .layout import elide
@@ -110,15 +110,12 @@ class ModelSession:
 def model_label(source: str) -> str:
     """How a model source reads in a model box: a shipped name as is, a file as its name.
 
-    Fine-tuned checkpoints (``finetuned_YYYYmmdd-HHMMSS``) read as ``fine-tuned HH:MM:SS``.
+    Fine-tuned checkpoints (``finetuned_YYYYmmdd-HHMMSS``) read as ``fine-tuned HH:MM:SS (YYYY-mm-dd)``.
     """
     if source in list_models():
         return source
-    stem = Path(source).stem
-    if stem.startswith("finetuned_") and len(stem) >= len("finetuned_20260101-000000"):
-        stamp = stem[len("finetuned_"):]
-        return f"fine-tuned {stamp[9:11]}:{stamp[11:13]}:{stamp[13:15]} ({stamp[:4]}-{stamp[4:6]}-{stamp[6:8]})"
-    return stem
+    made = finetuned_time(source)
+    return Path(source).stem if made is None else f"fine-tuned {made:%H:%M:%S} ({made:%Y-%m-%d})"
 
 
 def model_choices(session: ModelSession, extra_folders: tuple[Path, ...] = ()) -> list[tuple[str, str]]:

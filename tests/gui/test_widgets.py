@@ -937,16 +937,25 @@ def test_an_image_the_user_opens_becomes_the_docks_image_but_results_do_not(plug
 
 
 def test_fine_tunes_ended_within_one_second_get_their_own_files(tmp_path):
-    from napari_medspike.widgets.finetune import unused_model_path
+    from datetime import datetime
 
-    first = unused_model_path(tmp_path, "20261129-101500")
+    from napari_medspike.engine.checkpoint import finetuned_model_path, finetuned_time
+    from napari_medspike.widgets.session import model_label
+
+    when = datetime(2026, 11, 29, 10, 15, 0)
+    first = finetuned_model_path(tmp_path, when)
     assert first.name == "finetuned_20261129-101500.safetensors"
     first.write_bytes(b"model")
-    second = unused_model_path(tmp_path, "20261129-101500")
+    second = finetuned_model_path(tmp_path, when)
     assert second.name == "finetuned_20261129-101500-2.safetensors"
     first.unlink()
     first.with_suffix(".md").write_text("card")  # a card left without its model still holds the name
-    assert unused_model_path(tmp_path, "20261129-101500") == second
+    assert finetuned_model_path(tmp_path, when) == second
+    # the name reads back as the time it was made, in a model box too
+    assert finetuned_time(first) == finetuned_time(second) == when
+    assert model_label(str(second)) == "fine-tuned 10:15:00 (2026-11-29)"
+    for other in ("finetuned_best", "finetuned_20261399-101500", "my_finetuned_20261129-101500"):
+        assert finetuned_time(tmp_path / f"{other}.safetensors") is None and model_label(other) == other
 
 
 def test_switching_back_to_a_model_reuses_it_unless_its_file_changed(tmp_path):
