@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_medspike.analysis.maps import DECOMPOSED, decompose_interactions
+from napari_medspike.analysis.maps import DECOMPOSED, decompose_interactions, display_limits
 
 
 def rebuilt(parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -44,6 +44,24 @@ def test_shares_are_undefined_where_nothing_arrives():
     parts = decompose_interactions(maps)
     assert parts["sum"][0, 0] == 0 and np.isnan(parts["Q-active share"][0, 0]) and np.isnan(parts["Q–K φ"][0, 0])
     assert parts["Q-active share"][0, 1] == 0.5 and parts["Q–K φ"][0, 1] == 0
+
+
+def test_map_contrast_ignores_outliers_centres_signed_maps_and_is_never_empty():
+    rng = np.random.default_rng(0)
+    counts = rng.uniform(10, 20, (64, 64))
+    counts[0, 0] = 1e6  # one hot pixel must not wash the map out
+    (lo, hi), signed = display_limits("AA", counts)
+    assert not signed and 10 <= lo < hi <= 20
+    phi = rng.uniform(0.1, 0.3, (64, 64))  # φ: centred on 0 even where all of it is positive
+    (lo, hi), signed = display_limits(DECOMPOSED[3], phi)
+    assert signed and lo == -hi and 0.29 <= hi <= 0.3
+    (lo, hi), signed = display_limits("II", counts - 15)  # values on both sides of 0
+    assert signed and lo == -hi
+    share = np.full((8, 8), np.nan)
+    share[0, :4] = 0.5  # a share defined in four pixels, all alike
+    (lo, hi), signed = display_limits("Q-active share", share)
+    assert lo == 0.5 < hi and not signed
+    assert display_limits("AA", np.full((4, 4), np.nan))[0] == (0.0, 1.0)
 
 
 def test_inspecting_leaves_a_model_in_training_mode_and_its_statistics_alone(calibrated):

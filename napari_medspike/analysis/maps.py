@@ -150,6 +150,19 @@ def virtual_timesteps(values: torch.Tensor, levels: int) -> torch.Tensor:
     return torch.stack([(counts > j).to(values.dtype) for j in range(levels)])
 
 
+def display_limits(name: str, array: np.ndarray) -> tuple[tuple[float, float], bool]:
+    """Contrast limits that show an interaction map well whatever its outliers: the 1st and
+    99th percentiles of its finite values (a share is undefined where nothing arrives), made
+    symmetric about 0 for a signed map (φ, or any map with values on both sides of 0), and
+    never empty; and whether the map is signed (for a diverging colormap)."""
+    finite = array[np.isfinite(array)]
+    lo, hi = (float(v) for v in np.percentile(finite, (1, 99))) if finite.size else (0.0, 1.0)
+    signed = name == DECOMPOSED[3] or lo < 0 < hi
+    if signed:
+        lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
+    return (lo, hi if hi > lo else lo + 1e-6), signed
+
+
 def stage_of(layer_name: str) -> str:
     """The part of the network a layer belongs to: ``stage 0``..``stage 3``, ``decoder``, ``head``."""
     parts = layer_name.split(".")

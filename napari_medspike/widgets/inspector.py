@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import napari
 import numpy as np
 from magicgui.widgets import ComboBox, Label, PushButton, SpinBox
 
-from ..analysis.maps import DECOMPOSED, INTERACTION_VIEWS, REDUCTIONS, StageMaps, inspect_steps, stage_of
+from ..analysis.energy import EnergyReport
+from ..analysis.maps import INTERACTION_VIEWS, REDUCTIONS, StageMaps, display_limits, inspect_steps, stage_of
 from .docking import (
     call_when_closed,
     call_when_shown,
@@ -41,9 +42,6 @@ from .layout import (
     show_text,
 )
 from .session import model_label, selected_image_and_model, session_of
-
-if TYPE_CHECKING:  # (the energy module is imported where an estimate runs, off the GUI thread)
-    from ..analysis.energy import EnergyReport
 
 #: What the four interaction maps mean, for tooltips and the README.
 INTERACTION_HELP = (
@@ -544,15 +542,11 @@ class InspectorWidget(DockContainer):
         shown = maps.decomposed if decomposed else maps.interactions
         arrays = {k: (v[0] if v.shape[0] == 1 else v) for k, v in shown.items()}  # no time: 2D
         for slot, (name, array) in enumerate(arrays.items(), start=1):
-            finite = array[np.isfinite(array)]  # (a share is undefined where nothing arrives)
-            lo, hi = (float(v) for v in np.percentile(finite, (1, 99))) if finite.size else (0.0, 1.0)
-            signed = name == DECOMPOSED[3] or lo < 0 < hi  # robust contrast per map; φ centred on 0
-            if signed:
-                lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
+            limits, signed = display_limits(name, array)
             names.append(f"{name} ({tag})")
             data, where = on_image(array)
             colormap = SIGNED_COLORMAP if signed else SHARE_COLORMAP if "share" in name else INTERACTION_COLORMAP
-            self._put(names[-1], slot, data, pause, colormap=colormap, contrast_limits=(lo, hi if hi > lo else lo + 1e-6), **where)
+            self._put(names[-1], slot, data, pause, colormap=colormap, contrast_limits=limits, **where)
         data, where = on_image(maps.firing_rate)
         rate_name = f"{maps.spike_name} firing rate ({tag})"
         self._put(rate_name, 1 + len(arrays), data, pause, colormap="inferno", visible=False,
