@@ -7,13 +7,14 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..common import check_writable, run_job
-from ..data.dataset import find_pairs, split_pairs, split_units
+from ..data.dataset import Pair, find_pairs, split_pairs, split_units
 from ..models.base import Segmenter
 from ..models.routed import STYLE_FEATURES, RoutedSegmenter, style_feature_dim
 from ..runtime import release_free_memory
@@ -62,6 +63,90 @@ def _holds_only_finetune_logs(folder: Path) -> bool:
     return bool(config.get("keep_initial_as_best")) and not config.get("resumable", True) and not weights
 
 
+def check_finetune_request(out: str | Path, lr: float, epochs: int, minutes: float) -> None:
+    """Refuse (``ValueError``, or :class:`~napari_medspike.common.WriteError` for a folder that
+    cannot be written) a fine-tune whose options or output cannot work, before any training."""
+    if not 0 <= lr <= MAX_SAFE_LR:
+        raise ValueError(f"learning rate {lr} is unsafe for fine-tuning: use a value in (0, {MAX_SAFE_LR}], "
+                         "or 0 for the architecture's own")
+    if epochs < 0:
+        raise ValueError("epochs must be >= 1, or 0 for auto")
+    if minutes < 0:
+        raise ValueError("minutes must be >= 0 (0: no time limit)")
+    if Path(out).is_dir():  # checked before minutes of training, not when writing
+        raise ValueError(f"{out} is a folder: give the checkpoint file to write, e.g. {Path(out) / 'tuned.safetensors'}")
+    if Path(out).suffix.lower() != ".safetensors":
+        raise ValueError(f"{out}: the checkpoint to write must end in .safetensors")
+    check_writable(Path(out).parent)  # a read-only folder: said now, not after the training
+
+
+def correction_pairs(folders: Sequence[str | Path]) -> list[Pair]:
+    """The image/mask pairs of the correction ``folders`` (problems logged); ``ValueError`` when
+    there are none, or when every mask is empty or unreadable (nothing to learn from)."""
+    from ..data.io import ImageReadError, read_mask
+
+    pairs, problems = find_pairs(folders)
+    for problem in problems:
+        log.warning("fine-tune: %s", problem)
+    if not pairs:
+        raise ValueError("no corrections to learn from: no image/mask pairs in " + ", ".join(map(str, folders)))
+
+    def has_foreground(pair: Pair) -> bool:
+        try:
+            return bool(read_mask(pair.mask).any())
+        except ImageReadError:  # unreadable pairs are skipped (and reported) by the training loop
+            return False
+
+    if not any(has_foreground(p) for p in pairs):
+        raise ValueError("every correction mask is empty or unreadable: paint the foreground before fine-tuning")
+    return pairs
+
+
+@dataclass
+class _Start:
+    """What a fine-tune starts from."""
+
+    model: Segmenter  #: the model trained (a routed start: the expert the corrections go to)
+    keeper: Segmenter  #: the model a routed result keeps for the starting kind of image
+    first_kind: RoutedSegmenter | None  #: a routed start whose first expert the corrections are like
+    name: str  #: the starting model's name, for cards and messages
+    path: Path  #: its checkpoint file (a scratch copy where it has none of its own)
+    meta: dict[str, Any]  #: the starting checkpoint's metadata
+
+
+def _choose_start(start: str | Path | Segmenter, images: list[Path], run_dir: Path) -> _Start:
+    """Load ``start`` and choose what trains: a routed start fine-tunes the expert its gate
+    sends most of ``images`` to and keeps the other one."""
+    if isinstance(start, Segmenter):
+        source_model = start
+        start_name = Path(start.info.path).stem if start.info.path else "the model in use"
+    else:
+        start_name = Path(str(start)).stem
+        source_model = load_model(resolve_checkpoint(start))
+    start_meta = source_model.info.to_metadata()
+    keeper = source_model
+    first_kind: RoutedSegmenter | None = None
+    if isinstance(source_model, RoutedSegmenter):  # fine-tune the expert the corrections go to
+        routed_start = source_model
+        to_tuned = routed_start.routes(image_styles(routed_start.experts[0], images, skip_unreadable=True))
+        index = 1 if not len(to_tuned) or float(to_tuned.float().mean()) >= 0.5 else 0
+        log.info("fine-tune: the gate sends %d of %d corrections to the fine-tuned copy: training expert %d",
+                 int(to_tuned.sum()), len(to_tuned), index)
+        if index == 0:
+            first_kind = routed_start
+        for expert in routed_start.experts:
+            expert.info = routed_start.info.updated(arch=expert.arch, config=expert.config)
+        keeper = routed_start.experts[1 - index]
+        source_model = routed_start.experts[index]
+        start_name = (start_meta.get("routing") or {}).get("start", start_name)
+    if isinstance(start, Segmenter) or keeper is not source_model:
+        start_path = run_dir / "start.safetensors"
+        save_checkpoint(source_model, start_path, **source_model.info.record())
+    else:
+        start_path = resolve_checkpoint(start)
+    return _Start(source_model, keeper, first_kind, start_name, start_path, start_meta)
+
+
 def finetune_steps(
     start: str | Path | Segmenter,
     data: str | Path | Sequence[str | Path],
@@ -108,65 +193,15 @@ def finetune_steps(
     first kind train the first expert except its first stage, which the gate reads (so every
     image is routed as before), and the copy fine-tuned before stays as it was.
     """
-    if not 0 <= lr <= MAX_SAFE_LR:
-        raise ValueError(f"learning rate {lr} is unsafe for fine-tuning: use a value in (0, {MAX_SAFE_LR}], "
-                         "or 0 for the architecture's own")
-    if epochs < 0:
-        raise ValueError("epochs must be >= 1, or 0 for auto")
-    if minutes < 0:
-        raise ValueError("minutes must be >= 0 (0: no time limit)")
-    if Path(out).is_dir():  # checked before minutes of training, not when writing
-        raise ValueError(f"{out} is a folder: give the checkpoint file to write, e.g. {Path(out) / 'tuned.safetensors'}")
-    if Path(out).suffix.lower() != ".safetensors":
-        raise ValueError(f"{out}: the checkpoint to write must end in .safetensors")
-    check_writable(Path(out).parent)  # a read-only folder: said now, not after the training
+    check_finetune_request(out, lr, epochs, minutes)
     folders = [data] if isinstance(data, (str, Path)) else list(data)
-    pairs, problems = find_pairs(folders)
-    for problem in problems:
-        log.warning("fine-tune: %s", problem)
-    if not pairs:
-        raise ValueError("no corrections to learn from: no image/mask pairs in " + ", ".join(map(str, folders)))
-    from ..data.io import ImageReadError, read_mask
-
-    def has_foreground(pair) -> bool:
-        try:
-            return bool(read_mask(pair.mask).any())
-        except ImageReadError:  # unreadable pairs are skipped (and reported) by the training loop
-            return False
-
-    if not any(has_foreground(p) for p in pairs):
-        raise ValueError("every correction mask is empty or unreadable: paint the foreground before fine-tuning")
-
+    pairs = correction_pairs(folders)
     images = [p.image for p in pairs]  # what the gate looks at (unreadable ones left out, as training does)
     out = Path(out)
     run_dir = Path(run_dir) if run_dir is not None else scratch_run_folder(out)
-    if isinstance(start, Segmenter):
-        source_model = start
-        start_name = Path(start.info.path).stem if start.info.path else "the model in use"
-    else:
-        start_name = Path(str(start)).stem
-        source_model = load_model(resolve_checkpoint(start))
-    start_meta = source_model.info.to_metadata()
-    keeper = source_model  # the model a routed result keeps for the starting kind of image
-    first_kind: RoutedSegmenter | None = None  # a routed start whose first expert the corrections are like
-    if isinstance(source_model, RoutedSegmenter):  # fine-tune the expert the corrections go to
-        routed_start = source_model
-        to_tuned = routed_start.routes(image_styles(routed_start.experts[0], images, skip_unreadable=True))
-        index = 1 if not len(to_tuned) or float(to_tuned.float().mean()) >= 0.5 else 0
-        log.info("fine-tune: the gate sends %d of %d corrections to the fine-tuned copy: training expert %d",
-                 int(to_tuned.sum()), len(to_tuned), index)
-        if index == 0:
-            first_kind = routed_start
-        for expert in routed_start.experts:
-            expert.info = routed_start.info.updated(arch=expert.arch, config=expert.config)
-        keeper = routed_start.experts[1 - index]
-        source_model = routed_start.experts[index]
-        start_name = (start_meta.get("routing") or {}).get("start", start_name)
-    if isinstance(start, Segmenter) or keeper is not source_model:
-        start_path = run_dir / "start.safetensors"
-        save_checkpoint(source_model, start_path, **source_model.info.record())
-    else:
-        start_path = resolve_checkpoint(start)
+    chosen = _choose_start(start, images, run_dir)
+    source_model, keeper, first_kind = chosen.model, chosen.keeper, chosen.first_kind
+    start_name, start_path, start_meta = chosen.name, chosen.path, chosen.meta
     in_ch = source_model.in_channels
     if in_ch != 3:
         raise ValueError(f"model expects {in_ch} input channels; corrections are RGB images")
