@@ -170,7 +170,7 @@ def train_forward(model: torch.nn.Module, x: torch.Tensor, sltt: int = 0) -> tor
     return model(x)
 
 
-def summary(values: list[float]) -> dict[str, float]:
+def spread(values: list[float]) -> dict[str, float]:
     """The median, minimum and maximum of repeated timings."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model.gradient_checkpointing = args.checkpointing and getattr(model, "supports_checkpointing", False)
     bf16 = args.bf16 if device.type == "cuda" else device.type == "cpu" and args.cpu_bf16
     dtypes = ["fp32"] + (["bf16"] if bf16 else [])
-    s = args.size
+    size = args.size
     results: dict[str, Any] = {
         "machine": {
             "platform": platform.platform(),
@@ -200,11 +200,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "torch": torch.__version__,
             "malloc": {"inference_heap_tuned": malloc_tuned, "huge_pages": huge_pages_requested()},
         },
-        "size": s,
+        "size": size,
         "models": {},
     }
     for name, model in models.items():
-        x1 = torch.rand(1, 3, s, s, device=device)
+        x1 = torch.rand(1, 3, size, size, device=device)
         results["models"][name] = {
             "parameters": sum(p.numel() for p in model.parameters()),
             "gflops": count_flops(model.eval(), x1) / 1e9,
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tune_malloc()
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
         for batch in args.batches:
-            x = torch.rand(batch, 3, s, s, device=device)
+            x = torch.rand(batch, 3, size, size, device=device)
             times: dict[str, list[float]] = {n: [] for n in models}
             mems: dict[str, list[int]] = {n: [] for n in models}
             with torch.inference_mode(), autocast:
@@ -228,17 +228,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name in models:
                 entry = results["models"][name].setdefault(f"forward_{dtype}", {})
                 entry[f"batch{batch}"] = {
-                    "seconds": summary(times[name]),
+                    "seconds": spread(times[name]),
                     "images_per_s": batch / statistics.median(times[name]),
                     "peak_mem_mb": (max(mems[name]) / 2**20 if device.type == "cuda"
-                                    else probe_peak_rss(name, args.timesteps, s, batch, args.threads)),
+                                    else probe_peak_rss(name, args.timesteps, size, batch, args.threads)),
                 }
                 print(f"{name:15s} forward {dtype} batch {batch}: {statistics.median(times[name]) * 1e3:8.1f} ms "
                       f"({batch / statistics.median(times[name]):.1f} img/s)", file=sys.stderr)
         if args.train_repeats > 0 and (dtype == "fp32" or device.type == "cuda"):  # CPU training: fp32
             b = args.train_batch
-            x = torch.rand(b, 3, s, s, device=device)
-            y = (torch.rand(b, 1, s, s, device=device) > 0.5).float()
+            x = torch.rand(b, 3, size, size, device=device)
+            y = (torch.rand(b, 1, size, size, device=device) > 0.5).float()
             from ..models import segmentation_loss
 
             optimisers = {n: torch.optim.Adam(m.parameters(), lr=1e-4) for n, m in models.items()}
@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         peaks[name] = max(peaks.get(name, 0.0), mem / 2**20)
             else:  # one fresh process per model: the allocator state of a real training run
                 for name in models:
-                    probe = probe_training(name, args.timesteps, s, b, args.threads, args.train_repeats,
+                    probe = probe_training(name, args.timesteps, size, b, args.threads, args.train_repeats,
                                            args.checkpointing, args.sltt)
                     times[name], peaks[name] = probe["seconds"], probe["peak_mb"]
             for name in models:
@@ -272,7 +272,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "batch": b,
                     "checkpointing": bool(getattr(models[name], "gradient_checkpointing", False)),
                     "sltt": args.sltt if uses_sltt(models[name], args.sltt) else 0,
-                    "seconds": summary(times[name]),
+                    "seconds": spread(times[name]),
                     "seconds_per_image": statistics.median(times[name]) / b,
                     "peak_mem_mb": peak,
                 }

@@ -47,7 +47,7 @@ def write_logs(out: Path, history: list[dict[str, float]], plot: bool = True) ->
         plot_curves(history, out / "curves.png")
 
 
-def measured(value: Any) -> bool:
+def is_measured(value: Any) -> bool:
     """Whether a figure was measured: a finite number (not None, not NaN)."""
     import math
 
@@ -87,7 +87,7 @@ def energy_lines(metrics: dict[str, Any]) -> list[str]:
             " additions are not counted)"
         )
         rate = energy.get("mean_firing_rate")
-        if not measured(rate) or not rate:  # an ANN: no spikes
+        if not is_measured(rate) or not rate:  # an ANN: no spikes
             pass
         elif "spikes_per_neuron_step" in energy:  # measured as spikes over neurons and timesteps
             per_step = energy["spikes_per_neuron_step"]
@@ -98,7 +98,7 @@ def energy_lines(metrics: dict[str, Any]) -> list[str]:
                    " neuron and timestep)" if virtual > 1 else ""))
         else:  # cards from before: the plain mean of the layers' rates
             lines.append(f"- Mean firing rate over neuron layers: {rate:.3f}")
-        if measured(metrics.get("twin_energy_mj")):
+        if is_measured(metrics.get("twin_energy_mj")):
             twin = metrics["twin_energy_mj"]
             lines.append(f"- Energy of its ANN twin on the same images: {twin:.2f} mJ; this model needs "
                          f"{energy['energy_mj'] / twin:.0%} of it")
@@ -115,7 +115,7 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
     Figures that were not measured are said to be so (a card never shows NaN)."""
     train = meta.get("training", {})
     metrics = meta.get("metrics", {})
-    if measured(metrics.get("val_dice")):
+    if is_measured(metrics.get("val_dice")):
         on = train.get("validated_on", "held-out images")
         validation = (f"- Validation on {on} (per-image mean, threshold 0.5, at model resolution): Dice "
                       f"{metrics['val_dice']:.4f}, IoU {metrics.get('val_iou', float('nan')):.4f} at epoch {metrics.get('epoch')}")
@@ -133,7 +133,7 @@ def write_model_card(checkpoint: Path, meta: dict[str, Any]) -> Path:
         " (by image; `split.json` in the run folder lists them)",
         validation,
     ]
-    if measured(metrics.get("firing_rate")):
+    if is_measured(metrics.get("firing_rate")):
         lines.append(f"- Firing rate during training (first validation batch; the mean over neuron layers, as "
                      f"the spike budget counts): {metrics['firing_rate']:.4f}")
     lines += [
