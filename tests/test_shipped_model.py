@@ -45,6 +45,9 @@ def test_shipped_models_stay_light_and_describe_themselves():
     for name, path in models.items():
         card = model_card_path(path).read_text()
         assert "Validation at the original image resolution" in card and "licence" in card.lower(), name
+        # what to expect from a new source, with its Dice on a dataset it never saw
+        new_source = next((line for line in card.splitlines() if line.startswith("On images from a new source:")), "")
+        assert "cross_dataset.py" in new_source and "Dice 0." in new_source, name
         info = load_model(name).info
         assert info.training["val_keys"] and "original_resolution" in info.metrics, name
         domain = info.extra["domain"]  # what kind of images it knows, for fine-tuning that keeps it
