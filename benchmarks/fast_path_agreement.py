@@ -4,8 +4,8 @@
 
 Each model segments the first ``--images`` of its own validation images (recorded in its
 checkpoint) at the original resolution, float32, without mirror TTA, once with the fast paths
-and once without (``fastpath.disabled()``). Prints the share of pixels whose mask differs and
-the largest difference in probability. The two paths are the same arithmetic in another order:
+and once without (``fastpath.disabled()``). Prints the share of pixels whose mask differs (of
+all pixels, and of the pixels either mask marks) and the largest difference in probability. The two paths are the same arithmetic in another order:
 the differences are floating-point rounding, which can flip a spike near its threshold.
 """
 
@@ -46,7 +46,7 @@ def main() -> None:
             print(f"{name}: none of its validation images under {args.data}")
             continue
         model = load_model(name)
-        differing = total = 0
+        differing = total = marked = 0
         largest = 0.0
         for path in paths:
             image = read_image(path)
@@ -54,9 +54,11 @@ def main() -> None:
             with fastpath.disabled():
                 plain = np.asarray(predict(model, image, flips=False, precision="fp32"))
             differing += int(((fast >= 0.5) != (plain >= 0.5)).sum())
+            marked += int(((fast >= 0.5) | (plain >= 0.5)).sum())
             total += fast.size
             largest = max(largest, float(np.abs(fast - plain).max()))
-        print(f"{name:20s} {len(paths):3d} images  mask pixels that differ {100 * differing / total:.3f} %  "
+        print(f"{name:20s} {len(paths):3d} images  mask pixels that differ {100 * differing / total:.3f} % "
+              f"({100 * differing / max(marked, 1):.2f} % of those either mask marks)  "
               f"largest probability difference {largest:.3f}")
 
 

@@ -7,8 +7,8 @@ give the same spikes; in float32, a membrane that lands within rounding of a thr
 one path and not the other, and such flips grow with depth (on the shipped spiking model at 128²:
 none of stage 0's value spikes differ, about 2 % of stage 3's, up to 8 % at its last timestep;
 logits by up to 0.8). On 12 validation images of each shipped model at the original resolution
-(float32, no TTA), 0.02-0.55 % of the mask pixels differ (``benchmarks/fast_path_agreement.py``;
-BENCHMARKS.md). Segment runs the fast paths; the spike inspector's maps and the energy
+(float32, no TTA), 0.02-0.55 % of the mask pixels differ, 0.4-5 % of those either mask marks
+(``benchmarks/fast_path_agreement.py``; BENCHMARKS.md). Segment runs the fast paths; the spike inspector's maps and the energy
 estimate run the plain path, so what the inspector shows comes from one kind of pass.
 """
 
