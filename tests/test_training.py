@@ -444,6 +444,7 @@ def test_a_fine_tune_on_one_correction_says_its_figures_are_not_held_out(lesions
     from napari_medspike.common import run_job
     from napari_medspike.engine.config import TrainEvent
     from napari_medspike.engine.finetune import finetune_steps
+    from napari_medspike.engine.trainer import train_steps
 
     start = save_checkpoint(create_model("medqkformer", **TINY), tmp_path / "start.safetensors", input_size=32)
     one = five_corrections(lesions, tmp_path / "one")
@@ -456,6 +457,11 @@ def test_a_fine_tune_on_one_correction_says_its_figures_are_not_held_out(lesions
     assert {e.kind for e in events} >= {TrainEvent.START, TrainEvent.EPOCH} and not any(e.held_out for e in events)
     info = load_model(result.checkpoint).info
     assert info.training["held_out"] is False and not info.validated_on_held_out
+    # nor does a run that holds nothing out and validates nothing
+    events = []
+    run = run_job(train_steps(config(lesions, tmp_path / "none", epochs=1, val_fraction=0.0)), events.append)
+    assert events and not any(e.held_out for e in events)
+    assert load_model(run.checkpoint).info.training["held_out"] is False
 
 
 def test_finetune_guardrails(lesions, tmp_path):

@@ -167,7 +167,7 @@ class TrainEvent(str, Enum):
 class TrainProgress:
     """A training step, the starting weights measured, or an epoch's end (``kind``).
     ``metrics`` is filled for the last two; ``held_out`` says whether they were measured on
-    held-out images (False: on the training images, where none could be held out)."""
+    held-out images (False: on the training images, where none could be held out, or on none)."""
 
     epoch: int
     epochs: int

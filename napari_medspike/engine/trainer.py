@@ -477,8 +477,9 @@ def loss_helpers(cfg: TrainConfig, model: Segmenter, device: torch.device, val_k
                  ) -> tuple[Segmenter | None, Segmenter | None, FiringRatePenalty | None]:
     """What the run's loss needs besides ``model``: the alignment teacher (``--teacher``), the
     distillation model (``--distill``) and the spike budget (``--max-firing-rate``), each None
-    when not asked for. Raises ``ValueError`` where ``model`` cannot take one (no side heads,
-    not spiking) or the distillation model saw a validation image (``val_keys``)."""
+    when not asked for. Raises ``ValueError`` where ``model`` cannot take one (alignment or deep
+    supervision without side heads, a spike budget for a model that does not spike or with
+    ``--checkpointing``) or the distillation model saw a validation image (``val_keys``)."""
     teacher = distiller = spike_budget = None
     if cfg.teacher:
         if not model.supports_alignment:
@@ -727,7 +728,10 @@ def _train_steps(
     if cosine:  # the time budget counts from the run's start, across resumes
         scheduler.count_time_from(began)
     replayed = sum(p.key in replay_keys for p in train_set.pairs)  # (readable ones)
-    on_training = cfg.validate_on_training and not cfg.val_fraction  # nothing held out: measured on training images
+    # measured on training images (nothing held out: cfg.validate_on_training), on held-out ones, or on none
+    val_keys = {p.key for p in val_set.pairs}
+    on_training = bool(val_keys) and val_keys <= {p.key for p in train_set.pairs}
+    held_out = bool(val_keys) and not on_training
     meta_training = {
         "data": [str(d) for d in cfg.data],
         # images of other folders mixed into training against forgetting: data too, so said
@@ -752,7 +756,7 @@ def _train_steps(
         "gradient": f"SLTT-{cfg.sltt} (spatial only, {cfg.sltt} of {model.timesteps} timesteps)" if cfg.sltt else "BPTT",
         "val_keys": [p.key for p in val_set.pairs],
         "validated_on": "training images (nothing held out)" if on_training else "held-out images",
-        "held_out": not on_training,
+        "held_out": held_out,
         "description": cfg.description,
         "torch": torch.__version__,
     }
@@ -778,7 +782,7 @@ def _train_steps(
             # the starting weights' figures: the bar to beat (a fine-tune keeps them unless beaten),
             # and whether they are measured on held-out images (one correction cannot be held out)
             yield TrainProgress(0, cfg.epochs, 0, 0, float("nan"), metrics=dict(best), message=TrainEvent.START.value,
-                                kind=TrainEvent.START, held_out=not on_training)
+                                kind=TrainEvent.START, held_out=held_out)
 
     cancelled = False
     timed_out = False  # stopped by the time budget (cfg.max_minutes)
@@ -834,7 +838,7 @@ def _train_steps(
                 seen += len(x)
                 if rank == 0:
                     yield TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message=TrainEvent.STEP.value,
-                                        held_out=not on_training)
+                                        held_out=held_out)
             if cancelled:  # a partial epoch is neither validated nor recorded: stop now
                 break
             if calibration:
@@ -868,7 +872,7 @@ def _train_steps(
                                          epoch, history, best)
                 write_logs(out, history, plot=cfg.resumable)
                 yield TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row},
-                                    message=TrainEvent.EPOCH.value, kind=TrainEvent.EPOCH, held_out=not on_training)
+                                    message=TrainEvent.EPOCH.value, kind=TrainEvent.EPOCH, held_out=held_out)
             elif improved:
                 best = {**metrics, "epoch": epoch}
             if cfg.max_minutes is not None and (time.time() - began) / 60 >= cfg.max_minutes:

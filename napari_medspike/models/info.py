@@ -54,7 +54,8 @@ class ModelInfo:
     @property
     def validated_on_held_out(self) -> bool:
         """Whether its validation figures come from held-out images; False for a fine-tune on
-        too few corrections to hold one out, measured on the images it was trained on."""
+        too few corrections to hold one out, measured on the images it was trained on, and for a
+        run that held out nothing."""
         held_out = self.training.get("held_out")
         if isinstance(held_out, bool):
             return held_out

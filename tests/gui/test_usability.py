@@ -827,7 +827,7 @@ def test_closing_the_fine_tune_dock_stops_its_fine_tune(plugin, qtbot, tmp_path,
     left to stop it, and switched Segment's model afterwards. napari's ✕ takes the contents out
     of the dock without deleting them (they live on while the job's callbacks hold them): the
     run stopped only when the test deleted them itself."""
-    from napari_medspike.common import Progress
+    from napari_medspike.engine.config import TrainProgress
     from napari_medspike.widgets import finetune as dock_module
 
     seen: dict[str, bool] = {}
@@ -835,7 +835,7 @@ def test_closing_the_fine_tune_dock_stops_its_fine_tune(plugin, qtbot, tmp_path,
     def endless(*args, cancel=None, **kwargs):  # a fine-tune that runs until it is cancelled
         deadline = time.time() + 60
         while not cancel.is_set() and time.time() < deadline:
-            yield Progress(0, 1, "training")
+            yield TrainProgress(1, 1, 0, 1, float("nan"), message="training")  # as the trainer yields
             time.sleep(0.05)
         seen["cancelled"] = cancel.is_set()
         raise RuntimeError("stopped")
