@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = args.models or [m for m in list_models() if m != "spiking"]
     rows = []
+    whole_image = {}  # per dataset: the same for every model
     for name in names:
         seen = seen_datasets(name)
         model = load_model(name)
@@ -68,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             pairs, _ = find_pairs(folder)
             result = evaluate(model, pairs)
+            if dataset not in whole_image:
+                whole_image[dataset] = whole_image_dice(pairs)
             rows.append({"model": name, "trained_on": sorted(seen), "dataset": dataset, **result,
-                         "whole_image_dice": whole_image_dice(pairs)})
+                         "whole_image_dice": whole_image[dataset]})
             print(f"{name} (trained on {', '.join(sorted(seen))}) on {dataset}: Dice {result['dice']:.3f} "
                   f"IoU {result['iou']:.3f} ({result['n']} images)", flush=True)
     if args.json:

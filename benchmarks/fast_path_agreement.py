@@ -16,22 +16,24 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_medspike.cli.evaluate import select_subset
+from napari_medspike.data.dataset import dataset_name, find_pairs
 from napari_medspike.data.io import read_image
-from napari_medspike.engine.checkpoint import list_models, load_model, read_metadata, resolve_checkpoint
+from napari_medspike.engine.checkpoint import list_models, load_model
 from napari_medspike.inference.predictor import predict
 from napari_medspike.models import fastpath
+from napari_medspike.models.base import Segmenter
 
 
-def validation_images(name: str, root: Path, count: int) -> list[Path]:
-    """The first ``count`` validation images of shipped model ``name`` found under ``root``."""
-    training = read_metadata(resolve_checkpoint(name)).get("training", {})
-    found = []
-    for key in training.get("val_keys", []):
-        dataset, _, stem = key.rpartition("/")
-        found += sorted((root / Path(dataset).name / "images").glob(f"{stem}.*"))[:1]
-        if len(found) == count:
-            break
-    return found
+def validation_images(model: Segmenter, root: Path, count: int) -> list[Path]:
+    """The first ``count`` of ``model``'s validation images found under ``root`` (in the folders it
+    was trained on, by name, as ``medspike-evaluate --subset val`` finds them)."""
+    folders = [root / dataset_name(d) for d in model.info.training.get("data", [])]
+    folders = [folder for folder in folders if folder.is_dir()]
+    if not folders:
+        return []
+    pairs, _ = find_pairs(folders)
+    return [pair.image for pair in select_subset(pairs, "val", model, None)[:count]]
 
 
 def main() -> None:
@@ -41,11 +43,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=12)
     args = parser.parse_args()
     for name in args.models:
-        paths = validation_images(name, args.data, args.images)
+        model = load_model(name)
+        paths = validation_images(model, args.data, args.images)
         if not paths:
             print(f"{name}: none of its validation images under {args.data}")
             continue
-        model = load_model(name)
         differing = total = marked = 0
         largest = 0.0
         for path in paths:
