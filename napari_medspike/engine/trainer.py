@@ -602,46 +602,38 @@ def train_steps(
         random.setstate(caller)
 
 
-def _train_steps(
-    cfg: TrainConfig,
-    cancel: threading.Event | None,
-    resume: bool,
-) -> Generator[TrainProgress, None, TrainResult]:
-    """:func:`train_steps` without giving the caller's random states back."""
-    out = Path(cfg.out_dir)
-    lr = check_options(cfg)
-    check_run_folder(out, resume=resume, overwrite=cfg.overwrite)
-    if resume:
-        check_resumed_options(cfg, out)
-    check_teacher_size(cfg)
+def _join_processes(out: Path) -> tuple[bool, int, int]:
+    """Whether this run is one of several ``torchrun`` processes (joining their group if it has
+    not been joined), its rank and the number of processes. Rank 0 makes the run folder and
+    removes temporary files an interrupted write left in it."""
     distributed = _is_distributed()
     if distributed and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     rank = _rank()
-    world = dist.get_world_size() if distributed else 1
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_temp_files(out):  # left by a run killed mid-write (e.g. a huge last.pt)
             log.info("removed %s, left by an interrupted write", stale)
-    seed_everything(cfg.seed)
+    return distributed, rank, dist.get_world_size() if distributed else 1
 
-    if distributed:
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-    else:
+
+def _training_device(cfg: TrainConfig, distributed: bool) -> torch.device:
+    """The device to train on: ``cfg.device`` (auto: a GPU where there is one), or this process's
+    GPU under ``torchrun``."""
+    if not distributed:
         device, note = pick_device(cfg.device)
         log.info(note)
+        return device
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    torch.cuda.set_device(device)
+    return device
 
-    train_set, val_set, problems, replay_keys = _datasets(cfg, out, resume=resume)
-    for p in problems:
-        log.warning(p)
-    if not len(val_set):
-        log.warning("no images held out for validation (%d training images, --val-fraction %g): epochs are "
-                    "not validated (their 'val' loss is the training loss, Dice nan) and the last is kept",
-                    len(train_set), cfg.val_fraction)
+
+def _prepare_model(cfg: TrainConfig, device: torch.device, distributed: bool) -> tuple[Segmenter, bool]:
+    """The model to train on ``device`` and whether it trains under bf16 autocast; raises
+    ``ValueError`` for options the model cannot take (activation checkpointing, SLTT)."""
     model = _build_model(cfg).to(device)
     use_amp = device.type == "cuda" and uses_bf16(cfg.precision, model)
     model.check_inputs = False  # data come from our own loader
@@ -658,22 +650,15 @@ def _train_steps(
             raise ValueError(f"--sltt K needs 1 <= K <= T = {model.timesteps}, got {cfg.sltt}")
         if distributed:
             raise ValueError("--sltt is not supported with torchrun (several processes) yet")
-    teacher, distiller, spike_budget = loss_helpers(cfg, model, device, [p.key for p in val_set.pairs])
-    with_sides = teacher is not None or cfg.deep_supervision > 0
+    return model, use_amp
 
-    # Every check has passed: only now is a run replaced (--overwrite) and this run's record
-    # written. (Its config.json used to be written first: an overwrite over a finished run left the
-    # old last.pt beside the new options, and a later --resume mixed the two runs.)
-    if rank == 0:
-        if not resume:
-            for path in clear_earlier_run(out):
-                log.info("removed %s of the run replaced (--overwrite)", path.name)
-        _write_config(out, cfg)
-        _write_split(cfg, out, train_set, val_set)
 
-    sampler = None
-    if distributed:
-        sampler = torch.utils.data.distributed.DistributedSampler(train_set, num_replicas=world, rank=rank, seed=cfg.seed)
+def _training_loader(cfg: TrainConfig, train_set: CachedPairs, device: torch.device, distributed: bool,
+                     rank: int, world: int) -> tuple[torch.utils.data.DataLoader, Any, torch.Generator]:
+    """The shuffled training loader, its distributed sampler (None in one process) and the seeded
+    generator that draws its order (saved with a resumable run's state)."""
+    sampler = torch.utils.data.distributed.DistributedSampler(
+        train_set, num_replicas=world, rank=rank, seed=cfg.seed) if distributed else None
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(
         train_set,
@@ -689,50 +674,61 @@ def _train_steps(
         # persistent workers drew their seed once per process (final weights 0.38 apart)
         persistent_workers=False,
     )
-    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=0)
-    net: torch.nn.Module = model
-    if distributed:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=model.has_side_heads and not with_sides,  # side heads idle without alignment
-        )
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
-    anchor = {name: p.detach().clone() for name, p in model.named_parameters()} if cfg.anchor_weight else {}
-    # the weights that are validated and saved: the model itself, or a moving average of it
-    averaged = torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=ema_update(cfg.ema, warmup=not cfg.init_from), use_buffers=True,
-    ) if cfg.ema else None
-    scored: Segmenter = averaged.module if averaged is not None else model
-    cosine = cfg.schedule == "cosine"
-    # processes of a distributed run anneal by steps alone: their clocks could give them different rates
-    scheduler: Any = CosineSchedule(optimizer, len(loader) * cfg.epochs,
-                                    minutes=None if distributed else cfg.max_minutes) if cosine else \
-        torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5, patience=cfg.plateau_patience)
-    augment = build_augment(cfg.photometric, cfg.scale_augment, cfg.soft_masks).to(device) if cfg.augment else None
-    step_loss = StepLoss(cfg, model, net, teacher, distiller, spike_budget, anchor, autocast=use_amp)
+    return loader, sampler, generator
 
-    history: list[dict[str, float]] = []
-    best: dict[str, float] = {"val_dice": -1.0}
-    start_epoch = 1
-    state_path = out / "last.pt"
-    best_path = out / "best.safetensors"
-    if resume and state_path.is_file():
-        history, best, start_epoch = _load_training_state(state_path, model, optimizer, scheduler, generator,
-                                                          averaged)
-        log.info("resuming after epoch %d", start_epoch - 1)
-        if start_epoch > cfg.epochs:
-            log.warning("nothing to continue: the run has done %d epochs and --epochs is %d; pass a larger --epochs "
-                        "to train on", start_epoch - 1, cfg.epochs)
 
-    began = time.time() - sum(h.get("time_s", 0.0) for h in history)
-    if cosine:  # the time budget counts from the run's start, across resumes
-        scheduler.count_time_from(began)
+class Optimisation:
+    """What one training step does after its loss: Adam (with the cosine schedule's step where
+    the run uses it), gradient clipping (``cfg.clip_grad``) and the weight average (``cfg.ema``,
+    whose weights are the ones validated and saved: :attr:`scored`)."""
+
+    def __init__(self, cfg: TrainConfig, model: Segmenter, lr: float, steps_per_epoch: int, distributed: bool) -> None:
+        self.model, self.clip_grad = model, cfg.clip_grad
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        self.averaged = torch.optim.swa_utils.AveragedModel(
+            model, multi_avg_fn=ema_update(cfg.ema, warmup=not cfg.init_from), use_buffers=True,
+        ) if cfg.ema else None
+        self.scored: Segmenter = self.averaged.module if self.averaged is not None else model
+        self.cosine = cfg.schedule == "cosine"
+        # processes of a distributed run anneal by steps alone: their clocks could give them different rates
+        self.scheduler: Any = CosineSchedule(
+            self.optimizer, steps_per_epoch * cfg.epochs, minutes=None if distributed else cfg.max_minutes,
+        ) if self.cosine else torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=0.5, patience=cfg.plateau_patience)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate now."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Back-propagate ``loss`` and update the weights (and their average)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+        self.optimizer.step()
+        if self.cosine:
+            self.scheduler.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
+
+    def end_epoch(self, val_loss: float) -> None:
+        """The plateau schedule's step (the cosine schedule steps with each batch)."""
+        if not self.cosine:
+            self.scheduler.step(val_loss)
+
+
+def _training_record(cfg: TrainConfig, train_set: CachedPairs, val_set: CachedPairs, replay_keys: set[str],
+                     lr: float, world: int, device: torch.device, model: Segmenter, with_sides: bool,
+                     distilled: bool, budgeted: bool) -> dict[str, Any]:
+    """The ``training`` record of the run's checkpoint metadata and model card: data, split, recipe
+    and whether its figures are measured on held-out images."""
     replayed = sum(p.key in replay_keys for p in train_set.pairs)  # (readable ones)
     # measured on training images (nothing held out: cfg.validate_on_training), on held-out ones, or on none
     val_keys = {p.key for p in val_set.pairs}
     on_training = bool(val_keys) and val_keys <= {p.key for p in train_set.pairs}
-    held_out = bool(val_keys) and not on_training
-    meta_training = {
+    return {
         "data": [str(d) for d in cfg.data],
         # images of other folders mixed into training against forgetting: data too, so said
         **({"replay": {"data": [str(r) for r in cfg.replay], "images": replayed}} if replayed else {}),
@@ -749,17 +745,129 @@ def _train_steps(
         "init_from": cfg.init_from,
         "teacher": cfg.teacher,
         "align_stages": cfg.align_stages if with_sides else [],
-        **({"distill": cfg.distill, "distill_mix": cfg.distill_mix} if distiller is not None else {}),
+        **({"distill": cfg.distill, "distill_mix": cfg.distill_mix} if distilled else {}),
         **({"deep_supervision": cfg.deep_supervision} if cfg.deep_supervision else {}),
         **({"masks": "area-weighted (soft)"} if cfg.soft_masks else {}),
-        **({"max_firing_rate": cfg.max_firing_rate, "firing_weight": cfg.firing_weight} if spike_budget else {}),
+        **({"max_firing_rate": cfg.max_firing_rate, "firing_weight": cfg.firing_weight} if budgeted else {}),
         "gradient": f"SLTT-{cfg.sltt} (spatial only, {cfg.sltt} of {model.timesteps} timesteps)" if cfg.sltt else "BPTT",
         "val_keys": [p.key for p in val_set.pairs],
         "validated_on": "training images (nothing held out)" if on_training else "held-out images",
-        "held_out": held_out,
+        "held_out": bool(val_keys) and not on_training,
         "description": cfg.description,
         "torch": torch.__version__,
     }
+
+
+def _train_epoch(cfg: TrainConfig, epoch: int, loader: torch.utils.data.DataLoader, step_loss: StepLoss,
+                 optimisation: Optimisation, augment: torch.nn.Module | None, device: torch.device,
+                 use_amp: bool, cancel: threading.Event | None, report: bool, held_out: bool, best_path: Path,
+                 ) -> Generator[TrainProgress, None, tuple[float, int, bool]]:
+    """One pass over ``loader``, yielding a :class:`TrainProgress` after each step where
+    ``report`` (rank 0); returns the summed loss, the images seen and whether ``cancel`` stopped
+    it. Raises :class:`TrainingDiverged` at the first loss that is not finite."""
+    running, seen, steps = 0.0, 0, len(loader)
+    for step, (x, y) in enumerate(loader, 1):
+        if cancel is not None and cancel.is_set():
+            return running, seen, True
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if augment is not None:
+            x, y = augment(x, y)
+        if use_amp:
+            x = x.contiguous(memory_format=torch.channels_last)
+        # grad mode is per thread: a job that ran before in this (pooled) worker thread
+        # must not leave this step without gradients
+        with torch.inference_mode(False), torch.enable_grad():
+            loss = step_loss(x, y)
+            optimisation.step(loss)
+        value = loss.item()
+        if not math.isfinite(value):
+            kept = f"the best checkpoint so far is kept in {best_path}" if best_path.exists() else "nothing was saved"
+            raise TrainingDiverged(f"the training loss became {value} at epoch {epoch}, step {step}: the run "
+                                   f"stops here ({kept}); try a lower learning rate or --clip-grad 1")
+        running += value * len(x)
+        if device.type == "cpu":
+            del loss
+            # freed activations' holes would raise the peak step by step (also where loading
+            # a model tuned the allocator to keep freed memory for inference)
+            release_free_memory(even_if_tuned=True)
+        seen += len(x)
+        if report:
+            yield TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message=TrainEvent.STEP.value,
+                                held_out=held_out)
+    return running, seen, False
+
+
+def _train_steps(
+    cfg: TrainConfig,
+    cancel: threading.Event | None,
+    resume: bool,
+) -> Generator[TrainProgress, None, TrainResult]:
+    """:func:`train_steps` without giving the caller's random states back."""
+    out = Path(cfg.out_dir)
+    lr = check_options(cfg)
+    check_run_folder(out, resume=resume, overwrite=cfg.overwrite)
+    if resume:
+        check_resumed_options(cfg, out)
+    check_teacher_size(cfg)
+    distributed, rank, world = _join_processes(out)
+    seed_everything(cfg.seed)
+    device = _training_device(cfg, distributed)
+
+    train_set, val_set, problems, replay_keys = _datasets(cfg, out, resume=resume)
+    for p in problems:
+        log.warning(p)
+    if not len(val_set):
+        log.warning("no images held out for validation (%d training images, --val-fraction %g): epochs are "
+                    "not validated (their 'val' loss is the training loss, Dice nan) and the last is kept",
+                    len(train_set), cfg.val_fraction)
+    model, use_amp = _prepare_model(cfg, device, distributed)
+    teacher, distiller, spike_budget = loss_helpers(cfg, model, device, [p.key for p in val_set.pairs])
+    with_sides = teacher is not None or cfg.deep_supervision > 0
+
+    # Every check has passed: only now is a run replaced (--overwrite) and this run's record
+    # written. (Its config.json used to be written first: an overwrite over a finished run left the
+    # old last.pt beside the new options, and a later --resume mixed the two runs.)
+    if rank == 0:
+        if not resume:
+            for path in clear_earlier_run(out):
+                log.info("removed %s of the run replaced (--overwrite)", path.name)
+        _write_config(out, cfg)
+        _write_split(cfg, out, train_set, val_set)
+
+    loader, sampler, generator = _training_loader(cfg, train_set, device, distributed, rank, world)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=cfg.batch_size, num_workers=0)
+    net: torch.nn.Module = model
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=model.has_side_heads and not with_sides,  # side heads idle without alignment
+        )
+    optimisation = Optimisation(cfg, model, lr, len(loader), distributed)
+    scored = optimisation.scored  # the weights that are validated and saved
+    anchor = {name: p.detach().clone() for name, p in model.named_parameters()} if cfg.anchor_weight else {}
+    augment = build_augment(cfg.photometric, cfg.scale_augment, cfg.soft_masks).to(device) if cfg.augment else None
+    step_loss = StepLoss(cfg, model, net, teacher, distiller, spike_budget, anchor, autocast=use_amp)
+
+    history: list[dict[str, float]] = []
+    best: dict[str, float] = {"val_dice": -1.0}
+    start_epoch = 1
+    state_path = out / "last.pt"
+    best_path = out / "best.safetensors"
+    if resume and state_path.is_file():
+        history, best, start_epoch = _load_training_state(state_path, model, optimisation.optimizer,
+                                                          optimisation.scheduler, generator, optimisation.averaged)
+        log.info("resuming after epoch %d", start_epoch - 1)
+        if start_epoch > cfg.epochs:
+            log.warning("nothing to continue: the run has done %d epochs and --epochs is %d; pass a larger --epochs "
+                        "to train on", start_epoch - 1, cfg.epochs)
+
+    began = time.time() - sum(h.get("time_s", 0.0) for h in history)
+    if optimisation.cosine:  # the time budget counts from the run's start, across resumes
+        optimisation.scheduler.count_time_from(began)
+    meta_training = _training_record(cfg, train_set, val_set, replay_keys, lr, world, device, model, with_sides,
+                                     distiller is not None, spike_budget is not None)
+    held_out = meta_training["held_out"]
 
     # weights that start from a checkpoint keep its recommended inference settings (e.g. flips)
     inherited = ModelInfo.from_metadata(read_metadata(resolve_checkpoint(cfg.init_from))).inherited() \
@@ -800,45 +908,9 @@ def _train_steps(
             if cfg.freeze_norm_stats:
                 freeze_norm_statistics(model)
             freeze_parts(model, cfg.frozen)
-            running, seen = 0.0, 0
-            for step, (x, y) in enumerate(loader, 1):
-                if cancel is not None and cancel.is_set():
-                    cancelled = True
-                    break
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
-                if augment is not None:
-                    x, y = augment(x, y)
-                if use_amp:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                # grad mode is per thread: a job that ran before in this (pooled) worker thread
-                # must not leave this step without gradients
-                with torch.inference_mode(False), torch.enable_grad():
-                    loss = step_loss(x, y)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.clip_grad:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    optimizer.step()
-                    if cosine:
-                        scheduler.step()
-                    if averaged is not None:
-                        averaged.update_parameters(model)
-                value = loss.item()
-                if not math.isfinite(value):
-                    kept = f"the best checkpoint so far is kept in {best_path}" if best_path.exists() else "nothing was saved"
-                    raise TrainingDiverged(f"the training loss became {value} at epoch {epoch}, step {step}: the run "
-                                           f"stops here ({kept}); try a lower learning rate or --clip-grad 1")
-                running += value * len(x)
-                if device.type == "cpu":
-                    del loss
-                    # freed activations' holes would raise the peak step by step (also where loading
-                    # a model tuned the allocator to keep freed memory for inference)
-                    release_free_memory(even_if_tuned=True)
-                seen += len(x)
-                if rank == 0:
-                    yield TrainProgress(epoch, cfg.epochs, step, steps, running / seen, message=TrainEvent.STEP.value,
-                                        held_out=held_out)
+            running, seen, cancelled = yield from _train_epoch(
+                cfg, epoch, loader, step_loss, optimisation, augment, device, use_amp, cancel,
+                report=rank == 0, held_out=held_out, best_path=best_path)
             if cancelled:  # a partial epoch is neither validated nor recorded: stop now
                 break
             if calibration:
@@ -849,13 +921,12 @@ def _train_steps(
                             b.copy_(kept_statistics[name])
             metrics = validate(scored, val_loader, device) if len(val_set) else {
                 "val_loss": running / max(seen, 1), "val_dice": float("nan"), "val_iou": float("nan"), "firing_rate": float("nan")}
-            if not cosine:
-                scheduler.step(metrics["val_loss"])
+            optimisation.end_epoch(metrics["val_loss"])
             row = {
                 "epoch": epoch,
                 "train_loss": running / max(seen, 1),
                 **metrics,
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": optimisation.lr,
                 "time_s": time.time() - t0,
             }
             history.append(row)
@@ -868,8 +939,8 @@ def _train_steps(
                 elif best_path.exists():  # the card and metadata count every epoch run, not just up to the best
                     refresh_training_record(best_path, epochs_run=len(history), minutes=(time.time() - began) / 60)
                 if cfg.resumable:
-                    _save_training_state(state_path, model, optimizer, scheduler, generator, averaged,
-                                         epoch, history, best)
+                    _save_training_state(state_path, model, optimisation.optimizer, optimisation.scheduler,
+                                         generator, optimisation.averaged, epoch, history, best)
                 write_logs(out, history, plot=cfg.resumable)
                 yield TrainProgress(epoch, cfg.epochs, steps, steps, row["train_loss"], metrics={**row},
                                     message=TrainEvent.EPOCH.value, kind=TrainEvent.EPOCH, held_out=held_out)
@@ -880,21 +951,28 @@ def _train_steps(
                 timed_out = epoch < cfg.epochs
                 break
     if rank == 0:
-        if best_path.exists():  # the card says whether the run was cut short, not only how long it ran
-            stopped = (f"stopped by its {cfg.max_minutes:g}-minute limit after {len(history)} of {cfg.epochs} "
-                       "epochs") if timed_out else None
-            if read_metadata(best_path).get("training", {}).get("stopped") != stopped:  # (a resumed run's may go)
-                refresh_training_record(best_path, stopped=stopped)
-        if best_path.exists() and not cfg.keep_initial_as_best:  # (fine-tuning records its own)
-            record_training_domain(best_path, [p.image for p in train_set.pairs],
-                                   "training images of " + ", ".join(dataset_name(d) for d in cfg.data))
-        if history and not cfg.resumable:
-            plot_curves(history, out / "curves.png")  # the curves once, at the end (logs are written)
-        _write_config(out, cfg)
+        _finish_run(cfg, out, best_path, history, timed_out, train_set)
     if distributed:
         dist.barrier()
     return TrainResult(best_path if best_path.exists() else None, history, best, cancelled, out, initial, timed_out,
                        problems)
+
+
+def _finish_run(cfg: TrainConfig, out: Path, best_path: Path, history: list[dict[str, float]], timed_out: bool,
+                train_set: CachedPairs) -> None:
+    """Rank 0's last writes: whether the time limit cut the run short, the domain record of a
+    trained (not fine-tuned) model, the curves and the config."""
+    if best_path.exists():  # the card says whether the run was cut short, not only how long it ran
+        stopped = (f"stopped by its {cfg.max_minutes:g}-minute limit after {len(history)} of {cfg.epochs} "
+                   "epochs") if timed_out else None
+        if read_metadata(best_path).get("training", {}).get("stopped") != stopped:  # (a resumed run's may go)
+            refresh_training_record(best_path, stopped=stopped)
+    if best_path.exists() and not cfg.keep_initial_as_best:  # (fine-tuning records its own)
+        record_training_domain(best_path, [p.image for p in train_set.pairs],
+                               "training images of " + ", ".join(dataset_name(d) for d in cfg.data))
+    if history and not cfg.resumable:
+        plot_curves(history, out / "curves.png")  # the curves once, at the end (logs are written)
+    _write_config(out, cfg)
 
 
 def _write_config(out: Path, cfg: TrainConfig) -> None:
