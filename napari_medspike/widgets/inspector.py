@@ -72,6 +72,108 @@ OVERLAY_SPIKE_COLORMAP = "inferno"
 GRID_LIMITS, OVERLAY_LIMITS = "medspike_grid_limits", "medspike_overlay_limits"
 
 
+class MapPlacement:
+    """Where an inspection's maps go in the viewer: over ``image_layer`` (its pixel size, offset,
+    units and any rotation, shear or affine), at ``frame`` of a stack, and with a time axis of
+    their own. ``across`` lists the frame axes of other layers, as (frames, step, start), over
+    which a 2D image's maps in time repeat (``across_units``: their units)."""
+
+    def __init__(self, image_layer: Any, maps: StageMaps, frame: int | None = None,
+                 across: list[tuple[int, float, float]] | None = None, across_units: tuple[str, ...] = ()) -> None:
+        self.image_layer, self.maps, self.frame = image_layer, maps, frame
+        self.across, self.across_units = list(across or []), across_units
+        self.scale = tuple(maps.scale[i] * image_layer.scale[-2 + i] for i in range(2))
+        self.translate = tuple(maps.translate[i] * image_layer.scale[-2 + i] + image_layer.translate[-2 + i]
+                               for i in range(2))
+        self.at_frame: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
+        if frame is not None:
+            self.at_frame = ((image_layer.scale[-3],),
+                             (image_layer.translate[-3] + frame * image_layer.scale[-3],))
+        # the image's units on the axes the maps share with it (without them napari warned of
+        # inconsistent units six times per inspection and stopped drawing units)
+        units = tuple(str(u) for u in getattr(image_layer, "units", ()))
+        self.spatial_units = units[-2:] if len(units) >= 2 else ("pixel", "pixel")
+        self.frame_units = (units[-3],) if frame is not None and len(units) >= 3 else ("pixel",) * (frame is not None)
+
+    def placed(self, array: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """The array and where it goes: ``[T, h, w]`` in time, ``[h, w]`` flat, each with a
+        frame axis of one frame for a stack. A 2D image's maps in time, while other layers
+        have frame axes, repeat (a view, no copy) across those frames, so that time gets
+        an axis of its own instead of sharing theirs."""
+        (sy, sx), (ty, tx) = self.scale, self.translate
+        in_time = array.ndim == 3
+        if self.frame is not None:
+            array = np.expand_dims(array, -3)
+        elif in_time and self.across:
+            across = self.across
+            shape = (array.shape[0], *(n for n, _, _ in across), *array.shape[-2:])
+            array = np.broadcast_to(array.reshape(array.shape[0], *(1,) * len(across), *array.shape[-2:]), shape)
+            return array, {"scale": (1.0, *(step for _, step, _ in across), sy, sx),
+                           "translate": (0.0, *(start for _, _, start in across), ty, tx),
+                           "units": ("pixel", *self.across_units, *self.spatial_units)}
+        scale = (1.0,) * in_time + self.at_frame[0] + (sy, sx)
+        translate = (0.0,) * in_time + self.at_frame[1] + (ty, tx)
+        return array, {"scale": scale, "translate": translate,
+                       "units": ("pixel",) * in_time + self.frame_units + self.spatial_units}
+
+    def on_image(self, array: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """:meth:`placed`, turned, sheared and transformed as the image is (its rotate, shear and
+        affine act on its own axes: the maps' last ones, given as one affine matrix)."""
+        array, where = self.placed(array)
+        image_layer, maps = self.image_layer, self.maps
+        if axis_aligned(image_layer):
+            return array, {**where, "affine": np.eye(array.ndim + 1)}
+        # map pixels to the image's pixels (its last axes), then the image's pixels to the world
+        nd, lead = image_layer.ndim, array.ndim - image_layer.ndim
+        into_image = np.eye(nd + 1)
+        into_image[-3:-1, -3:-1] = np.diag(maps.scale)
+        into_image[-3:-1, -1] = maps.translate
+        if self.frame is not None:
+            into_image[-4, -1] = self.frame
+        matrix = np.eye(array.ndim + 1)
+        matrix[:lead, :lead] = np.diag(where["scale"][:lead])
+        matrix[:lead, -1] = where["translate"][:lead]
+        matrix[lead:, lead:] = world_matrix_of(image_layer) @ into_image
+        return array, {**where, "scale": (1.0,) * array.ndim, "translate": (0.0,) * array.ndim, "affine": matrix}
+
+
+def inspection_summary(maps: StageMaps, report: EnergyReport, interactions_view: str, decomposed: bool,
+                       slider: str = "t") -> tuple[str, str]:
+    """The dock's text under Inspect for an inspection (timesteps and the slider that moves
+    through them, firing rates, synaptic operations and energy, what the interaction maps
+    show) and a note for its tooltip (empty where there is none)."""
+    rates = ", ".join(f"{r:.3f}" for r in maps.stage_firing_rates)
+    per = f" (k/{maps.spike_levels})" if maps.spike_levels > 1 and not maps.virtual else ""
+    if decomposed:
+        legend = "interactions as sum, shares and φ (hover 'interactions')"
+    elif interactions_view == INTERACTION_VIEWS[1]:
+        legend = (f"'{INTERACTION_VIEWS[1]}' is for SDSA (MedSpikeFormer), whose four maps add up to the "
+                  f"values' spikes; here AA, AI, IA, II as recorded")
+    elif maps.interaction_correlation > 0.7:
+        legend = (f"AA, AI, IA, II alike (r ≥ {maps.interaction_correlation:.2f}): "
+                  f"interactions '{INTERACTION_VIEWS[1]}' shows how they differ")
+    else:
+        legend = "AA, AI, IA, II: active or inactive Q with active or inactive K (hover Inspect)"
+    if maps.virtual:
+        time = (f"{maps.timesteps} virtual timesteps: an integer spike k/{maps.timesteps} is shown as k binary "
+                f"spikes (move the {slider} slider)")
+    elif maps.timesteps > 1:
+        time = f"T = {maps.timesteps} timesteps: move the {slider} slider below the canvas"
+    else:
+        time = "T = 1: a single timestep"
+    routed = f"answered by {maps.expert} (the gate's choice for this image)\n" if maps.expert else ""
+    text = (
+        f"{routed}{time}\nfiring rate per encoder stage{per}: {rates}\n"
+        f"synaptic ops {report.sops / 1e9:.2f} G, analog MACs {report.analog_macs / 1e9:.2f} G\n"
+        f"estimated energy {report.energy_pj / 1e9:.2f} mJ vs dense ANN {report.ann_energy_pj / 1e9:.2f} mJ "
+        f"({report.energy_pj / max(report.ann_energy_pj, 1e-9):.0%})\n"
+        f"{legend}\nmaps of one full-precision pass, without mirror TTA"
+    )
+    note = (f"\n(k/{maps.spike_levels}: a neuron fires up to {maps.spike_levels} spikes per timestep; its rate is "
+            f"the mean of k/{maps.spike_levels})") if per else ""
+    return text, note
+
+
 class GridPause:
     """Turns napari's grid off before the first change that would lay it out again (a layer
     added, removed, moved, shown or hidden: napari lays the whole grid out after each), so
@@ -474,64 +576,17 @@ class InspectorWidget(DockContainer):
             return
         self._shown = ShownInspection(image_layer, maps, report, frame, channels)
         pause = GridPause(self.viewer)
-        sy, sx = (maps.scale[i] * image_layer.scale[-2 + i] for i in range(2))
-        ty, tx = (maps.translate[i] * image_layer.scale[-2 + i] + image_layer.translate[-2 + i] for i in range(2))
-        at_frame: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())
-        if frame is not None:
-            at_frame = ((image_layer.scale[-3],), (image_layer.translate[-3] + frame * image_layer.scale[-3],))
         across = self._axes_of_other_layers() if frame is None else []
         self._across = across
-        # the image's units on the axes the maps share with it (without them napari warned of
-        # inconsistent units six times per inspection and stopped drawing units)
-        units = tuple(str(u) for u in getattr(image_layer, "units", ()))
-        spatial_units = units[-2:] if len(units) >= 2 else ("pixel", "pixel")
-        frame_units = (units[-3],) if frame is not None and len(units) >= 3 else ("pixel",) * (frame is not None)
-        across_units = self._units_of_other_layers(len(across)) if across else ()
-
-        def placed(array: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-            """The array and where it goes: ``[T, h, w]`` in time, ``[h, w]`` flat, each with a
-            frame axis of one frame for a stack. A 2D image's maps in time, while other layers
-            have frame axes, repeat (a view, no copy) across those frames, so that time gets
-            an axis of its own instead of sharing theirs."""
-            in_time = array.ndim == 3
-            if frame is not None:
-                array = np.expand_dims(array, -3)
-            elif in_time and across:
-                shape = (array.shape[0], *(n for n, _, _ in across), *array.shape[-2:])
-                array = np.broadcast_to(array.reshape(array.shape[0], *(1,) * len(across), *array.shape[-2:]), shape)
-                return array, {"scale": (1.0, *(step for _, step, _ in across), sy, sx),
-                               "translate": (0.0, *(start for _, _, start in across), ty, tx),
-                               "units": ("pixel", *across_units, *spatial_units)}
-            scale = (1.0,) * in_time + at_frame[0] + (sy, sx)
-            translate = (0.0,) * in_time + at_frame[1] + (ty, tx)
-            return array, {"scale": scale, "translate": translate,
-                           "units": ("pixel",) * in_time + frame_units + spatial_units}
-
-        def on_image(array: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-            """:func:`placed`, turned, sheared and transformed as the image is (its rotate, shear and
-            affine act on its own axes: the maps' last ones, given as one affine matrix)."""
-            array, where = placed(array)
-            if axis_aligned(image_layer):
-                return array, {**where, "affine": np.eye(array.ndim + 1)}
-            # map pixels to the image's pixels (its last axes), then the image's pixels to the world
-            nd, lead = image_layer.ndim, array.ndim - image_layer.ndim
-            into_image = np.eye(nd + 1)
-            into_image[-3:-1, -3:-1] = np.diag(maps.scale)
-            into_image[-3:-1, -1] = maps.translate
-            if frame is not None:
-                into_image[-4, -1] = frame
-            matrix = np.eye(array.ndim + 1)
-            matrix[:lead, :lead] = np.diag(where["scale"][:lead])
-            matrix[:lead, -1] = where["translate"][:lead]
-            matrix[lead:, lead:] = world_matrix_of(image_layer) @ into_image
-            return array, {**where, "scale": (1.0,) * array.ndim, "translate": (0.0,) * array.ndim, "affine": matrix}
+        place = MapPlacement(image_layer, maps, frame, across,
+                             self._units_of_other_layers(len(across)) if across else ())
 
         tag = f"stage {maps.stage}"
         time_word = "virtual t" if maps.virtual else "t"
         # the channels shown, unless their mean (the default): "max", "channel 5"
         how = {"mean": "", "max": " max", "channel": f" channel {channels[1]}"}.get(channels[0], "")
         names = [f"spikes {maps.spike_name}{how} ({tag}, {time_word})"]
-        data, where = on_image(maps.spikes)
+        data, where = place.on_image(maps.spikes)
         top = max(float(maps.spikes.max()), 1e-6)
         limits = {GRID_LIMITS: (0.0, top), OVERLAY_LIMITS: (min(float(np.median(maps.spikes)), top * 0.99), top)}
         grid = self.view.value == VIEWS[0]
@@ -544,10 +599,10 @@ class InspectorWidget(DockContainer):
         for slot, (name, array) in enumerate(arrays.items(), start=1):
             limits, signed = display_limits(name, array)
             names.append(f"{name} ({tag})")
-            data, where = on_image(array)
+            data, where = place.on_image(array)
             colormap = SIGNED_COLORMAP if signed else SHARE_COLORMAP if "share" in name else INTERACTION_COLORMAP
             self._put(names[-1], slot, data, pause, colormap=colormap, contrast_limits=limits, **where)
-        data, where = on_image(maps.firing_rate)
+        data, where = place.on_image(maps.firing_rate)
         rate_name = f"{maps.spike_name} firing rate ({tag})"
         self._put(rate_name, 1 + len(arrays), data, pause, colormap="inferno", visible=False,
                   contrast_limits=(0.0, max(float(maps.firing_rate.max()), 1e-6)), **where)
@@ -566,36 +621,10 @@ class InspectorWidget(DockContainer):
             self.viewer.dims.set_current_step(time_axis, 0)
         self._apply_view(pause=pause)
         self.plot.show(maps.layer_rates, maps.virtual, maps.spike_levels if not maps.virtual else 1)
-        rates = ", ".join(f"{r:.3f}" for r in maps.stage_firing_rates)
-        per = f" (k/{maps.spike_levels})" if maps.spike_levels > 1 and not maps.virtual else ""
-        if decomposed:
-            legend = "interactions as sum, shares and φ (hover 'interactions')"
-        elif self.interactions.value == INTERACTION_VIEWS[1]:
-            legend = (f"'{INTERACTION_VIEWS[1]}' is for SDSA (MedSpikeFormer), whose four maps add up to the "
-                      f"values' spikes; here AA, AI, IA, II as recorded")
-        elif maps.interaction_correlation > 0.7:
-            legend = (f"AA, AI, IA, II alike (r ≥ {maps.interaction_correlation:.2f}): "
-                      f"interactions '{INTERACTION_VIEWS[1]}' shows how they differ")
-        else:
-            legend = "AA, AI, IA, II: active or inactive Q with active or inactive K (hover Inspect)"
-        if maps.virtual:
-            time = (f"{maps.timesteps} virtual timesteps: an integer spike k/{maps.timesteps} is shown as k binary "
-                    f"spikes (move the {slider} slider)")
-        elif maps.timesteps > 1:
-            time = f"T = {maps.timesteps} timesteps: move the {slider} slider below the canvas"
-        else:
-            time = "T = 1: a single timestep"
-        routed = f"answered by {maps.expert} (the gate's choice for this image)\n" if maps.expert else ""
-        show_text(self.summary, (
-            f"{routed}{time}\nfiring rate per encoder stage{per}: {rates}\n"
-            f"synaptic ops {report.sops / 1e9:.2f} G, analog MACs {report.analog_macs / 1e9:.2f} G\n"
-            f"estimated energy {report.energy_pj / 1e9:.2f} mJ vs dense ANN {report.ann_energy_pj / 1e9:.2f} mJ "
-            f"({report.energy_pj / max(report.ann_energy_pj, 1e-9):.0%})\n"
-            f"{legend}\nmaps of one full-precision pass, without mirror TTA"
-        ))
-        if per:  # the full words where there is room
-            self.summary.tooltip += (f"\n(k/{maps.spike_levels}: a neuron fires up to {maps.spike_levels} spikes per "
-                                     f"timestep; its rate is the mean of k/{maps.spike_levels})")
+        text, note = inspection_summary(maps, report, self.interactions.value, decomposed, slider)
+        show_text(self.summary, text)
+        if note:  # the full words where there is room
+            self.summary.tooltip += note
 
     def _units_of_other_layers(self, depth: int) -> tuple[str, ...]:
         """The units of the ``depth`` axes in front of the two image axes, as the layer other

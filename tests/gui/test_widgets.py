@@ -1125,3 +1125,27 @@ def test_a_photo_that_asks_to_be_turned_is_segmented_as_napari_shows_it_and_says
     assert viewer.layers["phone mask"].data.shape == (70, 90)  # as stored, as napari shows it
     told = [n for n in notes if "EXIF" in n]
     assert len(told) == 1 and "turned 90° anticlockwise" in told[0]  # once, not at every run
+
+
+def test_the_inspection_summary_says_what_the_maps_show():
+    from types import SimpleNamespace
+
+    from napari_medspike.analysis.maps import INTERACTION_VIEWS
+    from napari_medspike.widgets.inspector import inspection_summary
+
+    report = SimpleNamespace(sops=2.04e9, analog_macs=0.01e9, energy_pj=1.91e9, ann_energy_pj=5.90e9)
+    maps = SimpleNamespace(stage_firing_rates=[0.079, 0.077], spike_levels=5, virtual=False, timesteps=4,
+                           interaction_correlation=0.9, expert=None)
+    text, note = inspection_summary(maps, report, INTERACTION_VIEWS[0], decomposed=False, slider="t")
+    assert text.startswith("T = 4 timesteps: move the t slider")
+    assert "firing rate per encoder stage (k/5): 0.079, 0.077" in text
+    assert "estimated energy 1.91 mJ vs dense ANN 5.90 mJ (32%)" in text
+    assert "alike (r ≥ 0.90)" in text and "up to 5 spikes per timestep" in note
+    # uncorrelated maps get the plain legend; one binary timestep neither the slider nor the note
+    maps = SimpleNamespace(**{**vars(maps), "interaction_correlation": 0.2, "timesteps": 1, "spike_levels": 1,
+                              "expert": "dermoscopy"})
+    text, note = inspection_summary(maps, report, INTERACTION_VIEWS[0], decomposed=False)
+    assert text.startswith("answered by dermoscopy") and "T = 1: a single timestep" in text
+    assert "active or inactive Q" in text and note == ""
+    text, _ = inspection_summary(maps, report, INTERACTION_VIEWS[1], decomposed=True)
+    assert "interactions as sum, shares and φ" in text
