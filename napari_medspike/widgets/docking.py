@@ -4,12 +4,16 @@ plugin's other docks, its layer boxes following the viewer's layers."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QEvent, QObject
 
 from .layers import is_users_image
 from .layout import ancestor
+
+if TYPE_CHECKING:  # annotations only
+    from napari.viewer import Viewer
+    from magicgui.widgets import ComboBox
 
 
 class _ShowFilter(QObject):
@@ -140,7 +144,7 @@ def tab_with_sibling_docks(widget: Any) -> None:
     widget.native.installEventFilter(widget._docked_filter)
 
 
-def image_box(viewer: Any) -> Any:
+def image_box(viewer: Viewer) -> ComboBox:
     """A drop-down of the images the user opened or added (:func:`is_users_image`), not this
     plugin's results: with its image closed, a dock fell back on '<image> probability', which
     Save correction then stored as a training image and Segment segmented again."""
@@ -150,7 +154,7 @@ def image_box(viewer: Any) -> Any:
                     nullable=False)
 
 
-def follow_layers(widget: Any, viewer: Any, new_images: bool = False) -> None:
+def follow_layers(widget: Any, viewer: Viewer, new_images: bool = False) -> None:
     """Refresh a widget's layer pickers whenever layers are added or removed; ``new_images``:
     an image the user opens becomes the widget's image (Segment would otherwise segment the
     earlier one again)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import napari
 import numpy as np
@@ -43,6 +43,10 @@ from .layout import (
 )
 from .session import model_label, selected_image_and_model, session_of
 
+if TYPE_CHECKING:  # annotations only
+    from napari.layers import Image, Layer
+    from napari.viewer import Viewer
+
 #: What the four interaction maps mean, for tooltips and the README.
 INTERACTION_HELP = (
     "The four interactions of spike-based decomposed attention pair the active (A: fired) or "
@@ -78,7 +82,7 @@ class MapPlacement:
     their own. ``across`` lists the frame axes of other layers, as (frames, step, start), over
     which a 2D image's maps in time repeat (``across_units``: their units)."""
 
-    def __init__(self, image_layer: Any, maps: StageMaps, frame: int | None = None,
+    def __init__(self, image_layer: Image, maps: StageMaps, frame: int | None = None,
                  across: list[tuple[int, float, float]] | None = None, across_units: tuple[str, ...] = ()) -> None:
         self.image_layer, self.maps, self.frame = image_layer, maps, frame
         self.across, self.across_units = list(across or []), across_units
@@ -181,7 +185,7 @@ class GridPause:
     inspection only puts new maps in the layers of the last one, the grid is never touched.
     Call it before each such change; ``was_on`` says whether the grid was on before."""
 
-    def __init__(self, viewer: Any) -> None:
+    def __init__(self, viewer: Viewer) -> None:
         self.settings = viewer_grid(viewer)
         self.was_on = bool(self.settings.enabled)
 
@@ -248,7 +252,7 @@ class RatePlot(DockPlot):
 class ShownInspection:
     """The inspection shown last: another interactions view or layout shows it again, no new run."""
 
-    image_layer: Any
+    image_layer: Image
     maps: StageMaps
     report: EnergyReport
     frame: int | None  #: the stack's frame inspected; None for a 2D image
@@ -516,7 +520,7 @@ class InspectorWidget(DockContainer):
 
         QTimer.singleShot(0, relayout)
 
-    def _out_of_grid_for(self, layer: Any) -> None:
+    def _out_of_grid_for(self, layer: Layer) -> None:
         """An image the user opened while the maps are laid out side by side: the grid turns off,
         the maps are hidden and the image is shown on top, as when another dock is raised (in
         the 2 x 3 grid it took a seventh place, drawn over a cell; hidden, it could not be seen
@@ -566,7 +570,7 @@ class InspectorWidget(DockContainer):
             self._show(shown.image_layer, shown.maps, shown.report, frame=shown.frame, channels=shown.channels)
             self.viewer.dims.current_step = step
 
-    def _show(self, image_layer: Any, maps: StageMaps, report: EnergyReport, frame: int | None = None,
+    def _show(self, image_layer: Image, maps: StageMaps, report: EnergyReport, frame: int | None = None,
               channels: tuple[str, int] = ("mean", 0)) -> None:
         """Add (or update) the maps as layers over ``image_layer``. For a stack, ``frame`` is the
         frame inspected: the maps get an axis of their own for time, in front of the frame axis,
@@ -653,7 +657,7 @@ class InspectorWidget(DockContainer):
         ids = [layer.unique_id for layer in shown]  # (the same layer may come as two objects: same_layer)
         grid = self.view.value == VIEWS[0]
 
-        def put(layer: Any, key: str, value: Any) -> None:
+        def put(layer: Layer, key: str, value: Any) -> None:
             """Set only what changes: napari re-lays out every layer's overlays on each
             visibility or blending event, even one that changes nothing."""
             overlays = {"name_overlay": layer.name_overlay, "colorbar": getattr(layer, "colorbar", None)}

@@ -6,13 +6,17 @@ from __future__ import annotations
 import re
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils.notifications import show_info
 
+if TYPE_CHECKING:  # annotations only
+    from napari.layers import Image, Labels, Layer
+    from napari.viewer import Viewer
 
-def image_data_2d(layer: Any, viewer: Any = None, lazy: bool = False) -> np.ndarray:
+
+def image_data_2d(layer: Image, viewer: Viewer | None = None, lazy: bool = False) -> np.ndarray:
     """A 2D image layer's pixels; for a stack, the slice the viewer shows (when ``viewer`` is
     given); a clear error for multiscale layers and other shapes. ``lazy=True`` leaves a lazy
     array (dask, zarr) unread, for a job to read off the GUI thread."""
@@ -29,7 +33,7 @@ def image_data_2d(layer: Any, viewer: Any = None, lazy: bool = False) -> np.ndar
     return read(layer.data)
 
 
-def shown_slice(layer: Any, viewer: Any) -> int:
+def shown_slice(layer: Layer, viewer: Viewer) -> int:
     """Index along the first axis of a 3D layer (a stack or video) of the slice the viewer shows.
 
     Raises ``ValueError`` saying what to do where no one slice of it is shown: a 3D view, axes
@@ -50,7 +54,7 @@ def shown_slice(layer: Any, viewer: Any) -> int:
     return int(index)
 
 
-def shown_range(layer: Any) -> tuple[float, float] | None:
+def shown_range(layer: Image) -> tuple[float, float] | None:
     """The intensities napari shows as black and white in ``layer`` (its contrast limits), for
     images that are not 8-bit: the model is given the image as napari shows it (a 16-bit scan
     whose values lie between 1000 and 2020 looked right and came out empty, scaled from 0). None
@@ -67,7 +71,7 @@ def range_note(value_range: tuple[float, float] | None) -> str:
     return "" if value_range is None else f", contrast {value_range[0]:.4g}–{value_range[1]:.4g}"
 
 
-def frame_numbers(layer: Any) -> list[int] | None:
+def frame_numbers(layer: Layer) -> list[int] | None:
     """The video frame number of each slice of a stack layer (its metadata's ``frames``, which
     the reader records: a long video is read with every k-th frame), else None."""
     frames = getattr(layer, "metadata", {}).get("frames")
@@ -77,7 +81,7 @@ def frame_numbers(layer: Any) -> list[int] | None:
     return [int(f) for f in frames]
 
 
-def mask_frame_for(labels: Any, image: Any, viewer: Any) -> int:
+def mask_frame_for(labels: Labels, image: Image, viewer: Viewer) -> int:
     """The frame of the stack mask ``labels`` that corrects the frame of the stack ``image`` shown
     now: the same index. Raises ``ValueError`` when the mask has another number of frames, or when
     the viewer shows another of its frames over the image's (their scale or translate along the
@@ -100,7 +104,7 @@ def placed_alike(a: Any, b: Any, axes: int = 2) -> bool:
             and np.allclose(a.translate[-axes:], b.translate[-axes:], rtol=1e-6, atol=1e-9))
 
 
-def show_colours_of_cmyk_jpeg(layer: Any) -> bool:
+def show_colours_of_cmyk_jpeg(layer: Image) -> bool:
     """A layer opened from a CMYK JPEG by napari's own reader holds the file's cyan, magenta,
     yellow and black as red, green, blue and alpha: the picture shows wrong (transparent where
     there is no black) and the model segmented inverted colours into an empty mask. Put its
@@ -125,7 +129,7 @@ def show_colours_of_cmyk_jpeg(layer: Any) -> bool:
 _TOLD_TURN: weakref.WeakSet = weakref.WeakSet()
 
 
-def tell_of_exif_turn(layer: Any) -> None:
+def tell_of_exif_turn(layer: Image) -> None:
     """Once per layer: say that the photo it was opened from asks to be shown turned (EXIF), which
     neither napari nor the model does (see :func:`~napari_medspike.data.io.exif_orientation_note`)."""
     from ..data.io import JPEG_SUFFIXES, exif_orientation_note
@@ -138,7 +142,7 @@ def tell_of_exif_turn(layer: Any) -> None:
         show_info(note)
 
 
-def refuse_channels_as_slices(layer: Any) -> None:
+def refuse_channels_as_slices(layer: Image) -> None:
     """Raise a ``ValueError`` that says what to do for a colour (or grey + alpha) image that napari
     shows as a stack of thin slices: ``[H, W, 2|3|4]`` not marked RGB (napari's guess for images
     with a side of 30 pixels or less, or an image added with ``rgb=False``)."""
@@ -152,7 +156,7 @@ def refuse_channels_as_slices(layer: Any) -> None:
                      f"{again}")
 
 
-def image_data(layer: Any) -> Any:
+def image_data(layer: Image) -> Any:
     """An image layer's pixels: one 2D image or a stack ``[N, H, W(, 3)]`` (frames, tiles,
     slices); a clear error for multiscale layers, colour images shown as slices and more
     dimensions. A lazy array (dask, zarr) stays lazy: the job reads it slice by slice, off the
@@ -167,13 +171,13 @@ def image_data(layer: Any) -> Any:
     return layer.data
 
 
-def viewer_grid(viewer: Any) -> Any:
+def viewer_grid(viewer: Viewer) -> Any:
     """The viewer's grid settings (``viewer.canvas.grid`` from napari 0.9, ``viewer.grid`` before)."""
     canvas = getattr(viewer, "canvas", None)
     return canvas.grid if canvas is not None and hasattr(canvas, "grid") else viewer.grid
 
 
-def show_for_editing(viewer: Any, mask: Any, image: Any = None) -> None:
+def show_for_editing(viewer: Viewer, mask: Labels, image: Image | None = None) -> None:
     """Make ``mask`` ready to paint: the grid off (the mask lies over its image, not in a cell
     of its own), the mask and its image visible with no other image drawn over that image (the
     inspector's spike maps) nor masks segmented for other images, the mask on top of the layer
@@ -205,7 +209,7 @@ def show_for_editing(viewer: Any, mask: Any, image: Any = None) -> None:
 MAP_TAG = "medspike_inspector_map"
 
 
-def is_users_image(layer: Any) -> bool:
+def is_users_image(layer: Layer | None) -> bool:
     """Whether ``layer`` is an image the user opened or added, not one of this plugin's results
     (probabilities, the inspector's maps)."""
     from napari.layers import Image
@@ -222,13 +226,13 @@ def same_layer(a: Any, b: Any) -> bool:
                       and getattr(a, "unique_id", None) is not None and a.unique_id == getattr(b, "unique_id", None))
 
 
-def file_of(layer: Any) -> str:
+def file_of(layer: Layer) -> str:
     """The file a layer was opened from (napari's source, else the path its metadata records),
     or ``""``."""
     return str(getattr(getattr(layer, "source", None), "path", None) or layer.metadata.get("path", ""))
 
 
-def link_to_image(image_layer: Any) -> dict[str, str]:
+def link_to_image(image_layer: Image) -> dict[str, str]:
     """Metadata that ties a result layer (probability, mask) to the image it was made for: the
     image's name, napari's ``unique_id`` of its layer, which a rename keeps, and its file when
     it was opened from one (which keeps the drafts of two pictures of one name apart)."""
@@ -237,7 +241,7 @@ def link_to_image(image_layer: Any) -> dict[str, str]:
             **({"source_path": path} if path else {})}
 
 
-def image_made_for(layer: Any, viewer: Any) -> Any:
+def image_made_for(layer: Layer, viewer: Viewer) -> Image | None:
     """The open layer ``layer`` was made for (:func:`link_to_image`): found by its id, so a renamed
     image keeps its masks; else by name (an image opened again, a sample's ground truth);
     ``None`` when ``layer`` is tied to no image or its image is closed."""
@@ -256,13 +260,13 @@ def image_made_for(layer: Any, viewer: Any) -> Any:
     return next((candidate for wanted in names for candidate in images if candidate.name == wanted), None)
 
 
-def made_for_another_image(layer: Any, image: Any, viewer: Any) -> bool:
+def made_for_another_image(layer: Layer, image: Image, viewer: Viewer) -> bool:
     """Whether ``layer`` is a result made for an image other than ``image`` (open or closed)."""
     metadata = getattr(layer, "metadata", None) or {}
     return "source_image" in metadata and not same_layer(image_made_for(layer, viewer), image)
 
 
-def placement_of(image_layer: Any, nd: int) -> dict[str, Any]:
+def placement_of(image_layer: Image, nd: int) -> dict[str, Any]:
     """Where a result of ``nd`` axes goes to lie on ``image_layer``: its scale, translate and
     units on those axes, and its rotation, shear and affine transform when it has ``nd`` axes."""
     placement: dict[str, Any] = {"scale": tuple(image_layer.scale[-nd:]),
@@ -275,13 +279,13 @@ def placement_of(image_layer: Any, nd: int) -> dict[str, Any]:
     return placement
 
 
-def axis_aligned(layer: Any) -> bool:
+def axis_aligned(layer: Layer) -> bool:
     """Whether ``layer`` is only scaled and moved (no rotation, shear or affine transform)."""
     return (np.allclose(layer.rotate, np.eye(layer.ndim)) and np.allclose(layer.shear, 0)
             and np.allclose(layer.affine.affine_matrix, np.eye(layer.ndim + 1)))
 
 
-def world_matrix_of(layer: Any) -> np.ndarray:
+def world_matrix_of(layer: Layer) -> np.ndarray:
     """The ``(ndim + 1)²`` matrix that takes ``layer``'s pixel coordinates to the world: its scale,
     translate, rotation and shear, then its affine transform (napari's order)."""
     from napari.utils.transforms import Affine

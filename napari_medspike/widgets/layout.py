@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import Container
 from qtpy.QtCore import QEvent, QObject
+
+if TYPE_CHECKING:  # annotations only
+    from napari.viewer import Viewer
 
 
 def elide(text: str, width: int = 48) -> str:
@@ -236,7 +239,7 @@ class _WidthKeeper(QObject):
         return False
 
 
-def plot_theme(viewer: Any) -> dict[str, str]:
+def plot_theme(viewer: Viewer) -> dict[str, str]:
     """matplotlib settings that draw a dock's plot in the viewer's napari theme (a white figure
     glares in the dark theme), for ``matplotlib.rc_context``; empty for a theme napari cannot
     name (matplotlib's own look)."""

@@ -4,11 +4,15 @@ the user's paint strokes on a mask marked as edits and autosaved as drafts."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .layers import image_made_for, link_to_image, placement_of, same_layer, same_setting
+
+if TYPE_CHECKING:  # annotations only
+    from napari.layers import Image, Labels
+    from napari.viewer import Viewer
 
 
 def drafts_folder() -> Path:
@@ -23,7 +27,7 @@ class DraftSaver:
     loses nothing that was painted (``drafts/``, written atomically, one file per layer name and
     picture file)."""
 
-    def __init__(self, layer: Any, folder: Path | None = None, delay_ms: int = 1500) -> None:
+    def __init__(self, layer: Labels, folder: Path | None = None, delay_ms: int = 1500) -> None:
         from qtpy.QtCore import QTimer
 
         self.layer, self.folder = layer, folder
@@ -54,7 +58,7 @@ class DraftSaver:
 _OWN_WRITES: set[Any] = set()
 
 
-def set_own_data(layer: Any, data: np.ndarray) -> None:
+def set_own_data(layer: Labels, data: np.ndarray) -> None:
     """Give ``layer`` new ``data`` as this plugin's result (a new segmentation, a threshold):
     not counted as the user's edit by :func:`mark_edits`."""
     key = getattr(layer, "unique_id", id(layer))
@@ -65,7 +69,7 @@ def set_own_data(layer: Any, data: np.ndarray) -> None:
         _OWN_WRITES.discard(key)
 
 
-def mark_edits(layer: Any) -> None:
+def mark_edits(layer: Labels) -> None:
     """Remember that the user changed a mask layer (no later result overwrites it) and autosave
     it after each change: a stroke of napari's paint tools, or new data given from the console
     or another plugin (``layer.data = ...``)."""
@@ -90,7 +94,7 @@ MASK_COLOURS = ("cyan", "yellow", "lime", "magenta", "white")
 MASK_STYLES = ("outline", "filled")
 
 
-def style_mask(layer: Any, colour: str = MASK_COLOURS[0], style: str = MASK_STYLES[0]) -> None:
+def style_mask(layer: Labels, colour: str = MASK_COLOURS[0], style: str = MASK_STYLES[0]) -> None:
     """Show a 0/1 mask layer in one contrasting colour, as an outline (2 px) or filled (the
     layer's metadata keeps both, see :func:`mask_look`)."""
     from napari.utils.colormaps import DirectLabelColormap
@@ -102,7 +106,7 @@ def style_mask(layer: Any, colour: str = MASK_COLOURS[0], style: str = MASK_STYL
     layer.metadata.update(mask_colour=colour, mask_style=style)
 
 
-def mask_look(layer: Any) -> tuple[str, str]:
+def mask_look(layer: Labels) -> tuple[str, str]:
     """The colour and style :func:`style_mask` gave ``layer`` (the defaults for a layer it did
     not style, such as one the user added)."""
     metadata = getattr(layer, "metadata", None) or {}
@@ -115,7 +119,7 @@ def other_colour(colour: str) -> str:
 
 
 def add_segmentation_layers(
-    viewer: Any, image_layer: Any, prob: np.ndarray, threshold: float, suffix: str = "",
+    viewer: Viewer, image_layer: Image, prob: np.ndarray, threshold: float, suffix: str = "",
     colour: str = MASK_COLOURS[0], style: str = MASK_STYLES[0], settings: dict[str, Any] | None = None,
     model_source: str | None = None,
 ) -> tuple[Any, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import napari
 import numpy as np
@@ -30,12 +30,15 @@ from .layout import compact_label, DockContainer, elide, full_width, make_narrow
 from .masks import add_segmentation_layers, MASK_COLOURS, mask_look, MASK_STYLES, set_own_data, style_mask
 from .session import model_choices, model_label, selected_image_and_model, session_of, summary_of
 
+if TYPE_CHECKING:  # annotations only
+    from napari.layers import Image, Labels, Layer
+
 CHECKPOINT_FILE = "checkpoint file…"
 #: The status line while a cancelled job winds down.
 CANCELLING = "cancelling…"
 
 
-def layer_spacing(layer: Any) -> tuple[tuple[float, float], str]:
+def layer_spacing(layer: Layer) -> tuple[tuple[float, float], str]:
     """A layer's pixel size along y and x and the squared unit its areas are in: ``px²`` when it
     has neither physical units nor a scale, ``scale units²`` when it has a scale without units
     (an area of 4041.64 was labelled px² beside 101041 pixels)."""
@@ -58,7 +61,7 @@ def layer_spacing(layer: Any) -> tuple[tuple[float, float], str]:
 class MeasuredMask:
     """The last mask Segment made and measured, with what measuring it again needs."""
 
-    layer: Any  #: its Labels layer
+    layer: Labels  #: its Labels layer
     options: dict[str, Any]  #: ``measure_slices``' spacing, unit, image name and slice numbers
     probabilities: np.ndarray
     unit: str  #: the unit of its areas (``px²`` without physical units)
@@ -185,7 +188,7 @@ class SegmentWidget(DockContainer):
             return path if path not in ("", ".") else None
         return self.model_choice.value
 
-    def _image_changed(self, layer: Any) -> None:
+    def _image_changed(self, layer: Image | None) -> None:
         """A bundled sample chosen: the shipped model trained on its kind of image (the polyp
         model scored Dice 0.02 on the dermoscopy sample), said in a notification."""
         from .._sample_data import SUGGESTED_MODEL
@@ -384,7 +387,7 @@ class SegmentWidget(DockContainer):
         return self.worker
 
     # --- measurements -----------------------------------------------------------------------
-    def _measure(self, layer: Any, prob: np.ndarray, rows: list[dict[str, Any]]) -> None:
+    def _measure(self, layer: Labels, prob: np.ndarray, rows: list[dict[str, Any]]) -> None:
         """Show the new mask's measurements (area, connected regions and mean probability per
         region, per slice) in the table, keep them in the mask layer's metadata, for CSV export.
         Painting the mask measures it again once painting pauses (in a worker), and an export

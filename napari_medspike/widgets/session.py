@@ -6,7 +6,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.utils.notifications import show_error
@@ -15,6 +15,10 @@ from ..engine.checkpoint import finetuned_time, list_models, load_model, resolve
 from ..models.base import Segmenter
 from .layers import image_data, image_data_2d
 from .layout import elide
+
+if TYPE_CHECKING:  # annotations only
+    from napari.layers import Image
+    from napari.viewer import Viewer
 
 
 class ModelSession:
@@ -133,7 +137,7 @@ def model_choices(session: ModelSession, extra_folders: tuple[Path, ...] = ()) -
 _SESSIONS: weakref.WeakKeyDictionary[Any, ModelSession] = weakref.WeakKeyDictionary()
 
 
-def session_of(viewer: Any) -> ModelSession:
+def session_of(viewer: Viewer) -> ModelSession:
     """The model session of a napari viewer: its docks share it (a fine-tune updates what its
     Segment uses); another viewer has its own (one module-wide model made a second window's
     choice the first one's, without a word)."""
@@ -174,7 +178,7 @@ def summary_of(model: Segmenter) -> str:
 
 
 def selected_image_and_model(
-    layer: Any, session: ModelSession, source: str | None = None, viewer: Any = None, stacks: bool = False
+    layer: Image | None, session: ModelSession, source: str | None = None, viewer: Viewer | None = None, stacks: bool = False
 ) -> tuple[np.ndarray, Segmenter] | None:
     """The pixels of the chosen image layer and the model of ``session`` to use (``source``, or
     its current one), or None after telling the user (as a notification) what is missing.
