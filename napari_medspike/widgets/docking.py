@@ -12,8 +12,8 @@ from .layers import is_users_image
 from .layout import ancestor
 
 if TYPE_CHECKING:  # annotations only
-    from napari.viewer import Viewer
     from magicgui.widgets import ComboBox
+    from napari.viewer import Viewer
 
 
 class _ShowFilter(QObject):
