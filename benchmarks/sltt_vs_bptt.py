@@ -37,6 +37,11 @@ from napari_medspike.models import create_model
 from napari_medspike.runtime import reexec_with_huge_pages, release_free_memory
 
 
+def gradient_name(sltt: int) -> str:
+    """How the table names a run's gradient."""
+    return f"SLTT-{sltt}" if sltt else "BPTT"
+
+
 def train_for(cfg: TrainConfig, train_set: CachedPairs, val_loader: torch.utils.data.DataLoader,
               minutes: float, checkpoints: int) -> list[dict[str, float]]:
     """Train a fresh binary MedSpikeFormer (seeded by ``cfg.seed``) for ``minutes`` of step time;
@@ -71,7 +76,7 @@ def train_for(cfg: TrainConfig, train_set: CachedPairs, val_loader: torch.utils.
                 recalibrate_norms(model, train_set, 64, cfg.batch_size, device)
                 metrics = validate(model, val_loader, device)
                 rows.append({"minutes": trained / 60, "steps": steps, "train_loss": running / seen, **metrics})
-                print(f"  {'BPTT' if not cfg.sltt else f'SLTT-{cfg.sltt}'}: {trained / 60:.1f} min, {steps} steps, "
+                print(f"  {gradient_name(cfg.sltt)}: {trained / 60:.1f} min, {steps} steps, "
                       f"train loss {running / seen:.3f}, val Dice {metrics['val_dice']:.3f}", flush=True)
                 running, seen = 0.0, 0
                 marks.pop(0)
@@ -106,7 +111,7 @@ def main() -> None:
     for sltt in (0, args.sltt):
         cfg = TrainConfig(data=[str(args.data)], out_dir="unused", arch="medspikeformer", lr=1e-3, batch_size=8,
                           size=args.size, sltt=sltt)
-        results["BPTT" if not sltt else f"SLTT-{sltt}"] = train_for(cfg, train_set, val_loader, args.minutes,
+        results[gradient_name(sltt)] = train_for(cfg, train_set, val_loader, args.minutes,
                                                                     args.checkpoints)
     print("\n| gradient | minutes of training | steps | training loss since the last row | val Dice | val IoU |")
     print("|---|---:|---:|---:|---:|---:|")
